@@ -1,0 +1,154 @@
+"""Incidents (问题联办): reported at a unit, climbing level by level to a department."""
+import datetime as dt
+
+from sqlalchemy import select
+
+from services.grid import tree
+from services.grid.models import Incident, IncidentStep, Resident, Unit
+from services.grid.units import reachable_unit
+from services.grid.vocabulary import DEPARTMENT_LEVEL
+from shared.db import utcnow
+from shared.errors import Conflict, NotFound, ValidationError
+
+SYSTEM_ACTOR = "system:deadline"
+
+
+class Policy:
+    """Department per category and seconds allowed at each level (from config)."""
+
+    def __init__(self, departments, deadlines):
+        self.departments = departments
+        self.deadlines = deadlines
+
+    def due(self, level, now):
+        seconds = self.deadlines.get(level)
+        return None if seconds is None else now + dt.timedelta(seconds=float(seconds))
+
+
+def _event(incident, **extra):
+    return {
+        "incident_id": str(incident.id), "unit_id": str(incident.unit_id),
+        "unit_path": [str(i) for i in tree.path_ids(incident.unit_path)], "category": incident.category,
+        "department": incident.department, "status": incident.status,
+        "handling_level": incident.handling_level,
+        "handling_unit_id": str(incident.handling_unit_id) if incident.handling_unit_id else None,
+        **extra,
+    }
+
+
+def _step(session, incident, action, actor, note=None, from_level=None, to_level=None, at=None):
+    session.add(IncidentStep(incident_id=incident.id, action=action, from_level=from_level, to_level=to_level,
+                             note=note, actor=actor, at=at or utcnow()))
+
+
+def report_incident(uow, caller, policy, unit_id, category, description, party_resident_ids):
+    session = uow.session
+    unit = reachable_unit(session, caller, unit_id)
+    parties = sorted(set(party_resident_ids or []))
+    if parties:
+        found = set(session.scalars(select(Resident.id).where(Resident.id.in_(parties))))
+        missing = [str(p) for p in parties if p not in found]
+        if missing:
+            raise ValidationError({"party_resident_ids": [f"Unknown residents: {', '.join(missing)}."]})
+    now = utcnow()
+    incident = Incident(
+        unit_id=unit.id, unit_path=unit.path, category=category, description=description,
+        department=policy.departments[category], party_resident_ids=parties, status="open",
+        handling_unit_id=unit.id, handling_level=unit.level, escalations=0, due_at=policy.due(unit.level, now),
+        reported_by=caller.sub, reported_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    _step(session, incident, "reported", caller.sub, to_level=unit.level, at=now)
+    uow.emit("incident_reported", f"incident/{incident.id}",
+             _event(incident, party_resident_ids=[str(p) for p in parties]))
+    return incident
+
+
+def load_incident(session, caller, incident_id, *, lock=False):
+    query = select(Incident).where(Incident.id == incident_id)
+    if lock and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    incident = session.scalar(query)
+    if incident is None:
+        raise NotFound(f"incident {incident_id} not found")
+    caller.require_reach(tree.path_ids(incident.unit_path), "incident")
+    return incident
+
+
+def _climb(uow, policy, incident, actor, reason, now):
+    session = uow.session
+    if incident.status == "resolved":
+        raise Conflict(f"incident {incident.id} is resolved")
+    if incident.handling_unit_id is None:
+        raise Conflict(f"incident {incident.id} is already with the {incident.department} department")
+    current = session.get(Unit, incident.handling_unit_id)
+    from_level = incident.handling_level
+    if current.parent_id is None:
+        incident.handling_unit_id, incident.handling_level = None, DEPARTMENT_LEVEL
+    else:
+        parent = session.get(Unit, current.parent_id)
+        incident.handling_unit_id, incident.handling_level = parent.id, parent.level
+    incident.status = "escalated"
+    incident.escalations += 1
+    incident.due_at = policy.due(incident.handling_level, now)
+    _step(session, incident, "escalated", actor, note=reason, from_level=from_level,
+          to_level=incident.handling_level, at=now)
+    uow.emit("incident_escalated", f"incident/{incident.id}",
+             _event(incident, from_level=from_level, automatic=actor == SYSTEM_ACTOR))
+    return incident
+
+
+def escalate_incident(uow, caller, policy, incident_id, reason):
+    incident = load_incident(uow.session, caller, incident_id, lock=True)
+    return _climb(uow, policy, incident, caller.sub, reason, utcnow())
+
+
+def escalate_overdue(uow, policy, now, limit=200):
+    """Climb every unresolved incident past its deadline one level; returns how many."""
+    session = uow.session
+    query = (select(Incident).where(Incident.status != "resolved", Incident.due_at <= now)
+             .order_by(Incident.due_at).limit(limit))
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    overdue = session.scalars(query).all()
+    for incident in overdue:
+        _climb(uow, policy, incident, SYSTEM_ACTOR, "deadline passed", now)
+    session.flush()
+    return len(overdue)
+
+
+def resolve_incident(uow, caller, incident_id, resolution):
+    session = uow.session
+    incident = load_incident(session, caller, incident_id, lock=True)
+    if incident.status == "resolved":
+        raise Conflict(f"incident {incident.id} is already resolved")
+    # Only whoever handles it now (or someone above) may close it.
+    origin_ids = tree.path_ids(incident.unit_path)
+    if incident.handling_unit_id is None:
+        handling_ids = origin_ids[:1]
+    else:
+        handling_ids = origin_ids[:origin_ids.index(incident.handling_unit_id) + 1]
+    caller.require_reach(handling_ids, f"incident handled at {incident.handling_level}")
+    now = utcnow()
+    incident.status, incident.resolution, incident.resolved_at, incident.due_at = "resolved", resolution, now, None
+    _step(session, incident, "resolved", caller.sub, note=resolution, from_level=incident.handling_level, at=now)
+    uow.emit("incident_resolved", f"incident/{incident.id}", _event(incident))
+    return incident
+
+
+def incident_steps(session, incident):
+    return session.scalars(
+        select(IncidentStep).where(IncidentStep.incident_id == incident.id).order_by(IncidentStep.id)
+    ).all()
+
+
+def list_incidents(session, caller, under, status, page, page_size):
+    root = reachable_unit(session, caller, under)
+    query = select(Incident).where(tree.in_subtree(Incident.unit_path, root.path))
+    if status is not None:
+        query = query.where(Incident.status == status)
+    rows = session.scalars(query.order_by(Incident.id.desc()).offset((page - 1) * page_size)
+                           .limit(page_size + 1)).all()
+    return rows[:page_size], len(rows) > page_size
+

@@ -1,0 +1,233 @@
+"""Households, residents and their tags; audience queries over a subtree."""
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select, update
+
+from services.grid import tree
+from services.grid.models import Household, Resident, ResidentTag
+from services.grid.units import reachable_unit
+from shared.db import utcnow
+from shared.errors import Conflict, Forbidden, NotFound, ValidationError
+from shared.pii import mask_id_number, mask_phone
+
+ID_INDEX = b"id_number"
+
+
+def _path_list(path):
+    return [str(i) for i in tree.path_ids(path)]
+
+
+def load_household(session, caller, household_id):
+    household = session.get(Household, household_id)
+    if household is None:
+        raise NotFound(f"household {household_id} not found")
+    caller.require_reach(tree.path_ids(household.unit_path), "household")
+    return household
+
+
+def _open_small_grid(session, caller, unit_id):
+    unit = reachable_unit(session, caller, unit_id)
+    if unit.level != "grid_small":
+        raise ValidationError({"unit_id": [f"Must be a grid_small unit, not {unit.level}."]})
+    if unit.closed:
+        raise Conflict(f"unit {unit.id} is closed and takes no new households")
+    return unit
+
+
+def register_household(uow, caller, unit_id, address):
+    session = uow.session
+    unit = _open_small_grid(session, caller, unit_id)
+    household = Household(unit_id=unit.id, unit_path=unit.path, created_at=utcnow(), **address)
+    session.add(household)
+    session.flush()
+    return household
+
+
+def move_household(uow, caller, household_id, unit_id):
+    session = uow.session
+    household = load_household(session, caller, household_id)
+    unit = _open_small_grid(session, caller, unit_id)
+    old_path = household.unit_path
+    household.unit_id, household.unit_path = unit.id, unit.path
+    for model in (Resident, ResidentTag):
+        where = model.household_id == household.id if model is Resident else model.resident_id.in_(
+            select(Resident.id).where(Resident.household_id == household.id))
+        session.execute(update(model).where(where).values(unit_path=unit.path)
+                        .execution_options(synchronize_session=False))
+    session.flush()
+    uow.emit("household_moved", f"household/{household.id}", {
+        "household_id": str(household.id), "unit_id": str(unit.id),
+        "unit_path": _path_list(unit.path), "old_unit_path": _path_list(old_path),
+    })
+    return household
+
+
+def register_resident(uow, caller, vault, household_id, name, id_number, phone, birth_date):
+    session = uow.session
+    household = load_household(session, caller, household_id)
+    id_hash = vault.blind_index(id_number, ID_INDEX)
+    if session.scalar(select(Resident.id).where(Resident.id_number_hash == id_hash)) is not None:
+        raise Conflict("a resident with this id_number is already registered")
+    resident = Resident(
+        household_id=household.id, unit_path=household.unit_path, name=name,
+        id_number_enc=vault.encrypt(id_number, ID_INDEX), id_number_hash=id_hash,
+        phone_enc=vault.encrypt(phone, b"phone"), birth_date=birth_date, created_at=utcnow(),
+    )
+    session.add(resident)
+    session.flush()
+    return resident
+
+
+def load_resident(session, caller, resident_id):
+    resident = session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFound(f"resident {resident_id} not found")
+    if caller.roles == {"resident"}:
+        # A resident may look only at themselves.
+        if caller.sub != str(resident.id):
+            raise Forbidden("residents may only read their own record")
+    else:
+        caller.require_reach(tree.path_ids(resident.unit_path), "resident")
+    return resident
+
+
+@dataclass
+class ResidentView:
+    """A resident as one caller may see it: ID and phone masked unless the caller has ``pii``."""
+
+    id: int
+    household_id: int
+    unit_id: int
+    unit_path: list
+    name: str
+    id_number: str
+    phone: str
+    birth_date: object
+    tags: list
+
+
+def view_resident(resident, tags, vault, reveal, with_id_number=True):
+    phone = vault.decrypt(resident.phone_enc, b"phone")
+    id_number = vault.decrypt(resident.id_number_enc, ID_INDEX) if with_id_number else ""
+    return ResidentView(
+        id=resident.id,
+        household_id=resident.household_id,
+        unit_id=tree.path_ids(resident.unit_path)[-1],
+        unit_path=_path_list(resident.unit_path),
+        name=resident.name,
+        id_number=id_number if reveal else mask_id_number(id_number),
+        phone=phone if reveal else mask_phone(phone),
+        birth_date=resident.birth_date,
+        tags=tags,
+    )
+
+
+def get_resident(session, caller, vault, resident_id):
+    resident = load_resident(session, caller, resident_id)
+    tags = session.scalars(
+        select(ResidentTag).where(ResidentTag.resident_id == resident.id).order_by(ResidentTag.tag)
+    ).all()
+    return view_resident(resident, tags, vault, caller.pii)
+
+
+def tag_event(resident, tag):
+    return {
+        "resident_id": str(resident.id), "household_id": str(resident.household_id),
+        "unit_id": str(tree.path_ids(resident.unit_path)[-1]), "unit_path": _path_list(resident.unit_path),
+        "tag": tag,
+    }
+
+
+def tag_resident(uow, caller, resident_id, tag, until, note):
+    session = uow.session
+    resident = load_resident(session, caller, resident_id)
+    if until is not None and until <= utcnow():
+        raise ValidationError({"until": ["Must be in the future."]})
+    existing = session.get(ResidentTag, (resident.id, tag))
+    if existing is not None:
+        existing.until, existing.note = until, note
+        return existing, False
+    row = ResidentTag(resident_id=resident.id, tag=tag, unit_path=resident.unit_path, until=until,
+                      note=note, tagged_at=utcnow())
+    session.add(row)
+    session.flush()
+    uow.emit("resident_tagged", f"resident/{resident.id}", {**tag_event(resident, tag),
+                                                            "until": until.isoformat() if until else None})
+    return row, True
+
+
+def untag_resident(uow, caller, resident_id, tag, reason="untagged"):
+    session = uow.session
+    resident = load_resident(session, caller, resident_id)
+    existing = session.get(ResidentTag, (resident.id, tag))
+    if existing is None:
+        raise NotFound(f"resident {resident.id} is not tagged {tag}")
+    session.delete(existing)
+    session.flush()
+    uow.emit("resident_untagged", f"resident/{resident.id}", {**tag_event(resident, tag), "reason": reason})
+
+
+def expire_tags(uow, now, limit=500):
+    """Remove tags whose ``until`` has passed, announcing each; returns how many."""
+    session = uow.session
+    query = select(ResidentTag).where(ResidentTag.until <= now).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    expired = session.scalars(query).all()
+    for row in expired:
+        resident = session.get(Resident, row.resident_id)
+        session.delete(row)
+        uow.emit("resident_untagged", f"resident/{resident.id}", {**tag_event(resident, row.tag), "reason": "expired"})
+    session.flush()
+    return len(expired)
+
+
+def _matching_ids(path, tags_any, tags_all):
+    """A subquery of resident ids under ``path`` matching the tag filters, or None for no tag filter.
+
+    Driven from the (tag, unit_path) index so only tagged rows are read.
+    """
+    if not tags_any and not tags_all:
+        return None
+    in_scope = tree.in_subtree(ResidentTag.unit_path, path)
+    if tags_all:
+        query = (select(ResidentTag.resident_id)
+                 .where(in_scope, ResidentTag.tag.in_(tags_all))
+                 .group_by(ResidentTag.resident_id)
+                 .having(func.count() == len(set(tags_all))))
+        if tags_any:
+            any_tag = select(ResidentTag.resident_id).where(in_scope, ResidentTag.tag.in_(tags_any))
+            query = query.where(ResidentTag.resident_id.in_(any_tag))
+        return query
+    return select(ResidentTag.resident_id).where(in_scope, ResidentTag.tag.in_(tags_any)).distinct()
+
+
+def count_residents(session, caller, under, tags_any, tags_all):
+    root = reachable_unit(session, caller, under)
+    matching = _matching_ids(root.path, tags_any, tags_all)
+    if matching is None:
+        query = select(func.count()).select_from(Resident).where(tree.in_subtree(Resident.unit_path, root.path))
+    else:
+        query = select(func.count()).select_from(matching.subquery())
+    return session.scalar(query)
+
+
+def find_residents(session, caller, vault, under, tags_any, tags_all, page, page_size):
+    root = reachable_unit(session, caller, under)
+    matching = _matching_ids(root.path, tags_any, tags_all)
+    query = select(Resident)
+    if matching is None:
+        query = query.where(tree.in_subtree(Resident.unit_path, root.path))
+    else:
+        query = query.where(Resident.id.in_(matching))
+    rows = session.scalars(query.order_by(Resident.id).offset((page - 1) * page_size).limit(page_size + 1)).all()
+    rows, has_more = rows[:page_size], len(rows) > page_size
+    tags = {}
+    if rows:
+        for resident_id, tag in session.execute(
+            select(ResidentTag.resident_id, ResidentTag.tag)
+            .where(ResidentTag.resident_id.in_([r.id for r in rows])).order_by(ResidentTag.tag)
+        ):
+            tags.setdefault(resident_id, []).append(tag)
+    views = [view_resident(r, tags.get(r.id, []), vault, caller.pii, with_id_number=False) for r in rows]
+    return views, has_more

@@ -1,0 +1,300 @@
+"""Input and output schemas of the grid RPC contract."""
+from marshmallow import ValidationError as FieldError
+from marshmallow import fields, validates, validates_schema
+
+from services.grid import vocabulary as v
+from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number, phone_problem
+from shared.validation import Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime
+
+# ---- inputs ---------------------------------------------------------------
+
+
+class CreateUnit(StrictSchema):
+    parent_id = Id(required=True, allow_none=True)
+    level = OneOf(v.LEVELS, required=True)
+    name = Str(required=True, max_length=200)
+    code = Str(load_default=None, allow_none=True, max_length=50)
+
+
+class UnitRef(StrictSchema):
+    unit_id = Id(required=True)
+
+
+class ListUnits(PageSchema):
+    under = Id(load_default=None, allow_none=True)
+    level = OneOf(v.LEVELS, load_default=None, allow_none=True)
+    include_closed = fields.Boolean(load_default=False)
+
+
+class MoveUnit(StrictSchema):
+    unit_id = Id(required=True)
+    new_parent_id = Id(required=True)
+
+
+class SetPartyOrg(StrictSchema):
+    unit_id = Id(required=True)
+    name = Str(required=True, max_length=200)
+
+
+class AssignStaff(StrictSchema):
+    unit_id = Id(required=True)
+    user_id = Str(required=True, max_length=100)
+    role = OneOf(v.STAFF_ROLES, required=True)
+    name = Str(required=True, max_length=100)
+
+
+class Address(StrictSchema):
+    compound = Str(required=True, max_length=100)
+    building = Str(required=True, max_length=30)
+    entrance = Str(required=True, max_length=30)
+    room = Str(required=True, max_length=30)
+
+
+class RegisterHousehold(StrictSchema):
+    unit_id = Id(required=True)
+    address = fields.Nested(Address, required=True)
+
+
+class IdNumber(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = normalise_id_number(super()._deserialize(value, attr, data, **kwargs))
+        problem = id_number_problem(value)
+        if problem:
+            raise FieldError(problem)
+        return value
+
+
+class Phone(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs).strip()
+        problem = phone_problem(value)
+        if problem:
+            raise FieldError(problem)
+        return value
+
+
+class RegisterResident(StrictSchema):
+    household_id = Id(required=True)
+    name = Str(required=True, max_length=100)
+    id_number = IdNumber(required=True)
+    phone = Phone(required=True)
+    birth_date = fields.Date(required=True)
+
+    @validates_schema
+    def birth_date_matches_id(self, data, **kwargs):
+        if data["birth_date"] != birth_date_of(data["id_number"]):
+            raise FieldError("Does not match the birth date in id_number.", "birth_date")
+
+
+class ResidentRef(StrictSchema):
+    resident_id = Id(required=True)
+
+
+class MoveHousehold(StrictSchema):
+    household_id = Id(required=True)
+    unit_id = Id(required=True)
+
+
+class TagResident(StrictSchema):
+    resident_id = Id(required=True)
+    tag = OneOf(v.TAGS, required=True)
+    until = UtcDateTime(load_default=None, allow_none=True)
+    note = Str(load_default=None, allow_none=True, max_length=500)
+
+
+class UntagResident(StrictSchema):
+    resident_id = Id(required=True)
+    tag = OneOf(v.TAGS, required=True)
+
+
+class ResidentFilter(StrictSchema):
+    under = Id(required=True)
+    tags_any = ListOf(OneOf(v.TAGS), load_default=None, allow_none=True, max_items=len(v.TAGS))
+    tags_all = ListOf(OneOf(v.TAGS), load_default=None, allow_none=True, max_items=len(v.TAGS))
+
+
+class FindResidents(ResidentFilter, PageSchema):
+    pass
+
+
+class StartScreening(StrictSchema):
+    under = Id(required=True)
+    title = Str(required=True, max_length=200)
+    starts_on = fields.Date(required=True)
+    ends_on = fields.Date(required=True)
+
+    @validates_schema
+    def ends_after_start(self, data, **kwargs):
+        if data["ends_on"] < data["starts_on"]:
+            raise FieldError("Must not be before starts_on.", "ends_on")
+
+
+class RecordVisit(StrictSchema):
+    campaign_id = Id(required=True)
+    household_id = Id(required=True)
+    outcome = OneOf(v.VISIT_OUTCOMES, required=True)
+    note = Str(load_default=None, allow_none=True, max_length=1000)
+
+
+class ScreeningProgress(StrictSchema):
+    campaign_id = Id(required=True)
+    level = OneOf(v.LEVELS, load_default=None, allow_none=True)
+
+
+class ReportIncident(StrictSchema):
+    unit_id = Id(required=True)
+    category = OneOf(v.INCIDENT_CATEGORIES, required=True)
+    description = Str(required=True, max_length=4000)
+    party_resident_ids = ListOf(Id(), load_default=None, allow_none=True, max_items=20)
+
+
+class EscalateIncident(StrictSchema):
+    incident_id = Id(required=True)
+    reason = Str(required=True, max_length=1000)
+
+
+class ResolveIncident(StrictSchema):
+    incident_id = Id(required=True)
+    resolution = Str(required=True, max_length=4000)
+
+
+class IncidentRef(StrictSchema):
+    incident_id = Id(required=True)
+
+
+class ListIncidents(PageSchema):
+    under = Id(required=True)
+    status = OneOf(v.INCIDENT_STATUSES, load_default=None, allow_none=True)
+
+
+# ---- outputs --------------------------------------------------------------
+
+
+class PartyOrgOut(StrictSchema):
+    name = fields.String()
+    type = fields.String()
+
+
+class UnitOut(StrictSchema):
+    id = Id()
+    parent_id = Id(allow_none=True)
+    level = fields.String()
+    name = fields.String()
+    code = fields.String(allow_none=True)
+    path = fields.Function(lambda unit: [str(i) for i in unit.path.strip("/").split("/")])
+    closed = fields.Boolean()
+    party_org = fields.Function(
+        lambda unit: {"name": unit.party_org_name, "type": v.PARTY_ORG_TYPES[unit.level]}
+        if unit.party_org_name else None
+    )
+
+
+class StaffOut(StrictSchema):
+    id = Id()
+    unit_id = Id()
+    user_id = fields.String()
+    role = fields.String()
+    name = fields.String()
+    assigned_at = UtcDateTime()
+
+
+class HouseholdOut(StrictSchema):
+    id = Id()
+    unit_id = Id()
+    address = fields.Function(
+        lambda h: {"compound": h.compound, "building": h.building, "entrance": h.entrance, "room": h.room}
+    )
+
+
+class TagOut(StrictSchema):
+    tag = fields.String()
+    until = UtcDateTime(allow_none=True)
+    note = fields.String(allow_none=True)
+
+
+class ResidentOut(StrictSchema):
+    """Built from a ResidentView: id_number and phone arrive already masked or revealed."""
+
+    id = Id()
+    household_id = Id()
+    unit_id = Id()
+    name = fields.String()
+    id_number = fields.String()
+    phone = fields.String()
+    birth_date = fields.Date()
+    tags = fields.List(fields.Nested(TagOut))
+
+
+class ResidentSummaryOut(StrictSchema):
+    """A page row: enough to reach the resident (phone masked unless pii), no ID number."""
+
+    id = Id()
+    household_id = Id()
+    unit_id = Id()
+    unit_path = fields.List(fields.String())
+    name = fields.String()
+    phone = fields.String()
+    tags = fields.List(fields.String())
+
+
+class CampaignOut(StrictSchema):
+    id = Id()
+    unit_id = Id()
+    title = fields.String()
+    starts_on = fields.Date()
+    ends_on = fields.Date()
+    created_by = fields.String()
+
+
+class VisitOut(StrictSchema):
+    id = Id()
+    campaign_id = Id()
+    household_id = Id()
+    outcome = fields.String()
+    visited_by = fields.String()
+    visited_at = UtcDateTime()
+
+
+class IncidentStepOut(StrictSchema):
+    action = fields.String()
+    from_level = fields.String(allow_none=True)
+    to_level = fields.String(allow_none=True)
+    note = fields.String(allow_none=True)
+    actor = fields.String()
+    at = UtcDateTime()
+
+
+class IncidentOut(StrictSchema):
+    id = Id()
+    unit_id = Id()
+    category = fields.String()
+    description = fields.String()
+    department = fields.String()
+    party_resident_ids = fields.Function(lambda i: [str(r) for r in i.party_resident_ids or []])
+    status = fields.String()
+    handling_unit_id = Id(allow_none=True)
+    handling_level = fields.String()
+    escalations = fields.Integer()
+    due_at = UtcDateTime(allow_none=True)
+    resolution = fields.String(allow_none=True)
+    reported_by = fields.String()
+    reported_at = UtcDateTime()
+    resolved_at = UtcDateTime(allow_none=True)
+
+
+UNIT = UnitOut()
+UNITS = UnitOut(many=True)
+STAFF = StaffOut()
+STAFF_LIST = StaffOut(many=True)
+HOUSEHOLD = HouseholdOut()
+RESIDENT = ResidentOut()
+RESIDENT_SUMMARIES = ResidentSummaryOut(many=True)
+CAMPAIGN = CampaignOut()
+VISIT = VisitOut()
+INCIDENT = IncidentOut()
+INCIDENTS = IncidentOut(many=True)
+INCIDENT_STEPS = IncidentStepOut(many=True)
+
+
+def page(items, page, page_size, has_more):
+    return {"items": items, "page": page, "page_size": page_size, "has_more": has_more}

@@ -1,0 +1,114 @@
+"""Door-to-door screening campaigns (摸排) and their progress per unit."""
+from collections import defaultdict
+
+from sqlalchemy import func, select
+
+from services.grid import tree
+from services.grid.models import Household, ScreeningCampaign, ScreeningVisit, Unit
+from services.grid.residents import load_household
+from services.grid.units import reachable_unit
+from services.grid.vocabulary import DEPTH, LEVELS, VISIT_OUTCOMES
+from shared.db import utcnow
+from shared.errors import Conflict, NotFound, ValidationError
+
+
+def start_screening(uow, caller, under, title, starts_on, ends_on):
+    unit = reachable_unit(uow.session, caller, under)
+    campaign = ScreeningCampaign(unit_id=unit.id, unit_path=unit.path, title=title, starts_on=starts_on,
+                                 ends_on=ends_on, created_by=caller.sub, created_at=utcnow())
+    uow.session.add(campaign)
+    uow.session.flush()
+    return campaign
+
+
+def load_campaign(session, caller, campaign_id):
+    campaign = session.get(ScreeningCampaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"screening campaign {campaign_id} not found")
+    caller.require_reach(tree.path_ids(campaign.unit_path), "campaign")
+    return campaign
+
+
+def record_visit(uow, caller, campaign_id, household_id, outcome, note):
+    session = uow.session
+    campaign = load_campaign(session, caller, campaign_id)
+    household = load_household(session, caller, household_id)
+    if not household.unit_path.startswith(campaign.unit_path):
+        raise ValidationError({"household_id": ["Household is outside the campaign's area."]})
+    now = utcnow()
+    if not campaign.starts_on <= now.date() <= campaign.ends_on:
+        raise Conflict(f"campaign runs {campaign.starts_on} to {campaign.ends_on}")
+    visit = ScreeningVisit(campaign_id=campaign.id, household_id=household.id, outcome=outcome, note=note,
+                           visited_by=caller.sub, visited_at=now)
+    session.add(visit)
+    session.flush()
+    uow.emit("screening_visit_recorded", f"household/{household.id}", {
+        "campaign_id": str(campaign.id), "visit_id": str(visit.id), "household_id": str(household.id),
+        "unit_id": str(household.unit_id), "unit_path": [str(i) for i in tree.path_ids(household.unit_path)],
+        "outcome": outcome,
+    })
+    return visit
+
+
+def screening_progress(session, caller, campaign_id, level):
+    """Per unit at ``level`` (default: the campaign unit's children): households, visited,
+    latest outcome counts, coverage percent.
+
+    Two aggregate queries grouped by small grid, rolled up here: no query per unit.
+    """
+    campaign = load_campaign(session, caller, campaign_id)
+    root = session.get(Unit, campaign.unit_id)
+    if level is None:
+        level = LEVELS[min(DEPTH[root.level] + 1, len(LEVELS) - 1)]
+    if DEPTH[level] < DEPTH[root.level]:
+        raise ValidationError({"level": [f"Must not be above the campaign's level ({root.level})."]})
+    group_depth = DEPTH[level]  # index into the path's ids
+
+    def group_of(path):
+        ids = tree.path_ids(path)
+        return ids[group_depth] if len(ids) > group_depth else None
+
+    households = defaultdict(int)
+    for path, count in session.execute(
+        select(Household.unit_path, func.count()).where(tree.in_subtree(Household.unit_path, root.path))
+        .group_by(Household.unit_path)
+    ):
+        households[group_of(path)] += count
+
+    latest = (select(func.max(ScreeningVisit.id).label("visit_id"))
+              .where(ScreeningVisit.campaign_id == campaign.id)
+              .group_by(ScreeningVisit.household_id).subquery())
+    outcomes = defaultdict(lambda: dict.fromkeys(VISIT_OUTCOMES, 0))
+    for path, outcome, count in session.execute(
+        select(Household.unit_path, ScreeningVisit.outcome, func.count())
+        .join(latest, latest.c.visit_id == ScreeningVisit.id)
+        .join(Household, Household.id == ScreeningVisit.household_id)
+        .group_by(Household.unit_path, ScreeningVisit.outcome)
+    ):
+        outcomes[group_of(path)][outcome] += count
+
+    units = session.scalars(
+        select(Unit).where(tree.in_subtree(Unit.path, root.path), Unit.level == level).order_by(Unit.id)
+    ).all()
+    rows = []
+    for unit in units:
+        counts = outcomes.get(unit.id, dict.fromkeys(VISIT_OUTCOMES, 0))
+        total = households.get(unit.id, 0)
+        visited = sum(counts.values())
+        rows.append({
+            "unit_id": str(unit.id), "name": unit.name, "level": unit.level, "households": total,
+            "visited": visited, "outcomes": counts,
+            "coverage_percent": round(100.0 * visited / total, 1) if total else 0.0,
+        })
+    totals = dict.fromkeys(VISIT_OUTCOMES, 0)
+    for counts in outcomes.values():
+        for key, value in counts.items():
+            totals[key] += value
+    all_households = sum(households.values())
+    all_visited = sum(totals.values())
+    return {
+        "campaign_id": str(campaign.id), "title": campaign.title, "level": level,
+        "households": all_households, "visited": all_visited, "outcomes": totals,
+        "coverage_percent": round(100.0 * all_visited / all_households, 1) if all_households else 0.0,
+        "units": rows,
+    }

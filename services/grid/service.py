@@ -1,0 +1,204 @@
+"""The grid service: the unit tree, staff, households and residents, screening,
+incidents and escalation. Entrypoints are thin: authorise and validate
+(``endpoint``), call the domain, dump."""
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+
+from services.grid import incidents, residents, schemas, screening, units
+from services.grid.models import Base, OutboxEvent, ProcessedEvent
+from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
+from shared.auth import Auth
+from shared.db import Database, utcnow
+from shared.endpoints import endpoint
+from shared.outbox import OutboxRelay
+from shared.pii import Vault
+from shared.telemetry import SqlGauge, Telemetry
+from shared.timers import config_timer
+from shared.web import ObservableMixin
+
+ADMIN = ("admin",)
+MANAGERS = ("admin", "officer")
+STAFF = ("admin", "officer", "grid_worker")
+STAFF_AND_SERVICES = ("admin", "officer", "grid_worker", "service")
+EVERYONE = ("admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service")
+
+GAUGES = [
+    SqlGauge("grassroots_grid_units", "Open units by level.",
+             "SELECT level, count(*) FROM units WHERE closed = false GROUP BY level", labels=["level"]),
+    SqlGauge("grassroots_grid_residents", "Registered residents.", "SELECT count(*) FROM residents"),
+    SqlGauge("grassroots_grid_tagged_residents", "Residents carrying each tag.",
+             "SELECT tag, count(*) FROM resident_tags GROUP BY tag", labels=["tag"]),
+    SqlGauge("grassroots_grid_open_incidents", "Unresolved incidents by the level handling them.",
+             "SELECT handling_level, count(*) FROM incidents WHERE status <> 'resolved' GROUP BY handling_level",
+             labels=["handling_level"]),
+]
+
+
+class GridService(ObservableMixin):
+    name = "grid"
+
+    config = Config()
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
+    relay = OutboxRelay()
+    auth = Auth()
+    vault = Vault()
+    telemetry = Telemetry(gauges=GAUGES)
+
+    @property
+    def policy(self):
+        return incidents.Policy(
+            {**DEFAULT_DEPARTMENTS, **(self.config.get("INCIDENT_DEPARTMENTS") or {})},
+            {**DEFAULT_DEADLINES, **(self.config.get("ESCALATION_DEADLINES") or {})},
+        )
+
+    # ---- units ------------------------------------------------------------
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.CreateUnit())
+    def create_unit(self, caller, **args):
+        return schemas.UNIT.dump(units.create_unit(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=EVERYONE, schema=schemas.UnitRef())
+    def get_unit(self, caller, unit_id):
+        return schemas.UNIT.dump(units.reachable_unit(self.db.session, caller, unit_id))
+
+    @rpc
+    @endpoint(roles=EVERYONE, schema=schemas.ListUnits())
+    def list_units(self, caller, page, page_size, **args):
+        rows, more = units.list_units(self.db.session, caller, page=page, page_size=page_size, **args)
+        return schemas.page(schemas.UNITS.dump(rows), page, page_size, more)
+
+    @rpc
+    @endpoint(roles=EVERYONE, schema=schemas.UnitRef())
+    def ancestors(self, caller, unit_id):
+        return schemas.UNITS.dump(units.ancestors(self.db.session, caller, unit_id))
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.MoveUnit())
+    def move_unit(self, caller, **args):
+        return schemas.UNIT.dump(units.move_unit(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.UnitRef())
+    def close_unit(self, caller, unit_id):
+        return schemas.UNIT.dump(units.close_unit(self.db, caller, unit_id))
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.SetPartyOrg())
+    def set_party_org(self, caller, **args):
+        return schemas.UNIT.dump(units.set_party_org(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.AssignStaff())
+    def assign_staff(self, caller, **args):
+        return schemas.STAFF.dump(units.assign_staff(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UnitRef())
+    def list_staff(self, caller, unit_id):
+        return schemas.STAFF_LIST.dump(units.list_staff(self.db.session, caller, unit_id))
+
+    # ---- households and residents -----------------------------------------
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.RegisterHousehold())
+    def register_household(self, caller, **args):
+        return schemas.HOUSEHOLD.dump(residents.register_household(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.MoveHousehold())
+    def move_household(self, caller, **args):
+        return schemas.HOUSEHOLD.dump(residents.move_household(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.RegisterResident())
+    def register_resident(self, caller, **args):
+        resident = residents.register_resident(self.db, caller, self.vault, **args)
+        return schemas.RESIDENT.dump(residents.view_resident(resident, [], self.vault, caller.pii))
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES + ("resident",), schema=schemas.ResidentRef())
+    def get_resident(self, caller, resident_id):
+        return schemas.RESIDENT.dump(residents.get_resident(self.db.session, caller, self.vault, resident_id))
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.TagResident())
+    def tag_resident(self, caller, **args):
+        tag, created = residents.tag_resident(self.db, caller, **args)
+        return {**schemas.TagOut().dump(tag), "resident_id": str(args["resident_id"]), "created": created}
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UntagResident())
+    def untag_resident(self, caller, resident_id, tag):
+        residents.untag_resident(self.db, caller, resident_id, tag)
+        return {"resident_id": str(resident_id), "tag": tag, "removed": True}
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents())
+    def find_residents(self, caller, page, page_size, **args):
+        rows, more = residents.find_residents(self.db.session, caller, self.vault, page=page,
+                                              page_size=page_size, **args)
+        return schemas.page(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResidentFilter())
+    def count_residents(self, caller, **args):
+        return {"count": residents.count_residents(self.db.session, caller, **args)}
+
+    # ---- screening --------------------------------------------------------
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.StartScreening())
+    def start_screening(self, caller, **args):
+        return schemas.CAMPAIGN.dump(screening.start_screening(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.RecordVisit())
+    def record_visit(self, caller, **args):
+        return schemas.VISIT.dump(screening.record_visit(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ScreeningProgress())
+    def screening_progress(self, caller, **args):
+        return screening.screening_progress(self.db.session, caller, **args)
+
+    # ---- incidents --------------------------------------------------------
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ReportIncident())
+    def report_incident(self, caller, **args):
+        return schemas.INCIDENT.dump(incidents.report_incident(self.db, caller, self.policy, **args))
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.EscalateIncident())
+    def escalate_incident(self, caller, **args):
+        return schemas.INCIDENT.dump(incidents.escalate_incident(self.db, caller, self.policy, **args))
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResolveIncident())
+    def resolve_incident(self, caller, **args):
+        return schemas.INCIDENT.dump(incidents.resolve_incident(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.IncidentRef())
+    def get_incident(self, caller, incident_id):
+        incident = incidents.load_incident(self.db.session, caller, incident_id)
+        steps = incidents.incident_steps(self.db.session, incident)
+        return {**schemas.INCIDENT.dump(incident), "steps": schemas.INCIDENT_STEPS.dump(steps)}
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ListIncidents())
+    def list_incidents(self, caller, page, page_size, **args):
+        rows, more = incidents.list_incidents(self.db.session, caller, page=page, page_size=page_size, **args)
+        return schemas.page(schemas.INCIDENTS.dump(rows), page, page_size, more)
+
+    # ---- housekeeping -----------------------------------------------------
+
+    @config_timer("HOUSEKEEPING_INTERVAL", 15.0)
+    def housekeeping(self):
+        """Escalate incidents past their deadline and drop expired tags."""
+        now = utcnow()
+        incidents.escalate_overdue(self.db, self.policy, now)
+        residents.expire_tags(self.db, now)
+        self.db.commit()

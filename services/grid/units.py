@@ -1,0 +1,143 @@
+"""The unit tree: units, their staff and Party organisations."""
+from sqlalchemy import select, update
+
+from services.grid import tree
+from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
+from services.grid.vocabulary import DEPTH
+from shared.db import utcnow
+from shared.errors import Conflict, Forbidden, NotFound, ValidationError
+
+# Tables carrying a copy of their unit's path; a move rewrites them all.
+PATH_COPIES = ((Unit, Unit.path), (Household, Household.unit_path), (Resident, Resident.unit_path),
+               (ResidentTag, ResidentTag.unit_path), (ScreeningCampaign, ScreeningCampaign.unit_path),
+               (Incident, Incident.unit_path))
+
+
+def load_unit(session, unit_id, *, lock=False):
+    query = select(Unit).where(Unit.id == unit_id)
+    if lock and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    unit = session.scalar(query)
+    if unit is None:
+        raise NotFound(f"unit {unit_id} not found")
+    return unit
+
+
+def reachable_unit(session, caller, unit_id, *, lock=False):
+    unit = load_unit(session, unit_id, lock=lock)
+    caller.require_reach(tree.path_ids(unit.path))
+    return unit
+
+
+def unit_event(unit):
+    return {"unit_id": str(unit.id), "level": unit.level, "unit_path": [str(i) for i in tree.path_ids(unit.path)]}
+
+
+def create_unit(uow, caller, parent_id, level, name, code):
+    session = uow.session
+    if parent_id is None:
+        if level != "district":
+            raise ValidationError({"parent_id": ["Required for every level below district."]})
+        if not caller.has_role("admin"):
+            raise Forbidden("only admin creates a district")
+        parent_path = "/"
+    else:
+        parent = reachable_unit(session, caller, parent_id)
+        if DEPTH[level] <= DEPTH[parent.level]:
+            raise ValidationError({"level": [f"Must be deeper than the parent's level ({parent.level})."]})
+        if parent.closed:
+            raise Conflict(f"unit {parent.id} is closed")
+        parent_path = parent.path
+    if code is not None and session.scalar(select(Unit.id).where(Unit.code == code)) is not None:
+        raise Conflict(f"unit code {code!r} is taken")
+    unit = Unit(parent_id=parent_id, level=level, name=name, code=code, path="", closed=False,
+                created_at=utcnow())
+    session.add(unit)
+    session.flush()
+    unit.path = tree.child_path(parent_path, unit.id)
+    session.flush()
+    uow.emit("unit_created", f"unit/{unit.id}", unit_event(unit))
+    return unit
+
+
+def list_units(session, caller, under, level, include_closed, page, page_size):
+    if under is None:
+        if caller.unrestricted:
+            query = select(Unit)
+        else:
+            under = caller.unit
+    if under is not None:
+        root = reachable_unit(session, caller, under)
+        query = select(Unit).where(tree.in_subtree(Unit.path, root.path), Unit.id != root.id)
+    if level is not None:
+        query = query.where(Unit.level == level)
+    if not include_closed:
+        query = query.where(Unit.closed.is_(False))
+    rows = session.scalars(query.order_by(Unit.id).offset((page - 1) * page_size).limit(page_size + 1)).all()
+    return rows[:page_size], len(rows) > page_size
+
+
+def ancestors(session, caller, unit_id):
+    unit = reachable_unit(session, caller, unit_id)
+    ids = tree.path_ids(unit.path)[:-1]
+    by_id = {u.id: u for u in session.scalars(select(Unit).where(Unit.id.in_(ids)))}
+    return [by_id[i] for i in ids]
+
+
+def move_unit(uow, caller, unit_id, new_parent_id):
+    session = uow.session
+    unit = reachable_unit(session, caller, unit_id, lock=True)
+    parent = reachable_unit(session, caller, new_parent_id, lock=True)
+    if unit.parent_id is None:
+        raise ValidationError({"unit_id": ["A district cannot be moved."]})
+    if parent.path.startswith(unit.path):
+        raise ValidationError({"new_parent_id": ["Cannot move a unit under itself or its descendants."]})
+    if DEPTH[unit.level] <= DEPTH[parent.level]:
+        raise ValidationError({"new_parent_id": [f"Must be shallower than the unit's level ({unit.level})."]})
+    if parent.closed:
+        raise Conflict(f"unit {parent.id} is closed")
+    old_path, new_path = unit.path, tree.child_path(parent.path, unit.id)
+    for model, column in PATH_COPIES:
+        session.execute(
+            update(model)
+            .where(tree.in_subtree(column, old_path))
+            .values({column.key: tree.replace_prefix(column, old_path, new_path)})
+            .execution_options(synchronize_session=False)
+        )
+    session.expire_all()
+    unit = load_unit(session, unit_id)
+    unit.parent_id = parent.id
+    session.flush()
+    uow.emit("unit_moved", f"unit/{unit.id}", {**unit_event(unit), "old_path": [str(i) for i in tree.path_ids(old_path)]})
+    return unit
+
+
+def close_unit(uow, caller, unit_id):
+    unit = reachable_unit(uow.session, caller, unit_id)
+    if not unit.closed:
+        unit.closed = True
+        uow.emit("unit_closed", f"unit/{unit.id}", unit_event(unit))
+    return unit
+
+
+def set_party_org(uow, caller, unit_id, name):
+    unit = reachable_unit(uow.session, caller, unit_id)
+    unit.party_org_name = name
+    return unit
+
+
+def assign_staff(uow, caller, unit_id, user_id, role, name):
+    session = uow.session
+    unit = reachable_unit(session, caller, unit_id)
+    held = select(Staff.id).where(Staff.unit_id == unit.id, Staff.user_id == user_id, Staff.role == role)
+    if session.scalar(held) is not None:
+        raise Conflict(f"{user_id} already holds role {role} in unit {unit.id}")
+    staff = Staff(unit_id=unit.id, user_id=user_id, role=role, name=name, assigned_at=utcnow())
+    session.add(staff)
+    session.flush()
+    return staff
+
+
+def list_staff(session, caller, unit_id):
+    unit = reachable_unit(session, caller, unit_id)
+    return session.scalars(select(Staff).where(Staff.unit_id == unit.id).order_by(Staff.id)).all()

@@ -1,0 +1,152 @@
+"""Caller authentication and authorisation.
+
+Every RPC call carries a JWT (HS256) in nameko context data under ``auth_token``.
+Claims: ``sub``, ``roles`` (list), ``unit`` (the grid unit whose subtree the
+caller may act on; absent for admin and service), ``pii`` (may see personal
+data unmasked), ``exp``.
+
+Run as a command to mint tokens for operators and tests:
+    python -m shared.auth token --sub alice --role officer --unit 12 [--pii] [--ttl 3600]
+"""
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import jwt
+from nameko.extensions import DependencyProvider
+
+from shared.errors import Forbidden, Unauthenticated
+
+TOKEN_CONTEXT_KEY = "auth_token"
+SECRET_ENV = "GRASSROOTS_JWT_SECRET"
+ALGORITHM = "HS256"
+ROLES = frozenset(
+    {"admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service"}
+)
+# Roles that act across the whole district when their token names no unit.
+UNSCOPED_ROLES = frozenset({"admin", "service"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    sub: str
+    roles: frozenset
+    unit: str | None = None
+    pii: bool = False
+
+    def has_role(self, *roles):
+        return not self.roles.isdisjoint(roles)
+
+    @property
+    def unrestricted(self):
+        return self.unit is None and self.has_role(*UNSCOPED_ROLES)
+
+    def reaches(self, path):
+        """True if a unit with this id path (list of ids, district first) is in the caller's subtree."""
+        if self.unrestricted:
+            return True
+        return self.unit is not None and self.unit in {str(unit_id) for unit_id in path}
+
+    def require_reach(self, path, what="unit"):
+        if not self.reaches(path):
+            raise Forbidden(f"{what} is outside the caller's unit scope")
+
+
+def jwt_secret(config=None):
+    secret = (config or {}).get(SECRET_ENV) or os.environ.get(SECRET_ENV)
+    if not secret:
+        raise RuntimeError(f"{SECRET_ENV} is not set: services refuse to run without a signing secret")
+    return secret
+
+
+def mint_token(secret, sub, roles, unit=None, pii=False, ttl=3600):
+    roles = list(roles)
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles: {sorted(unknown)}")
+    claims = {"sub": str(sub), "roles": roles, "pii": bool(pii), "exp": int(time.time()) + int(ttl)}
+    if unit is not None:
+        claims["unit"] = str(unit)
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_token(secret, token):
+    if not token or not isinstance(token, str):
+        raise Unauthenticated("missing auth_token")
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "roles"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated("token expired") from None
+    except jwt.InvalidTokenError:
+        raise Unauthenticated("invalid token") from None
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or not roles or not set(roles) <= ROLES:
+        raise Unauthenticated("invalid token: bad roles claim")
+    unit = claims.get("unit")
+    if unit is not None and not isinstance(unit, (str, int)):
+        raise Unauthenticated("invalid token: bad unit claim")
+    return Caller(
+        sub=str(claims["sub"]),
+        roles=frozenset(roles),
+        unit=None if unit is None else str(unit),
+        pii=claims.get("pii") is True,
+    )
+
+
+class CallerAccess:
+    """Per-worker view of the caller; the token is decoded on first use."""
+
+    def __init__(self, secret, token):
+        self._secret = secret
+        self._token = token
+        self._caller = None
+
+    @property
+    def caller(self):
+        if self._caller is None:
+            self._caller = decode_token(self._secret, self._token)
+        return self._caller
+
+    def authorize(self, roles):
+        """Authenticate the caller and check it holds one of ``roles``; return the Caller."""
+        caller = self.caller
+        if not caller.has_role(*roles):
+            raise Forbidden(f"role {sorted(caller.roles)} may not call this method")
+        if caller.unit is None and not caller.unrestricted:
+            raise Forbidden("token names no unit scope")
+        return caller
+
+
+class Auth(DependencyProvider):
+    """Injects a CallerAccess built from the worker's ``auth_token`` context data."""
+
+    def setup(self):
+        self.secret = jwt_secret(self.container.config)
+
+    def get_dependency(self, worker_ctx):
+        return CallerAccess(self.secret, worker_ctx.data.get(TOKEN_CONTEXT_KEY))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m shared.auth")
+    commands = parser.add_subparsers(dest="command", required=True)
+    token = commands.add_parser("token", help="mint a signed token")
+    token.add_argument("--sub", required=True)
+    token.add_argument("--role", action="append", required=True, choices=sorted(ROLES))
+    token.add_argument("--unit", help="unit id of the caller's scope (omit for admin/service)")
+    token.add_argument("--pii", action="store_true", help="may see personal data unmasked")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
+    args = parser.parse_args(argv)
+    try:
+        secret = jwt_secret()
+    except RuntimeError as exc:
+        parser.exit(2, f"{exc}\n")
+    print(mint_token(secret, args.sub, args.role, unit=args.unit, pii=args.pii, ttl=args.ttl))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

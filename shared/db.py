@@ -1,0 +1,242 @@
+"""SQLAlchemy 2 plumbing: engines, and a nameko DependencyProvider handing each
+worker its own session (a unit of work).
+
+PostgreSQL goes through psycopg2 made cooperative with psycogreen, so a query
+waits on the eventlet hub instead of blocking it. SQLite (the embedded default
+for `make run`) cannot interleave writers, so its units of work are serialised.
+"""
+import datetime as dt
+import logging
+import os
+import uuid
+from contextlib import contextmanager
+
+import eventlet.semaphore
+from nameko.extensions import DependencyProvider
+from sqlalchemy import BigInteger, Integer, create_engine, event, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+# An auto-incrementing 64-bit key; SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+_green_patched = False
+
+
+def utcnow():
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def make_green():
+    """Let psycopg2 yield to the eventlet hub while it waits on the server."""
+    global _green_patched
+    if not _green_patched:
+        import psycogreen.eventlet
+
+        psycogreen.eventlet.patch_psycopg()
+        _green_patched = True
+
+
+def normalise_url(url):
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url, pool_size=10):
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+def database_url(config, service_name):
+    """The service's database URL: nameko config DATABASE_URL, else <SERVICE>_DATABASE_URL, else SQLite under var/."""
+    return (
+        config.get("DATABASE_URL")
+        or os.environ.get(f"{service_name.upper()}_DATABASE_URL")
+        or f"sqlite:///var/{service_name}.db"
+    )
+
+
+class UnitOfWork:
+    """One worker's session, plus the outbox it writes events to in the same transaction."""
+
+    def __init__(self, provider, source):
+        self._provider = provider
+        self._source = source
+        self._session = None
+        self._locked = False
+        self.emitted = 0
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._locked = self._provider.acquire_serial()
+            self._session = self._provider.sessionmaker()
+        return self._session
+
+    @property
+    def dialect(self):
+        return self._provider.engine.dialect.name
+
+    def emit(self, event_type, subject, data, call_id_stack=None):
+        """Record an event in the outbox; it is published only if this transaction commits."""
+        from shared.outbox import envelope
+
+        outbox = self._provider.outbox_model
+        if outbox is None:
+            raise RuntimeError("this Database has no outbox model")
+        body = envelope(self._source, event_type, subject, data)
+        self.session.add(
+            outbox(
+                event_id=body["id"],
+                event_type=event_type,
+                payload=body,
+                headers={"nameko.call_id_stack": list(call_id_stack or [])},
+                created_at=utcnow(),
+            )
+        )
+        self.emitted += 1
+        return body
+
+    def claim_event(self, handler, event_id):
+        """Mark ``event_id`` processed by ``handler`` in this transaction.
+
+        Returns False if it was already processed (the caller skips its side effect).
+        """
+        processed = self._provider.processed_model
+        seen = self.session.scalar(
+            select(processed.event_id).where(
+                processed.handler == handler, processed.event_id == event_id
+            )
+        )
+        if seen:
+            return False
+        # A concurrent twin inserting the same key fails at commit on the primary
+        # key; its message is retried and then finds the event already claimed.
+        self.session.add(processed(handler=handler, event_id=event_id, processed_at=utcnow()))
+        return True
+
+    def commit(self):
+        if self._session is None:
+            return
+        self._session.commit()
+        if self.emitted:
+            self.emitted = 0
+            self._provider.notify_committed()
+
+    def rollback(self):
+        if self._session is not None:
+            self._session.rollback()
+            self.emitted = 0
+
+    def close(self):
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._locked:
+            self._locked = False
+            self._provider.release_serial()
+
+
+class Database(DependencyProvider):
+    """Gives each worker a UnitOfWork; commits it if the worker succeeded, rolls back otherwise.
+
+    Endpoints built with ``shared.endpoints`` commit before replying, so a failed
+    commit reaches the caller as an error instead of after a success reply.
+    """
+
+    def __init__(self, base, outbox_model=None, processed_model=None):
+        self.base = base
+        self.outbox_model = outbox_model
+        self.processed_model = processed_model
+        self.after_commit = []
+
+    def setup(self):
+        self.url = database_url(self.container.config, self.container.service_name)
+        if normalise_url(self.url).startswith("postgresql"):
+            make_green()
+        self.engine = make_engine(self.url, pool_size=int(self.container.config.get("DB_POOL_SIZE", 10)))
+        self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._serial = (
+            eventlet.semaphore.Semaphore(1) if self.engine.dialect.name == "sqlite" else None
+        )
+
+    def stop(self):
+        self.engine.dispose()
+
+    def acquire_serial(self):
+        if self._serial is None:
+            return False
+        self._serial.acquire()
+        return True
+
+    def release_serial(self):
+        self._serial.release()
+
+    @contextmanager
+    def session_scope(self):
+        """A session outside any worker (relay, timers' helpers, scripts)."""
+        locked = self.acquire_serial()
+        session = self.sessionmaker()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+            if locked:
+                self.release_serial()
+
+    def notify_committed(self):
+        for callback in self.after_commit:
+            callback()
+
+    def ping(self):
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def get_dependency(self, worker_ctx):
+        return UnitOfWork(self, self.container.service_name)
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        uow = getattr(worker_ctx.service, self.attr_name, None)
+        if not isinstance(uow, UnitOfWork):
+            return
+        try:
+            if exc_info is None:
+                uow.commit()
+            else:
+                uow.rollback()
+        except Exception:
+            log.exception("unit of work failed to finish", extra={"call_id": worker_ctx.call_id})
+            uow.rollback()
+
+    def worker_teardown(self, worker_ctx):
+        uow = getattr(worker_ctx.service, self.attr_name, None)
+        if isinstance(uow, UnitOfWork):
+            uow.close()
+
+
+def new_uuid():
+    return str(uuid.uuid4())

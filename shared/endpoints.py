@@ -1,0 +1,100 @@
+"""Decorators that make service methods thin: authorise → validate → domain → commit.
+
+``@rpc`` goes on top::
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.CreateUnit)
+    def create_unit(self, caller, **args):
+        return schemas.UNIT.dump(units.create_unit(self.db, caller, **args))
+
+The unit of work is committed before the reply is sent, so a failed commit
+reaches the caller as an error rather than after a success.
+"""
+import functools
+
+from marshmallow import EXCLUDE, Schema, fields
+
+from sqlalchemy.exc import IntegrityError
+
+from shared.errors import Conflict, ValidationError
+from shared.handlers import ReliableEventHandler
+from shared.validation import Str, load
+
+POSITIONAL_ERROR = {"_args": ["Positional arguments are not accepted; pass arguments by keyword."]}
+
+
+def endpoint(*, roles, schema=None):
+    roles = tuple(roles)
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            caller = self.auth.authorize(roles)
+            if args:
+                raise ValidationError(POSITIONAL_ERROR)
+            params = load(schema, kwargs) if schema is not None else load(_NO_ARGS, kwargs)
+            try:
+                result = method(self, caller, **params)
+                self.db.commit()
+            except IntegrityError:
+                # A concurrent change won a uniqueness race the domain checked for.
+                self.db.rollback()
+                raise Conflict("the change conflicts with existing data; nothing was changed") from None
+            return result
+
+        wrapper.allowed_roles = roles
+        return wrapper
+
+    return decorate
+
+
+class _NoArgs(Schema):
+    pass
+
+
+_NO_ARGS = _NoArgs()
+
+
+class EnvelopeSchema(Schema):
+    """The CloudEvents attributes a handler relies on; extension attributes are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    specversion = Str(required=True, max_length=10)
+    id = Str(required=True, max_length=64)
+    source = Str(required=True, max_length=200)
+    type = Str(required=True, max_length=100)
+    time = Str(required=True, max_length=40)
+    subject = Str(load_default=None, allow_none=True, max_length=300)
+    data = fields.Dict(required=True)
+
+
+_ENVELOPE = EnvelopeSchema()
+
+
+def on_event(source_service, event_type, schema=None, **handler_options):
+    """A reliable, deduplicating event handler.
+
+    The body runs at most once per envelope id (recorded in the same transaction
+    as its side effects); failures are retried with backoff, then dead-lettered.
+    A malformed envelope or payload is dead-lettered at once.
+    """
+    entrypoint = ReliableEventHandler.decorator(source_service, event_type, **handler_options)
+
+    def decorate(method):
+        handler_key = f"{source_service}.{event_type}:{method.__name__}"
+
+        @functools.wraps(method)
+        def wrapper(self, body):
+            envelope = load(_ENVELOPE, body)
+            data = load(schema, envelope["data"]) if schema is not None else envelope["data"]
+            if not self.db.claim_event(handler_key, envelope["id"]):
+                return "duplicate"
+            result = method(self, envelope, data)
+            self.db.commit()
+            return result
+
+        return entrypoint(wrapper)
+
+    return decorate

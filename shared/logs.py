@@ -1,0 +1,65 @@
+"""Structured JSON logs carrying the nameko call id chain.
+
+Log records never carry call arguments: personal data stays out of logs.
+"""
+import json
+import logging
+import sys
+import traceback
+
+from eventlet import corolocal
+
+_context = corolocal.local()
+
+# Attributes a log call may add with ``extra=``; anything else is dropped.
+EXTRA_FIELDS = (
+    "service", "entrypoint", "method", "outcome", "duration_ms", "error_type",
+    "event_type", "event_id", "attempt", "count", "unit_id",
+)
+
+
+def bind_call(service, call_id, call_id_stack):
+    _context.service = service
+    _context.call_id = call_id
+    _context.call_id_stack = call_id_stack
+
+
+def unbind_call():
+    for name in ("service", "call_id", "call_id_stack"):
+        _context.__dict__.pop(name, None)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record):
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("service", "call_id", "call_id_stack"):
+            value = getattr(_context, name, None)
+            if value is not None:
+                entry[name] = value
+        for name in EXTRA_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            # Type and stack only: exception messages can quote input values.
+            exc_type, _, tb = record.exc_info
+            entry["error_type"] = exc_type.__name__
+            entry["stack"] = "".join(traceback.format_tb(tb))[-4000:]
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+JsonFormatter.converter = __import__("time").gmtime
+
+
+def configure(level="INFO"):
+    """JSON logs on stderr for scripts and tests (services use the LOGGING config key)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

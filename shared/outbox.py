@@ -1,0 +1,175 @@
+"""Transactional outbox: events are rows written in the same transaction as the
+change they announce; a relay publishes committed rows with publisher confirms.
+
+An event goes out if and only if its transaction committed (at least once:
+a crash between publish and marking it sent republishes it, and handlers
+deduplicate by the envelope id).
+"""
+import datetime as dt
+import logging
+import uuid
+
+import eventlet
+import eventlet.semaphore
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.extensions import DependencyProvider
+from nameko.standalone.events import get_event_exchange
+from sqlalchemy import JSON, DateTime, Index, Integer, String, delete, func, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import BigId, utcnow
+
+log = logging.getLogger(__name__)
+
+SPEC_VERSION = "1.0"
+
+
+def envelope(source, event_type, subject, data):
+    """A CloudEvents-shaped envelope (attribute names per CloudEvents 1.0)."""
+    return {
+        "specversion": SPEC_VERSION,
+        "id": str(uuid.uuid4()),
+        "source": f"grassroots/{source}",
+        "type": event_type,
+        "time": utcnow().isoformat(),
+        "subject": subject,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+class OutboxEventMixin:
+    """Columns of a service's ``outbox_events`` table (each service owns one)."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict] = mapped_column(JSON)
+    headers: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ProcessedEventMixin:
+    """Columns of a service's ``processed_events`` table: handler dedup keys."""
+
+    __tablename__ = "processed_events"
+
+    handler: Mapped[str] = mapped_column(String(150), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    processed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxRelay(DependencyProvider):
+    """Publishes the service's committed outbox rows to ``<service>.events``.
+
+    Woken right after a unit of work that emitted events commits, and polls as
+    a safety net (rows left by a crashed process, a broker that was down).
+    Several replicas may run: PostgreSQL's SKIP LOCKED gives each row to one.
+    """
+
+    def __init__(self, database_attr="db", batch_size=200, poll_interval=2.0, retention_days=7):
+        self.database_attr = database_attr
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retention = dt.timedelta(days=retention_days)
+
+    def setup(self):
+        self.database = next(
+            dep for dep in self.container.dependencies if dep.attr_name == self.database_attr
+        )
+        self.model = self.database.outbox_model
+        self.exchange = get_event_exchange(self.container.service_name, self.container.config)
+        self.publisher = Publisher(
+            self.container.config[AMQP_URI_CONFIG_KEY],
+            serializer="json",
+            use_confirms=True,
+            declare=[self.exchange],
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+        self._wakeup = eventlet.semaphore.Semaphore(0)
+        self._running = False
+        self._gt = None
+        self.published_total = 0
+        self.database.after_commit.append(self.wake)
+
+    def start(self):
+        self._running = True
+        self._gt = self.container.spawn_managed_thread(self._run, identifier="outbox_relay")
+
+    def stop(self):
+        self._running = False
+        self.wake()
+        if self._gt is not None:
+            self._gt.wait()
+
+    def kill(self):
+        self._running = False
+        if self._gt is not None:
+            self._gt.kill()
+
+    def wake(self):
+        if self._wakeup.balance < 1:
+            self._wakeup.release()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def _run(self):
+        failures = 0
+        last_purge = 0.0
+        while self._running:
+            try:
+                sent = self.publish_pending()
+                failures = 0
+                if sent >= self.batch_size:
+                    continue  # more waiting: don't sleep
+                now = eventlet.hubs.get_hub().clock()
+                if now - last_purge > 3600:
+                    self.purge_published()
+                    last_purge = now
+            except Exception:
+                failures += 1
+                log.warning("outbox relay failed; will retry", exc_info=True)
+                eventlet.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            self._wakeup.acquire(timeout=self.poll_interval)
+
+    def publish_pending(self):
+        """Publish one batch of unpublished rows; returns how many were sent."""
+        model = self.model
+        with self.database.session_scope() as session:
+            query = select(model).where(model.published_at.is_(None)).order_by(model.id)
+            query = query.limit(self.batch_size)
+            if session.bind.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = session.scalars(query).all()
+            now = utcnow()
+            for row in rows:
+                row.attempts = (row.attempts or 0) + 1
+                self.publisher.publish(
+                    row.payload,
+                    exchange=self.exchange,
+                    routing_key=row.event_type,
+                    headers=row.headers or {},
+                    message_id=row.event_id,
+                )
+                row.published_at = now
+        self.published_total += len(rows)
+        return len(rows)
+
+    def pending_count(self):
+        with self.database.session_scope() as session:
+            return session.scalar(
+                select(func.count()).select_from(self.model).where(self.model.published_at.is_(None))
+            )
+
+    def purge_published(self):
+        cutoff = utcnow() - self.retention
+        with self.database.session_scope() as session:
+            session.execute(delete(self.model).where(self.model.published_at < cutoff))
