@@ -1,0 +1,90 @@
+"""Helpers shared by the tests: real PostgreSQL databases, tokens, free ports."""
+import os
+import socket
+import uuid
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
+
+from shared.auth import mint_token
+
+JWT_SECRET = "test-secret-for-grassroots-tests"
+PII_KEY = "test-pii-key-0123456789abcdef"
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def admin_engine():
+    return create_engine(POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://", 1),
+                         isolation_level="AUTOCOMMIT")
+
+
+def database_url(name):
+    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+@contextmanager
+def scratch_database(prefix="grassroots_test", template=None):
+    """A PostgreSQL database created for the caller and dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    try:
+        yield name
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def token(*roles, sub="tester", unit=None, pii=False, ttl=3600):
+    return mint_token(JWT_SECRET, sub, roles, unit=unit, pii=pii, ttl=ttl)
+
+
+def id_number(seq, birth=None):
+    import datetime as dt
+
+    from services.grid.idnumbers import make_id_number
+
+    return make_id_number("370102", birth or dt.date(1950, 1, 1) + dt.timedelta(days=seq * 37), seq % 1000)
+
+
+def build_district(grid):
+    """Two communities under one street, each down to small grids; returns their ids.
+
+    ``grid`` is an admin's service proxy (``call_as(admin).grid``).
+    """
+    ids = {}
+    ids["district"] = grid.create_unit(parent_id=None, level="district", name="Test District")["id"]
+    ids["street"] = grid.create_unit(parent_id=ids["district"], level="street", name="East Street")["id"]
+    for tag in ("a", "b"):
+        community = grid.create_unit(parent_id=ids["street"], level="community", name=f"Community {tag}")["id"]
+        large = grid.create_unit(parent_id=community, level="grid_large", name=f"Large {tag}")["id"]
+        medium = grid.create_unit(parent_id=large, level="grid_medium", name=f"Medium {tag}")["id"]
+        small = grid.create_unit(parent_id=medium, level="grid_small", name=f"Small {tag}")["id"]
+        ids.update({f"community_{tag}": community, f"large_{tag}": large, f"medium_{tag}": medium,
+                    f"small_{tag}": small})
+    return ids
+
+
+ADDRESS = {"compound": "Sunny Garden", "building": "3", "entrance": "2", "room": "501"}
+
+
+def add_household(grid, unit_id, room="501"):
+    return grid.register_household(unit_id=unit_id, address={**ADDRESS, "room": room})["id"]
+
+
+def add_resident(grid, household_id, seq, name=None):
+    number = id_number(seq)
+    import datetime as dt
+
+    birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    return grid.register_resident(household_id=household_id, name=name or f"Resident {seq}", id_number=number,
+                                  phone=f"138{seq:08d}", birth_date=birth.isoformat())
