@@ -79,9 +79,10 @@ def database_url(config, service_name):
 class UnitOfWork:
     """One worker's session, plus the outbox it writes events to in the same transaction."""
 
-    def __init__(self, provider, source):
+    def __init__(self, provider, source, call_id_stack=()):
         self._provider = provider
         self._source = source
+        self._call_id_stack = list(call_id_stack)
         self._session = None
         self._locked = False
         self.emitted = 0
@@ -93,11 +94,14 @@ class UnitOfWork:
             self._session = self._provider.sessionmaker()
         return self._session
 
+    def ping(self):
+        self._provider.ping()
+
     @property
     def dialect(self):
         return self._provider.engine.dialect.name
 
-    def emit(self, event_type, subject, data, call_id_stack=None):
+    def emit(self, event_type, subject, data):
         """Record an event in the outbox; it is published only if this transaction commits."""
         from shared.outbox import envelope
 
@@ -110,7 +114,8 @@ class UnitOfWork:
                 event_id=body["id"],
                 event_type=event_type,
                 payload=body,
-                headers={"nameko.call_id_stack": list(call_id_stack or [])},
+                # carried to handlers so logs chain the call ids across the event
+                headers={"nameko.call_id_stack": self._call_id_stack},
                 created_at=utcnow(),
             )
         )
@@ -217,7 +222,7 @@ class Database(DependencyProvider):
             conn.execute(text("SELECT 1"))
 
     def get_dependency(self, worker_ctx):
-        return UnitOfWork(self, self.container.service_name)
+        return UnitOfWork(self, self.container.service_name, worker_ctx.call_id_stack)
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
         uow = getattr(worker_ctx.service, self.attr_name, None)

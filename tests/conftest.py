@@ -48,7 +48,8 @@ def grid(container_factory, grid_config):
 
     container = container_factory(GridService, grid_config)
     container.start()
-    return container
+    yield container
+    container.kill()  # before its database is dropped
 
 
 @pytest.fixture

@@ -21,17 +21,19 @@ def start_screening(uow, caller, under, title, starts_on, ends_on):
     return campaign
 
 
-def load_campaign(session, caller, campaign_id):
+def load_campaign(session, caller, campaign_id, *, require_reach=True):
     campaign = session.get(ScreeningCampaign, campaign_id)
     if campaign is None:
         raise NotFound(f"screening campaign {campaign_id} not found")
-    caller.require_reach(tree.path_ids(campaign.unit_path), "campaign")
+    if require_reach:
+        caller.require_reach(tree.path_ids(campaign.unit_path), "campaign")
     return campaign
 
 
 def record_visit(uow, caller, campaign_id, household_id, outcome, note):
     session = uow.session
-    campaign = load_campaign(session, caller, campaign_id)
+    # A grid worker records visits in a street-wide campaign: the household is what must be in scope.
+    campaign = load_campaign(session, caller, campaign_id, require_reach=False)
     household = load_household(session, caller, household_id)
     if not household.unit_path.startswith(campaign.unit_path):
         raise ValidationError({"household_id": ["Household is outside the campaign's area."]})

@@ -1,0 +1,43 @@
+# Grassroots — `make run` starts the suite, `make test` runs its tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+export PYTHONWARNINGS := ignore::DeprecationWarning
+AMQP_URI ?= amqp://guest:guest@localhost:5672/
+RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
+export AMQP_URI
+
+.PHONY: install run test test-unit migrate bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip 'setuptools<82'
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m shared.suite run
+
+migrate: install
+	$(PY) -m shared.migrate
+
+# The whole suite against a real RabbitMQ (management plugin on) and PostgreSQL;
+# tests create and drop their own vhosts and databases.
+test: install
+	$(PY) -m shared.suite broker
+	$(PY) -m pytest tests --amqp-uri $(AMQP_URI) --rabbit-ctl-uri $(RABBIT_CTL_URI) $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+BENCH_DB ?= postgresql://postgres@127.0.0.1:5432/grassroots_bench
+bench: install
+	$(PY) -m bench.seed_grid --database-url $(BENCH_DB)
+	$(PY) -m bench.grid_rpc --database-url $(BENCH_DB) --amqp-uri $(AMQP_URI)
+
+clean:
+	rm -rf var
