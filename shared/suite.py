@@ -91,12 +91,22 @@ def wait_ready(port, timeout=90):
 
 def start_service(name, port):
     # Each service gets its own port; WEB_SERVER_ADDRESS is for running one service alone.
-    env = {**os.environ, "WEB_SERVER_ADDRESS": f"0.0.0.0:{port}"}
+    env = {**os.environ, "WEB_SERVER_ADDRESS": f"0.0.0.0:{port}",
+           # nameko 2.x imports pkg_resources and eventlet, both of which now warn on import
+           "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore:pkg_resources is deprecated:UserWarning,"
+                             "ignore:\nEventlet is deprecated"}
     nameko = os.path.join(os.path.dirname(sys.executable), "nameko")
     return subprocess.Popen(
-        [nameko, "run", "--config", f"services/{name}/config.yml", f"services.{name}.service"],
+        [nameko, "run", "--config", f"services/{name}/config.yml", f"services.{name}.service:{service_class(name)}"],
         cwd=ROOT, env=env,
+        # Own process group: a terminal's Ctrl-C reaches only the suite, which then stops
+        # each service once, gracefully (a second signal would make nameko kill its workers).
+        start_new_session=True,
     )
+
+
+def service_class(name):
+    return f"{name.capitalize()}Service"
 
 
 def stop_all(processes):
@@ -132,6 +142,7 @@ def run():
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         for name in services:
             processes[name] = start_service(name, SERVICE_PORTS[name])
