@@ -28,7 +28,7 @@ migrate: install
 # The whole suite against a real RabbitMQ (management plugin on) and PostgreSQL;
 # tests create and drop their own vhosts and databases.
 test: install
-	$(PY) -m shared.suite broker
+	$(PY) -m shared.suite test-services --rabbit-api-uri $(RABBIT_CTL_URI)
 	$(PY) -m pytest tests --amqp-uri $(AMQP_URI) --rabbit-ctl-uri $(RABBIT_CTL_URI) $(PYTEST_ARGS)
 
 test-unit: install

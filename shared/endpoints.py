@@ -16,11 +16,18 @@ from marshmallow import EXCLUDE, Schema, fields
 
 from sqlalchemy.exc import IntegrityError
 
-from shared.errors import Conflict, ValidationError
+from nameko.rpc import rpc as nameko_rpc
+
+from shared.errors import CLIENT_ERRORS, Conflict, ValidationError
 from shared.handlers import ReliableEventHandler
 from shared.validation import Str, load
 
 POSITIONAL_ERROR = {"_args": ["Positional arguments are not accepted; pass arguments by keyword."]}
+
+
+def rpc(method):
+    """nameko's ``@rpc``, with our typed client errors marked expected (logged as warnings, not tracebacks)."""
+    return nameko_rpc(expected_exceptions=CLIENT_ERRORS)(method)
 
 
 def endpoint(*, roles, schema=None):

@@ -2,6 +2,7 @@
 
     python -m shared.suite run      # broker check, migrations, every service, demo data; Ctrl-C stops
     python -m shared.suite broker   # only make sure a broker is reachable (starting a local one if needed)
+    python -m shared.suite test-services   # broker + management API + PostgreSQL, for `make test`
 """
 import argparse
 import os
@@ -60,7 +61,7 @@ def ensure_broker(amqp_uri):
     if broker_up(amqp_uri):
         return
     host = urlparse(amqp_uri).hostname or "localhost"
-    if host in ("localhost", "127.0.0.1", "::1") and shutil.which("rabbitmq-server"):
+    if _local(host) and shutil.which("rabbitmq-server"):
         say("RabbitMQ is down; starting a local rabbitmq-server")
         subprocess.run(["rabbitmq-server", "-detached"], check=False)
         deadline = time.monotonic() + 90
@@ -74,6 +75,62 @@ def ensure_broker(amqp_uri):
         "Install and start RabbitMQ (Debian/Ubuntu: `apt-get install rabbitmq-server && rabbitmq-server -detached`),\n"
         "or point AMQP_URI at a running broker, then run `make run` again."
     )
+
+
+def _local(host):
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def _wait(check, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(1)
+    return False
+
+
+def ensure_test_services(amqp_uri, rabbit_api_uri, postgres_url):
+    """What `make test` needs: the broker, its management API (nameko's test vhosts), PostgreSQL."""
+    ensure_broker(amqp_uri)
+    api = urlparse(rabbit_api_uri)
+
+    def api_up():
+        try:
+            request = urllib.request.Request(f"http://{api.hostname}:{api.port or 15672}/api/overview")
+            auth = f"{api.username or 'guest'}:{api.password or 'guest'}".encode()
+            import base64
+
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth).decode())
+            with urllib.request.urlopen(request, timeout=3):
+                return True
+        except OSError:
+            return False
+
+    if not api_up():
+        if _local(api.hostname) and shutil.which("rabbitmq-plugins"):
+            say("enabling the RabbitMQ management plugin (nameko's test fixtures use its API)")
+            subprocess.run(["rabbitmq-plugins", "enable", "rabbitmq_management"], check=False,
+                           stdout=subprocess.DEVNULL)
+        if not _wait(api_up, 60):
+            sys.exit(f"RabbitMQ's management API is not reachable at {rabbit_api_uri}: "
+                     "run `rabbitmq-plugins enable rabbitmq_management` on the broker.")
+    pg = urlparse(postgres_url)
+
+    def pg_up():
+        try:
+            with socket.create_connection((pg.hostname or "localhost", pg.port or 5432), timeout=2):
+                return True
+        except OSError:
+            return False
+
+    if not pg_up():
+        if _local(pg.hostname) and shutil.which("pg_ctlcluster") and os.path.isdir("/etc/postgresql"):
+            version = sorted(os.listdir("/etc/postgresql"))[-1]
+            say(f"PostgreSQL is down; starting cluster {version}/main")
+            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False)
+        if not _wait(pg_up, 60):
+            sys.exit(f"No PostgreSQL reachable at {postgres_url}: the tests need one (set TEST_POSTGRES_URL).")
 
 
 def wait_ready(port, timeout=90):
@@ -173,10 +230,15 @@ def run():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m shared.suite")
-    parser.add_argument("command", choices=["run", "broker"])
+    parser.add_argument("command", choices=["run", "broker", "test-services"])
+    parser.add_argument("--rabbit-api-uri", default="http://guest:guest@localhost:15672")
+    parser.add_argument("--postgres-url", default=os.environ.get(
+        "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args(argv)
     if args.command == "broker":
         ensure_broker(os.environ.get("AMQP_URI", DEFAULT_AMQP_URI))
+    elif args.command == "test-services":
+        ensure_test_services(os.environ.get("AMQP_URI", DEFAULT_AMQP_URI), args.rabbit_api_uri, args.postgres_url)
     else:
         run()
 

@@ -2,19 +2,18 @@
 incidents and escalation. Entrypoints are thin: authorise and validate
 (``endpoint``), call the domain, dump."""
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 
 from services.grid import incidents, residents, schemas, screening, units
 from services.grid.models import Base, OutboxEvent, ProcessedEvent
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
+from shared import web
 from shared.auth import Auth
 from shared.db import Database, utcnow
-from shared.endpoints import endpoint
+from shared.endpoints import endpoint, rpc
 from shared.outbox import OutboxRelay
 from shared.pii import Vault
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
-from shared.web import ObservableMixin
 
 ADMIN = ("admin",)
 MANAGERS = ("admin", "officer")
@@ -34,7 +33,7 @@ GAUGES = [
 ]
 
 
-class GridService(ObservableMixin):
+class GridService(web.ObservableMixin):
     name = "grid"
 
     config = Config()
