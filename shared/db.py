@@ -8,13 +8,14 @@ for `make run`) cannot interleave writers, so its units of work are serialised.
 import datetime as dt
 import logging
 import os
-import uuid
 from contextlib import contextmanager
 
 import eventlet.semaphore
 from nameko.extensions import DependencyProvider
 from sqlalchemy import BigInteger, Integer, create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
+
+from shared.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -246,5 +247,17 @@ class Database(DependencyProvider):
             uow.close()
 
 
-def new_uuid():
-    return str(uuid.uuid4())
+def locking(query, session, *, skip_locked=False):
+    """Add FOR UPDATE on PostgreSQL (SQLite units of work are serialised already)."""
+    if session.bind.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=skip_locked)
+    return query
+
+
+def fetch(session, model, row_id, what, *, lock=False):
+    """The row with this id, or NotFound naming ``what``."""
+    query = select(model).where(model.id == row_id)
+    row = session.scalar(locking(query, session) if lock else query)
+    if row is None:
+        raise NotFound(f"{what} {row_id} not found")
+    return row

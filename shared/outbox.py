@@ -15,10 +15,10 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
-from sqlalchemy import JSON, DateTime, Index, Integer, String, delete, func, select
+from sqlalchemy import JSON, DateTime, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import BigId, utcnow
+from shared.db import BigId, locking, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,7 @@ class OutboxRelay(DependencyProvider):
         model = self.model
         with self.database.session_scope() as session:
             query = select(model).where(model.published_at.is_(None)).order_by(model.id)
-            query = query.limit(self.batch_size)
-            if session.bind.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
+            query = locking(query.limit(self.batch_size), session, skip_locked=True)
             rows = session.scalars(query).all()
             now = utcnow()
             for row in rows:

@@ -7,8 +7,8 @@ from services.grid import tree
 from services.grid.models import Incident, IncidentStep, Resident, Unit
 from services.grid.units import reachable_unit
 from services.grid.vocabulary import DEPARTMENT_LEVEL
-from shared.db import utcnow
-from shared.errors import Conflict, NotFound, ValidationError
+from shared.db import fetch, locking, utcnow
+from shared.errors import Conflict, ValidationError
 
 SYSTEM_ACTOR = "system:deadline"
 
@@ -66,12 +66,7 @@ def report_incident(uow, caller, policy, unit_id, category, description, party_r
 
 
 def load_incident(session, caller, incident_id, *, lock=False):
-    query = select(Incident).where(Incident.id == incident_id)
-    if lock and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update()
-    incident = session.scalar(query)
-    if incident is None:
-        raise NotFound(f"incident {incident_id} not found")
+    incident = fetch(session, Incident, incident_id, "incident", lock=lock)
     caller.require_reach(tree.path_ids(incident.unit_path), "incident")
     return incident
 
@@ -109,9 +104,7 @@ def escalate_overdue(uow, policy, now, limit=200):
     session = uow.session
     query = (select(Incident).where(Incident.status != "resolved", Incident.due_at <= now)
              .order_by(Incident.due_at).limit(limit))
-    if session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    overdue = session.scalars(query).all()
+    overdue = session.scalars(locking(query, session, skip_locked=True)).all()
     for incident in overdue:
         _climb(uow, policy, incident, SYSTEM_ACTOR, "deadline passed", now)
     session.flush()

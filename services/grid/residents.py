@@ -1,12 +1,12 @@
 """Households, residents and their tags; audience queries over a subtree."""
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 
 from services.grid import tree
 from services.grid.models import Household, Resident, ResidentTag
 from services.grid.units import reachable_unit
-from shared.db import utcnow
+from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.pii import mask_id_number, mask_phone
 
@@ -18,9 +18,7 @@ def _path_list(path):
 
 
 def load_household(session, caller, household_id):
-    household = session.get(Household, household_id)
-    if household is None:
-        raise NotFound(f"household {household_id} not found")
+    household = fetch(session, Household, household_id, "household")
     caller.require_reach(tree.path_ids(household.unit_path), "household")
     return household
 
@@ -79,9 +77,7 @@ def register_resident(uow, caller, vault, household_id, name, id_number, phone, 
 
 
 def load_resident(session, caller, resident_id):
-    resident = session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFound(f"resident {resident_id} not found")
+    resident = fetch(session, Resident, resident_id, "resident")
     if caller.roles == {"resident"}:
         # A resident may look only at themselves.
         if caller.sub != str(resident.id):
@@ -171,9 +167,7 @@ def expire_tags(uow, now, limit=500):
     """Remove tags whose ``until`` has passed, announcing each; returns how many."""
     session = uow.session
     query = select(ResidentTag).where(ResidentTag.until <= now).limit(limit)
-    if session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    expired = session.scalars(query).all()
+    expired = session.scalars(locking(query, session, skip_locked=True)).all()
     for row in expired:
         resident = session.get(Resident, row.resident_id)
         session.delete(row)

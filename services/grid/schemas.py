@@ -1,6 +1,6 @@
 """Input and output schemas of the grid RPC contract."""
 from marshmallow import ValidationError as FieldError
-from marshmallow import fields, validates, validates_schema
+from marshmallow import fields, validates_schema
 
 from services.grid import vocabulary as v
 from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number, phone_problem

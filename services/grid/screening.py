@@ -8,8 +8,8 @@ from services.grid.models import Household, ScreeningCampaign, ScreeningVisit, U
 from services.grid.residents import load_household
 from services.grid.units import reachable_unit
 from services.grid.vocabulary import DEPTH, LEVELS, VISIT_OUTCOMES
-from shared.db import utcnow
-from shared.errors import Conflict, NotFound, ValidationError
+from shared.db import fetch, utcnow
+from shared.errors import Conflict, ValidationError
 
 
 def start_screening(uow, caller, under, title, starts_on, ends_on):
@@ -22,9 +22,7 @@ def start_screening(uow, caller, under, title, starts_on, ends_on):
 
 
 def load_campaign(session, caller, campaign_id, *, require_reach=True):
-    campaign = session.get(ScreeningCampaign, campaign_id)
-    if campaign is None:
-        raise NotFound(f"screening campaign {campaign_id} not found")
+    campaign = fetch(session, ScreeningCampaign, campaign_id, "screening campaign")
     if require_reach:
         caller.require_reach(tree.path_ids(campaign.unit_path), "campaign")
     return campaign

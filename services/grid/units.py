@@ -4,8 +4,8 @@ from sqlalchemy import select, update
 from services.grid import tree
 from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
 from services.grid.vocabulary import DEPTH
-from shared.db import utcnow
-from shared.errors import Conflict, Forbidden, NotFound, ValidationError
+from shared.db import fetch, utcnow
+from shared.errors import Conflict, Forbidden, ValidationError
 
 # Tables carrying a copy of their unit's path; a move rewrites them all.
 PATH_COPIES = ((Unit, Unit.path), (Household, Household.unit_path), (Resident, Resident.unit_path),
@@ -13,18 +13,8 @@ PATH_COPIES = ((Unit, Unit.path), (Household, Household.unit_path), (Resident, R
                (Incident, Incident.unit_path))
 
 
-def load_unit(session, unit_id, *, lock=False):
-    query = select(Unit).where(Unit.id == unit_id)
-    if lock and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update()
-    unit = session.scalar(query)
-    if unit is None:
-        raise NotFound(f"unit {unit_id} not found")
-    return unit
-
-
 def reachable_unit(session, caller, unit_id, *, lock=False):
-    unit = load_unit(session, unit_id, lock=lock)
+    unit = fetch(session, Unit, unit_id, "unit", lock=lock)
     caller.require_reach(tree.path_ids(unit.path))
     return unit
 
@@ -105,7 +95,7 @@ def move_unit(uow, caller, unit_id, new_parent_id):
             .execution_options(synchronize_session=False)
         )
     session.expire_all()
-    unit = load_unit(session, unit_id)
+    unit = fetch(session, Unit, unit_id, "unit")
     unit.parent_id = parent.id
     session.flush()
     uow.emit("unit_moved", f"unit/{unit.id}", {**unit_event(unit), "old_path": [str(i) for i in tree.path_ids(old_path)]})

@@ -4,17 +4,7 @@ import pytest
 from nameko.exceptions import RemoteError
 
 from shared.errors import Forbidden, Unauthenticated
-from tests.support import add_household, add_resident, build_district, token
-
-
-@pytest.fixture
-def admin(grid, call_as):
-    return call_as(token("admin", sub="root")).grid
-
-
-@pytest.fixture
-def district(admin):
-    return build_district(admin)
+from tests.support import add_household, add_resident, token
 
 
 def test_missing_token_is_unauthenticated(grid, grid_config):

@@ -6,7 +6,7 @@ from sqlalchemy import create_engine, text
 
 from services.grid.models import Base
 from shared.errors import ValidationError
-from tests.support import add_household, add_resident, build_district, id_number, token
+from tests.support import add_household, add_resident, build_district, id_number
 
 MEGABYTE = "x" * 1_000_000
 TODAY = dt.date.today().isoformat()
@@ -59,11 +59,6 @@ WRONG_TYPES = {"level": 7, "unit_id": [1], "page": "first", "address": "Sunny Ga
 
 def _birth(number):
     return f"{number[6:10]}-{number[10:12]}-{number[12:14]}"
-
-
-@pytest.fixture
-def admin(grid, call_as):
-    return call_as(token("admin", sub="root")).grid
 
 
 @pytest.fixture

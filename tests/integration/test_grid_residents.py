@@ -6,17 +6,7 @@ from nameko.exceptions import RemoteError
 from sqlalchemy import create_engine, text
 
 from shared.errors import Conflict
-from tests.support import add_household, add_resident, build_district, id_number, token
-
-
-@pytest.fixture
-def admin(grid, call_as):
-    return call_as(token("admin", sub="root")).grid
-
-
-@pytest.fixture
-def district(admin):
-    return build_district(admin)
+from tests.support import add_household, add_resident, id_number, token
 
 
 def test_register_and_read_a_resident_masked_by_default(admin, district, call_as):

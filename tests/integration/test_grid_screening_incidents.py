@@ -6,19 +6,9 @@ import pytest
 from nameko.exceptions import RemoteError
 
 from shared.errors import Conflict, Forbidden
-from tests.support import add_household, add_resident, build_district, token
+from tests.support import add_household, add_resident, token
 
 TODAY = dt.date.today().isoformat()
-
-
-@pytest.fixture
-def admin(grid, call_as):
-    return call_as(token("admin", sub="root")).grid
-
-
-@pytest.fixture
-def district(admin):
-    return build_district(admin)
 
 
 def test_screening_progress_per_child_unit(admin, district, call_as):

@@ -2,17 +2,7 @@
 import pytest
 from nameko.exceptions import RemoteError
 
-from tests.support import build_district, token
-
-
-@pytest.fixture
-def admin(grid, call_as):
-    return call_as(token("admin", sub="root")).grid
-
-
-@pytest.fixture
-def district(admin):
-    return build_district(admin)
+from tests.support import token
 
 
 def test_unit_is_returned_with_its_path(admin, district):
