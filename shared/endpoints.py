@@ -11,6 +11,7 @@ The unit of work is committed before the reply is sent, so a failed commit
 reaches the caller as an error rather than after a success.
 """
 import functools
+import logging
 
 from marshmallow import EXCLUDE, Schema, fields
 
@@ -18,9 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from nameko.rpc import rpc as nameko_rpc
 
-from shared.errors import CLIENT_ERRORS, Conflict, ValidationError
+from shared import logs
+from shared.errors import CLIENT_ERRORS, Conflict, InternalError, ValidationError
 from shared.handlers import ReliableEventHandler
 from shared.validation import Str, load
+
+log = logging.getLogger(__name__)
 
 POSITIONAL_ERROR = {"_args": ["Positional arguments are not accepted; pass arguments by keyword."]}
 
@@ -43,10 +47,18 @@ def endpoint(*, roles, schema=None):
             try:
                 result = method(self, caller, **params)
                 self.db.commit()
+            except CLIENT_ERRORS:
+                raise
             except IntegrityError:
                 # A concurrent change won a uniqueness race the domain checked for.
                 self.db.rollback()
                 raise Conflict("the change conflicts with existing data; nothing was changed") from None
+            except Exception:
+                # Callers get no internals (SQL, stack); the log line has them, under the call id.
+                self.db.rollback()
+                call_id = logs.current_call_id()
+                log.exception("unexpected error", extra={"method": method.__name__})
+                raise InternalError(f"internal error; call id {call_id}") from None
             return result
 
         wrapper.allowed_roles = roles

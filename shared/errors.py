@@ -57,6 +57,11 @@ class Unauthenticated(GrassrootsError):
     pass
 
 
+@deserialize_to_instance
+class InternalError(GrassrootsError):
+    """Something failed on our side; the message names the call id to look up in the logs."""
+
+
 # Raised for errors the caller caused: logged as warnings, counted as client errors.
 CLIENT_ERRORS = (ValidationError, NotFound, Conflict, Forbidden, Unauthenticated)
 

@@ -24,6 +24,10 @@ def bind_call(service, call_id, call_id_stack):
     _context.call_id_stack = call_id_stack
 
 
+def current_call_id():
+    return getattr(_context, "call_id", None)
+
+
 def unbind_call():
     for name in ("service", "call_id", "call_id_stack"):
         _context.__dict__.pop(name, None)

@@ -178,8 +178,11 @@ def dead_letters(config, queue_name):
 
 def test_rolled_back_change_publishes_nothing_and_committed_publishes_once(ledger, tap, config, ledger_db):
     with ClusterRpcProxy(config, context_data={"auth_token": token("admin")}) as proxy:
-        with pytest.raises(RemoteError):
+        with pytest.raises(RemoteError) as err:
             proxy.ledger.add(note="never", fail_after_emit=True)
+        # the caller learns the call id to report, not our internals
+        assert err.value.exc_type == "InternalError" and "call id ledger.add." in err.value.value
+        assert "failed after emitting" not in err.value.value
         assert drain(tap) == []
         assert proxy.ledger.add(note="kept") == "kept"
     messages = drain(tap)
