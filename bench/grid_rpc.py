@@ -326,7 +326,7 @@ class GridServiceProcess:
                     record = json.loads(line)
                 except ValueError:
                     continue  # not one of the service's JSON lines
-                if record.get("message") == "call finished" and record.get("entrypoint") == "Rpc":
+                if record.get("message") == "call finished" and record.get("entrypoint") == "rpc":
                     calls.append((record.get("method"), record["duration_ms"]))
         return calls
 

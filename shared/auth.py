@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 from nameko.extensions import DependencyProvider
@@ -35,6 +35,7 @@ class Caller:
     roles: frozenset
     unit: str | None = None
     pii: bool = False
+    exp: float = field(default=0, compare=False)
 
     def has_role(self, *roles):
         return not self.roles.isdisjoint(roles)
@@ -94,21 +95,46 @@ def decode_token(secret, token):
         roles=frozenset(roles),
         unit=None if unit is None else str(unit),
         pii=claims.get("pii") is True,
+        exp=claims["exp"],
     )
 
 
-class CallerAccess:
-    """Per-worker view of the caller; the token is decoded on first use."""
+class TokenCache:
+    """Recently verified tokens, so a caller's every call doesn't re-verify its signature.
 
-    def __init__(self, secret, token):
-        self._secret = secret
+    Only valid tokens are kept, each until its own ``exp``; bounded in size.
+    """
+
+    def __init__(self, secret, size=4096):
+        self.secret = secret
+        self.size = size
+        self._verified = {}
+
+    def caller(self, token):
+        hit = self._verified.get(token) if isinstance(token, str) else None
+        if hit is not None:
+            if time.time() < hit.exp:
+                return hit
+            del self._verified[token]
+        caller = decode_token(self.secret, token)
+        if len(self._verified) >= self.size:
+            self._verified.clear()
+        self._verified[token] = caller
+        return caller
+
+
+class CallerAccess:
+    """Per-worker view of the caller; the token is checked on first use."""
+
+    def __init__(self, tokens, token):
+        self._tokens = tokens
         self._token = token
         self._caller = None
 
     @property
     def caller(self):
         if self._caller is None:
-            self._caller = decode_token(self._secret, self._token)
+            self._caller = self._tokens.caller(self._token)
         return self._caller
 
     def authorize(self, roles):
@@ -125,10 +151,10 @@ class Auth(DependencyProvider):
     """Injects a CallerAccess built from the worker's ``auth_token`` context data."""
 
     def setup(self):
-        self.secret = jwt_secret(self.container.config)
+        self.tokens = TokenCache(jwt_secret(self.container.config))
 
     def get_dependency(self, worker_ctx):
-        return CallerAccess(self.secret, worker_ctx.data.get(TOKEN_CONTEXT_KEY))
+        return CallerAccess(self.tokens, worker_ctx.data.get(TOKEN_CONTEXT_KEY))
 
 
 def main(argv=None):

@@ -47,7 +47,7 @@ def normalise_url(url):
     return url
 
 
-def make_engine(url, pool_size=10):
+def make_engine(url, pool_size=10, pre_ping=True):
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -66,7 +66,7 @@ def make_engine(url, pool_size=10):
         return engine
     # hide_parameters: SQL errors end up in logs, and their parameters can be personal data.
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, pool_recycle=1800,
         hide_parameters=True,
     )
 
@@ -89,14 +89,23 @@ class UnitOfWork:
         self._call_id_stack = list(call_id_stack)
         self._session = None
         self._locked = False
+        self._read_only = False
         self.emitted = 0
 
     @property
     def session(self) -> Session:
         if self._session is None:
-            self._locked = self._provider.acquire_serial()
-            self._session = self._provider.sessionmaker()
+            if self._read_only:
+                self._session = self._provider.read_sessionmaker()
+            else:
+                self._locked = self._provider.acquire_serial()
+                self._session = self._provider.sessionmaker()
         return self._session
+
+    def read_only(self):
+        """Read in autocommit mode (each statement its own snapshot); call before the first query."""
+        if self._session is None:
+            self._read_only = True
 
     def ping(self):
         self._provider.ping()
@@ -147,6 +156,9 @@ class UnitOfWork:
     def commit(self):
         if self._session is None:
             return
+        if self._read_only:
+            self.close()  # nothing to commit: hand the connection back now
+            return
         self._session.commit()
         if self.emitted:
             self.emitted = 0
@@ -183,8 +195,17 @@ class Database(DependencyProvider):
         self.url = database_url(self.container.config, self.container.service_name)
         if normalise_url(self.url).startswith("postgresql"):
             make_green()
-        self.engine = make_engine(self.url, pool_size=int(self.container.config.get("DB_POOL_SIZE", 10)))
+        config = self.container.config
+        self.engine = make_engine(
+            self.url, pool_size=int(config.get("DB_POOL_SIZE", 10)),
+            # Pre-ping costs a round trip per checkout; without it a database restart fails one call per
+            # pooled connection (then the pool is recycled).
+            pre_ping=str(config.get("DB_PRE_PING", "true")).lower() not in ("false", "0", "no"),
+        )
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.read_sessionmaker = sessionmaker(
+            bind=self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
         self._serial = (
             eventlet.semaphore.Semaphore(1) if self.engine.dialect.name == "sqlite" else None
         )

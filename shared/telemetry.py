@@ -50,6 +50,19 @@ class SqlGaugeCollector(Collector):
             log.warning("domain gauges unavailable", exc_info=True)
 
 
+def entrypoint_kind(entrypoint):
+    """A short, stable label: rpc, event, timer, http (else the class name)."""
+    from nameko.events import EventHandler
+    from nameko.rpc import Rpc
+    from nameko.timer import Timer
+    from nameko.web.handlers import HttpRequestHandler
+
+    for base, kind in ((Rpc, "rpc"), (EventHandler, "event"), (Timer, "timer"), (HttpRequestHandler, "http")):
+        if isinstance(entrypoint, base):
+            return kind
+    return type(entrypoint).__name__
+
+
 def outcome_of(exc_info):
     if exc_info is None:
         return "success"
@@ -125,7 +138,7 @@ class Telemetry(DependencyProvider):
         if started is None:
             return
         elapsed = time.perf_counter() - started
-        entrypoint = type(worker_ctx.entrypoint).__name__
+        entrypoint = entrypoint_kind(worker_ctx.entrypoint)
         method = worker_ctx.entrypoint.method_name
         outcome = outcome_of(exc_info)
         self.in_flight.labels(self.service).dec()

@@ -58,18 +58,18 @@ class GridService(web.ObservableMixin):
         return schemas.UNIT.dump(units.create_unit(self.db, caller, **args))
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.UnitRef())
+    @endpoint(roles=EVERYONE, schema=schemas.UnitRef(), read_only=True)
     def get_unit(self, caller, unit_id):
         return schemas.UNIT.dump(units.reachable_unit(self.db.session, caller, unit_id))
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.ListUnits())
+    @endpoint(roles=EVERYONE, schema=schemas.ListUnits(), read_only=True)
     def list_units(self, caller, page, page_size, **args):
         rows, more = units.list_units(self.db.session, caller, page=page, page_size=page_size, **args)
         return schemas.page(schemas.UNITS.dump(rows), page, page_size, more)
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.UnitRef())
+    @endpoint(roles=EVERYONE, schema=schemas.UnitRef(), read_only=True)
     def ancestors(self, caller, unit_id):
         return schemas.UNITS.dump(units.ancestors(self.db.session, caller, unit_id))
 
@@ -94,7 +94,7 @@ class GridService(web.ObservableMixin):
         return schemas.STAFF.dump(units.assign_staff(self.db, caller, **args))
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UnitRef())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UnitRef(), read_only=True)
     def list_staff(self, caller, unit_id):
         return schemas.STAFF_LIST.dump(units.list_staff(self.db.session, caller, unit_id))
 
@@ -117,7 +117,7 @@ class GridService(web.ObservableMixin):
         return schemas.RESIDENT.dump(residents.view_resident(resident, [], self.vault, caller.pii))
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES + ("resident",), schema=schemas.ResidentRef())
+    @endpoint(roles=STAFF_AND_SERVICES + ("resident",), schema=schemas.ResidentRef(), read_only=True)
     def get_resident(self, caller, resident_id):
         return schemas.RESIDENT.dump(residents.get_resident(self.db.session, caller, self.vault, resident_id))
 
@@ -134,14 +134,14 @@ class GridService(web.ObservableMixin):
         return {"resident_id": str(resident_id), "tag": tag, "removed": True}
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents(), read_only=True)
     def find_residents(self, caller, page, page_size, **args):
         rows, more = residents.find_residents(self.db.session, caller, self.vault, page=page,
                                               page_size=page_size, **args)
         return schemas.page(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResidentFilter())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResidentFilter(), read_only=True)
     def count_residents(self, caller, **args):
         return {"count": residents.count_residents(self.db.session, caller, **args)}
 
@@ -158,7 +158,7 @@ class GridService(web.ObservableMixin):
         return schemas.VISIT.dump(screening.record_visit(self.db, caller, **args))
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ScreeningProgress())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ScreeningProgress(), read_only=True)
     def screening_progress(self, caller, **args):
         return screening.screening_progress(self.db.session, caller, **args)
 
@@ -180,14 +180,14 @@ class GridService(web.ObservableMixin):
         return schemas.INCIDENT.dump(incidents.resolve_incident(self.db, caller, **args))
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.IncidentRef())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.IncidentRef(), read_only=True)
     def get_incident(self, caller, incident_id):
         incident = incidents.load_incident(self.db.session, caller, incident_id)
         steps = incidents.incident_steps(self.db.session, incident)
         return {**schemas.INCIDENT.dump(incident), "steps": schemas.INCIDENT_STEPS.dump(steps)}
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ListIncidents())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ListIncidents(), read_only=True)
     def list_incidents(self, caller, page, page_size, **args):
         rows, more = incidents.list_incidents(self.db.session, caller, page=page, page_size=page_size, **args)
         return schemas.page(schemas.INCIDENTS.dump(rows), page, page_size, more)

@@ -36,12 +36,12 @@ def test_metrics_show_rate_errors_and_duration_after_calls(grid, grid_config, ca
     status, content_type, body = get(grid_config, "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     values = samples(body)
-    rpc = ("entrypoint", "Rpc"), ("method", "create_unit"), ("outcome", "success"), ("service", "grid")
+    rpc = ("entrypoint", "rpc"), ("method", "create_unit"), ("outcome", "success"), ("service", "grid")
     assert values[("grassroots_requests_total", tuple(sorted(rpc)))] == 10  # build_district creates 10 units
-    bad = ("entrypoint", "Rpc"), ("method", "get_unit"), ("outcome", "client_error"), ("service", "grid")
+    bad = ("entrypoint", "rpc"), ("method", "get_unit"), ("outcome", "client_error"), ("service", "grid")
     assert values[("grassroots_requests_total", tuple(sorted(bad)))] == 1
     count_key = ("grassroots_request_duration_seconds_count",
-                 tuple(sorted({"entrypoint": "Rpc", "method": "create_unit", "service": "grid"}.items())))
+                 tuple(sorted({"entrypoint": "rpc", "method": "create_unit", "service": "grid"}.items())))
     assert values[count_key] == 10
     assert values[("grassroots_grid_residents", ())] == 1
     assert values[("grassroots_grid_tagged_residents", (("tag", "elderly_alone"),))] == 1

@@ -260,6 +260,6 @@ def test_failing_handler_is_retried_then_dead_lettered(listener, config):
     assert len(dead) == 1
     assert dead[0].headers["x-grassroots-attempt"] == 3
     assert ListenerService.failures == 3
-    assert _metric(listener, "grassroots_requests_total", service="listener", entrypoint="ReliableEventHandler",
+    assert _metric(listener, "grassroots_requests_total", service="listener", entrypoint="event",
                    method="on_flaky", outcome="error") == 3
     assert _metric(listener, "grassroots_dead_letters_total", service="listener", handler="on_flaky") == 1
