@@ -62,6 +62,11 @@ class InternalError(GrassrootsError):
     """Something failed on our side; the message names the call id to look up in the logs."""
 
 
+@deserialize_to_instance
+class ServiceUnavailable(GrassrootsError):
+    """A service this call depends on did not answer in time."""
+
+
 # Raised for errors the caller caused: logged as warnings, counted as client errors.
 CLIENT_ERRORS = (ValidationError, NotFound, Conflict, Forbidden, Unauthenticated)
 

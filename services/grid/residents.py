@@ -206,7 +206,7 @@ def count_residents(session, caller, under, tags_any, tags_all):
     return session.scalar(query)
 
 
-def find_residents(session, caller, vault, under, tags_any, tags_all, page, page_size):
+def find_residents(session, caller, vault, under, tags_any, tags_all, page, page_size, after=None):
     root = reachable_unit(session, caller, under)
     matching = _matching_ids(root.path, tags_any, tags_all)
     query = select(Resident)
@@ -214,8 +214,16 @@ def find_residents(session, caller, vault, under, tags_any, tags_all, page, page
         query = query.where(tree.in_subtree(Resident.unit_path, root.path))
     else:
         query = query.where(Resident.id.in_(matching))
-    rows = session.scalars(query.order_by(Resident.id).offset((page - 1) * page_size).limit(page_size + 1)).all()
+    if after is not None:
+        query = query.where(Resident.id > after)
+    else:
+        query = query.offset((page - 1) * page_size)
+    rows = session.scalars(query.order_by(Resident.id).limit(page_size + 1)).all()
     rows, has_more = rows[:page_size], len(rows) > page_size
+    return _summaries(session, caller, vault, rows), has_more
+
+
+def _summaries(session, caller, vault, rows):
     tags = {}
     if rows:
         for resident_id, tag in session.execute(
@@ -223,5 +231,13 @@ def find_residents(session, caller, vault, under, tags_any, tags_all, page, page
             .where(ResidentTag.resident_id.in_([r.id for r in rows])).order_by(ResidentTag.tag)
         ):
             tags.setdefault(resident_id, []).append(tag)
-    views = [view_resident(r, tags.get(r.id, []), vault, caller.pii, with_id_number=False) for r in rows]
-    return views, has_more
+    return [view_resident(r, tags.get(r.id, []), vault, caller.pii, with_id_number=False) for r in rows]
+
+
+def get_residents(session, caller, vault, resident_ids):
+    """Several residents in one call (what send_direct needs); ids not found are listed apart."""
+    rows = session.scalars(select(Resident).where(Resident.id.in_(resident_ids)).order_by(Resident.id)).all()
+    for resident in rows:
+        caller.require_reach(tree.path_ids(resident.unit_path), "resident")
+    found = {r.id for r in rows}
+    return _summaries(session, caller, vault, rows), [str(i) for i in resident_ids if i not in found]

@@ -1,6 +1,6 @@
 """Input and output schemas of the grid RPC contract."""
 from marshmallow import ValidationError as FieldError
-from marshmallow import fields, validates_schema
+from marshmallow import fields, validate, validates_schema
 
 from services.grid import vocabulary as v
 from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number, phone_problem
@@ -114,7 +114,13 @@ class ResidentFilter(StrictSchema):
 
 
 class FindResidents(ResidentFilter, PageSchema):
-    pass
+    # Keyset paging for long walks (audience resolution): rows with id > after, no OFFSET.
+    after = Id(load_default=None, allow_none=True)
+    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class GetResidents(StrictSchema):
+    resident_ids = ListOf(Id(), required=True, min_items=1, max_items=1000)
 
 
 class StartScreening(StrictSchema):

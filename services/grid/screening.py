@@ -62,11 +62,14 @@ def screening_progress(session, caller, campaign_id, level):
         level = LEVELS[min(DEPTH[root.level] + 1, len(LEVELS) - 1)]
     if DEPTH[level] < DEPTH[root.level]:
         raise ValidationError({"level": [f"Must not be above the campaign's level ({root.level})."]})
-    group_depth = DEPTH[level]  # index into the path's ids
+    units = session.scalars(
+        select(Unit).where(tree.in_subtree(Unit.path, root.path), Unit.level == level).order_by(Unit.id)
+    ).all()
+    group_ids = {unit.id for unit in units}
 
     def group_of(path):
-        ids = tree.path_ids(path)
-        return ids[group_depth] if len(ids) > group_depth else None
+        # Levels may be skipped (a community straight under a district): match by id, not position.
+        return next((unit_id for unit_id in tree.path_ids(path) if unit_id in group_ids), None)
 
     households = defaultdict(int)
     for path, count in session.execute(
@@ -87,9 +90,6 @@ def screening_progress(session, caller, campaign_id, level):
     ):
         outcomes[group_of(path)][outcome] += count
 
-    units = session.scalars(
-        select(Unit).where(tree.in_subtree(Unit.path, root.path), Unit.level == level).order_by(Unit.id)
-    ).all()
     rows = []
     for unit in units:
         counts = outcomes.get(unit.id, dict.fromkeys(VISIT_OUTCOMES, 0))

@@ -138,7 +138,15 @@ class GridService(web.ObservableMixin):
     def find_residents(self, caller, page, page_size, **args):
         rows, more = residents.find_residents(self.db.session, caller, self.vault, page=page,
                                               page_size=page_size, **args)
-        return schemas.page(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
+        result = schemas.page(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
+        result["next_after"] = str(rows[-1].id) if more else None
+        return result
+
+    @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.GetResidents(), read_only=True)
+    def get_residents(self, caller, resident_ids):
+        rows, missing = residents.get_residents(self.db.session, caller, self.vault, resident_ids)
+        return {"items": schemas.RESIDENT_SUMMARIES.dump(rows), "missing": missing}
 
     @rpc
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResidentFilter(), read_only=True)

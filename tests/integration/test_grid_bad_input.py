@@ -33,6 +33,7 @@ def valid_calls(d):
                                "phone": "13900000900", "birth_date": _birth(id_number(900))},
                               "name", "birth_date"),
         "get_resident": ({"resident_id": d["resident"]}, "resident_id", "resident_id"),
+        "get_residents": ({"resident_ids": [d["resident"]]}, "resident_ids", "resident_ids"),
         "tag_resident": ({"resident_id": d["resident"], "tag": "disabled"}, "note", "until"),
         "untag_resident": ({"resident_id": d["resident"], "tag": "elderly_alone"}, "tag", "resident_id"),
         "find_residents": ({"under": d["street"]}, "under", "tags_any"),
@@ -54,7 +55,8 @@ def valid_calls(d):
 WRONG_TYPES = {"level": 7, "unit_id": [1], "page": "first", "address": "Sunny Garden 3-2-501",
                "role": {"r": 1}, "birth_date": "yesterday", "until": "soon", "tags_any": "quarantined",
                "tags_all": [5], "starts_on": 20240101, "outcome": True, "level_": None, "incident_id": -4,
-               "party_resident_ids": ["abc"], "status": "pending", "resident_id": 1.5}
+               "party_resident_ids": ["abc"], "status": "pending", "resident_id": 1.5,
+               "resident_ids": "12"}
 
 
 def _birth(number):

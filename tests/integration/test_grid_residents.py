@@ -131,3 +131,35 @@ def test_resident_reads_only_themselves(admin, district, call_as):
     with pytest.raises(RemoteError) as err:
         mine.get_resident(resident_id=other)
     assert err.value.exc_type == "Forbidden"
+
+
+def test_keyset_paging_walks_everyone_once(admin, district):
+    ids = []
+    for seq in range(7):
+        household = add_household(admin, district["small_a" if seq % 2 else "small_b"], room=str(seq))
+        ids.append(add_resident(admin, household, 300 + seq)["id"])
+    seen, after = [], None
+    while True:
+        page = admin.find_residents(under=district["street"], page_size=3, after=after)
+        seen += [r["id"] for r in page["items"]]
+        if not page["has_more"]:
+            assert page["next_after"] is None
+            break
+        after = page["next_after"]
+    assert seen == sorted(ids, key=int)
+
+
+def test_get_residents_in_one_call(admin, district, call_as):
+    household = add_household(admin, district["small_a"])
+    first = add_resident(admin, household, 401)["id"]
+    second = add_resident(admin, household, 402)["id"]
+    admin.tag_resident(resident_id=second, tag="disabled")
+    got = admin.get_residents(resident_ids=[second, first, "987654"])
+    assert [r["id"] for r in got["items"]] == sorted([first, second], key=int)
+    assert got["items"][1]["tags"] == ["disabled"] and got["missing"] == ["987654"]
+    service = call_as(token("service", sub="service:notices", pii=True)).grid
+    assert service.get_residents(resident_ids=[first])["items"][0]["phone"] == "13800000401"
+    officer_b = call_as(token("officer", unit=district["community_b"])).grid
+    with pytest.raises(RemoteError) as err:
+        officer_b.get_residents(resident_ids=[first])
+    assert err.value.exc_type == "Forbidden"

@@ -120,3 +120,14 @@ def test_overdue_incident_escalates_by_itself(fast_deadlines, admin, district):
     assert [s["actor"] for s in steps[1:]] == ["system:deadline", "system:deadline"]
     eventlet.sleep(1.0)  # grid_large allows an hour: it stays
     assert admin.get_incident(incident_id=incident)["handling_level"] == "grid_large"
+
+
+def test_progress_groups_by_level_when_levels_are_skipped(admin, district):
+    # a community straight under the district, a small grid straight under it
+    community = admin.create_unit(parent_id=district["district"], level="community", name="Direct")["id"]
+    small = admin.create_unit(parent_id=community, level="grid_small", name="Direct small")["id"]
+    add_household(admin, small)
+    campaign = admin.start_screening(under=district["district"], title="All", starts_on=TODAY, ends_on=TODAY)["id"]
+    progress = admin.screening_progress(campaign_id=campaign, level="community")
+    by_unit = {row["unit_id"]: row["households"] for row in progress["units"]}
+    assert by_unit[community] == 1 and by_unit[district["community_a"]] == 0

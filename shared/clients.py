@@ -1,0 +1,83 @@
+"""Calling another service from inside a service: as this service, with a timeout.
+
+nameko's in-service ``RpcProxy`` forwards the caller's context data — its token
+included — and waits for a reply forever. ``ServiceClient`` calls with the
+calling service's own ``service`` token (minted from the shared secret and
+renewed before it expires) and raises ``ServiceUnavailable`` after ``timeout``.
+"""
+import time
+
+import eventlet
+from nameko.extensions import DependencyProvider
+from nameko.rpc import MethodProxy, ReplyListener
+
+from shared.auth import TOKEN_CONTEXT_KEY, jwt_secret, mint_token
+from shared.errors import ServiceUnavailable
+
+TOKEN_TTL = 3600
+
+
+class _AsService:
+    """The parts of a worker context a MethodProxy reads, with the service's own token."""
+
+    def __init__(self, worker_ctx, token):
+        self.container = worker_ctx.container
+        self.context_data = {**worker_ctx.context_data, TOKEN_CONTEXT_KEY: token}
+
+
+class _Method:
+    def __init__(self, client, worker_ctx, method_name):
+        self._client = client
+        self._proxy = MethodProxy(worker_ctx, client.target, method_name, client.reply_listener)
+
+    def __call__(self, **kwargs):
+        reply = self._proxy.call_async(**kwargs)
+        try:
+            with eventlet.Timeout(self._client.timeout):
+                return reply.result()
+        except eventlet.Timeout:
+            self._client.forget(reply)
+            raise ServiceUnavailable(
+                f"{self._client.target}.{self._proxy.method_name} did not answer within {self._client.timeout}s"
+            ) from None
+
+
+class _Service:
+    def __init__(self, client, worker_ctx):
+        self._client = client
+        self._ctx = _AsService(worker_ctx, client.token())
+
+    def __getattr__(self, method_name):
+        return _Method(self._client, self._ctx, method_name)
+
+
+class ServiceClient(DependencyProvider):
+    rpc_reply_listener = ReplyListener()
+
+    def __init__(self, target, timeout=10.0, pii=False):
+        self.target = target
+        self.timeout = timeout
+        self.pii = pii
+
+    def setup(self):
+        self.secret = jwt_secret(self.container.config)
+        self.timeout = float(self.container.config.get("RPC_TIMEOUT", self.timeout))
+        self.reply_listener = self.rpc_reply_listener
+        self._token, self._token_expires = None, 0.0
+
+    def token(self):
+        if time.time() > self._token_expires - 300:
+            self._token = mint_token(self.secret, f"service:{self.container.service_name}", ["service"],
+                                     pii=self.pii, ttl=TOKEN_TTL)
+            self._token_expires = time.time() + TOKEN_TTL
+        return self._token
+
+    def forget(self, reply):
+        """Drop a timed-out call's pending reply event so it does not linger."""
+        events = self.reply_listener._reply_events
+        for correlation_id, event in list(events.items()):
+            if event is reply.reply_event:
+                events.pop(correlation_id, None)
+
+    def get_dependency(self, worker_ctx):
+        return _Service(self, worker_ctx)
