@@ -19,6 +19,66 @@ def grid_template():
         yield name
 
 
+@pytest.fixture(scope="session")
+def notices_template():
+    from shared.migrate import upgrade
+    from tests.support import database_url, scratch_database
+
+    with scratch_database("grassroots_tpl_notices") as name:
+        upgrade("notices", database_url(name))
+        yield name
+
+
+@pytest.fixture
+def notices_db(notices_template):
+    from tests.support import database_url, scratch_database
+
+    with scratch_database("grassroots_test_notices", template=notices_template) as name:
+        yield database_url(name)
+
+
+@pytest.fixture
+def receiver():
+    from tests.support import Receiver
+
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def notices_config(grid_config, notices_db, receiver):
+    from tests.support import free_port
+
+    return {
+        **grid_config,
+        "DATABASE_URL": notices_db,
+        "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
+        "PUBLISH_INTERVAL": 0.1,
+        "DISPATCH_INTERVAL": 0.1,
+        "HOUSEKEEPING_INTERVAL": 0.2,
+        "DELIVERY_MAX_ATTEMPTS": 3,
+        "DELIVERY_RETRY_BASE": 0.05,
+        "RPC_TIMEOUT": 10,
+        "CHANNELS": {
+            "sms": {"url": receiver.url("/sms"), "rate_per_second": 1000},
+            "voice_call": {"url": receiver.url("/voice"), "rate_per_second": 1000},
+            "app_push": {"url": receiver.url("/push"), "rate_per_second": 1000},
+            "chat_group": {"url": "robot", "rate_per_second": 100},
+        },
+    }
+
+
+@pytest.fixture
+def notices(container_factory, notices_config, grid):
+    from services.notices.service import NoticesService
+
+    container = container_factory(NoticesService, notices_config)
+    container.start()
+    yield container
+    container.kill()
+
+
 @pytest.fixture
 def grid_db(grid_template):
     from tests.support import database_url, scratch_database

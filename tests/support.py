@@ -88,3 +88,65 @@ def add_resident(grid, household_id, seq, name=None):
     birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     return grid.register_resident(household_id=household_id, name=name or f"Resident {seq}", id_number=number,
                                   phone=f"138{seq:08d}", birth_date=birth.isoformat())
+
+
+class Receiver:
+    """A real local HTTP server standing in for SMS/voice gateways, the push endpoint and chat robots.
+
+    Records every JSON request by path; ``fail(path, status, times=None, when=callable)`` makes it
+    answer with an error status (for ``times`` requests, or while ``when(body)`` is true).
+    """
+
+    def __init__(self):
+        import eventlet
+        from eventlet import wsgi
+
+        self.requests = []
+        self.rules = []
+        self.socket = eventlet.listen(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.thread = eventlet.spawn(wsgi.server, self.socket, self.app, log_output=False)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def fail(self, path, status, times=None, when=None):
+        self.rules.append({"path": path, "status": status, "times": times, "when": when})
+
+    def app(self, environ, start_response):
+        import json
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"null")
+        path = environ["PATH_INFO"]
+        for rule in self.rules:
+            if rule["path"] == path and (rule["when"] is None or rule["when"](body)):
+                if rule["times"] is None or rule["times"] > 0:
+                    if rule["times"] is not None:
+                        rule["times"] -= 1
+                    self.requests.append((path, body, rule["status"]))
+                    start_response(f"{rule['status']} Error", [("Content-Type", "application/json")])
+                    return [b'{"error": "refused"}']
+        self.requests.append((path, body, 200))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"errcode": 0, "errmsg": "ok"}']
+
+    def accepted(self, path):
+        return [body for p, body, status in self.requests if p == path and status == 200]
+
+    def stop(self):
+        self.thread.kill()
+        self.socket.close()
+
+
+def wait_until(predicate, timeout=15.0, interval=0.1, message="condition not met"):
+    import eventlet
+
+    deadline = eventlet.hubs.get_hub().clock() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if eventlet.hubs.get_hub().clock() > deadline:
+            raise AssertionError(message)
+        eventlet.sleep(interval)

@@ -1,0 +1,121 @@
+"""Acknowledgements, the per-unit delivery report, and following up who did not acknowledge."""
+from collections import defaultdict
+
+from sqlalchemy import case, func, select
+
+from services.notices import units
+from services.notices.models import Acknowledgement, Delivery, Notice, Recipient
+from shared.db import fetch, locking, utcnow
+from shared.errors import Conflict, Forbidden, NotFound
+
+EVENT_CHUNK = 500  # residents per notice_unacknowledged event
+
+
+def acknowledge(uow, caller, notice_id, resident_id):
+    session = uow.session
+    if caller.roles == {"resident"} and caller.sub != str(resident_id):
+        raise Forbidden("residents acknowledge only for themselves")
+    notice = fetch(session, Notice, notice_id, "notice")
+    recipient = session.scalar(select(Recipient).where(Recipient.notice_id == notice.id,
+                                                       Recipient.resident_id == resident_id))
+    if recipient is None:
+        raise NotFound(f"resident {resident_id} is not a recipient of notice {notice.id}")
+    if not caller.has_role("resident"):
+        caller.require_reach(units.path_ids(recipient.unit_path), "resident")
+    existing = session.get(Acknowledgement, (notice.id, resident_id))
+    if existing is None:
+        if notice.status == "cancelled":
+            raise Conflict(f"notice {notice.id} was cancelled")
+        existing = Acknowledgement(notice_id=notice.id, resident_id=resident_id, acknowledged_at=utcnow())
+        session.add(existing)
+        session.flush()
+    return existing
+
+
+def delivery_report(session, caller, grid, notice, level):
+    """Per unit: targeted, sent, delivered, failed and acknowledged residents.
+
+    A resident counts as sent/delivered if any of their deliveries was; as failed if all failed.
+    Aggregated by small grid in SQL, rolled up to the requested units here.
+    """
+    per_recipient = (
+        select(Recipient.id.label("rid"), Recipient.unit_path.label("path"),
+               func.max(case((Delivery.status.in_(("sent", "delivered")), 1), else_=0)).label("sent"),
+               func.max(case((Delivery.status == "delivered", 1), else_=0)).label("delivered"),
+               func.min(case((Delivery.status == "failed", 1), else_=0)).label("failed"),
+               func.max(case((Acknowledgement.resident_id.is_not(None), 1), else_=0)).label("acked"))
+        .outerjoin(Delivery, Delivery.recipient_id == Recipient.id)
+        .outerjoin(Acknowledgement, (Acknowledgement.notice_id == Recipient.notice_id)
+                   & (Acknowledgement.resident_id == Recipient.resident_id))
+        .where(Recipient.notice_id == notice.id).group_by(Recipient.id, Recipient.unit_path).subquery()
+    )
+    by_path = session.execute(
+        select(per_recipient.c.path, func.count(), func.sum(per_recipient.c.sent), func.sum(per_recipient.c.delivered),
+               func.sum(per_recipient.c.failed), func.sum(per_recipient.c.acked)).group_by(per_recipient.c.path)
+    ).all()
+    groups = _groups(grid, notice, level)
+    empty = {"targeted": 0, "sent": 0, "delivered": 0, "failed": 0, "acknowledged": 0}
+    rows = defaultdict(lambda: dict(empty))
+    totals = dict(empty)
+    for path, targeted, sent, delivered, failed, acked in by_path:
+        ids = units.path_ids(path)
+        group = next((g for g in ids if g in groups), None)
+        for key, value in zip(empty, (targeted, sent, delivered, failed, acked)):
+            totals[key] += int(value or 0)
+            if group is not None:
+                rows[group][key] += int(value or 0)
+    chat = dict(session.execute(
+        select(Delivery.status, func.count()).where(Delivery.notice_id == notice.id, Delivery.channel == "chat_group")
+        .group_by(Delivery.status)).all())
+    return {
+        "notice_id": str(notice.id), "level": level, **totals,
+        "units": [{"unit_id": str(g), **rows[g]} for g in sorted(groups)],
+        "chat_groups": {status: chat.get(status, 0) for status in ("queued", "sent", "delivered", "failed")},
+    }
+
+
+def _groups(grid, notice, level):
+    """The unit ids to report on: the audience units, or every unit at ``level`` under them."""
+    if level is None:
+        return set(notice.audience["under"])
+    found = set()
+    for unit_id in notice.audience["under"]:
+        unit = grid.get_unit(unit_id=str(unit_id))
+        if unit["level"] == level:
+            found.add(int(unit["id"]))
+            continue
+        page = 1
+        while True:
+            listed = grid.list_units(under=str(unit_id), level=level, include_closed=True, page=page, page_size=500)
+            found.update(int(u["id"]) for u in listed["items"])
+            if not listed["has_more"]:
+                break
+            page += 1
+    return found
+
+
+def due_ack_checks(session, now, limit=10):
+    query = (select(Notice).where(Notice.requires_ack.is_(True), Notice.ack_checked.is_(False),
+                                  Notice.status == "published", Notice.ack_deadline <= now).limit(limit))
+    return session.scalars(locking(query, session, skip_locked=True)).all()
+
+
+def report_unacknowledged(uow, notice):
+    """Emit notice_unacknowledged (ids only) for vulnerable recipients without an acknowledgement."""
+    session = uow.session
+    missing = session.execute(
+        select(Recipient.resident_id, Recipient.household_id, Recipient.unit_path)
+        .where(Recipient.notice_id == notice.id, Recipient.vulnerable.is_(True))
+        .where(~select(Acknowledgement.resident_id).where(
+            Acknowledgement.notice_id == notice.id, Acknowledgement.resident_id == Recipient.resident_id).exists())
+        .order_by(Recipient.resident_id)
+    ).all()
+    notice.ack_checked = True
+    chunks = [missing[i:i + EVENT_CHUNK] for i in range(0, len(missing), EVENT_CHUNK)]
+    for index, chunk in enumerate(chunks, start=1):
+        uow.emit("notice_unacknowledged", f"notice/{notice.id}", {
+            "notice_id": str(notice.id), "chunk": index, "chunks": len(chunks),
+            "residents": [{"resident_id": str(r), "household_id": str(h), "unit_id": str(units.path_ids(p)[-1])}
+                          for r, h, p in chunk],
+        })
+    return len(missing)

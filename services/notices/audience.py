@@ -1,0 +1,142 @@
+"""Audience resolution: the grid is asked for residents page by page (keyset, 1,000 a page),
+and each page becomes recipients and queued deliveries in one go.
+
+Resolution is resumable: the notice keeps a cursor (audience unit, last resident id) that is
+committed with each batch of pages, so the dispatcher can start on the first pages while the
+rest resolve, and a restart continues where it stopped.
+"""
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, or_, select
+
+from services.notices import units
+from services.notices.models import ChatGroup, Delivery, NoticeTarget, Preference, Recipient
+from services.notices.vocabulary import PERSONAL_CHANNELS, URGENT_SEVERITIES, VULNERABLE_TAGS
+from shared.db import utcnow
+
+PAGE_SIZE = 1000
+PHONE_CONTEXT = b"phone"
+
+
+class DeliveryPlan:
+    """Per-resident channel choice and timing: preferences narrow the channels; quiet hours hold
+    minor/moderate notices until they end (severe/extreme go at once)."""
+
+    def __init__(self, notice, timezone):
+        self.notice = notice
+        self.channels = [c for c in notice.channels if c in PERSONAL_CHANNELS]
+        self.urgent = notice.severity in URGENT_SEVERITIES
+        self.zone = ZoneInfo(timezone)
+
+    def for_resident(self, preference, now):
+        channels = self.channels
+        if preference is not None:
+            chosen = [c for c in channels if c in preference.channels]
+            channels = chosen or channels  # a preference never silences a notice entirely
+        due = now
+        if not self.urgent and preference is not None and preference.quiet_start is not None:
+            due = quiet_hours_end(now, preference.quiet_start, preference.quiet_end, self.zone) or now
+        return channels, due
+
+
+def quiet_hours_end(now, start, end, zone):
+    """When the quiet window containing ``now`` ends (UTC), or None if ``now`` is outside it."""
+    local = now.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    if start < end:
+        inside = start <= clock < end
+        end_day = local.date()
+    else:  # overnight, e.g. 22:00-07:00
+        inside = clock >= start or clock < end
+        end_day = local.date() + dt.timedelta(days=1) if clock >= start else local.date()
+    if not inside:
+        return None
+    return dt.datetime.combine(end_day, end, tzinfo=zone).astimezone(dt.timezone.utc)
+
+
+def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):
+    """Resolve up to ``max_pages`` pages of the notice's audience; True when it is complete."""
+    under = notice.audience["under"]
+    cursor = dict(notice.resolve_cursor or {"unit": 0, "after": None})
+    plan = DeliveryPlan(notice, timezone)
+    for _ in range(max_pages):
+        if cursor["unit"] >= len(under):
+            break
+        page = grid.find_residents(under=str(under[cursor["unit"]]), tags_any=notice.audience.get("tags_any") or None,
+                                   tags_all=notice.audience.get("tags_all") or None, page_size=PAGE_SIZE,
+                                   after=cursor["after"])
+        add_recipients(uow, vault, notice, plan, page["items"])
+        if page["has_more"]:
+            cursor["after"] = page["next_after"]
+        else:
+            cursor = {"unit": cursor["unit"] + 1, "after": None}
+    notice.resolve_cursor = cursor
+    return cursor["unit"] >= len(under)
+
+
+def add_recipients(uow, vault, notice, plan, residents, now=None):
+    """Recipients and their queued deliveries for one page of grid residents (3 statements)."""
+    if not residents:
+        return 0
+    session = uow.session
+    now = now or utcnow()
+    ids = [int(r["id"]) for r in residents]
+    preferences = {p.resident_id: p for p in session.scalars(select(Preference).where(Preference.resident_id.in_(ids)))}
+    rows = []
+    for resident in residents:
+        tags = [t for t in resident.get("tags", []) if t in VULNERABLE_TAGS]
+        phone = resident.get("phone")
+        rows.append({
+            "notice_id": notice.id, "resident_id": int(resident["id"]), "household_id": int(resident["household_id"]),
+            "unit_path": units.as_path(resident["unit_path"]), "vulnerable_tags": tags, "vulnerable": bool(tags),
+            "address_enc": vault.encrypt(phone, PHONE_CONTEXT) if phone and "*" not in phone else None,
+        })
+    inserted = session.execute(insert(Recipient).returning(Recipient.id, Recipient.resident_id, Recipient.unit_path),
+                               rows).all()
+    deliveries = []
+    for recipient_id, resident_id, unit_path in inserted:
+        channels, due = plan.for_resident(preferences.get(resident_id), now)
+        for channel in channels:
+            deliveries.append({"notice_id": notice.id, "recipient_id": recipient_id, "unit_path": unit_path,
+                               "channel": channel, "status": "queued", "attempts": 0, "next_attempt_at": due,
+                               "created_at": now})
+    if deliveries:
+        session.execute(insert(Delivery), deliveries)
+    notice.recipient_count = (notice.recipient_count or 0) + len(inserted)
+    return len(inserted)
+
+
+def add_chat_groups(session, notice, now):
+    """One delivery per small grid's chat group under the audience. Only for audiences without
+    tag filters: a group message reaches everyone in the group."""
+    if "chat_group" not in notice.channels or notice.audience.get("tags_any") or notice.audience.get("tags_all"):
+        return 0
+    paths = session.scalars(select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)).all()
+    groups = session.scalars(
+        select(ChatGroup).where(or_(*[units.in_subtree(ChatGroup.unit_path, path) for path in paths]))
+    ).all() if paths else []
+    rows = [{"notice_id": notice.id, "recipient_id": None, "unit_path": group.unit_path, "channel": "chat_group",
+             "status": "queued", "attempts": 0, "next_attempt_at": now, "created_at": now} for group in groups]
+    if rows:
+        session.execute(insert(Delivery), rows)
+    return len(rows)
+
+
+def copy_reached_recipients(uow, cancel_notice, original_id, timezone):
+    """A cancel goes to everyone the original reached (a delivery sent or delivered)."""
+    session = uow.session
+    reached = session.scalars(
+        select(Recipient).where(Recipient.notice_id == original_id, Recipient.id.in_(
+            select(Delivery.recipient_id).where(Delivery.notice_id == original_id,
+                                                Delivery.status.in_(("sent", "delivered")))))
+    ).all()
+    plan = DeliveryPlan(cancel_notice, timezone)
+    residents = [{"id": r.resident_id, "household_id": r.household_id, "unit_path": units.path_ids(r.unit_path),
+                  "tags": r.vulnerable_tags, "phone": None} for r in reached]
+    added = add_recipients(uow, None, cancel_notice, plan, residents)
+    # Carry the encrypted numbers over as they are (no need to decrypt them here).
+    by_resident = {r.resident_id: r.address_enc for r in reached}
+    for recipient in session.scalars(select(Recipient).where(Recipient.notice_id == cancel_notice.id)):
+        recipient.address_enc = by_resident.get(recipient.resident_id)
+    return added

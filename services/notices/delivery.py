@@ -1,0 +1,142 @@
+"""Sending: due deliveries go to their channel's adapter, under a per-channel rate limit, with
+retries and backoff, and a voice-call fallback for a failed SMS to a resident living alone."""
+import datetime as dt
+import logging
+
+import eventlet
+from sqlalchemy import insert, select, update
+
+from services.notices.channels import Outbound, Outcome
+from services.notices.models import ChatGroup, Delivery, Notice, Recipient
+from services.notices.units import path_ids
+from services.notices.vocabulary import URGENT_SEVERITIES
+from shared.db import fetch, utcnow
+from shared.errors import Conflict
+
+log = logging.getLogger(__name__)
+PHONE_CONTEXT = b"phone"
+
+
+class RetryPolicy:
+    def __init__(self, max_attempts=4, base_seconds=2.0, cap_seconds=600.0):
+        self.max_attempts = int(max_attempts)
+        self.base = float(base_seconds)
+        self.cap = float(cap_seconds)
+
+    def next_attempt(self, attempts, now):
+        return now + dt.timedelta(seconds=min(self.cap, self.base * 2 ** max(0, attempts - 1)))
+
+
+def _address(channel, recipient, group, vault):
+    if channel == "chat_group":
+        return group.webhook_url if group else None
+    if channel == "app_push":
+        return str(recipient.resident_id)
+    return vault.decrypt(recipient.address_enc, PHONE_CONTEXT) if recipient.address_enc else None
+
+
+def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000, concurrency=50):
+    """Send one batch of due deliveries per channel; returns how many were attempted."""
+    session = uow.session
+    now = now or utcnow()
+    attempted = 0
+    for channel, adapter in adapters.items():
+        granted = limiter.take(channel, batch)
+        if not granted:
+            continue
+        query = (select(Delivery, Recipient, Notice)
+                 .join(Notice, Notice.id == Delivery.notice_id)
+                 .outerjoin(Recipient, Recipient.id == Delivery.recipient_id)
+                 .where(Delivery.status == "queued", Delivery.channel == channel, Delivery.next_attempt_at <= now)
+                 .order_by(Delivery.next_attempt_at, Delivery.id).limit(granted))
+        if session.bind.dialect.name == "postgresql":
+            # OF: lock only the deliveries (the outer-joined side cannot be locked).
+            query = query.with_for_update(of=Delivery, skip_locked=True)
+        rows = session.execute(query).all()
+        limiter.give_back(channel, granted - len(rows))
+        if not rows:
+            continue
+        groups = {}
+        if channel == "chat_group":
+            unit_ids = [path_ids(d.unit_path)[-1] for d, _, _ in rows]
+            groups = {g.unit_id: g for g in session.scalars(select(ChatGroup).where(ChatGroup.unit_id.in_(unit_ids)))}
+        messages = []
+        for delivery, recipient, notice in rows:
+            group = groups.get(path_ids(delivery.unit_path)[-1]) if channel == "chat_group" else None
+            messages.append((delivery, recipient, Outbound(
+                delivery_id=delivery.id, notice_id=notice.id, channel=channel,
+                to=_address(channel, recipient, group, vault), title=notice.title, body=notice.body,
+                severity=notice.severity, mention_all=notice.severity in URGENT_SEVERITIES)))
+        pool = eventlet.GreenPool(concurrency)
+        outcomes = list(pool.imap(lambda item: _send(adapter, item[2]), messages))
+        _record(session, retry, messages, outcomes, now)
+        attempted += len(rows)
+    return attempted
+
+
+def _send(adapter, message):
+    if message.to is None:
+        return Outcome(False, retryable=False, detail="no address for this channel")
+    try:
+        return adapter.send(message)
+    except Exception as exc:  # an adapter bug must not lose the batch
+        log.exception("channel adapter raised", extra={"method": message.channel})
+        return Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")
+
+
+def _record(session, retry, messages, outcomes, now):
+    sent_ids = [delivery.id for (delivery, _, _), outcome in zip(messages, outcomes) if outcome.ok]
+    if sent_ids:
+        # One statement for the common case: every accepted message in the batch.
+        session.execute(update(Delivery).where(Delivery.id.in_(sent_ids))
+                        .values(status="sent", attempts=Delivery.attempts + 1, sent_at=now, detail=None)
+                        .execution_options(synchronize_session=False))
+    for (delivery, recipient, _), outcome in zip(messages, outcomes):
+        if outcome.ok:
+            continue
+        attempts = delivery.attempts + 1
+        if outcome.retryable and attempts < retry.max_attempts:
+            session.execute(update(Delivery).where(Delivery.id == delivery.id).values(
+                attempts=attempts, next_attempt_at=retry.next_attempt(attempts, now), detail=outcome.detail))
+        else:
+            session.execute(update(Delivery).where(Delivery.id == delivery.id).values(
+                attempts=attempts, status="failed", failed_at=now, detail=outcome.detail))
+            fall_back(session, delivery, recipient, now)
+
+
+def fall_back(session, delivery, recipient, now):
+    """A failed SMS to a resident living alone becomes a voice call (once)."""
+    if delivery.channel != "sms" or recipient is None or "elderly_alone" not in (recipient.vulnerable_tags or []):
+        return False
+    exists = session.scalar(select(Delivery.id).where(Delivery.fallback_of == delivery.id))
+    if exists:
+        return False
+    session.execute(insert(Delivery).values(
+        notice_id=delivery.notice_id, recipient_id=recipient.id, unit_path=delivery.unit_path,
+        channel="voice_call", status="queued", attempts=0, next_attempt_at=now, fallback_of=delivery.id,
+        created_at=now))
+    return True
+
+
+def record_delivery_status(uow, delivery_id, status, detail):
+    """A gateway's report: sent → delivered, or failed (which may fall back to a voice call)."""
+    session = uow.session
+    delivery = fetch(session, Delivery, delivery_id, "delivery", lock=True)
+    now = utcnow()
+    order = {"queued": 0, "sent": 1, "delivered": 2, "failed": 2}
+    if delivery.status in ("delivered", "failed") and delivery.status != status:
+        raise Conflict(f"delivery {delivery.id} is already {delivery.status}")
+    if order[status] < order[delivery.status]:
+        raise Conflict(f"delivery {delivery.id} is already {delivery.status}")
+    delivery.status, delivery.detail = status, detail
+    if status == "sent":
+        delivery.sent_at = delivery.sent_at or now
+    elif status == "delivered":
+        delivery.delivered_at = now
+        delivery.sent_at = delivery.sent_at or now
+    else:
+        delivery.failed_at = now
+        recipient = session.get(Recipient, delivery.recipient_id) if delivery.recipient_id else None
+        fall_back(session, delivery, recipient, now)
+    session.flush()
+    return delivery

@@ -1,0 +1,134 @@
+"""Notices tables. Recipients are resolved once, at send time, and kept: who was
+targeted, where (unit path), with which vulnerable tags, and each delivery's fate."""
+import datetime as dt
+
+from sqlalchemy import (
+    JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, Time, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import BigId
+from shared.outbox import OutboxEventMixin, ProcessedEventMixin
+
+PathText = Text().with_variant(Text(collation="C"), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OutboxEvent(OutboxEventMixin, Base):
+    pass
+
+
+class ProcessedEvent(ProcessedEventMixin, Base):
+    pass
+
+
+class Notice(Base):
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(10), default="notice")  # notice | direct
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(String(4000))
+    category: Mapped[str] = mapped_column(String(30))
+    severity: Mapped[str] = mapped_column(String(10))
+    urgency: Mapped[str] = mapped_column(String(10))
+    msg_type: Mapped[str] = mapped_column(String(10))
+    references: Mapped[int | None] = mapped_column(BigId, ForeignKey("notices.id"))
+    audience: Mapped[dict] = mapped_column(JSON)
+    channels: Mapped[list] = mapped_column(JSON)
+    publish_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    requires_ack: Mapped[bool] = mapped_column(Boolean, default=False)
+    ack_deadline: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    ack_checked: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    author: Mapped[str] = mapped_column(String(100))
+    approved_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    approved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    recipient_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Audience resolution resumes here after a restart: index into audience units, last resident id.
+    resolve_cursor: Mapped[dict | None] = mapped_column(JSON)
+
+
+class NoticeTarget(Base):
+    """One row per audience unit, with its path: lists by subtree, scope checks on approval."""
+
+    __tablename__ = "notice_targets"
+
+    notice_id: Mapped[int] = mapped_column(BigId, ForeignKey("notices.id"), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    unit_path: Mapped[str] = mapped_column(PathText, index=True)
+
+
+class Recipient(Base):
+    __tablename__ = "recipients"
+    __table_args__ = (UniqueConstraint("notice_id", "resident_id", name="uq_recipient_notice_resident"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    notice_id: Mapped[int] = mapped_column(BigId, ForeignKey("notices.id"))
+    resident_id: Mapped[int] = mapped_column(BigId)
+    household_id: Mapped[int] = mapped_column(BigId)
+    unit_path: Mapped[str] = mapped_column(PathText)
+    vulnerable_tags: Mapped[list] = mapped_column(JSON)
+    vulnerable: Mapped[bool] = mapped_column(Boolean)
+    # Phone number for sms/voice, encrypted like the grid stores it.
+    address_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_notice", "notice_id", "recipient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    notice_id: Mapped[int] = mapped_column(BigId, ForeignKey("notices.id"))
+    recipient_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("recipients.id"))
+    unit_path: Mapped[str] = mapped_column(PathText)  # chat_group: the small grid
+    channel: Mapped[str] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    fallback_of: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Acknowledgement(Base):
+    __tablename__ = "acknowledgements"
+
+    notice_id: Mapped[int] = mapped_column(BigId, ForeignKey("notices.id"), primary_key=True)
+    resident_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    acknowledged_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Preference(Base):
+    __tablename__ = "preferences"
+
+    resident_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channels: Mapped[list] = mapped_column(JSON)
+    quiet_start: Mapped[dt.time | None] = mapped_column(Time)
+    quiet_end: Mapped[dt.time | None] = mapped_column(Time)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ChatGroup(Base):
+    """A small grid's chat group and its robot's webhook."""
+
+    __tablename__ = "chat_groups"
+
+    unit_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    unit_path: Mapped[str] = mapped_column(PathText, index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    webhook_url: Mapped[str] = mapped_column(String(500))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

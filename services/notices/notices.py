@@ -1,0 +1,117 @@
+"""The notice workflow: draft → approved → published (by a timer, at publish_at), with
+update and cancel messages that reference an earlier notice."""
+from sqlalchemy import select, update
+
+from services.notices import units
+from services.notices.models import Delivery, Notice, NoticeTarget
+from services.notices.vocabulary import URGENT_SEVERITIES
+from shared.db import fetch, locking, utcnow
+from shared.errors import Conflict, Forbidden
+
+NOTICE_FIELDS = ("title", "body", "category", "severity", "urgency", "channels", "publish_at", "expires_at",
+                 "requires_ack", "ack_deadline", "msg_type", "references")
+
+
+def create_notice(uow, caller, grid, audience, **fields):
+    session = uow.session
+    paths = units.unit_paths(grid, audience["under"], field="audience")
+    for path in paths.values():
+        caller.require_reach(units.path_ids(path), "audience unit")
+    paths = units.outermost(paths)
+    if fields["references"] is not None:
+        original = fetch(session, Notice, fields["references"], "notice")
+        if original.kind != "notice" or original.status in ("draft", "cancelled", "expired"):
+            raise Conflict(f"notice {original.id} is {original.status} and cannot be {fields['msg_type']}d")
+    notice = Notice(kind="notice", audience={**audience, "under": sorted(paths)}, status="draft",
+                    author=caller.sub, created_at=utcnow(), recipient_count=0, ack_checked=False, **fields)
+    session.add(notice)
+    session.flush()
+    for unit_id, path in paths.items():
+        session.add(NoticeTarget(notice_id=notice.id, unit_id=unit_id, unit_path=path))
+    session.flush()
+    return notice
+
+
+def target_paths(session, notice):
+    return session.scalars(select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)).all()
+
+
+def reachable_notice(session, caller, notice_id, *, lock=False):
+    notice = fetch(session, Notice, notice_id, "notice", lock=lock)
+    if caller.unrestricted:
+        return notice
+    paths = target_paths(session, notice)
+    if not paths or not any(caller.reaches(units.path_ids(path)) for path in paths):
+        raise Forbidden("notice is outside the caller's unit scope")
+    return notice
+
+
+def approve_notice(uow, caller, notice_id):
+    session = uow.session
+    notice = reachable_notice(session, caller, notice_id, lock=True)
+    if notice.status != "draft":
+        raise Conflict(f"notice {notice.id} is {notice.status}, not a draft")
+    # The approver must reach every audience unit, not only one of them.
+    for path in target_paths(session, notice):
+        caller.require_reach(units.path_ids(path), "audience unit")
+    if notice.severity in URGENT_SEVERITIES and caller.sub == notice.author:
+        raise Forbidden(f"a {notice.severity} notice needs approval by someone other than its author")
+    now = utcnow()
+    if notice.expires_at is not None and notice.expires_at <= now:
+        raise Conflict(f"notice {notice.id} expired before approval")
+    notice.status, notice.approved_by, notice.approved_at = "approved", caller.sub, now
+    if notice.publish_at is None:
+        notice.publish_at = now
+    return notice
+
+
+def list_notices(session, caller, grid, under, status, page, page_size):
+    query = select(Notice).where(Notice.kind == "notice")
+    if under is None and not caller.unrestricted:
+        under = int(caller.unit)
+    if under is not None:
+        path = units.unit_paths(grid, [under])[under]
+        caller.require_reach(units.path_ids(path))
+        query = query.where(Notice.id.in_(
+            select(NoticeTarget.notice_id).where(units.in_subtree(NoticeTarget.unit_path, path))))
+    if status is not None:
+        query = query.where(Notice.status == status)
+    rows = session.scalars(query.order_by(Notice.id.desc()).offset((page - 1) * page_size)
+                           .limit(page_size + 1)).all()
+    return rows[:page_size], len(rows) > page_size
+
+
+def due_for_publishing(session, now, limit=5):
+    query = (select(Notice).where(Notice.status == "approved", Notice.publish_at <= now)
+             .order_by(Notice.publish_at).limit(limit))
+    return session.scalars(locking(query, session, skip_locked=True)).all()
+
+
+def cancel_original(uow, cancel_notice, now):
+    """A published cancel stops the original's pending deliveries and marks it cancelled."""
+    session = uow.session
+    original = fetch(session, Notice, cancel_notice.references, "notice", lock=True)
+    session.execute(
+        update(Delivery).where(Delivery.notice_id == original.id, Delivery.status == "queued")
+        .values(status="failed", detail="cancelled", failed_at=now)
+    )
+    if original.status not in ("cancelled",):
+        original.status, original.cancelled_at = "cancelled", now
+        uow.emit("notice_cancelled", f"notice/{original.id}",
+                 {"notice_id": str(original.id), "cancelled_by": str(cancel_notice.id)})
+    return original
+
+
+def expire_notices(uow, now):
+    """Published notices past expires_at stop delivering: their queued deliveries fail as expired."""
+    session = uow.session
+    query = select(Notice).where(Notice.status.in_(("approved", "published")), Notice.expires_at <= now)
+    expired = session.scalars(locking(query, session, skip_locked=True)).all()
+    for notice in expired:
+        session.execute(
+            update(Delivery).where(Delivery.notice_id == notice.id, Delivery.status == "queued")
+            .values(status="failed", detail="expired", failed_at=now)
+        )
+        notice.status = "expired"
+    return len(expired)
+

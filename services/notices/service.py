@@ -1,0 +1,155 @@
+"""The notices service: CAP-style notices to grid audiences over several channels, with
+delivery tracking and acknowledgements; direct messages for the other services."""
+from nameko.dependency_providers import Config
+from nameko.extensions import DependencyProvider
+
+from services.notices import acks, delivery, notices, preferences, publishing, schemas
+from services.notices.channels import RateLimiter, build_channels
+from services.notices.models import Base, OutboxEvent, ProcessedEvent
+from shared import web
+from shared.auth import Auth
+from shared.clients import ServiceClient
+from shared.db import Database, utcnow
+from shared.endpoints import endpoint, rpc
+from shared.outbox import OutboxRelay
+from shared.pii import Vault
+from shared.telemetry import SqlGauge, Telemetry
+from shared.timers import config_timer
+
+
+MANAGERS = ("admin", "officer")
+READERS = ("admin", "officer", "grid_worker", "service")
+SERVICES = ("admin", "service")
+ACKERS = ("admin", "officer", "grid_worker", "service", "resident")
+
+GAUGES = [
+    SqlGauge("grassroots_notices_notices", "Notices by status.",
+             "SELECT status, count(*) FROM notices WHERE kind = 'notice' GROUP BY status", labels=["status"]),
+    SqlGauge("grassroots_notices_deliveries", "Deliveries by channel and status.",
+             "SELECT channel, status, count(*) FROM deliveries GROUP BY channel, status",
+             labels=["channel", "status"]),
+    SqlGauge("grassroots_notices_due_deliveries", "Queued deliveries whose time has come.",
+             "SELECT channel, count(*) FROM deliveries WHERE status = 'queued' AND next_attempt_at <= CURRENT_TIMESTAMP "
+             "GROUP BY channel", labels=["channel"]),
+]
+
+
+class Channels(DependencyProvider):
+    """The deployment's channel adapters (stub twins where a URL says ``stub``) and rate limits."""
+
+    def setup(self):
+        config = self.container.config.get("CHANNELS") or {}
+        self.adapters = build_channels(config)
+        self.limiter = RateLimiter({name: float(settings.get("rate_per_second", 100))
+                                    for name, settings in config.items()})
+        self.retry = delivery.RetryPolicy(self.container.config.get("DELIVERY_MAX_ATTEMPTS", 4),
+                                          self.container.config.get("DELIVERY_RETRY_BASE", 2.0))
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+
+class NoticesService(web.ObservableMixin):
+    name = "notices"
+
+    config = Config()
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
+    relay = OutboxRelay()
+    auth = Auth()
+    vault = Vault()
+    grid = ServiceClient("grid", pii=True)
+    channels = Channels()
+    telemetry = Telemetry(gauges=GAUGES)
+
+    @property
+    def timezone(self):
+        return self.config.get("TIMEZONE") or "Asia/Shanghai"
+
+    # ---- notices ----------------------------------------------------------
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.CreateNotice())
+    def create_notice(self, caller, **args):
+        return schemas.NOTICE.dump(notices.create_notice(self.db, caller, self.grid, **args))
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.NoticeRef())
+    def approve_notice(self, caller, notice_id):
+        return schemas.NOTICE.dump(notices.approve_notice(self.db, caller, notice_id))
+
+    @rpc
+    @endpoint(roles=READERS, schema=schemas.NoticeRef(), read_only=True)
+    def get_notice(self, caller, notice_id):
+        return schemas.NOTICE.dump(notices.reachable_notice(self.db.session, caller, notice_id))
+
+    @rpc
+    @endpoint(roles=READERS, schema=schemas.ListNotices(), read_only=True)
+    def list_notices(self, caller, page, page_size, **args):
+        rows, more = notices.list_notices(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        return {"items": schemas.NOTICES.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+
+    # ---- deliveries -------------------------------------------------------
+
+    @rpc
+    @endpoint(roles=SERVICES, schema=schemas.RecordDeliveryStatus())
+    def record_delivery_status(self, caller, delivery_id, status, detail):
+        return schemas.DELIVERY.dump(delivery.record_delivery_status(self.db, delivery_id, status, detail))
+
+    @rpc
+    @endpoint(roles=ACKERS, schema=schemas.SetPreferences())
+    def set_preferences(self, caller, **args):
+        saved = preferences.set_preferences(self.db, caller, self.grid, **args)
+        quiet = ({"start": saved.quiet_start.strftime("%H:%M"), "end": saved.quiet_end.strftime("%H:%M")}
+                 if saved.quiet_start else None)
+        return {"resident_id": str(saved.resident_id), "channels": saved.channels, "quiet_hours": quiet}
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.RegisterChatGroup())
+    def register_chat_group(self, caller, **args):
+        group = preferences.register_chat_group(self.db, caller, self.grid, **args)
+        return {"unit_id": str(group.unit_id), "name": group.name}
+
+    # ---- acknowledgements and reports -------------------------------------
+
+    @rpc
+    @endpoint(roles=ACKERS, schema=schemas.Acknowledge())
+    def acknowledge(self, caller, notice_id, resident_id):
+        ack = acks.acknowledge(self.db, caller, notice_id, resident_id)
+        return {"notice_id": str(ack.notice_id), "resident_id": str(ack.resident_id),
+                "acknowledged_at": ack.acknowledged_at.isoformat()}
+
+    @rpc
+    @endpoint(roles=READERS, schema=schemas.DeliveryReport(), read_only=True)
+    def delivery_report(self, caller, notice_id, level):
+        notice = notices.reachable_notice(self.db.session, caller, notice_id)
+        return acks.delivery_report(self.db.session, caller, self.grid, notice, level)
+
+    # ---- direct messages --------------------------------------------------
+
+    @rpc
+    @endpoint(roles=SERVICES, schema=schemas.SendDirect())
+    def send_direct(self, caller, **args):
+        message = publishing.send_direct(self.db, caller, self.grid, self.vault, self.timezone, **args)
+        return {"message_id": str(message.id), "recipients": message.recipient_count}
+
+    # ---- timers -----------------------------------------------------------
+
+    @config_timer("PUBLISH_INTERVAL", 1.0)
+    def publish_due(self):
+        """Resolve audiences of approved notices whose publish_at has come, and publish them."""
+        publishing.publish_due(self.db, self.grid, self.vault, self.timezone)
+
+    @config_timer("DISPATCH_INTERVAL", 0.5)
+    def dispatch(self):
+        """Hand due deliveries to their channels."""
+        delivery.dispatch_due(self.db, self.channels.adapters, self.channels.limiter, self.vault,
+                              self.channels.retry, batch=int(self.config.get("DISPATCH_BATCH", 2000)))
+
+    @config_timer("HOUSEKEEPING_INTERVAL", 5.0)
+    def housekeeping(self):
+        """Stop expired notices; report who has not acknowledged by the deadline."""
+        now = utcnow()
+        notices.expire_notices(self.db, now)
+        for notice in acks.due_ack_checks(self.db.session, now):
+            acks.report_unacknowledged(self.db, notice)
+        self.db.commit()

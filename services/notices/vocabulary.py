@@ -1,0 +1,19 @@
+"""The notices service's fixed vocabularies (CAP 1.2 words where CAP has them)."""
+
+CATEGORIES = ("epidemic_prevention", "legal_publicity", "community_activity", "policy", "emergency")
+SEVERITIES = ("minor", "moderate", "severe", "extreme")
+URGENT_SEVERITIES = ("severe", "extreme")  # two-person approval, quiet hours overridden, @all in chat groups
+URGENCIES = ("immediate", "expected", "future")
+MSG_TYPES = ("alert", "update", "cancel")
+CHANNELS = ("sms", "voice_call", "app_push", "chat_group")
+PERSONAL_CHANNELS = ("sms", "voice_call", "app_push")  # one delivery per resident; chat_group is per small grid
+STATUSES = ("draft", "approved", "published", "cancelled", "expired")
+DELIVERY_STATUSES = ("queued", "sent", "delivered", "failed")
+# Who is followed up when they do not acknowledge in time.
+VULNERABLE_TAGS = ("elderly_alone", "disabled", "chronic_illness", "quarantined")
+TAGS = (
+    "quarantined", "elderly_alone", "disabled", "chronic_illness",
+    "pregnant", "low_income", "party_member", "needs_assistance",
+)
+LEVELS = ("district", "street", "community", "grid_large", "grid_medium", "grid_small")
+DIRECT = "direct"  # a notice row's kind for send_direct messages
