@@ -144,7 +144,10 @@ class Telemetry(DependencyProvider):
         self.in_flight.labels(self.service).dec()
         self.requests.labels(self.service, entrypoint, method, outcome).inc()
         self.duration.labels(self.service, entrypoint, method).observe(elapsed)
-        log.info(
+        # Timer ticks and health probes succeed every few seconds: keep them out of INFO logs.
+        quiet = outcome == "success" and entrypoint in ("timer", "http")
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "call finished",
             extra={
                 "entrypoint": entrypoint,
