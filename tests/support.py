@@ -150,3 +150,30 @@ def wait_until(predicate, timeout=15.0, interval=0.1, message="condition not met
         if eventlet.hubs.get_hub().clock() > deadline:
             raise AssertionError(message)
         eventlet.sleep(interval)
+
+
+def table_counts(url, metadata, extra_sql=None):
+    """Row counts of every table in ``metadata`` (and named extra queries): a before/after snapshot."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.connect() as conn:
+        counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in metadata.tables}
+        for name, sql in (extra_sql or {}).items():
+            counts[name] = conn.execute(text(sql)).scalar()
+    engine.dispose()
+    return counts
+
+
+def expect_invalid(method, field=None, *args, **kwargs):
+    """Call ``method``; it must raise our ValidationError naming ``field``."""
+    import pytest
+
+    from shared.errors import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        method(*args, **kwargs)
+    if field is not None:
+        assert field in err.value.fields, f"{field} not named in {err.value.fields}"
+    assert err.value.exc_type == "ValidationError"
+    return err.value

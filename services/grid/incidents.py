@@ -3,7 +3,7 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from services.grid import tree
+from shared import paths as tree
 from services.grid.models import Incident, IncidentStep, Resident, Unit
 from services.grid.units import reachable_unit
 from services.grid.vocabulary import DEPARTMENT_LEVEL

@@ -4,16 +4,15 @@ any unit is one index range scan with no joins up the tree."""
 import datetime as dt
 
 from sqlalchemy import (
-    JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.paths import PathText
 from shared.outbox import OutboxEventMixin, ProcessedEventMixin
 
-# Byte-wise ordering makes "every path starting with /1/5/" a contiguous range.
-PathText = Text().with_variant(Text(collation="C"), "postgresql")
 FK_BIGID = BigId
 
 

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from services.grid import tree
+from shared import paths as tree
 from services.grid.models import Household, Resident, ResidentTag
 from services.grid.units import reachable_unit
 from shared.db import fetch, locking, utcnow

@@ -3,7 +3,7 @@ from collections import defaultdict
 
 from sqlalchemy import func, select
 
-from services.grid import tree
+from shared import paths as tree
 from services.grid.models import Household, ScreeningCampaign, ScreeningVisit, Unit
 from services.grid.residents import load_household
 from services.grid.units import reachable_unit

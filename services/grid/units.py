@@ -1,7 +1,7 @@
 """The unit tree: units, their staff and Party organisations."""
 from sqlalchemy import select, update
 
-from services.grid import tree
+from shared import paths as tree
 from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
 from services.grid.vocabulary import DEPTH
 from shared.db import fetch, utcnow

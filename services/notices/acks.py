@@ -3,10 +3,10 @@ from collections import defaultdict
 
 from sqlalchemy import case, func, select
 
-from services.notices import units
 from services.notices.models import Acknowledgement, Delivery, Notice, Recipient
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, Forbidden, NotFound
+from shared.paths import path_ids
 
 EVENT_CHUNK = 500  # residents per notice_unacknowledged event
 
@@ -21,7 +21,7 @@ def acknowledge(uow, caller, notice_id, resident_id):
     if recipient is None:
         raise NotFound(f"resident {resident_id} is not a recipient of notice {notice.id}")
     if not caller.has_role("resident"):
-        caller.require_reach(units.path_ids(recipient.unit_path), "resident")
+        caller.require_reach(path_ids(recipient.unit_path), "resident")
     existing = session.get(Acknowledgement, (notice.id, resident_id))
     if existing is None:
         if notice.status == "cancelled":
@@ -58,7 +58,7 @@ def delivery_report(session, caller, grid, notice, level):
     rows = defaultdict(lambda: dict(empty))
     totals = dict(empty)
     for path, targeted, sent, delivered, failed, acked in by_path:
-        ids = units.path_ids(path)
+        ids = path_ids(path)
         group = next((g for g in ids if g in groups), None)
         for key, value in zip(empty, (targeted, sent, delivered, failed, acked)):
             totals[key] += int(value or 0)
@@ -115,7 +115,7 @@ def report_unacknowledged(uow, notice):
     for index, chunk in enumerate(chunks, start=1):
         uow.emit("notice_unacknowledged", f"notice/{notice.id}", {
             "notice_id": str(notice.id), "chunk": index, "chunks": len(chunks),
-            "residents": [{"resident_id": str(r), "household_id": str(h), "unit_id": str(units.path_ids(p)[-1])}
+            "residents": [{"resident_id": str(r), "household_id": str(h), "unit_id": str(path_ids(p)[-1])}
                           for r, h, p in chunk],
         })
     return len(missing)

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, or_, select
 
-from services.notices import units
 from services.notices.models import ChatGroup, Delivery, NoticeTarget, Preference, Recipient
 from services.notices.vocabulary import PERSONAL_CHANNELS, URGENT_SEVERITIES, VULNERABLE_TAGS
 from shared.db import utcnow
+from shared.paths import as_path, in_subtree, path_ids
 
 PAGE_SIZE = 1000
 PHONE_CONTEXT = b"phone"
@@ -89,7 +89,7 @@ def add_recipients(uow, vault, notice, plan, residents, now=None):
         phone = resident.get("phone")
         rows.append({
             "notice_id": notice.id, "resident_id": int(resident["id"]), "household_id": int(resident["household_id"]),
-            "unit_path": units.as_path(resident["unit_path"]), "vulnerable_tags": tags, "vulnerable": bool(tags),
+            "unit_path": as_path(resident["unit_path"]), "vulnerable_tags": tags, "vulnerable": bool(tags),
             "address_enc": vault.encrypt(phone, PHONE_CONTEXT) if phone and "*" not in phone else None,
         })
     inserted = session.execute(insert(Recipient).returning(Recipient.id, Recipient.resident_id, Recipient.unit_path),
@@ -114,7 +114,7 @@ def add_chat_groups(session, notice, now):
         return 0
     paths = session.scalars(select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)).all()
     groups = session.scalars(
-        select(ChatGroup).where(or_(*[units.in_subtree(ChatGroup.unit_path, path) for path in paths]))
+        select(ChatGroup).where(or_(*[in_subtree(ChatGroup.unit_path, path) for path in paths]))
     ).all() if paths else []
     rows = [{"notice_id": notice.id, "recipient_id": None, "unit_path": group.unit_path, "channel": "chat_group",
              "status": "queued", "attempts": 0, "next_attempt_at": now, "created_at": now} for group in groups]
@@ -132,7 +132,7 @@ def copy_reached_recipients(uow, cancel_notice, original_id, timezone):
                                                 Delivery.status.in_(("sent", "delivered")))))
     ).all()
     plan = DeliveryPlan(cancel_notice, timezone)
-    residents = [{"id": r.resident_id, "household_id": r.household_id, "unit_path": units.path_ids(r.unit_path),
+    residents = [{"id": r.resident_id, "household_id": r.household_id, "unit_path": path_ids(r.unit_path),
                   "tags": r.vulnerable_tags, "phone": None} for r in reached]
     added = add_recipients(uow, None, cancel_notice, plan, residents)
     # Carry the encrypted numbers over as they are (no need to decrypt them here).

@@ -8,10 +8,10 @@ from sqlalchemy import insert, select, update
 
 from services.notices.channels import Outbound, Outcome
 from services.notices.models import ChatGroup, Delivery, Notice, Recipient
-from services.notices.units import path_ids
 from services.notices.vocabulary import URGENT_SEVERITIES
 from shared.db import fetch, utcnow
 from shared.errors import Conflict
+from shared.paths import path_ids
 
 log = logging.getLogger(__name__)
 PHONE_CONTEXT = b"phone"

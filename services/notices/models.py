@@ -3,14 +3,14 @@ targeted, where (unit path), with which vulnerable tags, and each delivery's fat
 import datetime as dt
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, Time, UniqueConstraint,
+    JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Time, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.paths import PathText
 from shared.outbox import OutboxEventMixin, ProcessedEventMixin
 
-PathText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 class Base(DeclarativeBase):

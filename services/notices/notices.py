@@ -7,6 +7,7 @@ from services.notices.models import Delivery, Notice, NoticeTarget
 from services.notices.vocabulary import URGENT_SEVERITIES
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, Forbidden
+from shared.paths import in_subtree, path_ids
 
 NOTICE_FIELDS = ("title", "body", "category", "severity", "urgency", "channels", "publish_at", "expires_at",
                  "requires_ack", "ack_deadline", "msg_type", "references")
@@ -16,7 +17,7 @@ def create_notice(uow, caller, grid, audience, **fields):
     session = uow.session
     paths = units.unit_paths(grid, audience["under"], field="audience")
     for path in paths.values():
-        caller.require_reach(units.path_ids(path), "audience unit")
+        caller.require_reach(path_ids(path), "audience unit")
     paths = units.outermost(paths)
     if fields["references"] is not None:
         original = fetch(session, Notice, fields["references"], "notice")
@@ -41,7 +42,7 @@ def reachable_notice(session, caller, notice_id, *, lock=False):
     if caller.unrestricted:
         return notice
     paths = target_paths(session, notice)
-    if not paths or not any(caller.reaches(units.path_ids(path)) for path in paths):
+    if not paths or not any(caller.reaches(path_ids(path)) for path in paths):
         raise Forbidden("notice is outside the caller's unit scope")
     return notice
 
@@ -53,7 +54,7 @@ def approve_notice(uow, caller, notice_id):
         raise Conflict(f"notice {notice.id} is {notice.status}, not a draft")
     # The approver must reach every audience unit, not only one of them.
     for path in target_paths(session, notice):
-        caller.require_reach(units.path_ids(path), "audience unit")
+        caller.require_reach(path_ids(path), "audience unit")
     if notice.severity in URGENT_SEVERITIES and caller.sub == notice.author:
         raise Forbidden(f"a {notice.severity} notice needs approval by someone other than its author")
     now = utcnow()
@@ -71,9 +72,9 @@ def list_notices(session, caller, grid, under, status, page, page_size):
         under = int(caller.unit)
     if under is not None:
         path = units.unit_paths(grid, [under])[under]
-        caller.require_reach(units.path_ids(path))
+        caller.require_reach(path_ids(path))
         query = query.where(Notice.id.in_(
-            select(NoticeTarget.notice_id).where(units.in_subtree(NoticeTarget.unit_path, path))))
+            select(NoticeTarget.notice_id).where(in_subtree(NoticeTarget.unit_path, path))))
     if status is not None:
         query = query.where(Notice.status == status)
     rows = session.scalars(query.order_by(Notice.id.desc()).offset((page - 1) * page_size)

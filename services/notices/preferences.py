@@ -1,15 +1,15 @@
 """Residents' channel preferences and quiet hours; small grids' chat-group robots."""
-from services.notices import units
 from services.notices.models import ChatGroup, Preference
 from shared.db import utcnow
 from shared.errors import Forbidden, ValidationError
+from shared.paths import as_path, path_ids
 
 
 def resident_path(grid, resident_id):
     found = grid.get_residents(resident_ids=[str(resident_id)])
     if not found["items"]:
         raise ValidationError({"resident_id": [f"Unknown resident {resident_id}."]})
-    return units.as_path(found["items"][0]["unit_path"])
+    return as_path(found["items"][0]["unit_path"])
 
 
 def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
@@ -17,7 +17,7 @@ def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
         if caller.sub != str(resident_id):
             raise Forbidden("residents set only their own preferences")
     else:
-        caller.require_reach(units.path_ids(resident_path(grid, resident_id)), "resident")
+        caller.require_reach(path_ids(resident_path(grid, resident_id)), "resident")
     session = uow.session
     preference = session.get(Preference, resident_id) or Preference(resident_id=resident_id)
     preference.channels = list(channels)
@@ -33,8 +33,8 @@ def register_chat_group(uow, caller, grid, unit_id, name, webhook_url):
     unit = grid.get_unit(unit_id=str(unit_id))
     if unit["level"] != "grid_small":
         raise ValidationError({"unit_id": [f"Chat groups belong to small grids, not {unit['level']}."]})
-    path = units.as_path(unit["path"])
-    caller.require_reach(units.path_ids(path), "unit")
+    path = as_path(unit["path"])
+    caller.require_reach(path_ids(path), "unit")
     session = uow.session
     group = session.get(ChatGroup, unit_id) or ChatGroup(unit_id=unit_id)
     group.unit_path, group.name, group.webhook_url, group.updated_at = path, name, webhook_url, utcnow()

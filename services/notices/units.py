@@ -1,18 +1,7 @@
 """What the notices service needs from the grid about units: paths, for scope and subtrees."""
+
 from shared.errors import NotFound, ValidationError
-
-
-def path_ids(path):
-    return [int(part) for part in path.strip("/").split("/") if part]
-
-
-def as_path(ids):
-    return "/" + "".join(f"{i}/" for i in ids)
-
-
-def in_subtree(column, path):
-    """``column`` is ``path`` or below it (byte-ordered paths; '0' is the byte after '/')."""
-    return (column >= path) & (column < path[:-1] + "0")
+from shared.paths import as_path
 
 
 def unit_paths(grid, unit_ids, field="under"):

@@ -2,11 +2,9 @@
 import datetime as dt
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from services.grid.models import Base
-from shared.errors import ValidationError
-from tests.support import add_household, add_resident, build_district, id_number
+from tests.support import add_household, add_resident, build_district, expect_invalid, id_number, table_counts
 
 MEGABYTE = "x" * 1_000_000
 TODAY = dt.date.today().isoformat()
@@ -76,23 +74,11 @@ def ids(admin):
 
 
 def snapshot(url):
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
-    with engine.connect() as conn:
-        counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in Base.metadata.tables}
-        counts["units.closed"] = conn.execute(text("SELECT count(*) FROM units WHERE closed")).scalar()
-        counts["units.paths"] = conn.execute(text("SELECT string_agg(path, ',' ORDER BY id) FROM units")).scalar()
-        counts["party"] = conn.execute(text("SELECT count(party_org_name) FROM units")).scalar()
-    engine.dispose()
-    return counts
-
-
-def expect_invalid(method, field=None, *args, **kwargs):
-    with pytest.raises(ValidationError) as err:
-        method(*args, **kwargs)
-    if field is not None:
-        assert field in err.value.fields, f"{field} not named in {err.value.fields}"
-    assert err.value.exc_type == "ValidationError"
-    return err.value
+    return table_counts(url, Base.metadata, {
+        "units.closed": "SELECT count(*) FROM units WHERE closed",
+        "units.paths": "SELECT string_agg(path, ',' ORDER BY id) FROM units",
+        "party": "SELECT count(party_org_name) FROM units",
+    })
 
 
 METHODS = sorted(valid_calls({k: "1" for k in ("street", "small_a", "small_b", "large_a", "community_a",

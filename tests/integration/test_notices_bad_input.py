@@ -1,10 +1,8 @@
 """Bad input on every notices method: a typed ValidationError naming the field, and nothing changes."""
 import pytest
-from sqlalchemy import create_engine, text
 
 from services.notices.models import Base
-from shared.errors import ValidationError
-from tests.support import add_household, add_resident, token
+from tests.support import add_household, add_resident, expect_invalid, table_counts, token
 
 MEGABYTE = "x" * 1_000_000
 
@@ -48,18 +46,7 @@ WRONG_TYPES = {"audience": {"under": "all"}, "notice_id": [3], "status": "read",
 
 
 def snapshot(url):
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
-    with engine.connect() as conn:
-        counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in Base.metadata.tables}
-        counts["statuses"] = conn.execute(text("SELECT string_agg(status, ',' ORDER BY id) FROM notices")).scalar()
-    engine.dispose()
-    return counts
-
-
-def expect_invalid(method, field, *args, **kwargs):
-    with pytest.raises(ValidationError) as err:
-        method(*args, **kwargs)
-    assert field in err.value.fields, f"{field} not named in {err.value.fields}"
+    return table_counts(url, Base.metadata, {"statuses": "SELECT string_agg(status, ',' ORDER BY id) FROM notices"})
 
 
 @pytest.mark.parametrize("name", sorted(valid_calls({k: "1" for k in ("small_a", "street", "notice", "resident")})))

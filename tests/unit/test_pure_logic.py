@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 from nameko.exceptions import RemoteError, deserialize, serialize
 
-from services.grid import tree
+from shared import paths as tree
 from services.grid.idnumbers import check_digit, id_number_problem, make_id_number, phone_problem
 from shared.auth import Caller, decode_token, mint_token
 from shared.errors import Forbidden, NotFound, Unauthenticated, ValidationError

@@ -1,4 +1,11 @@
-"""Materialised paths: ``/1/5/23/`` lists the ids from the district down to a unit."""
+"""Materialised unit paths: ``/1/5/23/`` lists the ids from the district down to a unit.
+
+Every service that keeps a copy of a grid path (for subtree queries and scope checks) uses these.
+"""
+from sqlalchemy import Text, func, literal
+
+# Byte-wise ordering makes "every path starting with /1/5/" one contiguous index range.
+PathText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 def child_path(parent_path, unit_id):
@@ -7,6 +14,11 @@ def child_path(parent_path, unit_id):
 
 def path_ids(path):
     return [int(part) for part in path.strip("/").split("/") if part]
+
+
+def as_path(ids):
+    """The path string for a list of ids (as the grid returns them)."""
+    return "/" + "".join(f"{i}/" for i in ids)
 
 
 def in_subtree(column, path):
@@ -20,6 +32,4 @@ def in_subtree(column, path):
 
 def replace_prefix(column, old_path, new_path):
     """SQL expression moving every path under ``old_path`` to ``new_path``."""
-    from sqlalchemy import func, literal
-
     return literal(new_path) + func.substr(column, len(old_path) + 1)
