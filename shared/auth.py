@@ -27,6 +27,8 @@ ROLES = frozenset(
 )
 # Roles that act across the whole district when their token names no unit.
 UNSCOPED_ROLES = frozenset({"admin", "service"})
+# Roles that act on their own records (identified by ``sub``), so need no unit claim.
+SELF_ROLES = frozenset({"lawyer", "mediator", "volunteer", "resident"})
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class CallerAccess:
         caller = self.caller
         if not caller.has_role(*roles):
             raise Forbidden(f"role {sorted(caller.roles)} may not call this method")
-        if caller.unit is None and not caller.unrestricted:
+        if caller.unit is None and not caller.unrestricted and not caller.has_role(*SELF_ROLES):
             raise Forbidden("token names no unit scope")
         return caller
 

@@ -79,6 +79,44 @@ def notices(container_factory, notices_config, grid):
     container.kill()
 
 
+@pytest.fixture(scope="session")
+def legal_template():
+    from shared.migrate import upgrade
+    from tests.support import database_url, scratch_database
+
+    with scratch_database("grassroots_tpl_legal") as name:
+        upgrade("legal", database_url(name))
+        yield name
+
+
+@pytest.fixture
+def legal_db(legal_template):
+    from tests.support import database_url, scratch_database
+
+    with scratch_database("grassroots_test_legal", template=legal_template) as name:
+        yield database_url(name)
+
+
+@pytest.fixture
+def legal_config(grid_config, legal_db):
+    from tests.support import free_port
+
+    return {**grid_config, "DATABASE_URL": legal_db, "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
+            "MIN_NOTICE_MINUTES": 60, "BOOKING_HORIZON_DAYS": 14, "MAX_UPCOMING_BOOKINGS": 3,
+            "REMINDER_LEAD_MINUTES": 24 * 60, "REMINDER_INTERVAL": 0.2, "TIMEZONE": "Asia/Shanghai",
+            "max_workers": 20, "DB_POOL_SIZE": 20}
+
+
+@pytest.fixture
+def legal(container_factory, legal_config, grid):
+    from services.legal.service import LegalService
+
+    container = container_factory(LegalService, legal_config)
+    container.start()
+    yield container
+    container.kill()
+
+
 @pytest.fixture
 def grid_db(grid_template):
     from tests.support import database_url, scratch_database

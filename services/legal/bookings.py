@@ -1,0 +1,268 @@
+"""Finding slots and booking them: never a double booking (the database refuses it),
+idempotent by key, atomic reschedules; confidential summaries with an audit trail."""
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+
+from services.legal import slots
+from services.legal.directory import is_lawyer
+from services.legal.models import Consultation, Lawyer, LawyerStation, Schedule, Station, SummaryRead, TimeOff
+from shared.db import fetch, locking, utcnow
+from shared.errors import Conflict, Forbidden, ValidationError
+from shared.paths import as_path, path_ids
+
+SUMMARY_CONTEXT = b"consultation summary"
+
+
+class Policy:
+    """Booking rules from config."""
+
+    def __init__(self, config):
+        self.min_notice = dt.timedelta(minutes=float(config.get("MIN_NOTICE_MINUTES", 120)))
+        self.horizon = dt.timedelta(days=float(config.get("BOOKING_HORIZON_DAYS", 30)))
+        self.max_upcoming = int(config.get("MAX_UPCOMING_BOOKINGS", 3))
+        self.reminder_lead = dt.timedelta(minutes=float(config.get("REMINDER_LEAD_MINUTES", 24 * 60)))
+        self.zone = ZoneInfo(config.get("TIMEZONE") or "Asia/Shanghai")
+
+    def window(self, now):
+        return now + self.min_notice, now + self.horizon
+
+
+def _plans(session, specialty, station_ids, lawyer_id=None):
+    query = (select(Schedule, Lawyer).join(Lawyer, Lawyer.id == Schedule.lawyer_id)
+             .join(LawyerStation, (LawyerStation.lawyer_id == Schedule.lawyer_id)
+                   & (LawyerStation.station_id == Schedule.station_id))
+             .where(Schedule.station_id.in_(station_ids)))
+    if lawyer_id is not None:
+        query = query.where(Schedule.lawyer_id == lawyer_id)
+    rows = session.execute(query).all()
+    return [(slots.Plan(s.lawyer_id, s.station_id, tuple(s.weekly), s.slot_minutes, s.buffer_minutes), lawyer)
+            for s, lawyer in rows if specialty is None or specialty in lawyer.specialties]
+
+
+def _busy(session, lawyer_ids, start, end, exclude_consultation=None):
+    """Busy intervals per lawyer between start and end: time off and booked consultations."""
+    busy = {lawyer_id: [] for lawyer_id in lawyer_ids}
+    for row in session.execute(select(TimeOff.lawyer_id, TimeOff.starts_at, TimeOff.ends_at).where(
+            TimeOff.lawyer_id.in_(lawyer_ids), TimeOff.ends_at > start, TimeOff.starts_at < end)):
+        busy[row[0]].append((row[1], row[2]))
+    query = select(Consultation.lawyer_id, Consultation.starts_at, Consultation.ends_at).where(
+        Consultation.lawyer_id.in_(lawyer_ids), Consultation.status == "booked",
+        Consultation.ends_at > start, Consultation.starts_at < end)
+    if exclude_consultation is not None:
+        query = query.where(Consultation.id != exclude_consultation)
+    for row in session.execute(query):
+        busy[row[0]].append((row[1], row[2]))
+    return {lawyer_id: slots.Busy(intervals) for lawyer_id, intervals in busy.items()}
+
+
+def find_slots(session, grid, policy, specialty, date_from, date_to, station_id, unit_id):
+    if station_id is not None:
+        station_ids = [fetch(session, Station, station_id, "station").id]
+    elif unit_id is not None:
+        # Stations serving the unit or any of its ancestors.
+        chain = [int(u["id"]) for u in grid.ancestors(unit_id=str(unit_id))] + [unit_id]
+        station_ids = session.scalars(select(Station.id).where(Station.unit_id.in_(chain))).all()
+    else:
+        station_ids = session.scalars(select(Station.id)).all()
+    plans = _plans(session, specialty, station_ids)
+    if not plans:
+        return []
+    now = utcnow()
+    earliest, latest = policy.window(now)
+    range_start = dt.datetime.combine(date_from, dt.time(0), tzinfo=policy.zone)
+    range_end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(0), tzinfo=policy.zone)
+    busy = _busy(session, {plan.lawyer_id for plan, _ in plans}, range_start, range_end)
+    found = []
+    for plan, lawyer in plans:
+        for start, end in slots.open_slots(plan, busy[plan.lawyer_id], date_from, date_to, policy.zone,
+                                           earliest, latest):
+            found.append({"lawyer_id": str(lawyer.id), "lawyer_name": lawyer.name, "station_id": str(plan.station_id),
+                          "starts_at": start.isoformat(), "ends_at": end.isoformat()})
+    found.sort(key=lambda slot: (slot["starts_at"], int(slot["lawyer_id"])))
+    return found
+
+
+def _resident_path(grid, resident_id):
+    found = grid.get_residents(resident_ids=[str(resident_id)])
+    if not found["items"]:
+        raise ValidationError({"resident_id": [f"Unknown resident {resident_id}."]})
+    return as_path(found["items"][0]["unit_path"])
+
+
+def _authorize_for_resident(caller, grid, resident_id):
+    """Residents book for themselves; staff for residents in their scope; services for anyone."""
+    if caller.roles == {"resident"}:
+        if caller.sub != str(resident_id):
+            raise Forbidden("residents book only for themselves")
+        return
+    path = _resident_path(grid, resident_id)
+    caller.require_reach(path_ids(path), "resident")
+
+
+def _check_slot(session, policy, lawyer_id, station_id, starts_at, exclude=None):
+    """The slot's (start, end) if it is bookable now, else a typed error."""
+    station = fetch(session, Station, station_id, "station")
+    fetch(session, Lawyer, lawyer_id, "lawyer")
+    schedule = session.get(Schedule, (lawyer_id, station.id))
+    serves = session.get(LawyerStation, (lawyer_id, station.id))
+    if schedule is None or serves is None:
+        raise ValidationError({"station_id": [f"Lawyer {lawyer_id} has no schedule at station {station.id}."]})
+    plan = slots.Plan(lawyer_id, station.id, tuple(schedule.weekly), schedule.slot_minutes, schedule.buffer_minutes)
+    slot = slots.slot_at(plan, starts_at, policy.zone)
+    if slot is None:
+        raise ValidationError({"starts_at": ["Not a slot of this lawyer's schedule at this station."]})
+    earliest, latest = policy.window(utcnow())
+    if not earliest <= starts_at <= latest:
+        raise ValidationError({"starts_at": [f"Must be between {earliest.isoformat()} and {latest.isoformat()}."]})
+    busy = _busy(session, [lawyer_id], slot[0], slot[1], exclude_consultation=exclude)[lawyer_id]
+    if busy.overlaps(*slot):
+        raise Conflict("that slot is taken or the lawyer is away")
+    return station, slot
+
+
+def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_id, topic, mode, idempotency_key):
+    session = uow.session
+    if idempotency_key is not None:
+        existing = session.scalar(select(Consultation).where(Consultation.idempotency_key == idempotency_key))
+        if existing is not None:
+            same = (existing.lawyer_id, existing.starts_at, existing.resident_id) == (lawyer_id, starts_at, resident_id)
+            if not same:
+                raise Conflict("idempotency_key was used for a different booking")
+            return existing
+    _authorize_for_resident(caller, grid, resident_id)
+    station, (start, end) = _check_slot(session, policy, lawyer_id, station_id, starts_at)
+    now = utcnow()
+    upcoming = session.scalar(select(func.count()).select_from(Consultation).where(
+        Consultation.resident_id == resident_id, Consultation.status == "booked", Consultation.starts_at > now))
+    if upcoming >= policy.max_upcoming:
+        raise Conflict(f"resident already holds {upcoming} upcoming bookings (the most allowed)")
+    consultation = Consultation(
+        lawyer_id=lawyer_id, station_id=station.id, station_path=station.unit_path, resident_id=resident_id,
+        starts_at=start, ends_at=end, topic=topic, mode=mode, status="booked", idempotency_key=idempotency_key,
+        booked_by=caller.sub, created_at=now, updated_at=now)
+    session.add(consultation)
+    session.flush()  # the database's constraint decides a race for the slot here
+    uow.emit("consultation_booked", f"consultation/{consultation.id}", _event(consultation))
+    return consultation
+
+
+def _event(consultation, **extra):
+    return {"consultation_id": str(consultation.id), "lawyer_id": str(consultation.lawyer_id),
+            "station_id": str(consultation.station_id), "resident_id": str(consultation.resident_id),
+            "starts_at": consultation.starts_at.isoformat(), "status": consultation.status, **extra}
+
+
+def reachable_consultation(session, caller, consultation_id, *, lock=False):
+    consultation = fetch(session, Consultation, consultation_id, "consultation", lock=lock)
+    if is_lawyer(caller, consultation.lawyer_id) or caller.unrestricted:
+        return consultation
+    if caller.has_role("resident") and caller.sub == str(consultation.resident_id):
+        return consultation
+    if caller.has_role("officer", "grid_worker") and caller.reaches(path_ids(consultation.station_path)):
+        return consultation
+    raise Forbidden("consultation is outside the caller's reach")
+
+
+def _booked(consultation):
+    if consultation.status != "booked":
+        raise Conflict(f"consultation {consultation.id} is {consultation.status}")
+
+
+def cancel(uow, caller, consultation_id, reason):
+    consultation = reachable_consultation(uow.session, caller, consultation_id, lock=True)
+    _booked(consultation)
+    consultation.status, consultation.cancel_reason, consultation.updated_at = "cancelled", reason, utcnow()
+    uow.emit("consultation_cancelled", f"consultation/{consultation.id}", _event(consultation))
+    return consultation
+
+
+def reschedule(uow, caller, policy, consultation_id, starts_at, lawyer_id):
+    """Move a booking in one transaction: the old slot is given up only if the new one is held."""
+    session = uow.session
+    consultation = reachable_consultation(session, caller, consultation_id, lock=True)
+    _booked(consultation)
+    lawyer_id = lawyer_id or consultation.lawyer_id
+    _, (start, end) = _check_slot(session, policy, lawyer_id, consultation.station_id, starts_at,
+                                  exclude=consultation.id)
+    consultation.lawyer_id, consultation.starts_at, consultation.ends_at = lawyer_id, start, end
+    consultation.reminded_at, consultation.updated_at = None, utcnow()
+    session.flush()  # a racing booking of the new slot fails here; the transaction keeps the old one
+    uow.emit("consultation_rescheduled", f"consultation/{consultation.id}", _event(consultation))
+    return consultation
+
+
+def mark_no_show(uow, caller, consultation_id):
+    consultation = reachable_consultation(uow.session, caller, consultation_id, lock=True)
+    _booked(consultation)
+    if consultation.starts_at > utcnow():
+        raise Conflict("the consultation has not started yet")
+    if caller.has_role("resident") and not caller.has_role("officer", "admin", "lawyer"):
+        raise Forbidden("residents cannot mark no-shows")
+    consultation.status, consultation.updated_at = "no_show", utcnow()
+    return consultation
+
+
+def complete(uow, caller, vault, consultation_id, summary, outcome):
+    consultation = reachable_consultation(uow.session, caller, consultation_id, lock=True)
+    if not is_lawyer(caller, consultation.lawyer_id):
+        raise Forbidden("only the consultation's lawyer completes it")
+    _booked(consultation)
+    consultation.status, consultation.outcome = "completed", outcome
+    consultation.summary_enc = vault.encrypt(summary, SUMMARY_CONTEXT)
+    consultation.updated_at = utcnow()
+    uow.emit("consultation_completed", f"consultation/{consultation.id}", _event(consultation, outcome=outcome))
+    return consultation
+
+
+def may_read_summary(caller, consultation):
+    return (is_lawyer(caller, consultation.lawyer_id) or caller.has_role("admin")
+            or (caller.has_role("resident") and caller.sub == str(consultation.resident_id)))
+
+
+def read_summary(uow, caller, vault, consultation):
+    """The summary for those allowed (audited), else None."""
+    if consultation.summary_enc is None or not may_read_summary(caller, consultation):
+        return None
+    uow.session.add(SummaryRead(consultation_id=consultation.id, reader=caller.sub,
+                                reader_roles=sorted(caller.roles), read_at=utcnow()))
+    return vault.decrypt(consultation.summary_enc, SUMMARY_CONTEXT)
+
+
+def list_consultations(session, caller, resident_id, lawyer_id, station_id, status, page, page_size):
+    query = select(Consultation)
+    if caller.roles == {"resident"}:
+        resident_id = int(caller.sub) if caller.sub.isdigit() else -1
+    elif caller.roles == {"lawyer"}:
+        lawyer_id = int(caller.sub) if caller.sub.isdigit() else -1
+    elif not caller.unrestricted:
+        # the caller's unit on the station's path: the station is in the caller's subtree
+        query = query.where(Consultation.station_path.contains(f"/{caller.unit}/"))
+    for column, value in ((Consultation.resident_id, resident_id), (Consultation.lawyer_id, lawyer_id),
+                          (Consultation.station_id, station_id), (Consultation.status, status)):
+        if value is not None:
+            query = query.where(column == value)
+    rows = session.scalars(query.order_by(Consultation.starts_at, Consultation.id)
+                           .offset((page - 1) * page_size).limit(page_size + 1)).all()
+    return rows[:page_size], len(rows) > page_size
+
+
+def next_due_reminder(session, policy, now):
+    """One booked consultation due a reminder, locked so that one replica sends it."""
+    query = (select(Consultation).where(Consultation.status == "booked", Consultation.reminded_at.is_(None),
+                                        Consultation.starts_at > now,
+                                        Consultation.starts_at <= now + policy.reminder_lead)
+             .order_by(Consultation.starts_at).limit(1))
+    return session.scalar(locking(query, session, skip_locked=True))
+
+
+def send_reminder(notices, session, policy, consultation):
+    """Remind the resident (and the lawyer, when registered as a resident) through notices."""
+    station = session.get(Station, consultation.station_id)
+    lawyer = session.get(Lawyer, consultation.lawyer_id)
+    recipients = [str(consultation.resident_id)] + ([str(lawyer.resident_id)] if lawyer.resident_id else [])
+    local = consultation.starts_at.astimezone(policy.zone).strftime("%Y-%m-%d %H:%M")
+    notices.send_direct(resident_ids=recipients, template="consultation_reminder",
+                        params={"station": station.name, "starts_at": local})
+    consultation.reminded_at = utcnow()

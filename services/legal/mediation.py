@@ -1,0 +1,129 @@
+"""Mediation cases (司法调解 + 社会调解): opened for residents in dispute, given judicial (lawyer)
+or social (community) mediators free of conflicts of interest, closed with an outcome."""
+from sqlalchemy import select
+
+from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
+from shared.db import fetch, utcnow
+from shared.errors import Conflict, Forbidden, ValidationError
+from shared.paths import as_path, in_subtree, path_ids
+
+
+def _residents(grid, resident_ids, field):
+    found = grid.get_residents(resident_ids=[str(i) for i in resident_ids])
+    if found["missing"]:
+        raise ValidationError({field: [f"Unknown residents: {', '.join(found['missing'])}."]})
+    return found["items"]
+
+
+def open_mediation(uow, caller, grid, unit_id, category, party_resident_ids, description, source_incident_id):
+    unit = grid.get_unit(unit_id=str(unit_id))
+    path = as_path(unit["path"])
+    caller.require_reach(path_ids(path), "unit")
+    parties = _residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
+    if len(parties) < 2:
+        raise ValidationError({"party_resident_ids": ["A dispute needs at least two different parties."]})
+    case = MediationCase(
+        unit_id=unit_id, unit_path=path, category=category, description=description,
+        party_resident_ids=[int(p["id"]) for p in parties],
+        party_household_ids=sorted({int(p["household_id"]) for p in parties}),
+        source_incident_id=source_incident_id, status="open", opened_by=caller.sub, opened_at=utcnow())
+    uow.session.add(case)
+    uow.session.flush()
+    uow.emit("mediation_opened", f"mediation/{case.id}", _event(case))
+    return case
+
+
+def _event(case, **extra):
+    return {"case_id": str(case.id), "unit_id": str(case.unit_id), "unit_path": [str(i) for i in path_ids(case.unit_path)],
+            "category": case.category, "status": case.status,
+            "party_resident_ids": [str(i) for i in case.party_resident_ids],
+            "source_incident_id": str(case.source_incident_id) if case.source_incident_id else None, **extra}
+
+
+def mediator_ids(session, case):
+    return {(m.kind, m.mediator_id) for m in session.scalars(select(CaseMediator).where(CaseMediator.case_id == case.id))}
+
+
+def _is_assigned(session, caller, case):
+    assigned = mediator_ids(session, case)
+    return ((caller.has_role("mediator") and ("social", caller.sub) in assigned)
+            or (caller.has_role("lawyer") and ("judicial", caller.sub) in assigned))
+
+
+def reachable_case(session, caller, case_id, *, lock=False):
+    case = fetch(session, MediationCase, case_id, "mediation case", lock=lock)
+    if caller.has_role("admin", "service", "officer", "grid_worker") and caller.reaches(path_ids(case.unit_path)):
+        return case
+    if _is_assigned(session, caller, case):
+        return case
+    raise Forbidden("mediation case is outside the caller's reach")
+
+
+def assign_mediator(uow, caller, grid, case_id, mediator_id, kind):
+    session = uow.session
+    case = reachable_case(session, caller, case_id, lock=True)
+    if not caller.has_role("admin", "officer", "service"):
+        raise Forbidden("officers assign mediators")
+    if case.status == "closed":
+        raise Conflict(f"case {case.id} is closed")
+    if kind == "judicial":
+        lawyer = fetch(session, Lawyer, mediator_id, "lawyer")
+        resident_id = lawyer.resident_id  # a lawyer may also live in the district
+    else:
+        resident_id = mediator_id  # a community mediator is a resident
+    if resident_id is not None:
+        person = _residents(grid, [resident_id], "mediator_id")[0]
+        if int(person["id"]) in case.party_resident_ids:
+            raise Conflict("the mediator is a party to the dispute")
+        if int(person["household_id"]) in case.party_household_ids:
+            raise Conflict("the mediator lives in a party's household")
+    if (kind, str(mediator_id)) in mediator_ids(session, case):
+        raise Conflict("already assigned")
+    session.add(CaseMediator(case_id=case.id, mediator_id=str(mediator_id), kind=kind, assigned_at=utcnow()))
+    if case.status == "open":
+        case.status = "in_progress"
+    session.flush()
+    return case
+
+
+def record_session(uow, caller, case_id, held_at, attendees, notes):
+    session = uow.session
+    case = reachable_case(session, caller, case_id)
+    if case.status == "closed":
+        raise Conflict(f"case {case.id} is closed")
+    if held_at > utcnow():
+        raise ValidationError({"held_at": ["A session is recorded after it is held."]})
+    record = MediationSession(case_id=case.id, held_at=held_at, attendees=list(attendees), notes=notes,
+                              recorded_by=caller.sub)
+    session.add(record)
+    session.flush()
+    return record
+
+
+def close_mediation(uow, caller, case_id, outcome, agreement):
+    case = reachable_case(uow.session, caller, case_id, lock=True)
+    if case.status == "closed":
+        raise Conflict(f"case {case.id} is already closed")
+    case.status, case.outcome, case.agreement, case.closed_at = "closed", outcome, agreement, utcnow()
+    uow.emit("mediation_closed", f"mediation/{case.id}", _event(case, outcome=outcome))
+    return case
+
+
+def sessions_of(session, case):
+    return session.scalars(select(MediationSession).where(MediationSession.case_id == case.id)
+                           .order_by(MediationSession.held_at)).all()
+
+
+def list_cases(session, caller, grid, under, status, page, page_size):
+    query = select(MediationCase)
+    if under is None and not caller.unrestricted:
+        under = int(caller.unit)
+    if under is not None:
+        path = as_path(grid.get_unit(unit_id=str(under))["path"])
+        caller.require_reach(path_ids(path))
+        query = query.where(in_subtree(MediationCase.unit_path, path))
+    if status is not None:
+        query = query.where(MediationCase.status == status)
+    rows = session.scalars(query.order_by(MediationCase.id.desc()).offset((page - 1) * page_size)
+                           .limit(page_size + 1)).all()
+    return rows[:page_size], len(rows) > page_size

@@ -1,0 +1,218 @@
+"""Input and output schemas of the legal RPC contract."""
+import re
+
+from marshmallow import ValidationError as FieldError
+from marshmallow import fields, validate, validates_schema
+
+from services.legal import vocabulary as v
+from shared.validation import Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime
+
+CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+# ---- inputs ---------------------------------------------------------------
+
+
+class CreateStation(StrictSchema):
+    unit_id = Id(required=True)
+    name = Str(required=True, max_length=200)
+    address = Str(required=True, max_length=300)
+
+
+class RegisterLawyer(StrictSchema):
+    name = Str(required=True, max_length=100)
+    firm = Str(required=True, max_length=200)
+    license_no = Str(required=True, max_length=40, validate=validate.Regexp(r"^[0-9A-Za-z-]{6,40}$"))
+    specialties = ListOf(OneOf(v.SPECIALTIES), required=True, min_items=1, max_items=len(v.SPECIALTIES))
+    station_ids = ListOf(Id(), required=True, min_items=1, max_items=20)
+    resident_id = Id(load_default=None, allow_none=True)
+
+
+class Window(StrictSchema):
+    weekday = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=6))
+    start = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+    end = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+
+    @validates_schema
+    def ordered(self, data, **kwargs):
+        if data["end"] <= data["start"]:
+            raise FieldError("Must be after start.", "end")
+
+
+class SetSchedule(StrictSchema):
+    lawyer_id = Id(required=True)
+    station_id = Id(required=True)
+    weekly = fields.List(fields.Nested(Window), required=True, validate=validate.Length(max=42))
+    slot_minutes = fields.Integer(load_default=30, strict=True, validate=validate.Range(min=10, max=240))
+    buffer_minutes = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0, max=120))
+
+    @validates_schema
+    def windows_do_not_overlap(self, data, **kwargs):
+        by_day = {}
+        for window in data["weekly"]:
+            by_day.setdefault(window["weekday"], []).append((window["start"], window["end"]))
+        for windows in by_day.values():
+            windows.sort()
+            if any(earlier[1] > later[0] for earlier, later in zip(windows, windows[1:])):
+                raise FieldError("Windows on one weekday overlap.", "weekly")
+
+
+class AddTimeOff(StrictSchema):
+    lawyer_id = Id(required=True)
+    starts_at = UtcDateTime(required=True)
+    ends_at = UtcDateTime(required=True)
+    reason = Str(load_default=None, allow_none=True, max_length=200)
+
+    @validates_schema
+    def ordered(self, data, **kwargs):
+        if data["ends_at"] <= data["starts_at"]:
+            raise FieldError("Must be after starts_at.", "ends_at")
+
+
+class FindSlots(StrictSchema):
+    specialty = OneOf(v.SPECIALTIES, required=True)
+    date_from = fields.Date(required=True)
+    date_to = fields.Date(required=True)
+    station_id = Id(load_default=None, allow_none=True)
+    unit_id = Id(load_default=None, allow_none=True)
+
+    @validates_schema
+    def bounded(self, data, **kwargs):
+        if data["date_to"] < data["date_from"]:
+            raise FieldError("Must not be before date_from.", "date_to")
+        if (data["date_to"] - data["date_from"]).days > 62:
+            raise FieldError("At most 62 days at a time.", "date_to")
+
+
+class Book(StrictSchema):
+    lawyer_id = Id(required=True)
+    station_id = Id(required=True)
+    starts_at = UtcDateTime(required=True)
+    resident_id = Id(required=True)
+    topic = Str(required=True, max_length=500)
+    mode = OneOf(v.MODES, load_default="in_person")
+    idempotency_key = Str(load_default=None, allow_none=True, max_length=100)
+
+
+class Cancel(StrictSchema):
+    consultation_id = Id(required=True)
+    reason = Str(required=True, max_length=500)
+
+
+class Reschedule(StrictSchema):
+    consultation_id = Id(required=True)
+    starts_at = UtcDateTime(required=True)
+    lawyer_id = Id(load_default=None, allow_none=True)
+
+
+class ConsultationRef(StrictSchema):
+    consultation_id = Id(required=True)
+
+
+class Complete(StrictSchema):
+    consultation_id = Id(required=True)
+    summary = Str(required=True, max_length=8000)
+    outcome = OneOf(v.OUTCOMES, required=True)
+
+
+class ListConsultations(PageSchema):
+    resident_id = Id(load_default=None, allow_none=True)
+    lawyer_id = Id(load_default=None, allow_none=True)
+    station_id = Id(load_default=None, allow_none=True)
+    status = OneOf(v.CONSULTATION_STATUSES, load_default=None, allow_none=True)
+
+
+class OpenMediation(StrictSchema):
+    unit_id = Id(required=True)
+    category = OneOf(v.CASE_CATEGORIES, required=True)
+    party_resident_ids = ListOf(Id(), required=True, min_items=2, max_items=20)
+    description = Str(required=True, max_length=4000)
+    source_incident_id = Id(load_default=None, allow_none=True)
+
+
+class AssignMediator(StrictSchema):
+    case_id = Id(required=True)
+    mediator_id = Id(required=True)
+    kind = OneOf(v.MEDIATOR_KINDS, required=True)
+
+
+class RecordSession(StrictSchema):
+    case_id = Id(required=True)
+    held_at = UtcDateTime(required=True)
+    attendees = ListOf(Str(max_length=100), required=True, min_items=1, max_items=50)
+    notes = Str(required=True, max_length=8000)
+
+
+class CloseMediation(StrictSchema):
+    case_id = Id(required=True)
+    outcome = OneOf(v.CASE_OUTCOMES, required=True)
+    agreement = Str(load_default=None, allow_none=True, max_length=4000)
+
+    @validates_schema
+    def agreement_text(self, data, **kwargs):
+        if data["outcome"] == "agreement" and not data["agreement"]:
+            raise FieldError("Required when the outcome is agreement.", "agreement")
+
+
+class CaseRef(StrictSchema):
+    case_id = Id(required=True)
+
+
+class ListCases(PageSchema):
+    under = Id(load_default=None, allow_none=True)
+    status = OneOf(v.CASE_STATUSES, load_default=None, allow_none=True)
+
+
+# ---- outputs --------------------------------------------------------------
+
+
+class StationOut(StrictSchema):
+    id = Id()
+    unit_id = Id()
+    name = fields.String()
+    address = fields.String()
+
+
+class LawyerOut(StrictSchema):
+    id = Id()
+    name = fields.String()
+    firm = fields.String()
+    license_no = fields.String()
+    specialties = fields.List(fields.String())
+    station_ids = fields.List(Id())
+
+
+class ConsultationOut(StrictSchema):
+    id = Id()
+    lawyer_id = Id()
+    station_id = Id()
+    resident_id = Id()
+    starts_at = UtcDateTime()
+    ends_at = UtcDateTime()
+    topic = fields.String()
+    mode = fields.String()
+    status = fields.String()
+    outcome = fields.String(allow_none=True)
+    cancel_reason = fields.String(allow_none=True)
+
+
+class CaseOut(StrictSchema):
+    id = Id()
+    unit_id = Id()
+    category = fields.String()
+    description = fields.String()
+    party_resident_ids = fields.Function(lambda c: [str(i) for i in c.party_resident_ids])
+    source_incident_id = Id(allow_none=True)
+    status = fields.String()
+    outcome = fields.String(allow_none=True)
+    agreement = fields.String(allow_none=True)
+    opened_by = fields.String()
+    opened_at = UtcDateTime()
+    closed_at = UtcDateTime(allow_none=True)
+
+
+STATION = StationOut()
+LAWYER = LawyerOut()
+CONSULTATION = ConsultationOut()
+CONSULTATIONS = ConsultationOut(many=True)
+CASE = CaseOut()
+CASES = CaseOut(many=True)

@@ -1,0 +1,188 @@
+"""The legal service: community legal stations, lawyer advisers and their schedules, appointment
+booking, confidential consultations, and mediation cases."""
+import logging
+
+from nameko.dependency_providers import Config
+
+from services.legal import bookings, directory, mediation, schemas
+from services.legal.models import Base, OutboxEvent, ProcessedEvent
+from shared import web
+from shared.auth import Auth
+from shared.clients import ServiceClient
+from shared.db import Database, utcnow
+from shared.endpoints import endpoint, rpc
+from shared.outbox import OutboxRelay
+from shared.pii import Vault
+from shared.telemetry import SqlGauge, Telemetry
+from shared.timers import config_timer
+
+log = logging.getLogger(__name__)
+
+ADMIN_OFFICER = ("admin", "officer")
+PLANNERS = ("admin", "officer", "lawyer")
+EVERYONE = ("admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service")
+BOOKERS = ("admin", "officer", "grid_worker", "resident", "service")
+PARTICIPANTS = ("admin", "officer", "grid_worker", "lawyer", "resident", "service")
+CASE_WORKERS = ("admin", "officer", "grid_worker", "mediator", "lawyer", "service")
+
+GAUGES = [
+    SqlGauge("grassroots_legal_consultations", "Consultations by status.",
+             "SELECT status, count(*) FROM consultations GROUP BY status", labels=["status"]),
+    SqlGauge("grassroots_legal_upcoming_consultations", "Booked consultations still to come.",
+             "SELECT count(*) FROM consultations WHERE status = 'booked' AND starts_at > CURRENT_TIMESTAMP"),
+    SqlGauge("grassroots_legal_mediation_cases", "Mediation cases by status.",
+             "SELECT status, count(*) FROM mediation_cases GROUP BY status", labels=["status"]),
+    SqlGauge("grassroots_legal_lawyers", "Registered lawyers.", "SELECT count(*) FROM lawyers"),
+]
+
+
+class LegalService(web.ObservableMixin):
+    name = "legal"
+
+    config = Config()
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
+    relay = OutboxRelay()
+    auth = Auth()
+    vault = Vault()
+    grid = ServiceClient("grid")
+    notices = ServiceClient("notices")
+    telemetry = Telemetry(gauges=GAUGES)
+
+    @property
+    def policy(self):
+        return bookings.Policy(self.config)
+
+    # ---- stations and lawyers ---------------------------------------------
+
+    @rpc
+    @endpoint(roles=ADMIN_OFFICER, schema=schemas.CreateStation())
+    def create_station(self, caller, **args):
+        return schemas.STATION.dump(directory.create_station(self.db, caller, self.grid, **args))
+
+    @rpc
+    @endpoint(roles=ADMIN_OFFICER, schema=schemas.RegisterLawyer())
+    def register_lawyer(self, caller, **args):
+        lawyer = directory.register_lawyer(self.db, caller, **args)
+        return {**schemas.LAWYER.dump(lawyer), "station_ids": [str(i) for i in args["station_ids"]]}
+
+    @rpc
+    @endpoint(roles=PLANNERS, schema=schemas.SetSchedule())
+    def set_schedule(self, caller, **args):
+        schedule = directory.set_schedule(self.db, caller, **args)
+        return {"lawyer_id": str(schedule.lawyer_id), "station_id": str(schedule.station_id),
+                "weekly": schedule.weekly, "slot_minutes": schedule.slot_minutes,
+                "buffer_minutes": schedule.buffer_minutes}
+
+    @rpc
+    @endpoint(roles=PLANNERS, schema=schemas.AddTimeOff())
+    def add_time_off(self, caller, **args):
+        leave = directory.add_time_off(self.db, caller, **args)
+        return {"id": str(leave.id), "lawyer_id": str(leave.lawyer_id), "starts_at": leave.starts_at.isoformat(),
+                "ends_at": leave.ends_at.isoformat(), "reason": leave.reason}
+
+    # ---- booking ----------------------------------------------------------
+
+    @rpc
+    @endpoint(roles=EVERYONE, schema=schemas.FindSlots(), read_only=True)
+    def find_slots(self, caller, **args):
+        return bookings.find_slots(self.db.session, self.grid, self.policy, **args)
+
+    @rpc
+    @endpoint(roles=BOOKERS, schema=schemas.Book())
+    def book(self, caller, **args):
+        return schemas.CONSULTATION.dump(bookings.book(self.db, caller, self.grid, self.policy, **args))
+
+    @rpc
+    @endpoint(roles=PARTICIPANTS, schema=schemas.Cancel())
+    def cancel(self, caller, consultation_id, reason):
+        return schemas.CONSULTATION.dump(bookings.cancel(self.db, caller, consultation_id, reason))
+
+    @rpc
+    @endpoint(roles=PARTICIPANTS, schema=schemas.Reschedule())
+    def reschedule(self, caller, **args):
+        return schemas.CONSULTATION.dump(bookings.reschedule(self.db, caller, self.policy, **args))
+
+    @rpc
+    @endpoint(roles=("admin", "officer", "grid_worker", "lawyer"), schema=schemas.ConsultationRef())
+    def mark_no_show(self, caller, consultation_id):
+        return schemas.CONSULTATION.dump(bookings.mark_no_show(self.db, caller, consultation_id))
+
+    @rpc
+    @endpoint(roles=("lawyer",), schema=schemas.Complete())
+    def complete(self, caller, **args):
+        return schemas.CONSULTATION.dump(bookings.complete(self.db, caller, self.vault, **args))
+
+    @rpc
+    @endpoint(roles=PARTICIPANTS, schema=schemas.ConsultationRef())
+    def get_consultation(self, caller, consultation_id):
+        consultation = bookings.reachable_consultation(self.db.session, caller, consultation_id)
+        result = schemas.CONSULTATION.dump(consultation)
+        summary = bookings.read_summary(self.db, caller, self.vault, consultation)
+        if summary is not None:
+            result["summary"] = summary
+        return result
+
+    @rpc
+    @endpoint(roles=PARTICIPANTS, schema=schemas.ListConsultations(), read_only=True)
+    def list_consultations(self, caller, page, page_size, **args):
+        rows, more = bookings.list_consultations(self.db.session, caller, page=page, page_size=page_size, **args)
+        return {"items": schemas.CONSULTATIONS.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+
+    # ---- mediation --------------------------------------------------------
+
+    @rpc
+    @endpoint(roles=("admin", "officer", "grid_worker", "mediator", "service"), schema=schemas.OpenMediation())
+    def open_mediation(self, caller, **args):
+        return schemas.CASE.dump(mediation.open_mediation(self.db, caller, self.grid, **args))
+
+    @rpc
+    @endpoint(roles=("admin", "officer", "service"), schema=schemas.AssignMediator())
+    def assign_mediator(self, caller, **args):
+        return schemas.CASE.dump(mediation.assign_mediator(self.db, caller, self.grid, **args))
+
+    @rpc
+    @endpoint(roles=CASE_WORKERS, schema=schemas.RecordSession())
+    def record_session(self, caller, **args):
+        record = mediation.record_session(self.db, caller, **args)
+        return {"id": str(record.id), "case_id": str(record.case_id), "held_at": record.held_at.isoformat(),
+                "attendees": record.attendees}
+
+    @rpc
+    @endpoint(roles=CASE_WORKERS, schema=schemas.CloseMediation())
+    def close_mediation(self, caller, **args):
+        return schemas.CASE.dump(mediation.close_mediation(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=CASE_WORKERS, schema=schemas.CaseRef(), read_only=True)
+    def get_case(self, caller, case_id):
+        case = mediation.reachable_case(self.db.session, caller, case_id)
+        sessions = mediation.sessions_of(self.db.session, case)
+        return {**schemas.CASE.dump(case),
+                "mediators": [{"mediator_id": m_id, "kind": kind}
+                              for kind, m_id in sorted(mediation.mediator_ids(self.db.session, case))],
+                "sessions": [{"held_at": s.held_at.isoformat(), "attendees": s.attendees, "notes": s.notes}
+                             for s in sessions]}
+
+    @rpc
+    @endpoint(roles=CASE_WORKERS, schema=schemas.ListCases(), read_only=True)
+    def list_cases(self, caller, page, page_size, **args):
+        rows, more = mediation.list_cases(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        return {"items": schemas.CASES.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+
+    # ---- reminders --------------------------------------------------------
+
+    @config_timer("REMINDER_INTERVAL", 30.0)
+    def send_reminders(self):
+        """Remind residents (and lawyers) of consultations within the lead time; cancelled ones get none."""
+        for _ in range(100):
+            consultation = bookings.next_due_reminder(self.db.session, self.policy, utcnow())
+            if consultation is None:
+                break
+            try:
+                bookings.send_reminder(self.notices, self.db.session, self.policy, consultation)
+                self.db.commit()
+            except Exception:
+                # notices down or refusing: leave it unreminded; the next tick tries again
+                self.db.rollback()
+                log.warning("reminder not sent; will retry", exc_info=True)
+                break
