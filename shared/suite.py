@@ -5,6 +5,7 @@
     python -m shared.suite test-services   # broker + management API + PostgreSQL, for `make test`
 """
 import argparse
+import importlib
 import os
 import secrets
 import shutil
@@ -206,9 +207,10 @@ def run():
         for name in services:
             if not wait_ready(SERVICE_PORTS[name]):
                 raise SystemExit(f"{name} did not become ready; see its log above")
-        from services.grid import seed
-
-        seed.seed_demo(amqp_uri)
+        for name in services:  # demo data, through each service's own RPC
+            seeder = os.path.join(ROOT, "services", name, "seed.py")
+            if os.path.exists(seeder):
+                importlib.import_module(f"services.{name}.seed").seed_demo(amqp_uri)
         say("suite running — Ctrl-C stops it")
         for name in services:
             port = SERVICE_PORTS[name]

@@ -5,7 +5,7 @@ from services.legal.models import Lawyer, LawyerStation, Schedule, Station, Time
 from services.legal.vocabulary import STATION_LEVELS
 from shared.db import fetch, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
-from shared.paths import as_path, path_ids
+from shared.paths import as_path, in_subtree, path_ids
 
 
 def is_lawyer(caller, lawyer_id):
@@ -28,6 +28,15 @@ def create_station(uow, caller, grid, unit_id, name, address):
     uow.session.add(station)
     uow.session.flush()
     return station
+
+
+def list_stations(session, grid, under):
+    """Stations in the subtree of ``under`` (all when None): public information."""
+    query = select(Station).order_by(Station.id)
+    if under is not None:
+        path = as_path(grid.get_unit(unit_id=str(under))["path"])
+        query = query.where(in_subtree(Station.unit_path, path))
+    return session.scalars(query).all()
 
 
 def register_lawyer(uow, caller, name, firm, license_no, specialties, station_ids, resident_id):

@@ -18,6 +18,10 @@ class CreateStation(StrictSchema):
     address = Str(required=True, max_length=300)
 
 
+class ListStations(StrictSchema):
+    under = Id(load_default=None, allow_none=True)
+
+
 class RegisterLawyer(StrictSchema):
     name = Str(required=True, max_length=100)
     firm = Str(required=True, max_length=200)
@@ -211,6 +215,7 @@ class CaseOut(StrictSchema):
 
 
 STATION = StationOut()
+STATIONS = StationOut(many=True)
 LAWYER = LawyerOut()
 CONSULTATION = ConsultationOut()
 CONSULTATIONS = ConsultationOut(many=True)

@@ -60,6 +60,11 @@ class LegalService(web.ObservableMixin):
         return schemas.STATION.dump(directory.create_station(self.db, caller, self.grid, **args))
 
     @rpc
+    @endpoint(roles=EVERYONE, schema=schemas.ListStations(), read_only=True)
+    def list_stations(self, caller, under):
+        return schemas.STATIONS.dump(directory.list_stations(self.db.session, self.grid, under))
+
+    @rpc
     @endpoint(roles=ADMIN_OFFICER, schema=schemas.RegisterLawyer())
     def register_lawyer(self, caller, **args):
         lawyer = directory.register_lawyer(self.db, caller, **args)

@@ -70,6 +70,8 @@ def test_slots_follow_plans_breaks_buffers_and_time_off(practice, call_as, tomor
                                date_to=tomorrow.isoformat()) == family_now
     assert resident.find_slots(specialty="family", unit_id=practice["small_b"], date_from=tomorrow.isoformat(),
                                date_to=tomorrow.isoformat()) == []
+    assert [s["id"] for s in resident.list_stations(under=practice["street"])] == [practice["station"]]
+    assert resident.list_stations(under=practice["community_b"]) == []
 
 
 def test_fifty_concurrent_bookings_of_one_slot_make_one_booking(practice, call_as, tomorrow):

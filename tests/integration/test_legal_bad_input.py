@@ -14,6 +14,7 @@ def valid_calls(d):
     week = [{"weekday": 0, "start": "09:00", "end": "12:00"}]
     return {
         "create_station": ({"unit_id": d["community_a"], "name": "S", "address": "A"}, "address", "unit_id"),
+        "list_stations": ({"under": d["community_a"]}, "under", "under"),
         "register_lawyer": ({"name": "N", "firm": "F", "license_no": "LIC-123456", "specialties": ["family"],
                              "station_ids": [d["station"]]}, "license_no", "specialties"),
         "set_schedule": ({"lawyer_id": d["lawyer"], "station_id": d["station"], "weekly": week}, "lawyer_id",
