@@ -40,10 +40,10 @@ from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 from bench import pii_key, var_path
-from services.grid import tree
 from services.grid.idnumbers import make_id_number
 from services.grid.residents import ID_INDEX
 from shared.migrate import upgrade
+from shared.paths import child_path
 from shared.pii import PiiVault
 
 PHONE_CONTEXT = b"phone"  # the encryption context residents.py uses for phone numbers
@@ -231,7 +231,7 @@ class CopyStream:
 
 def build_units():
     """Every unit, district first, breadth-first; ids are 1..n in that order."""
-    district = UnitRow(1, None, "district", "Bench District", tree.child_path("/", 1), "")
+    district = UnitRow(1, None, "district", "Bench District", child_path("/", 1), "")
     units, parents, next_id = [district], [district], 2
     for level, fanout, prefix in SHAPE:
         children = []
@@ -239,7 +239,7 @@ def build_units():
             for n in range(1, fanout + 1):
                 label = f"{parent.label}.{n}" if parent.label else str(n)
                 children.append(UnitRow(next_id, parent.id, level, f"{prefix} {label}",
-                                        tree.child_path(parent.path, next_id), label))
+                                        child_path(parent.path, next_id), label))
                 next_id += 1
         units += children
         parents = children
