@@ -31,14 +31,27 @@ class _Method:
         self._proxy = MethodProxy(worker_ctx, client.target, method_name, client.reply_listener)
 
     def __call__(self, **kwargs):
-        reply = self._proxy.call_async(**kwargs)
+        return self.call_async(**kwargs).result()
+
+    def call_async(self, **kwargs):
+        """Send now, wait later: ``.result()`` on the answer (with the same timeout)."""
+        return _Pending(self, self._proxy.call_async(**kwargs))
+
+
+class _Pending:
+    def __init__(self, method, reply):
+        self._method = method
+        self._reply = reply
+
+    def result(self):
+        client = self._method._client
         try:
-            with eventlet.Timeout(self._client.timeout):
-                return reply.result()
+            with eventlet.Timeout(client.timeout):
+                return self._reply.result()
         except eventlet.Timeout:
-            self._client.forget(reply)
+            client.forget(self._reply)
             raise ServiceUnavailable(
-                f"{self._client.target}.{self._proxy.method_name} did not answer within {self._client.timeout}s"
+                f"{client.target}.{self._method._proxy.method_name} did not answer within {client.timeout}s"
             ) from None
 
 

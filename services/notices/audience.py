@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, or_, select
 
-from services.notices.models import ChatGroup, Delivery, NoticeTarget, Preference, Recipient
+from services.notices.models import ChatGroup, Delivery, Notice, NoticeTarget, Preference, Recipient
 from services.notices.vocabulary import PERSONAL_CHANNELS, URGENT_SEVERITIES, VULNERABLE_TAGS
-from shared.db import utcnow
+from shared.db import locking, utcnow
 from shared.paths import as_path, in_subtree, path_ids
 
 PAGE_SIZE = 1000
@@ -56,23 +56,47 @@ def quiet_hours_end(now, start, end, zone):
 
 
 def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):
-    """Resolve up to ``max_pages`` pages of the notice's audience; True when it is complete."""
+    """Resolve up to ``max_pages`` pages of the notice's audience, committing each page (with the
+    cursor) so the dispatcher starts on it at once. The next page is requested from the grid
+    while this one is stored. Returns True when the audience is complete.
+
+    Between pages the notice is locked again; if another replica took it meanwhile (its cursor
+    moved), this one stops and leaves the rest to it.
+    """
     under = notice.audience["under"]
-    cursor = dict(notice.resolve_cursor or {"unit": 0, "after": None})
     plan = DeliveryPlan(notice, timezone)
-    for _ in range(max_pages):
-        if cursor["unit"] >= len(under):
+    cursor = dict(notice.resolve_cursor or {"unit": 0, "after": None})
+
+    def request(at):
+        return grid.find_residents.call_async(
+            under=str(under[at["unit"]]), tags_any=notice.audience.get("tags_any") or None,
+            tags_all=notice.audience.get("tags_all") or None, page_size=PAGE_SIZE, after=at["after"])
+
+    pending = request(cursor) if cursor["unit"] < len(under) else None
+    for pages in range(1, max_pages + 1):
+        if pending is None:
             break
-        page = grid.find_residents(under=str(under[cursor["unit"]]), tags_any=notice.audience.get("tags_any") or None,
-                                   tags_all=notice.audience.get("tags_all") or None, page_size=PAGE_SIZE,
-                                   after=cursor["after"])
-        add_recipients(uow, vault, notice, plan, page["items"])
+        page = pending.result()
         if page["has_more"]:
-            cursor["after"] = page["next_after"]
+            following = {"unit": cursor["unit"], "after": page["next_after"]}
         else:
-            cursor = {"unit": cursor["unit"] + 1, "after": None}
-    notice.resolve_cursor = cursor
+            following = {"unit": cursor["unit"] + 1, "after": None}
+        more = following["unit"] < len(under) and pages < max_pages
+        pending = request(following) if more else None
+        add_recipients(uow, vault, notice, plan, page["items"])
+        notice.resolve_cursor = cursor = following
+        uow.commit()
+        if not _still_ours(uow.session, notice, cursor):  # lock it again before going on or publishing
+            return False
     return cursor["unit"] >= len(under)
+
+
+def _still_ours(session, notice, cursor):
+    """Lock the notice again for the next page; False if another replica has moved on with it."""
+    query = (select(Notice).where(Notice.id == notice.id, Notice.status == "approved")
+             .execution_options(populate_existing=True))
+    current = session.scalar(locking(query, session, skip_locked=True))
+    return current is not None and current.resolve_cursor == cursor
 
 
 def add_recipients(uow, vault, notice, plan, residents, now=None):

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import eventlet
 import requests
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ class HttpGateway:
     def payload(self, message):
         return {"delivery_id": str(message.delivery_id), "to": message.to, "title": message.title,
                 "text": message.body, "severity": message.severity}
+
+    concurrency = 50
+
+    def send_many(self, messages):
+        """Send a batch concurrently (green threads); outcomes in the batch's order."""
+        pool = eventlet.GreenPool(self.concurrency)
+        return list(pool.imap(self.send, messages))
 
     def send(self, message):
         try:
@@ -107,6 +115,9 @@ class StubChannel:
         self.sent.append(message)
         self.count += 1
         return Outcome(True)
+
+    def send_many(self, messages):
+        return [self.send(message) for message in messages]
 
 
 def build_channels(config):

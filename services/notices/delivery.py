@@ -3,7 +3,6 @@ retries and backoff, and a voice-call fallback for a failed SMS to a resident li
 import datetime as dt
 import logging
 
-import eventlet
 from sqlalchemy import insert, select, update
 
 from services.notices.channels import Outbound, Outcome
@@ -27,16 +26,20 @@ class RetryPolicy:
         return now + dt.timedelta(seconds=min(self.cap, self.base * 2 ** max(0, attempts - 1)))
 
 
-def _address(channel, recipient, group, vault):
+def _address(channel, row, group, vault):
     if channel == "chat_group":
         return group.webhook_url if group else None
     if channel == "app_push":
-        return str(recipient.resident_id)
-    return vault.decrypt(recipient.address_enc, PHONE_CONTEXT) if recipient.address_enc else None
+        return str(row.resident_id)
+    return vault.decrypt(row.address_enc, PHONE_CONTEXT) if row.address_enc else None
 
 
-def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000, concurrency=50):
-    """Send one batch of due deliveries per channel; returns how many were attempted."""
+def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000):
+    """Send one batch of due deliveries per channel; returns how many were attempted.
+
+    Reads only the columns it needs (a batch is thousands of rows) and hands the batch to the
+    adapter at once; an accepted batch is recorded with a single UPDATE.
+    """
     session = uow.session
     now = now or utcnow()
     attempted = 0
@@ -44,8 +47,8 @@ def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000, con
         granted = limiter.take(channel, batch)
         if not granted:
             continue
-        query = (select(Delivery, Recipient, Notice)
-                 .join(Notice, Notice.id == Delivery.notice_id)
+        query = (select(Delivery.id, Delivery.notice_id, Delivery.recipient_id, Delivery.unit_path,
+                        Delivery.attempts, Recipient.address_enc, Recipient.resident_id, Recipient.vulnerable_tags)
                  .outerjoin(Recipient, Recipient.id == Delivery.recipient_id)
                  .where(Delivery.status == "queued", Delivery.channel == channel, Delivery.next_attempt_at <= now)
                  .order_by(Delivery.next_attempt_at, Delivery.id).limit(granted))
@@ -56,65 +59,74 @@ def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000, con
         limiter.give_back(channel, granted - len(rows))
         if not rows:
             continue
+        texts = {n.id: n for n in session.execute(
+            select(Notice.id, Notice.title, Notice.body, Notice.severity)
+            .where(Notice.id.in_({row.notice_id for row in rows})))}
         groups = {}
         if channel == "chat_group":
-            unit_ids = [path_ids(d.unit_path)[-1] for d, _, _ in rows]
+            unit_ids = [path_ids(row.unit_path)[-1] for row in rows]
             groups = {g.unit_id: g for g in session.scalars(select(ChatGroup).where(ChatGroup.unit_id.in_(unit_ids)))}
         messages = []
-        for delivery, recipient, notice in rows:
-            group = groups.get(path_ids(delivery.unit_path)[-1]) if channel == "chat_group" else None
-            messages.append((delivery, recipient, Outbound(
-                delivery_id=delivery.id, notice_id=notice.id, channel=channel,
-                to=_address(channel, recipient, group, vault), title=notice.title, body=notice.body,
-                severity=notice.severity, mention_all=notice.severity in URGENT_SEVERITIES)))
-        pool = eventlet.GreenPool(concurrency)
-        outcomes = list(pool.imap(lambda item: _send(adapter, item[2]), messages))
-        _record(session, retry, messages, outcomes, now)
+        for row in rows:
+            text = texts[row.notice_id]
+            group = groups.get(path_ids(row.unit_path)[-1]) if channel == "chat_group" else None
+            messages.append(Outbound(
+                delivery_id=row.id, notice_id=row.notice_id, channel=channel,
+                to=_address(channel, row, group, vault), title=text.title, body=text.body,
+                severity=text.severity, mention_all=text.severity in URGENT_SEVERITIES))
+        _record(session, retry, channel, rows, _send_all(adapter, messages), now)
         attempted += len(rows)
     return attempted
 
 
-def _send(adapter, message):
-    if message.to is None:
-        return Outcome(False, retryable=False, detail="no address for this channel")
+def _send_all(adapter, messages):
+    outcomes = [None] * len(messages)
+    addressed = []
+    for index, message in enumerate(messages):
+        if message.to is None:
+            outcomes[index] = Outcome(False, retryable=False, detail="no address for this channel")
+        else:
+            addressed.append(index)
     try:
-        return adapter.send(message)
-    except Exception as exc:  # an adapter bug must not lose the batch
-        log.exception("channel adapter raised", extra={"method": message.channel})
-        return Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")
+        sent = adapter.send_many([messages[i] for i in addressed])
+    except Exception as exc:  # an adapter bug must not lose the batch: all of it retries
+        log.exception("channel adapter raised", extra={"method": messages[0].channel})
+        sent = [Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")] * len(addressed)
+    for index, outcome in zip(addressed, sent):
+        outcomes[index] = outcome
+    return outcomes
 
 
-def _record(session, retry, messages, outcomes, now):
-    sent_ids = [delivery.id for (delivery, _, _), outcome in zip(messages, outcomes) if outcome.ok]
+def _record(session, retry, channel, rows, outcomes, now):
+    sent_ids = [row.id for row, outcome in zip(rows, outcomes) if outcome.ok]
     if sent_ids:
         # One statement for the common case: every accepted message in the batch.
         session.execute(update(Delivery).where(Delivery.id.in_(sent_ids))
                         .values(status="sent", attempts=Delivery.attempts + 1, sent_at=now, detail=None)
                         .execution_options(synchronize_session=False))
-    for (delivery, recipient, _), outcome in zip(messages, outcomes):
+    for row, outcome in zip(rows, outcomes):
         if outcome.ok:
             continue
-        attempts = delivery.attempts + 1
+        attempts = row.attempts + 1
         if outcome.retryable and attempts < retry.max_attempts:
-            session.execute(update(Delivery).where(Delivery.id == delivery.id).values(
+            session.execute(update(Delivery).where(Delivery.id == row.id).values(
                 attempts=attempts, next_attempt_at=retry.next_attempt(attempts, now), detail=outcome.detail))
         else:
-            session.execute(update(Delivery).where(Delivery.id == delivery.id).values(
+            session.execute(update(Delivery).where(Delivery.id == row.id).values(
                 attempts=attempts, status="failed", failed_at=now, detail=outcome.detail))
-            fall_back(session, delivery, recipient, now)
+            fall_back(session, row.id, channel, row.notice_id, row.unit_path, row.recipient_id,
+                      row.vulnerable_tags, now)
 
 
-def fall_back(session, delivery, recipient, now):
+def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id, vulnerable_tags, now):
     """A failed SMS to a resident living alone becomes a voice call (once)."""
-    if delivery.channel != "sms" or recipient is None or "elderly_alone" not in (recipient.vulnerable_tags or []):
+    if channel != "sms" or recipient_id is None or "elderly_alone" not in (vulnerable_tags or []):
         return False
-    exists = session.scalar(select(Delivery.id).where(Delivery.fallback_of == delivery.id))
-    if exists:
+    if session.scalar(select(Delivery.id).where(Delivery.fallback_of == delivery_id)):
         return False
     session.execute(insert(Delivery).values(
-        notice_id=delivery.notice_id, recipient_id=recipient.id, unit_path=delivery.unit_path,
-        channel="voice_call", status="queued", attempts=0, next_attempt_at=now, fallback_of=delivery.id,
-        created_at=now))
+        notice_id=notice_id, recipient_id=recipient_id, unit_path=unit_path, channel="voice_call",
+        status="queued", attempts=0, next_attempt_at=now, fallback_of=delivery_id, created_at=now))
     return True
 
 
@@ -137,6 +149,7 @@ def record_delivery_status(uow, delivery_id, status, detail):
     else:
         delivery.failed_at = now
         recipient = session.get(Recipient, delivery.recipient_id) if delivery.recipient_id else None
-        fall_back(session, delivery, recipient, now)
+        fall_back(session, delivery.id, delivery.channel, delivery.notice_id, delivery.unit_path,
+                  delivery.recipient_id, recipient.vulnerable_tags if recipient else None, now)
     session.flush()
     return delivery

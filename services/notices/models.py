@@ -3,7 +3,7 @@ targeted, where (unit path), with which vulnerable tags, and each delivery's fat
 import datetime as dt
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Time, UniqueConstraint,
+    JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Time, UniqueConstraint, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,7 +84,9 @@ class Recipient(Base):
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
-        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # What the dispatcher asks for: one channel's queued deliveries that are due, oldest first.
+        Index("ix_deliveries_queued_due", "channel", "next_attempt_at", "id",
+              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
         Index("ix_deliveries_notice", "notice_id", "recipient_id"),
     )
 

@@ -34,7 +34,6 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
                 "recipient_count": notice.recipient_count, "requires_ack": notice.requires_ack,
             })
             published += 1
-        # Each notice's progress is committed on its own: the dispatcher starts on it at once.
         uow.commit()
     return published
 
