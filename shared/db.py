@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import eventlet.semaphore
 from nameko.extensions import DependencyProvider
-from sqlalchemy import BigInteger, Integer, create_engine, event, select, text
+from sqlalchemy import JSON, BigInteger, Integer, create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.errors import NotFound
@@ -266,6 +266,35 @@ class Database(DependencyProvider):
         uow = getattr(worker_ctx.service, self.attr_name, None)
         if isinstance(uow, UnitOfWork):
             uow.close()
+
+
+def bulk_insert(session, table, rows, returning=()):
+    """Insert many rows in the session's transaction; returns the ``returning`` columns' tuples.
+
+    On PostgreSQL this is psycopg2's execute_values (one multi-row INSERT per 1,000 rows),
+    several times cheaper in Python than SQLAlchemy's ORM bulk insert on hot paths.
+    """
+    if not rows:
+        return []
+    if session.bind.dialect.name != "postgresql":
+        statement = table.insert()
+        if returning:
+            return [tuple(r) for r in session.execute(statement.returning(*[table.c[c] for c in returning]), rows)]
+        session.execute(statement, rows)
+        return []
+    from psycopg2.extras import Json, execute_values
+
+    columns = list(rows[0])
+    as_json = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    values = [tuple(Json(row[c]) if c in as_json else row[c] for c in columns) for row in rows]
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES %s"
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    cursor = session.connection().connection.cursor()
+    try:
+        return execute_values(cursor, sql, values, page_size=1000, fetch=bool(returning)) or []
+    finally:
+        cursor.close()
 
 
 def locking(query, session, *, skip_locked=False):

@@ -12,7 +12,7 @@ from sqlalchemy import insert, or_, select
 
 from services.notices.models import ChatGroup, Delivery, Notice, NoticeTarget, Preference, Recipient
 from services.notices.vocabulary import PERSONAL_CHANNELS, URGENT_SEVERITIES, VULNERABLE_TAGS
-from shared.db import locking, utcnow
+from shared.db import bulk_insert, locking, utcnow
 from shared.paths import as_path, in_subtree, path_ids
 
 PAGE_SIZE = 1000
@@ -116,8 +116,7 @@ def add_recipients(uow, vault, notice, plan, residents, now=None):
             "unit_path": as_path(resident["unit_path"]), "vulnerable_tags": tags, "vulnerable": bool(tags),
             "address_enc": vault.encrypt(phone, PHONE_CONTEXT) if phone and "*" not in phone else None,
         })
-    inserted = session.execute(insert(Recipient).returning(Recipient.id, Recipient.resident_id, Recipient.unit_path),
-                               rows).all()
+    inserted = bulk_insert(session, Recipient.__table__, rows, returning=("id", "resident_id", "unit_path"))
     deliveries = []
     for recipient_id, resident_id, unit_path in inserted:
         channels, due = plan.for_resident(preferences.get(resident_id), now)
@@ -125,8 +124,7 @@ def add_recipients(uow, vault, notice, plan, residents, now=None):
             deliveries.append({"notice_id": notice.id, "recipient_id": recipient_id, "unit_path": unit_path,
                                "channel": channel, "status": "queued", "attempts": 0, "next_attempt_at": due,
                                "created_at": now})
-    if deliveries:
-        session.execute(insert(Delivery), deliveries)
+    bulk_insert(session, Delivery.__table__, deliveries)
     notice.recipient_count = (notice.recipient_count or 0) + len(inserted)
     return len(inserted)
 
