@@ -297,6 +297,14 @@ def bulk_insert(session, table, rows, returning=()):
         cursor.close()
 
 
+def serialize_on(session, namespace, key):
+    """Hold a transaction-scoped lock on (namespace, key): concurrent transactions on the same key
+    run one after another (PostgreSQL advisory lock; SQLite units of work are serial already)."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:namespace), :key)"),
+                        {"namespace": namespace, "key": int(key) & 0x7FFFFFFF})
+
+
 def locking(query, session, *, skip_locked=False):
     """Add FOR UPDATE on PostgreSQL (SQLite units of work are serialised already)."""
     if session.bind.dialect.name == "postgresql":

@@ -3,12 +3,14 @@ idempotent by key, atomic reschedules; confidential summaries with an audit trai
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import eventlet
+
 from sqlalchemy import func, select
 
 from services.legal import slots
 from services.legal.directory import is_lawyer
 from services.legal.models import Consultation, Lawyer, LawyerStation, Schedule, Station, SummaryRead, TimeOff
-from shared.db import fetch, locking, utcnow
+from shared.db import fetch, locking, serialize_on, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import as_path, path_ids
 
@@ -57,7 +59,12 @@ def _busy(session, lawyer_ids, start, end, exclude_consultation=None):
     return {lawyer_id: slots.Busy(intervals) for lawyer_id, intervals in busy.items()}
 
 
-def find_slots(session, grid, policy, specialty, date_from, date_to, station_id, unit_id):
+def find_slots(session, grid, policy, specialty, date_from, date_to, station_id, unit_id, limit=1000):
+    """The earliest ``limit`` free slots in the range, in start order.
+
+    Built a day at a time and stopped once a day fills the limit, and the event loop is
+    yielded to between plans, so a wide search neither runs long nor stalls other calls.
+    """
     if station_id is not None:
         station_ids = [fetch(session, Station, station_id, "station").id]
     elif unit_id is not None:
@@ -75,13 +82,17 @@ def find_slots(session, grid, policy, specialty, date_from, date_to, station_id,
     range_end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(0), tzinfo=policy.zone)
     busy = _busy(session, {plan.lawyer_id for plan, _ in plans}, range_start, range_end)
     found = []
-    for plan, lawyer in plans:
-        for start, end in slots.open_slots(plan, busy[plan.lawyer_id], date_from, date_to, policy.zone,
-                                           earliest, latest):
-            found.append({"lawyer_id": str(lawyer.id), "lawyer_name": lawyer.name, "station_id": str(plan.station_id),
-                          "starts_at": start.isoformat(), "ends_at": end.isoformat()})
-    found.sort(key=lambda slot: (slot["starts_at"], int(slot["lawyer_id"])))
-    return found
+    day = date_from
+    while day <= date_to and len(found) < limit:
+        for plan, lawyer in plans:
+            for start, end in slots.open_slots(plan, busy[plan.lawyer_id], day, day, policy.zone, earliest, latest):
+                found.append((start, lawyer.id, lawyer.name, plan.station_id, end))
+            eventlet.sleep(0)  # a cooperative pause: other calls on this process keep flowing
+        day += dt.timedelta(days=1)
+    found.sort(key=lambda slot: (slot[0], slot[1]))
+    return [{"lawyer_id": str(lawyer_id), "lawyer_name": name, "station_id": str(station),
+             "starts_at": start.isoformat(), "ends_at": end.isoformat()}
+            for start, lawyer_id, name, station, end in found[:limit]]
 
 
 def _resident_path(grid, resident_id):
@@ -133,6 +144,8 @@ def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_i
             return existing
     _authorize_for_resident(caller, grid, resident_id)
     station, (start, end) = _check_slot(session, policy, lawyer_id, station_id, starts_at)
+    # One booking at a time per resident, so two concurrent ones cannot both pass the cap.
+    serialize_on(session, "legal.book.resident", resident_id)
     now = utcnow()
     upcoming = session.scalar(select(func.count()).select_from(Consultation).where(
         Consultation.resident_id == resident_id, Consultation.status == "booked", Consultation.starts_at > now))

@@ -78,6 +78,15 @@ def set_schedule(uow, caller, lawyer_id, station_id, weekly, slot_minutes, buffe
     lawyer = _manage_lawyer(session, caller, lawyer_id)
     if station_id not in station_ids_of(session, lawyer.id):
         raise ValidationError({"station_id": [f"Lawyer {lawyer.id} does not serve station {station_id}."]})
+    # A lawyer is in one place at a time: plans at other stations must not overlap this one.
+    for other in session.scalars(select(Schedule).where(Schedule.lawyer_id == lawyer.id,
+                                                        Schedule.station_id != station_id)):
+        for mine in weekly:
+            for theirs in other.weekly:
+                if (mine["weekday"] == theirs["weekday"] and mine["start"] < theirs["end"]
+                        and theirs["start"] < mine["end"]):
+                    raise Conflict(f"overlaps the lawyer's plan at station {other.station_id} "
+                                   f"(weekday {mine['weekday']} {theirs['start']}-{theirs['end']})")
     schedule = session.get(Schedule, (lawyer.id, station_id)) or Schedule(lawyer_id=lawyer.id, station_id=station_id)
     schedule.weekly, schedule.slot_minutes, schedule.buffer_minutes = list(weekly), slot_minutes, buffer_minutes
     schedule.updated_at = utcnow()

@@ -78,6 +78,7 @@ class FindSlots(StrictSchema):
     date_to = fields.Date(required=True)
     station_id = Id(load_default=None, allow_none=True)
     unit_id = Id(load_default=None, allow_none=True)
+    limit = fields.Integer(load_default=1000, strict=True, validate=validate.Range(min=1, max=5000))
 
     @validates_schema
     def bounded(self, data, **kwargs):

@@ -240,3 +240,38 @@ def test_reminders_go_out_through_notices_and_not_for_cancelled_bookings(
     assert [b["to"] for b in receiver.accepted("/sms")] == ["13800000011"]
     assert "Station" in receiver.accepted("/sms")[0]["text"]
     reminding.kill()
+
+
+def test_the_upcoming_cap_holds_under_concurrent_bookings(practice, call_as, tomorrow):
+    desk = call_as(token("service", sub="service:frontdesk")).legal
+    clocks = ["09:00", "09:30", "10:00", "10:30", "11:00", "11:30", "14:00", "14:30", "15:00", "15:30"]
+    replies = [desk.book.call_async(lawyer_id=practice["l1"], station_id=practice["station"],
+                                    starts_at=local(tomorrow, clock), resident_id=practice["r4"], topic="x")
+               for clock in clocks]
+    outcomes = []
+    for reply in replies:
+        try:
+            outcomes.append(reply.result()["status"])
+        except Conflict:
+            outcomes.append("conflict")
+    assert outcomes.count("booked") == 3 and outcomes.count("conflict") == 7
+
+
+def test_plans_at_two_stations_may_not_overlap_and_results_are_capped(practice, call_as, tomorrow):
+    officer = call_as(token("officer", sub="officer-street", unit=practice["street"])).legal
+    second = officer.create_station(unit_id=practice["street"], name="Street station", address="2 Main St")["id"]
+    lawyer = officer.register_lawyer(name="Both", firm="F", license_no="LIC-000003", specialties=["consumer"],
+                                     station_ids=[practice["station"], second])["id"]
+    officer.set_schedule(lawyer_id=lawyer, station_id=practice["station"],
+                         weekly=[{"weekday": d, "start": "09:00", "end": "12:00"} for d in range(7)])
+    with pytest.raises(Conflict):
+        officer.set_schedule(lawyer_id=lawyer, station_id=second,
+                             weekly=[{"weekday": 2, "start": "11:00", "end": "13:00"}])
+    officer.set_schedule(lawyer_id=lawyer, station_id=second,
+                         weekly=[{"weekday": d, "start": "13:00", "end": "15:00"} for d in range(7)])
+    week = dict(specialty="consumer", date_from=tomorrow.isoformat(),
+                date_to=(tomorrow + dt.timedelta(days=6)).isoformat())
+    everything = officer.find_slots(**week)
+    assert len(everything) == 7 * (6 + 4)
+    first_five = officer.find_slots(**week, limit=5)
+    assert first_five == everything[:5]
