@@ -9,7 +9,7 @@ AMQP_URI ?= amqp://guest:guest@localhost:5672/
 RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
 export AMQP_URI
 
-.PHONY: install run test test-unit migrate bench clean
+.PHONY: install run test test-unit migrate bench bench-notices bench-legal clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ BENCH_DB ?= postgresql://postgres@127.0.0.1:5432/grassroots_bench
 bench: install
 	$(PY) -m bench.seed_grid --database-url $(BENCH_DB)
 	$(PY) -m bench.grid_rpc --database-url $(BENCH_DB) --amqp-uri $(AMQP_URI)
+
+bench-notices: install
+	$(PY) -m bench.notices_fanout --grid-database-url $(BENCH_DB) --amqp-uri $(AMQP_URI)
+
+bench-legal: install
+	$(PY) -m bench.legal_booking --amqp-uri $(AMQP_URI)
 
 clean:
 	rm -rf var
