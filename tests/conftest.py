@@ -8,33 +8,59 @@ os.environ.setdefault("GRASSROOTS_JWT_SECRET", "test-secret-for-grassroots-tests
 os.environ.setdefault("GRASSROOTS_PII_KEY", "test-pii-key-0123456789abcdef")
 
 
-@pytest.fixture(scope="session")
-def grid_template():
-    """A database migrated once with the grid schema; each test clones it."""
-    from shared.migrate import upgrade
-    from tests.support import database_url, scratch_database
+def _migrated_template(service):
+    """A session fixture ``<service>_template``: a database migrated once, cloned by each test."""
 
-    with scratch_database("grassroots_tpl_grid") as name:
-        upgrade("grid", database_url(name))
-        yield name
+    def template():
+        from shared.migrate import upgrade
+        from tests.support import database_url, scratch_database
 
+        with scratch_database(f"grassroots_tpl_{service}") as name:
+            upgrade(service, database_url(name))
+            yield name
 
-@pytest.fixture(scope="session")
-def notices_template():
-    from shared.migrate import upgrade
-    from tests.support import database_url, scratch_database
-
-    with scratch_database("grassroots_tpl_notices") as name:
-        upgrade("notices", database_url(name))
-        yield name
+    return pytest.fixture(scope="session", name=f"{service}_template")(template)
 
 
-@pytest.fixture
-def notices_db(notices_template):
-    from tests.support import database_url, scratch_database
+def _fresh_database(service):
+    """A fixture ``<service>_db``: the URL of a database cloned for this test, dropped after it."""
 
-    with scratch_database("grassroots_test_notices", template=notices_template) as name:
-        yield database_url(name)
+    def database(request):
+        from tests.support import database_url, scratch_database
+
+        template = request.getfixturevalue(f"{service}_template")
+        with scratch_database(f"grassroots_test_{service}", template=template) as name:
+            yield database_url(name)
+
+    return pytest.fixture(name=f"{service}_db")(database)
+
+
+def _running(service, class_name, needs=()):
+    """A fixture ``<service>``: the service's container on this test's vhost and database.
+
+    Killed in its own teardown, before the database it uses is dropped.
+    """
+
+    def running(request, container_factory):
+        import importlib
+
+        config = request.getfixturevalue(f"{service}_config")
+        for other in needs:
+            request.getfixturevalue(other)
+        service_cls = getattr(importlib.import_module(f"services.{service}.service"), class_name)
+        container = container_factory(service_cls, config)
+        container.start()
+        yield container
+        container.kill()
+
+    return pytest.fixture(name=service)(running)
+
+
+grid_template, notices_template, legal_template = (_migrated_template(s) for s in ("grid", "notices", "legal"))
+grid_db, notices_db, legal_db = (_fresh_database(s) for s in ("grid", "notices", "legal"))
+grid = _running("grid", "GridService")
+notices = _running("notices", "NoticesService", needs=("grid",))
+legal = _running("legal", "LegalService", needs=("grid",))
 
 
 @pytest.fixture
@@ -70,34 +96,6 @@ def notices_config(grid_config, notices_db, receiver):
 
 
 @pytest.fixture
-def notices(container_factory, notices_config, grid):
-    from services.notices.service import NoticesService
-
-    container = container_factory(NoticesService, notices_config)
-    container.start()
-    yield container
-    container.kill()
-
-
-@pytest.fixture(scope="session")
-def legal_template():
-    from shared.migrate import upgrade
-    from tests.support import database_url, scratch_database
-
-    with scratch_database("grassroots_tpl_legal") as name:
-        upgrade("legal", database_url(name))
-        yield name
-
-
-@pytest.fixture
-def legal_db(legal_template):
-    from tests.support import database_url, scratch_database
-
-    with scratch_database("grassroots_test_legal", template=legal_template) as name:
-        yield database_url(name)
-
-
-@pytest.fixture
 def legal_config(grid_config, legal_db):
     from tests.support import free_port
 
@@ -105,24 +103,6 @@ def legal_config(grid_config, legal_db):
             "MIN_NOTICE_MINUTES": 60, "BOOKING_HORIZON_DAYS": 14, "MAX_UPCOMING_BOOKINGS": 3,
             "REMINDER_LEAD_MINUTES": 24 * 60, "REMINDER_INTERVAL": 0.2, "TIMEZONE": "Asia/Shanghai",
             "max_workers": 20, "DB_POOL_SIZE": 20}
-
-
-@pytest.fixture
-def legal(container_factory, legal_config, grid):
-    from services.legal.service import LegalService
-
-    container = container_factory(LegalService, legal_config)
-    container.start()
-    yield container
-    container.kill()
-
-
-@pytest.fixture
-def grid_db(grid_template):
-    from tests.support import database_url, scratch_database
-
-    with scratch_database("grassroots_test_grid", template=grid_template) as name:
-        yield database_url(name)
 
 
 @pytest.fixture
@@ -138,16 +118,6 @@ def grid_config(rabbit_config, grid_db):
         "HOUSEKEEPING_INTERVAL": 0.2,
         "max_workers": 10,
     }
-
-
-@pytest.fixture
-def grid(container_factory, grid_config):
-    from services.grid.service import GridService
-
-    container = container_factory(GridService, grid_config)
-    container.start()
-    yield container
-    container.kill()  # before its database is dropped
 
 
 @pytest.fixture
