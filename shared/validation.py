@@ -4,6 +4,7 @@ All schemas reject unknown fields and every string has an upper bound, so a
 1 MB value is refused with a field error before it reaches the database.
 """
 import datetime as dt
+import re
 
 from marshmallow import RAISE, Schema, fields, validate
 from marshmallow import ValidationError as MarshmallowError
@@ -65,6 +66,25 @@ def ListOf(field, *, max_items=100, min_items=0, unique=True, **kwargs):
 def _unique(values):
     if len(set(values)) != len(values):
         raise MarshmallowError("Values must be unique.")
+
+
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+
+
+def phone_problem(value):
+    """None for an 11-digit mainland mobile number, else why not."""
+    if not isinstance(value, str) or not _MOBILE.match(value):
+        return "Must be an 11-digit mainland mobile number."
+    return None
+
+
+class Phone(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs).strip()
+        problem = phone_problem(value)
+        if problem:
+            raise MarshmallowError(problem)
+        return value
 
 
 class UtcDateTime(fields.AwareDateTime):

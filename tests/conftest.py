@@ -56,11 +56,23 @@ def _running(service, class_name, needs=()):
     return pytest.fixture(name=service)(running)
 
 
-grid_template, notices_template, legal_template = (_migrated_template(s) for s in ("grid", "notices", "legal"))
-grid_db, notices_db, legal_db = (_fresh_database(s) for s in ("grid", "notices", "legal"))
+SERVICES = ("grid", "notices", "legal", "volunteer")
+grid_template, notices_template, legal_template, volunteer_template = (_migrated_template(s) for s in SERVICES)
+grid_db, notices_db, legal_db, volunteer_db = (_fresh_database(s) for s in SERVICES)
 grid = _running("grid", "GridService")
 notices = _running("notices", "NoticesService", needs=("grid",))
 legal = _running("legal", "LegalService", needs=("grid",))
+volunteer = _running("volunteer", "VolunteerService", needs=("grid",))
+
+
+@pytest.fixture
+def volunteer_config(grid_config, volunteer_db):
+    from tests.support import free_port
+
+    return {**grid_config, "DATABASE_URL": volunteer_db, "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
+            "OFFER_TIMEOUT_SECONDS": 600, "OFFER_FANOUT": 1, "OFFER_SWEEP_INTERVAL": 0.2,
+            "SHIFT_CHECK_INTERVAL": 0.2, "UNDERSTAFFED_LEAD_MINUTES": 120, "RPC_TIMEOUT": 5,
+            "TIMEZONE": "Asia/Shanghai"}
 
 
 @pytest.fixture

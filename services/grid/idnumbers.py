@@ -1,11 +1,10 @@
-"""PRC resident identity numbers (GB 11643-1999) and phone numbers."""
+"""PRC resident identity numbers (GB 11643-1999)."""
 import datetime as dt
 import re
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
 _ID_SHAPE = re.compile(r"^[1-9]\d{16}[\dX]$")
-_MOBILE = re.compile(r"^1[3-9]\d{9}$")
 
 
 def check_digit(first17):
@@ -32,12 +31,6 @@ def birth_date_of(value):
 
 def normalise_id_number(value):
     return value.strip().upper() if isinstance(value, str) else value
-
-
-def phone_problem(value):
-    if not isinstance(value, str) or not _MOBILE.match(value):
-        return "Must be an 11-digit mainland mobile number."
-    return None
 
 
 def make_id_number(region6, birth, sequence3):

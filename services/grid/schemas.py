@@ -3,8 +3,8 @@ from marshmallow import ValidationError as FieldError
 from marshmallow import fields, validate, validates_schema
 
 from services.grid import vocabulary as v
-from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number, phone_problem
-from shared.validation import Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime
+from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number
+from shared.validation import Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -59,15 +59,6 @@ class IdNumber(fields.String):
     def _deserialize(self, value, attr, data, **kwargs):
         value = normalise_id_number(super()._deserialize(value, attr, data, **kwargs))
         problem = id_number_problem(value)
-        if problem:
-            raise FieldError(problem)
-        return value
-
-
-class Phone(fields.String):
-    def _deserialize(self, value, attr, data, **kwargs):
-        value = super()._deserialize(value, attr, data, **kwargs).strip()
-        problem = phone_problem(value)
         if problem:
             raise FieldError(problem)
         return value

@@ -9,14 +9,14 @@ from hypothesis import given, strategies as st
 from nameko.exceptions import RemoteError, deserialize, serialize
 
 from shared import paths as tree
-from services.grid.idnumbers import check_digit, id_number_problem, make_id_number, phone_problem
+from services.grid.idnumbers import check_digit, id_number_problem, make_id_number
 from shared.auth import Caller, decode_token, mint_token
 from shared.errors import Forbidden, NotFound, Unauthenticated, ValidationError
 from shared.logs import JsonFormatter, bind_call, unbind_call
 from shared.outbox import envelope
 from shared.pii import PiiVault, mask_id_number, mask_phone
 from shared.telemetry import outcome_of
-from shared.validation import Id, StrictSchema, Str, load
+from shared.validation import Id, StrictSchema, Str, load, phone_problem
 
 SECRET = "unit-test-secret-with-enough-bytes!"
 

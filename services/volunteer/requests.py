@@ -1,0 +1,241 @@
+"""Help requests, matched to nearby volunteers one offer (or a few) at a time."""
+import datetime as dt
+import logging
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+
+from services.volunteer import matching
+from services.volunteer.models import HelpRequest, Offer, Volunteer
+from services.volunteer.people import is_self
+from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES
+from shared.db import fetch, locking, utcnow
+from shared.errors import Conflict, Forbidden, ValidationError
+from shared.paths import as_path, in_subtree, path_ids
+
+log = logging.getLogger(__name__)
+QUARANTINE_CHECK_BATCH = 20
+
+
+class Policy:
+    def __init__(self, config):
+        self.offer_timeout = dt.timedelta(seconds=float(config.get("OFFER_TIMEOUT_SECONDS", 600)))
+        self.fanout = int(config.get("OFFER_FANOUT", 1))
+        self.recent_days = int(config.get("FAIRNESS_DAYS", 30))
+        self.zone = ZoneInfo(config.get("TIMEZONE") or "Asia/Shanghai")
+
+
+def _event(request, **extra):
+    return {"request_id": str(request.id), "unit_id": str(request.unit_id),
+            "unit_path": [str(i) for i in path_ids(request.unit_path)], "kind": request.kind,
+            "urgency": request.urgency, "status": request.status,
+            "household_id": str(request.household_id) if request.household_id else None,
+            "volunteer_id": str(request.volunteer_id) if request.volunteer_id else None, **extra}
+
+
+def create_request(uow, caller, grid, notices, policy, unit_id, kind, details, urgency, needed_by,
+                   household_id, resident_id):
+    session = uow.session
+    unit = grid.get_unit(unit_id=str(unit_id))
+    path = as_path(unit["path"])
+    if caller.roles == {"resident"}:
+        if resident_id is None or caller.sub != str(resident_id):
+            raise Forbidden("residents ask for help for themselves")
+    else:
+        caller.require_reach(path_ids(path), "unit")
+    if resident_id is not None:
+        found = grid.get_residents(resident_ids=[str(resident_id)])
+        if not found["items"]:
+            raise ValidationError({"resident_id": [f"Unknown resident {resident_id}."]})
+        household_id = household_id or int(found["items"][0]["household_id"])
+    request = HelpRequest(unit_id=unit_id, unit_path=path, kind=kind, details=details, urgency=urgency,
+                          needed_by=needed_by, household_id=household_id, resident_id=resident_id, status="open",
+                          created_by=caller.sub, created_at=utcnow())
+    session.add(request)
+    session.flush()
+    uow.emit("request_created", f"request/{request.id}", _event(request))
+    offer_next(uow, grid, notices, policy, request)
+    return request
+
+
+def _candidates(session, scope, now, policy):
+    rows = session.execute(
+        select(Volunteer.id, Volunteer.home_path, Volunteer.skills, Volunteer.availability,
+               Volunteer.max_active_tasks, Volunteer.household_id, Volunteer.resident_id)
+        .where(Volunteer.active.is_(True), in_subtree(Volunteer.home_path, scope))).all()
+    if not rows:
+        return [], {}
+    ids = [row.id for row in rows]
+    active = dict(session.execute(
+        select(HelpRequest.volunteer_id, func.count()).where(
+            HelpRequest.volunteer_id.in_(ids), HelpRequest.status.in_(ACTIVE_TASK_STATUSES))
+        .group_by(HelpRequest.volunteer_id)).all())
+    recent = dict(session.execute(
+        select(HelpRequest.volunteer_id, func.count()).where(
+            HelpRequest.volunteer_id.in_(ids), HelpRequest.matched_at >= now - dt.timedelta(days=policy.recent_days))
+        .group_by(HelpRequest.volunteer_id)).all())
+    candidates = [matching.Candidate(row.id, row.home_path, row.skills, row.availability, row.max_active_tasks,
+                                     row.household_id, active.get(row.id, 0), recent.get(row.id, 0)) for row in rows]
+    return candidates, {row.id: row.resident_id for row in rows}
+
+
+def _drop_quarantined(grid, ranked, residents, wanted):
+    """The first ``wanted`` of ``ranked`` not tagged quarantined in the grid (asked in small batches)."""
+    chosen = []
+    for start in range(0, len(ranked), QUARANTINE_CHECK_BATCH):
+        batch = ranked[start:start + QUARANTINE_CHECK_BATCH]
+        linked = [str(residents[c.volunteer_id]) for c in batch if residents.get(c.volunteer_id)]
+        quarantined = set()
+        if linked:
+            for item in grid.get_residents(resident_ids=linked)["items"]:
+                if "quarantined" in item["tags"]:
+                    quarantined.add(int(item["id"]))
+        chosen += [c for c in batch if residents.get(c.volunteer_id) not in quarantined]
+        if len(chosen) >= wanted:
+            return chosen[:wanted]
+    return chosen
+
+
+def best_volunteers(session, grid, policy, request, now, wanted):
+    """The best ``wanted`` eligible volunteers, searching the community first, then wider."""
+    offered = set(session.scalars(select(Offer.volunteer_id).where(Offer.request_id == request.id)))
+    chosen, residents = [], {}
+    for scope in matching.search_scopes(request.unit_path):
+        candidates, found = _candidates(session, scope, now, policy)
+        residents.update(found)
+        taken = offered | {c.volunteer_id for c in chosen}
+        ranked = matching.rank(candidates, request.unit_path, request.kind, request.needed_by, policy.zone,
+                               request.household_id, taken)
+        chosen += _drop_quarantined(grid, ranked, residents, wanted - len(chosen))
+        if len(chosen) >= wanted:
+            break
+    return chosen, residents
+
+
+def offer_next(uow, grid, notices, policy, request):
+    """Offer the request to the next best volunteer(s); unmatched when nobody is left."""
+    session = uow.session
+    now = utcnow()
+    chosen, residents = best_volunteers(session, grid, policy, request, now, policy.fanout)
+    if not chosen:
+        request.status = "unmatched"
+        uow.emit("request_unmatched", f"request/{request.id}", _event(request))
+        return []
+    offers = []
+    for candidate in chosen:
+        offer = Offer(request_id=request.id, volunteer_id=candidate.volunteer_id, status="pending",
+                      offered_at=now, expires_at=now + policy.offer_timeout)
+        session.add(offer)
+        offers.append(offer)
+    request.status = "offered"
+    session.flush()
+    recipients = [str(residents[c.volunteer_id]) for c in chosen if residents.get(c.volunteer_id)]
+    if recipients:
+        try:
+            respond_by = (now + policy.offer_timeout).astimezone(policy.zone).strftime("%H:%M")
+            notices.send_direct(resident_ids=recipients, template="volunteer_offer",
+                                params={"kind": request.kind, "respond_by": respond_by}, channels=["app_push", "sms"])
+        except Exception:
+            # The offer stands (my_tasks shows it); only the push failed.
+            log.warning("volunteer offer notification failed", exc_info=True)
+    return offers
+
+
+def respond_offer(uow, caller, grid, notices, policy, offer_id, accept):
+    session = uow.session
+    offer = fetch(session, Offer, offer_id, "offer")
+    if not (is_self(caller, offer.volunteer_id) or caller.has_role("admin")):
+        raise Forbidden("only the volunteer offered answers the offer")
+    request = fetch(session, HelpRequest, offer.request_id, "request", lock=True)  # one answer at a time
+    session.refresh(offer)
+    now = utcnow()
+    if offer.status != "pending" or offer.expires_at <= now:
+        raise Conflict(f"offer {offer.id} is no longer open")
+    offer.responded_at = now
+    if not accept:
+        offer.status = "declined"
+        if not _pending_offers(session, request.id):
+            offer_next(uow, grid, notices, policy, request)
+        return offer, request
+    if request.status != "offered":
+        raise Conflict(f"request {request.id} is already {request.status}")
+    offer.status = "accepted"
+    request.status, request.volunteer_id, request.matched_at = "matched", offer.volunteer_id, now
+    session.execute(update(Offer).where(Offer.request_id == request.id, Offer.status == "pending")
+                    .values(status="withdrawn", responded_at=now))
+    uow.emit("request_matched", f"request/{request.id}", _event(request))
+    return offer, request
+
+
+def _pending_offers(session, request_id):
+    return session.scalar(select(func.count()).select_from(Offer).where(
+        Offer.request_id == request_id, Offer.status == "pending"))
+
+
+def expire_offers(uow, grid, notices, policy, now):
+    """Offers past their timeout expire; their requests move on to the next candidate."""
+    session = uow.session
+    query = select(HelpRequest).where(HelpRequest.status == "offered", HelpRequest.id.in_(
+        select(Offer.request_id).where(Offer.status == "pending", Offer.expires_at <= now))).limit(50)
+    moved = 0
+    for request in session.scalars(locking(query, session, skip_locked=True)).all():
+        session.execute(update(Offer).where(Offer.request_id == request.id, Offer.status == "pending",
+                                            Offer.expires_at <= now).values(status="expired"))
+        if not _pending_offers(session, request.id):
+            offer_next(uow, grid, notices, policy, request)
+        moved += 1
+    return moved
+
+
+def reachable_request(session, caller, request_id, *, lock=False):
+    request = fetch(session, HelpRequest, request_id, "request", lock=lock)
+    if caller.has_role("volunteer") and request.volunteer_id is not None and is_self(caller, request.volunteer_id):
+        return request
+    if caller.has_role("volunteer") and session.scalar(select(Offer.id).where(
+            Offer.request_id == request.id, Offer.volunteer_id == int(caller.sub) if caller.sub.isdigit() else -1)):
+        return request
+    if caller.has_role("resident") and request.resident_id is not None and caller.sub == str(request.resident_id):
+        return request
+    caller.require_reach(path_ids(request.unit_path), "request")
+    return request
+
+
+def complete_request(uow, caller, request_id, note):
+    request = reachable_request(uow.session, caller, request_id, lock=True)
+    if caller.has_role("volunteer") and not is_self(caller, request.volunteer_id or -1) \
+            and not caller.has_role("admin", "officer", "grid_worker"):
+        raise Forbidden("only the assigned volunteer completes the request")
+    if request.status != "matched":
+        raise Conflict(f"request {request.id} is {request.status}")
+    request.status, request.note, request.completed_at = "completed", note, utcnow()
+    uow.emit("request_completed", f"request/{request.id}", _event(request))
+    return request
+
+
+def confirm_request(uow, caller, request_id, rating):
+    request = reachable_request(uow.session, caller, request_id, lock=True)
+    if caller.has_role("volunteer") and not caller.has_role("admin", "officer", "grid_worker", "resident"):
+        raise Forbidden("the requester confirms, not the volunteer")
+    if request.status != "completed":
+        raise Conflict(f"request {request.id} is {request.status}")
+    request.status, request.rating = "confirmed", rating
+    return request
+
+
+def list_requests(session, caller, grid, under, status, page, page_size):
+    path = as_path(grid.get_unit(unit_id=str(under))["path"])
+    caller.require_reach(path_ids(path))
+    query = select(HelpRequest).where(in_subtree(HelpRequest.unit_path, path))
+    if status is not None:
+        query = query.where(HelpRequest.status == status)
+    rows = session.scalars(query.order_by(HelpRequest.id.desc()).offset((page - 1) * page_size)
+                           .limit(page_size + 1)).all()
+    return rows[:page_size], len(rows) > page_size
+
+
+def my_tasks(session, volunteer_id):
+    tasks = session.scalars(select(HelpRequest).where(HelpRequest.volunteer_id == volunteer_id,
+                                                      HelpRequest.status == "matched").order_by(HelpRequest.needed_by)).all()
+    offers = session.scalars(select(Offer).where(Offer.volunteer_id == volunteer_id, Offer.status == "pending")
+                             .order_by(Offer.expires_at)).all()
+    return tasks, offers

@@ -1,0 +1,205 @@
+"""Input and output schemas of the volunteer RPC contract."""
+import re
+
+from marshmallow import ValidationError as FieldError
+from marshmallow import fields, validate, validates_schema
+
+from services.volunteer import vocabulary as v
+from shared.validation import Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime
+
+CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Window(StrictSchema):
+    weekday = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=6))
+    start = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+    end = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+
+    @validates_schema
+    def ordered(self, data, **kwargs):
+        if data["end"] <= data["start"]:
+            raise FieldError("Must be after start.", "end")
+
+
+def availability_field(**kwargs):
+    return fields.List(fields.Nested(Window), validate=validate.Length(max=42), **kwargs)
+
+
+class RegisterVolunteer(StrictSchema):
+    name = Str(required=True, max_length=100)
+    phone = Phone(required=True)
+    home_unit_id = Id(required=True)
+    skills = ListOf(OneOf(v.SKILLS), required=True, min_items=1, max_items=len(v.SKILLS))
+    availability = availability_field(required=True)
+    max_active_tasks = fields.Integer(load_default=3, strict=True, validate=validate.Range(min=1, max=20))
+    resident_id = Id(load_default=None, allow_none=True)
+    party_member = fields.Boolean(load_default=False)
+
+
+class UpdateVolunteer(StrictSchema):
+    volunteer_id = Id(required=True)
+    name = Str(max_length=100)
+    phone = Phone()
+    home_unit_id = Id()
+    skills = ListOf(OneOf(v.SKILLS), min_items=1, max_items=len(v.SKILLS))
+    availability = availability_field()
+    max_active_tasks = fields.Integer(strict=True, validate=validate.Range(min=1, max=20))
+    party_member = fields.Boolean()
+
+
+class VolunteerRef(StrictSchema):
+    volunteer_id = Id(required=True)
+
+
+class ListVolunteers(PageSchema):
+    under = Id(required=True)
+    skill = OneOf(v.SKILLS, load_default=None, allow_none=True)
+
+
+class SetActive(StrictSchema):
+    volunteer_id = Id(required=True)
+    active = fields.Boolean(required=True)
+
+
+class MakePledge(StrictSchema):
+    volunteer_id = Id(required=True)
+    text = Str(required=True, max_length=500)
+    due_on = fields.Date(required=True)
+
+
+class FulfilPledge(StrictSchema):
+    pledge_id = Id(required=True)
+    note = Str(required=True, max_length=1000)
+
+
+class ListPledges(StrictSchema):
+    under = Id(required=True)
+    status = OneOf(v.PLEDGE_STATUSES, load_default=None, allow_none=True)
+
+
+class CreatePost(StrictSchema):
+    unit_id = Id(required=True)
+    name = Str(required=True, max_length=200)
+    location = Str(required=True, max_length=300)
+
+
+class AddShift(StrictSchema):
+    post_id = Id(required=True)
+    starts_at = UtcDateTime(required=True)
+    ends_at = UtcDateTime(required=True)
+    needed = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=500))
+
+
+class ShiftVolunteer(StrictSchema):
+    shift_id = Id(required=True)
+    volunteer_id = Id(required=True)
+
+
+class Coverage(StrictSchema):
+    under = Id(required=True)
+    date = fields.Date(required=True)
+
+
+class CreateRequest(StrictSchema):
+    unit_id = Id(required=True)
+    kind = OneOf(v.REQUEST_KINDS, required=True)
+    details = Str(required=True, max_length=2000)
+    urgency = OneOf(v.URGENCIES, required=True)
+    needed_by = UtcDateTime(required=True)
+    household_id = Id(load_default=None, allow_none=True)
+    resident_id = Id(load_default=None, allow_none=True)
+
+
+class RespondOffer(StrictSchema):
+    offer_id = Id(required=True)
+    accept = fields.Boolean(required=True)
+
+
+class CompleteRequest(StrictSchema):
+    request_id = Id(required=True)
+    note = Str(required=True, max_length=1000)
+
+
+class ConfirmRequest(StrictSchema):
+    request_id = Id(required=True)
+    rating = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=5))
+
+
+class RequestRef(StrictSchema):
+    request_id = Id(required=True)
+
+
+class ListRequests(PageSchema):
+    under = Id(required=True)
+    status = OneOf(v.REQUEST_STATUSES, load_default=None, allow_none=True)
+
+
+class Hours(StrictSchema):
+    volunteer_id = Id(required=True)
+    since = UtcDateTime(load_default=None, allow_none=True)
+
+
+# ---- outputs --------------------------------------------------------------
+
+
+class VolunteerOut(StrictSchema):
+    id = Id()
+    name = fields.String()
+    home_unit_id = Id()
+    skills = fields.List(fields.String())
+    availability = fields.List(fields.Dict())
+    max_active_tasks = fields.Integer()
+    resident_id = Id(allow_none=True)
+    party_member = fields.Boolean()
+    active = fields.Boolean()
+
+
+class PledgeOut(StrictSchema):
+    id = Id()
+    volunteer_id = Id()
+    text = fields.String()
+    due_on = fields.Date()
+    status = fields.String()
+    note = fields.String(allow_none=True)
+
+
+class ShiftOut(StrictSchema):
+    id = Id()
+    post_id = Id()
+    starts_at = UtcDateTime()
+    ends_at = UtcDateTime()
+    needed = fields.Integer()
+
+
+class RequestOut(StrictSchema):
+    """What a volunteer may see of a request: the need, where, when — no resident details."""
+
+    id = Id()
+    unit_id = Id()
+    kind = fields.String()
+    details = fields.String()
+    urgency = fields.String()
+    needed_by = UtcDateTime()
+    status = fields.String()
+    volunteer_id = Id(allow_none=True)
+    note = fields.String(allow_none=True)
+    rating = fields.Integer(allow_none=True)
+
+
+class OfferOut(StrictSchema):
+    id = Id()
+    request_id = Id()
+    volunteer_id = Id()
+    status = fields.String()
+    expires_at = UtcDateTime()
+
+
+VOLUNTEER = VolunteerOut()
+VOLUNTEERS = VolunteerOut(many=True)
+PLEDGE = PledgeOut()
+PLEDGES = PledgeOut(many=True)
+SHIFT = ShiftOut()
+REQUEST = RequestOut()
+REQUESTS = RequestOut(many=True)
+OFFER = OfferOut()
+OFFERS = OfferOut(many=True)

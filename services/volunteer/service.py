@@ -1,0 +1,206 @@
+"""The volunteer service: volunteers and pledges, duty posts and shifts, and help requests
+matched to nearby volunteers."""
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from nameko.dependency_providers import Config
+
+from services.volunteer import duty, people, requests, schemas
+from services.volunteer.models import Base, OutboxEvent, ProcessedEvent
+from shared import web
+from shared.auth import Auth
+from shared.clients import ServiceClient
+from shared.db import Database, utcnow
+from shared.endpoints import endpoint, rpc
+from shared.outbox import OutboxRelay
+from shared.pii import Vault
+from shared.telemetry import SqlGauge, Telemetry
+from shared.timers import config_timer
+
+STAFF = ("admin", "officer", "grid_worker")
+STAFF_SERVICE = STAFF + ("service",)
+SELF_OR_STAFF = STAFF + ("volunteer", "service")
+EVERYONE = ("admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service")
+
+GAUGES = [
+    SqlGauge("grassroots_volunteer_volunteers", "Volunteers by active flag.",
+             "SELECT CASE WHEN active THEN 'active' ELSE 'inactive' END, count(*) FROM volunteers GROUP BY active",
+             labels=["state"]),
+    SqlGauge("grassroots_volunteer_requests", "Help requests by status.",
+             "SELECT status, count(*) FROM help_requests GROUP BY status", labels=["status"]),
+    SqlGauge("grassroots_volunteer_pending_offers", "Offers waiting for an answer.",
+             "SELECT count(*) FROM offers WHERE status = 'pending'"),
+]
+
+
+class VolunteerService(web.ObservableMixin):
+    name = "volunteer"
+
+    config = Config()
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
+    relay = OutboxRelay()
+    auth = Auth()
+    vault = Vault()
+    grid = ServiceClient("grid")
+    notices = ServiceClient("notices")
+    telemetry = Telemetry(gauges=GAUGES)
+
+    @property
+    def policy(self):
+        return requests.Policy(self.config)
+
+    @property
+    def zone(self):
+        return ZoneInfo(self.config.get("TIMEZONE") or "Asia/Shanghai")
+
+    # ---- volunteers and pledges -------------------------------------------
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.RegisterVolunteer())
+    def register_volunteer(self, caller, **args):
+        return schemas.VOLUNTEER.dump(people.register_volunteer(self.db, caller, self.grid, self.vault, **args))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.UpdateVolunteer())
+    def update_volunteer(self, caller, volunteer_id, **changes):
+        return schemas.VOLUNTEER.dump(
+            people.update_volunteer(self.db, caller, self.grid, self.vault, volunteer_id, **changes))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)
+    def get_volunteer(self, caller, volunteer_id):
+        return schemas.VOLUNTEER.dump(people.reachable_volunteer(self.db.session, caller, volunteer_id))
+
+    @rpc
+    @endpoint(roles=STAFF_SERVICE, schema=schemas.ListVolunteers(), read_only=True)
+    def list_volunteers(self, caller, page, page_size, **args):
+        rows, more = people.list_volunteers(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        return {"items": schemas.VOLUNTEERS.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.SetActive())
+    def set_active(self, caller, volunteer_id, active):
+        return schemas.VOLUNTEER.dump(people.set_active(self.db, caller, volunteer_id, active))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.MakePledge())
+    def make_pledge(self, caller, **args):
+        return schemas.PLEDGE.dump(people.make_pledge(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.FulfilPledge())
+    def fulfil_pledge(self, caller, **args):
+        return schemas.PLEDGE.dump(people.fulfil_pledge(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=EVERYONE, schema=schemas.ListPledges(), read_only=True)
+    def list_pledges(self, caller, under, status):
+        pledges, rates = people.list_pledges(self.db.session, self.grid, under, status)
+        return {"items": schemas.PLEDGES.dump(pledges), "units": rates}
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.Hours(), read_only=True)
+    def hours(self, caller, volunteer_id, since):
+        return people.hours(self.db.session, caller, volunteer_id, since)
+
+    # ---- duty posts and shifts --------------------------------------------
+
+    @rpc
+    @endpoint(roles=("admin", "officer"), schema=schemas.CreatePost())
+    def create_post(self, caller, **args):
+        post = duty.create_post(self.db, caller, self.grid, **args)
+        return {"id": str(post.id), "unit_id": str(post.unit_id), "name": post.name, "location": post.location}
+
+    @rpc
+    @endpoint(roles=("admin", "officer"), schema=schemas.AddShift())
+    def add_shift(self, caller, **args):
+        return schemas.SHIFT.dump(duty.add_shift(self.db, caller, **args))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    def sign_up(self, caller, shift_id, volunteer_id):
+        return _signup(duty.sign_up(self.db, caller, shift_id, volunteer_id))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    def withdraw(self, caller, shift_id, volunteer_id):
+        return _signup(duty.withdraw(self.db, caller, shift_id, volunteer_id))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    def check_in(self, caller, shift_id, volunteer_id):
+        return _signup(duty.check_in(self.db, caller, shift_id, volunteer_id))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    def check_out(self, caller, shift_id, volunteer_id):
+        return _signup(duty.check_out(self.db, caller, shift_id, volunteer_id))
+
+    @rpc
+    @endpoint(roles=STAFF_SERVICE, schema=schemas.Coverage(), read_only=True)
+    def coverage(self, caller, under, date):
+        return duty.coverage(self.db.session, caller, self.grid, self.zone, under, date)
+
+    # ---- help requests ----------------------------------------------------
+
+    @rpc
+    @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.CreateRequest())
+    def create_request(self, caller, **args):
+        return schemas.REQUEST.dump(requests.create_request(self.db, caller, self.grid, self.notices, self.policy,
+                                                            **args))
+
+    @rpc
+    @endpoint(roles=("volunteer", "admin"), schema=schemas.RespondOffer())
+    def respond_offer(self, caller, offer_id, accept):
+        offer, request = requests.respond_offer(self.db, caller, self.grid, self.notices, self.policy, offer_id, accept)
+        return {"offer": schemas.OFFER.dump(offer), "request": schemas.REQUEST.dump(request)}
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.CompleteRequest())
+    def complete_request(self, caller, request_id, note):
+        return schemas.REQUEST.dump(requests.complete_request(self.db, caller, request_id, note))
+
+    @rpc
+    @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.ConfirmRequest())
+    def confirm_request(self, caller, request_id, rating):
+        return schemas.REQUEST.dump(requests.confirm_request(self.db, caller, request_id, rating))
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF + ("resident",), schema=schemas.RequestRef(), read_only=True)
+    def get_request(self, caller, request_id):
+        return schemas.REQUEST.dump(requests.reachable_request(self.db.session, caller, request_id))
+
+    @rpc
+    @endpoint(roles=STAFF_SERVICE, schema=schemas.ListRequests(), read_only=True)
+    def list_requests(self, caller, page, page_size, **args):
+        rows, more = requests.list_requests(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        return {"items": schemas.REQUESTS.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+
+    @rpc
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)
+    def my_tasks(self, caller, volunteer_id):
+        people.reachable_volunteer(self.db.session, caller, volunteer_id)
+        tasks, offers = requests.my_tasks(self.db.session, volunteer_id)
+        return {"tasks": schemas.REQUESTS.dump(tasks), "offers": schemas.OFFERS.dump(offers)}
+
+    # ---- timers -----------------------------------------------------------
+
+    @config_timer("OFFER_SWEEP_INTERVAL", 5.0)
+    def sweep_offers(self):
+        """Expired offers move their requests on to the next candidate."""
+        requests.expire_offers(self.db, self.grid, self.notices, self.policy, utcnow())
+        self.db.commit()
+
+    @config_timer("SHIFT_CHECK_INTERVAL", 60.0)
+    def check_shifts(self):
+        """Warn about shifts starting soon with too few volunteers."""
+        lead = dt.timedelta(minutes=float(self.config.get("UNDERSTAFFED_LEAD_MINUTES", 120)))
+        duty.report_understaffed(self.db, lead, utcnow())
+        self.db.commit()
+
+
+def _signup(signup):
+    return {"shift_id": str(signup.shift_id), "volunteer_id": str(signup.volunteer_id), "status": signup.status,
+            "checked_in_at": signup.checked_in_at.isoformat() if signup.checked_in_at else None,
+            "checked_out_at": signup.checked_out_at.isoformat() if signup.checked_out_at else None,
+            "hours": signup.hours}
