@@ -5,7 +5,11 @@
 
 The seeder and the RPC bench must agree on the PII key (the service decrypts
 the phone numbers the seeder encrypted), so both take it from here.
+
+Plumbing the scripts share: ``bench.harness`` (services under test, the broker,
+timing, /proc; needs eventlet's monkey patching) and ``bench.db`` (databases).
 """
+import json
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,3 +33,11 @@ def jwt_secret():
 def var_path(name):
     os.makedirs(VAR, exist_ok=True)
     return os.path.join(VAR, name)
+
+
+def save_json(name, data, **options):
+    """Write ``data`` as indented JSON to var/<name>; return the path."""
+    path = var_path(name)
+    with open(path, "w") as out:
+        json.dump(data, out, indent=2, ensure_ascii=False, **options)
+    return path

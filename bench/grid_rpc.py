@@ -34,15 +34,9 @@ eventlet.monkey_patch()
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
@@ -52,17 +46,18 @@ from kombu import Connection, Consumer, Producer, Queue  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench import ROOT, jwt_secret, pii_key, var_path  # noqa: E402
-from bench.seed_grid import bench_targets, libpq_url  # noqa: E402
+from bench import jwt_secret, pii_key, save_json  # noqa: E402
+from bench.db import libpq_url  # noqa: E402
+from bench.harness import ServiceProcess, claim_rpc_queues, environment, print_header  # noqa: E402
+from bench.harness import stop_services, summarise, timed, wait_ready  # noqa: E402
+from bench.seed_grid import bench_targets  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
 
 RESULTS_FILE = "bench_grid_results.json"
 SERVICE_LOG = "bench_grid_service.log"
-RPC_QUEUE = "rpc-grid"  # nameko's queue for the "grid" service
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 QUERY_TARGET_MS = 50.0  # p99 target of every count/find call
 FLOOR_RATIO_TARGET = 2.0  # get_unit p50 may be at most this multiple of the floor p50
-SERVICE_START_TIMEOUT = 60.0
 TRANSIENT, PERSISTENT = 1, 2  # AMQP delivery modes
 
 
@@ -93,38 +88,6 @@ def bench_cases(targets):
         Case("find_residents(community, elderly_alone, 100)", "find_residents",
              {"under": community, "tags_any": elderly, "page_size": 100}, "query"),
     ]
-
-
-# ---- statistics -----------------------------------------------------------
-
-
-def percentile(samples, q):
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-def summarise(samples):
-    return {
-        "n": len(samples),
-        "p50_ms": round(percentile(samples, 50), 3),
-        "p99_ms": round(percentile(samples, 99), 3),
-        "mean_ms": round(statistics.fmean(samples), 3),
-        "min_ms": round(min(samples), 3),
-        "max_ms": round(max(samples), 3),
-    }
-
-
-def timed(call, requests, warmup):
-    """Run ``call`` ``warmup`` times untimed, then ``requests`` times; return the latencies in ms."""
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 # ---- the AMQP floor -------------------------------------------------------
@@ -228,107 +191,18 @@ def measure_floor(amqp_uri, request, reply_body, requests, warmup, guaranteed=Fa
 # ---- the service under test -----------------------------------------------
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rpc_queue_state(amqp_uri):
-    """(exists, consumer count) of the grid's RPC queue on this vhost."""
-    with Connection(amqp_uri) as conn:
-        try:
-            _name, _messages, consumers = conn.default_channel.queue_declare(queue=RPC_QUEUE, passive=True)
-            return True, consumers
-        except conn.channel_errors:
-            return False, 0
-
-
-def delete_rpc_queue(amqp_uri, timeout=10.0):
-    """Delete the grid's RPC queue once the broker has dropped our service's consumer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exists, consumers = rpc_queue_state(amqp_uri)
-        if not exists:
-            return
-        if not consumers:
-            with Connection(amqp_uri) as conn:
-                try:
-                    conn.default_channel.queue_delete(queue=RPC_QUEUE, if_unused=True)
-                    return
-                except conn.channel_errors:
-                    pass  # a consumer came back between the check and the delete
-        eventlet.sleep(0.2)
-
-
-class GridServiceProcess:
+def grid_service(amqp_uri, database_url):
     """``nameko run`` of the grid service against the bench database, its output in var/."""
+    return ServiceProcess("grid", amqp_uri, SERVICE_LOG, {
+        "GRID_DATABASE_URL": database_url,
+        "GRID_MAX_WORKERS": "10",
+        "GRID_HOUSEKEEPING_INTERVAL": "60",
+    })
 
-    def __init__(self, amqp_uri, database_url, secret, key):
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": ROOT,
-            "PYTHONWARNINGS": "ignore::DeprecationWarning",
-            "AMQP_URI": amqp_uri,
-            "GRID_DATABASE_URL": database_url,
-            "GRASSROOTS_JWT_SECRET": secret,
-            "GRASSROOTS_PII_KEY": key,
-            "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
-            "GRID_MAX_WORKERS": "10",
-            "GRID_HOUSEKEEPING_INTERVAL": "60",
-        }
-        self.log_path = var_path(SERVICE_LOG)
-        self.process = None
 
-    def start(self):
-        command = [sys.executable, "-m", "nameko", "run", "--config", "services/grid/config.yml",
-                   "services.grid.service"]
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, amqp_uri, probe, timeout=SERVICE_START_TIMEOUT):
-        """Wait for the service to consume its RPC queue, then for ``probe`` (an RPC) to succeed.
-
-        Fails if the process dies or time runs out.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"grid service exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if rpc_queue_state(amqp_uri)[1]:
-                    probe()
-                    return
-                problem = "no consumer on its RPC queue yet"
-            except Exception as exc:
-                problem = repr(exc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"grid service not answering after {timeout:.0f} s: {problem}; "
-                                   f"see {self.log_path}")
-            eventlet.sleep(0.3)
-
-    def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # nameko run stops gracefully on SIGTERM
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def rpc_durations(self):
-        """(method, duration_ms) of every RPC call the service logged, in the order handled."""
-        calls = []
-        with open(self.log_path) as log:
-            for line in log:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # not one of the service's JSON lines
-                if record.get("message") == "call finished" and record.get("entrypoint") == "rpc":
-                    calls.append((record.get("method"), record["duration_ms"]))
-        return calls
+def rpc_durations(service):
+    """(method, duration_ms) of every RPC call the service logged, in the order handled."""
+    return [(record.get("method"), record["duration_ms"]) for record in service.finished_calls("rpc")]
 
 
 def attach_service_times(cases, calls, requests, warmup):
@@ -433,7 +307,7 @@ def explain(database_url, case):
 
 
 def run(database_url, amqp_uri, requests, warmup, explain_all=False):
-    secret, key = jwt_secret(), pii_key()
+    secret = jwt_secret()
     conn = psycopg2.connect(libpq_url(database_url))
     try:
         with conn.cursor() as cur:
@@ -445,13 +319,9 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
     cases = bench_cases(targets)
     expected_answers(database_url, cases)
 
-    existed, consumers = rpc_queue_state(amqp_uri)
-    if consumers:
-        raise SystemExit(f"{consumers} consumer(s) already on {RPC_QUEUE!r} at {amqp_uri}: another grid service "
-                         "would answer some of the calls. Stop it or point --amqp-uri at another vhost.")
-
+    existed = claim_rpc_queues(amqp_uri, ["grid"])
     token = mint_token(secret, "bench", ["admin"], ttl=3600)
-    service = GridServiceProcess(amqp_uri, database_url, secret, key)
+    service = grid_service(amqp_uri, database_url)
     load_before = os.getloadavg()
     print(f"Grid RPC bench: {make_url(database_url).database} ({resident_count:,} residents), "
           f"{requests} sequential requests per case after {warmup} warm-up", flush=True)
@@ -459,7 +329,8 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
     try:
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=30) as proxy:
             grid = proxy.grid
-            service.wait_ready(amqp_uri, lambda: grid.get_unit(unit_id=targets["district"]))
+            wait_ready({"grid": service}, amqp_uri)
+            grid.get_unit(unit_id=targets["district"])  # the readiness probe attach_service_times expects first
             print(f"  grid service up (pid {service.process.pid}, log {service.log_path})", flush=True)
             for case in cases:
                 method = getattr(grid, case.method)
@@ -472,10 +343,8 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
                 print(f"  {case.label:<48} done", flush=True)
             unit_reply = {"result": grid.get_unit(unit_id=targets["small_grid"]), "error": None}
     finally:
-        service.stop()
-        if not existed:
-            delete_rpc_queue(amqp_uri)  # leave the broker as we found it
-    attach_service_times(cases, service.rpc_durations(), requests, warmup)
+        stop_services({"grid": service}, amqp_uri, existed)  # and leave the broker as we found it
+    attach_service_times(cases, rpc_durations(service), requests, warmup)
 
     # The floor carries what a get_unit call carries: the same kwargs in the
     # body, the token and call id stack in headers as nameko sends them, the same reply.
@@ -499,7 +368,7 @@ def report(database_url, targets, resident_count, cases, floors, requests, warmu
     rows, checks = [], []
     for case in cases:
         stats = summarise(case.samples)
-        service = summarise(case.service_ms) if case.service_ms else None
+        service = summarise(case.service_ms)
         if case.target == "floor":
             limit = FLOOR_RATIO_TARGET * floor["p50_ms"]
             ratio = stats["p50_ms"] / floor["p50_ms"]
@@ -519,11 +388,9 @@ def report(database_url, targets, resident_count, cases, floors, requests, warmu
     def cell(stats, key):
         return f"{stats[key]:8.2f}" if stats else f"{'-':>8}"
 
-    header = (f"{'case (times in ms)':<48} {'p50':>8} {'p99':>8} {'mean':>8} {'svc p50':>8}  "
-              f"{'answer':<16} {'target':<26} verdict")
     print()
-    print(header)
-    print("-" * len(header))
+    print_header(f"{'case (times in ms)':<48} {'p50':>8} {'p99':>8} {'mean':>8} {'svc p50':>8}  "
+                 f"{'answer':<16} {'target':<26} verdict")
     for label, stats in (("AMQP floor: kombu echo, direct reply-to", floor),
                          ("  same, nameko delivery (confirm+persist)", guaranteed_floor)):
         print(f"{label:<48} {cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')}")
@@ -550,10 +417,7 @@ def report(database_url, targets, resident_count, cases, floors, requests, warmu
         "targets": targets,
         "requests": requests,
         "warmup": warmup,
-        "environment": {
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "load_avg_before": loads[0], "load_avg_after": loads[1],
-        },
+        "environment": environment(loads),
         "floor": floor,
         "floor_nameko_delivery": guaranteed_floor,
         "cases": {case.label: {"method": case.method, "kwargs": case.kwargs, "answer": case.answer, **stats,
@@ -562,9 +426,7 @@ def report(database_url, targets, resident_count, cases, floors, requests, warmu
         "checks": checks,
         "plans": plans,
     }
-    with open(var_path(RESULTS_FILE), "w") as out:
-        json.dump(results, out, indent=2, ensure_ascii=False)
-    print(f"Results written to {var_path(RESULTS_FILE)}")
+    print(f"Results written to {save_json(RESULTS_FILE, results)}")
     return results
 
 

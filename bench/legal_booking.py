@@ -57,31 +57,27 @@ import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import datetime as dt  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
 import random  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
 import psycopg2  # noqa: E402
-from kombu import Connection  # noqa: E402
 from kombu.utils import json as kombu_json  # noqa: E402
 from nameko.exceptions import RemoteError  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
-from psycopg2 import sql  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench import ROOT, jwt_secret, pii_key, var_path  # noqa: E402
+from bench import jwt_secret, save_json  # noqa: E402
+from bench.db import libpq_url, recreate_database  # noqa: E402
+from bench.harness import ServiceProcess, claim_rpc_queues, cpu_now, cpu_used, environment  # noqa: E402
+from bench.harness import print_header, start_services, stop_services, summarise  # noqa: E402
 from services.grid.idnumbers import make_id_number  # noqa: E402
 from services.legal.vocabulary import SPECIALTIES  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
@@ -91,8 +87,6 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 GRID_DATABASE = "grassroots_bench_legal_grid"
 LEGAL_DATABASE = "grassroots_bench_legal"
 RESULTS_FILE = "bench_legal_results.json"
-SERVICE_START_TIMEOUT = 60.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ZONE = ZoneInfo("Asia/Shanghai")  # the legal service's TIMEZONE (its default)
 DAYS = 30
 
@@ -122,197 +116,37 @@ FIRMS = ("泉城律师事务所", "明湖律师事务所", "舜耕律师事务�
 REGIONS = ("370102", "370103", "370104", "370105", "370112")
 
 
-# ---- statistics -----------------------------------------------------------
+# ---- the services under test ----------------------------------------------
 
 
-def percentile(samples, q):
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-def summarise(samples):
-    if not samples:
-        return None
-    return {
-        "n": len(samples),
-        "p50_ms": round(percentile(samples, 50), 2),
-        "p99_ms": round(percentile(samples, 99), 2),
-        "mean_ms": round(statistics.fmean(samples), 2),
-        "min_ms": round(min(samples), 2),
-        "max_ms": round(max(samples), 2),
-    }
-
-
-# ---- the broker and the services ------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rpc_queue_state(amqp_uri, queue):
-    """(exists, consumer count) of a service's RPC queue on this vhost."""
-    with Connection(amqp_uri) as conn:
-        try:
-            _name, _messages, consumers = conn.default_channel.queue_declare(queue=queue, passive=True)
-            return True, consumers
-        except conn.channel_errors:
-            return False, 0
-
-
-def delete_unused_queue(amqp_uri, queue, timeout=10.0):
-    """Delete an RPC queue once the broker has dropped our service's consumer (leave the broker as found)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exists, consumers = rpc_queue_state(amqp_uri, queue)
-        if not exists:
-            return
-        if not consumers:
-            with Connection(amqp_uri) as conn:
-                try:
-                    conn.default_channel.queue_delete(queue=queue, if_unused=True)
-                    return
-                except conn.channel_errors:
-                    pass  # a consumer came back between the check and the delete
-        eventlet.sleep(0.2)
-
-
-def process_cpu_seconds(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields_ = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields_[11]) + int(fields_[12])) / CLK_TCK  # utime, stime
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def pids_named(names):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as comm:
-                    if comm.read().strip() in names:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
-def cpu_now(services):
-    """CPU seconds used so far by each service, PostgreSQL and RabbitMQ (all of theirs), and this process."""
-    seconds = {name: process_cpu_seconds(s.process.pid) for name, s in services.items()}
-    seconds["postgres"] = sum(process_cpu_seconds(pid) for pid in pids_named({"postgres"}))
-    seconds["rabbitmq"] = sum(process_cpu_seconds(pid) for pid in pids_named({"beam.smp"}))
-    seconds["bench"] = process_cpu_seconds(os.getpid())
-    return time.monotonic(), seconds
-
-
-def cpu_used(before, after):
-    """CPU seconds per process group between two cpu_now() samples, and the wall time."""
-    wall = after[0] - before[0]
-    return {"wall_s": round(wall, 2), **{name: round(after[1][name] - before[1].get(name, 0.0), 2)
-                                         for name in after[1]}}
-
-
-class ServiceProcess:
+def legal_service(name, amqp_uri, env):
     """``nameko run`` of one service, its output in var/bench_legal_<name>.log."""
-
-    def __init__(self, name, env):
-        self.name = name
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": ROOT,
-            "PYTHONWARNINGS": "ignore::DeprecationWarning",
-            "LOG_LEVEL": "INFO",  # the "call finished" lines carry the service's own time per call
-            "WEB_SERVER_ADDRESS": f"127.0.0.1:{self.port}",
-            **env,
-        }
-        self.log_path = var_path(f"bench_legal_{name}.log")
-        self.process = None
-
-    @property
-    def rpc_queue(self):
-        return f"rpc-{self.name}"
-
-    def start(self):
-        command = [sys.executable, "-m", "nameko", "run", "--config", f"services/{self.name}/config.yml",
-                   f"services.{self.name}.service"]
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def ready(self):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def check_alive(self):
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} service exited with {self.process.returncode}; see {self.log_path}")
-
-    def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # nameko run stops gracefully on SIGTERM
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def calls(self):
-        """(method, outcome, duration_ms) of every RPC call the service logged, in the order logged."""
-        found = []
-        with open(self.log_path) as log:
-            for line in log:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # not one of the service's JSON lines
-                if record.get("message") == "call finished" and record.get("entrypoint") == "rpc":
-                    found.append((record.get("method"), record.get("outcome"), record["duration_ms"]))
-        return found
-
-    def problems(self):
-        """Warning and error lines the service logged."""
-        found = []
-        with open(self.log_path) as log:
-            for line in log:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    if line.startswith("Traceback"):
-                        found.append(line.strip())
-                    continue
-                if record.get("level") in ("warning", "error", "critical"):
-                    found.append(f"{self.name} {record.get('level')}: {record.get('message')} "
-                                 f"{record.get('method') or ''} {record.get('error_type') or ''}".strip())
-        return found
+    return ServiceProcess(name, amqp_uri, f"bench_legal_{name}.log", {
+        "LOG_LEVEL": "INFO",  # the "call finished" lines carry the service's own time per call
+        **env,
+    })
 
 
-def wait_ready(services, amqp_uri, timeout=SERVICE_START_TIMEOUT):
-    """Wait until every service answers /readyz with 200 and consumes its RPC queue (and only it does)."""
-    deadline = time.monotonic() + timeout
-    pending = dict(services)
-    while pending:
-        for name, service in list(pending.items()):
-            service.check_alive()
-            if service.ready():
-                _exists, consumers = rpc_queue_state(amqp_uri, service.rpc_queue)
-                if consumers == 1:
-                    del pending[name]
-                elif consumers > 1:
-                    raise RuntimeError(f"{consumers} consumers on {service.rpc_queue}: something else serves it")
-        if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}; "
-                               f"see {', '.join(s.log_path for s in pending.values())}")
-        eventlet.sleep(0.2)
+def rpc_calls(service):
+    """(method, outcome, duration_ms) of every RPC call the service logged, in the order logged."""
+    return [(record.get("method"), record.get("outcome"), record["duration_ms"])
+            for record in service.finished_calls("rpc")]
+
+
+def service_problems(service):
+    """Warning and error lines the service logged."""
+    return service.problems(lambda record: f"{service.name} {record.get('level')}: {record.get('message')} "
+                                           f"{record.get('method') or ''} {record.get('error_type') or ''}".strip())
+
+
+def stats_ms(samples):
+    """Latency figures of ``samples`` (ms), to 0.01 ms; None for no samples."""
+    return summarise(samples, digits=2)
+
+
+def cpu_window(before, after):
+    """CPU seconds per process group between two cpu_now() samples, and the wall time."""
+    return {"wall_s": round(after.at - before.at, 2), **cpu_used(before, after)}
 
 
 # ---- databases --------------------------------------------------------------
@@ -320,23 +154,6 @@ def wait_ready(services, amqp_uri, timeout=SERVICE_START_TIMEOUT):
 
 def database_url(base_url, name):
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
-
-
-def libpq_url(url):
-    """A URL psycopg2 accepts (no SQLAlchemy driver suffix)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def recreate_database(url):
-    name = make_url(url).database
-    conn = psycopg2.connect(libpq_url(make_url(url).set(database="postgres").render_as_string(hide_password=False)))
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
 
 
 # ---- seeding through RPC ----------------------------------------------------
@@ -489,7 +306,7 @@ def time_find_slots(legal, case, requests, warmup, services, log_calls):
         legal.find_slots(**case.kwargs)
         case.samples.append((time.perf_counter() - started) * 1000)
         log_calls.append(case.label)
-    case.cpu = cpu_used(before, cpu_now(services))
+    case.cpu = cpu_window(before, cpu_now(services))
     return answer
 
 
@@ -538,7 +355,7 @@ def run_book_phase(amqp_uri, token, phase, services):
     for thread in threads:
         thread.wait()
     phase.wall_s = time.perf_counter() - started
-    phase.cpu = cpu_used(before, cpu_now(services))
+    phase.cpu = cpu_window(before, cpu_now(services))
 
 
 def verify(legal_url, legal, phases, existing):
@@ -714,12 +531,10 @@ def report(args, world, cases, phases, checks, profile, problems, loads, setup_s
     rare = sum(RARE_SPECIALTY in lawyer["specialties"] for lawyer in world.lawyers)
     print(f"Lawyers with family: {family}; with {RARE_SPECIALTY}: {rare}.")
     print()
-    header = (f"{'find_slots (ms)':<36} {'p50':>9} {'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9} "
-              f"{'slots':>7} {'lawyers':>8} {'stations':>8} {'reply':>9}")
-    print(header)
-    print("-" * len(header))
+    print_header(f"{'find_slots (ms)':<36} {'p50':>9} {'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9} "
+                 f"{'slots':>7} {'lawyers':>8} {'stations':>8} {'reply':>9}")
     for case in cases:
-        stats, service = summarise(case.samples), summarise(case.service_ms)
+        stats, service = stats_ms(case.samples), stats_ms(case.service_ms)
         print(f"{case.label:<36} {cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')} "
               f"{cell(service, 'p50_ms')} {cell(service, 'p99_ms')} {case.slots:>7,} {case.lawyers:>8} "
               f"{case.stations:>8} {case.reply_bytes / 1e6:>7.2f}MB")
@@ -730,12 +545,10 @@ def report(args, world, cases, phases, checks, profile, problems, loads, setup_s
         print(f"    {case.label:<32} " + ", ".join(f"{k} {v:.1f}" for k, v in case.cpu.items() if k != "wall_s")
               + f" (wall {case.cpu['wall_s']:.1f} s)")
     print()
-    header = (f"{'book (distinct slots)':<36} {'calls':>7} {'ok':>6} {'failed':>7} {'book/s':>8} {'p50':>9} "
-              f"{'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9}")
-    print(header)
-    print("-" * len(header))
+    print_header(f"{'book (distinct slots)':<36} {'calls':>7} {'ok':>6} {'failed':>7} {'book/s':>8} {'p50':>9} "
+                 f"{'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9}")
     for phase in phases:
-        stats, service = summarise(phase.samples), summarise(phase.service_ms)
+        stats, service = stats_ms(phase.samples), stats_ms(phase.service_ms)
         rate = len(phase.booked_ids) / phase.wall_s if phase.wall_s else 0.0
         failed = sum(phase.errors.values())
         print(f"{phase.label:<36} {len(phase.jobs):>7} {len(phase.booked_ids):>6} {failed:>7} {rate:>8.1f} "
@@ -789,11 +602,10 @@ def write_results(args, world, cases, phases, checks, profile, problems, loads, 
                   f"lawyers_with_{RARE_SPECIALTY}": sum(RARE_SPECIALTY in x["specialties"] for x in world.lawyers),
                   "lawyers_at_two_stations": sum(len(x["stations"]) == 2 for x in world.lawyers),
                   "setup_s": round(setup_s, 1)},
-        "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "load_avg_before": loads[0], "load_avg_after": loads[1]},
+        "environment": environment(loads),
         "find_slots": {case.label: {"kwargs": case.kwargs, "slots": case.slots, "lawyers": case.lawyers,
                                     "stations": case.stations, "reply_bytes": case.reply_bytes,
-                                    "client": summarise(case.samples), "service": summarise(case.service_ms),
+                                    "client": stats_ms(case.samples), "service": stats_ms(case.service_ms),
                                     "cpu_s": case.cpu}
                        for case in cases},
         "book": {phase.label: {"concurrency": phase.concurrency, "calls": len(phase.jobs),
@@ -801,16 +613,14 @@ def write_results(args, world, cases, phases, checks, profile, problems, loads, 
                                "wall_s": round(phase.wall_s, 3),
                                "bookings_per_s": round(len(phase.booked_ids) / phase.wall_s, 2) if phase.wall_s
                                else None,
-                               "client": summarise(phase.samples), "service": summarise(phase.service_ms),
+                               "client": stats_ms(phase.samples), "service": stats_ms(phase.service_ms),
                                "cpu_s": phase.cpu}
                  for phase in phases},
         "verification": checks,
         "find_slots_breakdown": profile,
         "service_problems": problems,
     }
-    with open(var_path(RESULTS_FILE), "w") as out:
-        json.dump(results, out, indent=2, ensure_ascii=False)
-    print(f"Results written to {var_path(RESULTS_FILE)}")
+    print(f"Results written to {save_json(RESULTS_FILE, results)}")
     return results
 
 
@@ -818,7 +628,7 @@ def write_results(args, world, cases, phases, checks, profile, problems, loads, 
 
 
 def run(args):
-    secret, key = jwt_secret(), pii_key()
+    secret = jwt_secret()
     grid_url = database_url(args.postgres_url, GRID_DATABASE)
     legal_url = database_url(args.postgres_url, LEGAL_DATABASE)
     amqp_uri = args.amqp_uri
@@ -826,15 +636,7 @@ def run(args):
     others = other_benches()
     if others:
         print("Warning: other bench processes are running; figures will be distorted:\n  " + "\n  ".join(others))
-    queues = {}
-    for name in ("grid", "legal"):
-        exists, consumers = rpc_queue_state(amqp_uri, f"rpc-{name}")
-        if consumers:
-            raise SystemExit(
-                f"{consumers} consumer(s) already on 'rpc-{name}' at {amqp_uri}: another {name} service (e.g. "
-                "`make run` / `python -m shared.suite run`) would take some of the calls and skew the run.\n"
-                "Stop it, or point --amqp-uri at another vhost.")
-        queues[name] = exists
+    queues = claim_rpc_queues(amqp_uri, ("grid", "legal"))
 
     setup_started = time.monotonic()
     print(f"Legal bench: recreating {GRID_DATABASE} and {LEGAL_DATABASE}", flush=True)
@@ -842,11 +644,9 @@ def run(args):
         recreate_database(url)
         upgrade(service, url)
 
-    common = {"AMQP_URI": amqp_uri, "GRASSROOTS_JWT_SECRET": secret, "GRASSROOTS_PII_KEY": key}
     services = {
-        "grid": ServiceProcess("grid", {**common, "GRID_DATABASE_URL": grid_url,
-                                        "GRID_HOUSEKEEPING_INTERVAL": "3600"}),
-        "legal": ServiceProcess("legal", {**common, "LEGAL_DATABASE_URL": legal_url, **LEGAL_SETTINGS}),
+        "grid": legal_service("grid", amqp_uri, {"GRID_DATABASE_URL": grid_url, "GRID_HOUSEKEEPING_INTERVAL": "3600"}),
+        "legal": legal_service("legal", amqp_uri, {"LEGAL_DATABASE_URL": legal_url, **LEGAL_SETTINGS}),
     }
     token = mint_token(secret, "bench", ["admin"], ttl=3 * 3600)
     rng = random.Random(args.seed)
@@ -856,11 +656,7 @@ def run(args):
     cases, phases, log_calls = [], [], []
     load_before = os.getloadavg()
     try:
-        for service in services.values():
-            service.start()
-        wait_ready(services, amqp_uri)
-        print("  services up: " + ", ".join(f"{name} pid {s.process.pid} (log {s.log_path})"
-                                            for name, s in services.items()), flush=True)
+        start_services(services, amqp_uri)
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=120) as proxy:
             grid, legal = proxy.grid, proxy.legal
             seed_grid(grid, rng, world)
@@ -881,7 +677,7 @@ def run(args):
                 if case.label == "family, all stations, limit 5000":
                     pool = answer
                 print(f"  find_slots {case.label}: {case.slots:,} slots, "
-                      f"p50 {summarise(case.samples)['p50_ms']:.1f} ms", flush=True)
+                      f"p50 {stats_ms(case.samples)['p50_ms']:.1f} ms", flush=True)
 
             # Booking: distinct slots from the "family" answer (taken after the existing bookings).
             picked = random.Random(args.seed + 1).sample(pool, 2 * args.bookings)
@@ -898,15 +694,11 @@ def run(args):
             eventlet.sleep(2.0)  # the outbox relay publishes the last events
             checks = verify(legal_url, legal, phases, world.existing_bookings)
     finally:
-        for service in services.values():
-            service.stop()
-        for name, existed in queues.items():
-            if not existed:
-                delete_unused_queue(amqp_uri, f"rpc-{name}")
+        stop_services(services, amqp_uri, queues)
     load_after = os.getloadavg()
 
-    attach_service_times(services["legal"].calls(), cases, phases, log_calls)
-    problems = services["grid"].problems() + services["legal"].problems()
+    attach_service_times(rpc_calls(services["legal"]), cases, phases, log_calls)
+    problems = service_problems(services["grid"]) + service_problems(services["legal"])
     profile = None
     if not args.no_profile:
         print("  profiling find_slots in-process ...", flush=True)

@@ -40,29 +40,26 @@ eventlet.monkey_patch()
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import psycopg2  # noqa: E402
-from kombu import Connection  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from psycopg2 import sql  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench import ROOT, jwt_secret, pii_key, var_path  # noqa: E402
-from bench.seed_grid import bench_targets, libpq_url  # noqa: E402
+from bench import jwt_secret, save_json, var_path  # noqa: E402
+from bench.db import libpq_url, recreate_database  # noqa: E402
+from bench.harness import ServiceProcess, claim_rpc_queues, cpu_now, cpu_used, environment  # noqa: E402
+from bench.harness import percentile, start_services, stop_process, stop_services  # noqa: E402
+from bench.seed_grid import bench_targets  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 
@@ -70,8 +67,6 @@ DEFAULT_GRID_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/grassroots_ben
 NOTICES_DATABASE = "grassroots_bench_notices"
 RESULTS_FILE = "bench_notices_results.json"
 TARGET_S = 10.0  # every delivery handed to its adapter within this many seconds of approval
-SERVICE_START_TIMEOUT = 60.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Service settings of the run (env vars of `nameko run`; see services/notices/config.yml).
 PUBLISH_INTERVAL = 0.05
@@ -81,18 +76,6 @@ SMS_RATE = 1_000_000  # far above what is reachable: the limiter must not be wha
 
 
 # ---- small helpers --------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(samples, q):
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summarise_ms(samples):
@@ -112,199 +95,26 @@ def mib(kib):
     return kib / 1024 if kib is not None else None
 
 
-# ---- the broker -----------------------------------------------------------
-
-
-def rpc_queue_state(amqp_uri, queue):
-    """(exists, consumer count) of a service's RPC queue on this vhost."""
-    with Connection(amqp_uri) as conn:
-        try:
-            _name, _messages, consumers = conn.default_channel.queue_declare(queue=queue, passive=True)
-            return True, consumers
-        except conn.channel_errors:
-            return False, 0
-
-
-def delete_unused_queue(amqp_uri, queue, timeout=10.0):
-    """Delete an RPC queue once the broker has dropped our service's consumer (leave the broker as found)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exists, consumers = rpc_queue_state(amqp_uri, queue)
-        if not exists:
-            return
-        if not consumers:
-            with Connection(amqp_uri) as conn:
-                try:
-                    conn.default_channel.queue_delete(queue=queue, if_unused=True)
-                    return
-                except conn.channel_errors:
-                    pass  # a consumer came back between the check and the delete
-        eventlet.sleep(0.2)
-
-
 # ---- the services under test ----------------------------------------------
 
 
-@dataclass
-class CpuSample:
-    """CPU seconds (user + system) used so far by groups of processes."""
-
-    at: float
-    seconds: dict
-
-
-def process_cpu_seconds(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # The command name (field 2) may contain spaces; the fields after its ")" are fixed.
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def pids_named(names):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as comm:
-                    if comm.read().strip() in names:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
-def cpu_sample(services):
-    """CPU used so far by each service, by PostgreSQL, by RabbitMQ and by this process.
-
-    PostgreSQL and RabbitMQ are every process of that name on the machine: other
-    users of them count too (the report says so).
-    """
-    seconds = {name: process_cpu_seconds(service.process.pid) for name, service in services.items()}
-    seconds["postgres"] = sum(process_cpu_seconds(pid) for pid in pids_named({"postgres"}))
-    seconds["rabbitmq"] = sum(process_cpu_seconds(pid) for pid in pids_named({"beam.smp"}))
-    seconds["bench"] = process_cpu_seconds(os.getpid())
-    return CpuSample(time.monotonic(), seconds)
-
-
-class ServiceProcess:
+def notices_service(name, amqp_uri, env):
     """``nameko run`` of one service, its output in var/bench_notices_<name>.log."""
-
-    def __init__(self, name, env):
-        self.name = name
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": ROOT,
-            "PYTHONWARNINGS": "ignore::DeprecationWarning",
-            "LOG_LEVEL": "INFO",  # the breakdown reads the "call finished" lines
-            "WEB_SERVER_ADDRESS": f"127.0.0.1:{self.port}",
-            **env,
-        }
-        self.log_path = var_path(f"bench_notices_{name}.log")
-        self.process = None
-
-    @property
-    def rpc_queue(self):
-        return f"rpc-{self.name}"
-
-    def start(self):
-        command = [os.path.join(ROOT, ".venv", "bin", "nameko"), "run",
-                   "--config", f"services/{self.name}/config.yml", f"services.{self.name}.service"]
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def ready(self):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def check_alive(self):
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} service exited with {self.process.returncode}; see {self.log_path}")
-
-    def memory(self):
-        """Peak and current RSS (KiB) of the service process, from /proc.
-
-        ``nameko`` is a script whose shebang names the venv's python, so the pid
-        Popen returns is the interpreter itself; checked here rather than assumed.
-        """
-        pid = self.process.pid
-        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            argv = [arg.decode() for arg in cmdline.read().split(b"\0") if arg]
-        if not exe.startswith("python") or not any(arg.endswith("nameko") for arg in argv):
-            raise RuntimeError(f"pid {pid} is {exe} {argv}, not the {self.name} service's python")
-        status = {}
-        with open(f"/proc/{pid}/status") as lines:
-            for line in lines:
-                key, _, value = line.partition(":")
-                if key in ("VmHWM", "VmRSS"):
-                    status[key] = int(value.split()[0])  # "123456 kB"
-        return {"pid": pid, "exe": exe, "peak_kib": status.get("VmHWM"), "rss_kib": status.get("VmRSS")}
-
-    def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # nameko run stops gracefully on SIGTERM
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def calls(self):
-        """Every "call finished" line the service logged: (end time, entrypoint, method, duration_ms)."""
-        calls = []
-        with open(self.log_path) as log:
-            for line in log:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # not one of the service's JSON lines
-                if record.get("message") == "call finished":
-                    calls.append((parse_log_time(record["time"]), record.get("entrypoint"), record.get("method"),
-                                  record["duration_ms"]))
-        return calls
-
-    def problems(self):
-        """Warning and error lines the service logged (the run is suspect if there are any)."""
-        found = []
-        with open(self.log_path) as log:
-            for line in log:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    # Plain lines are start-up deprecation warnings, unless a traceback escaped the JSON logs.
-                    if line.startswith("Traceback"):
-                        found.append(line.strip())
-                    continue
-                if record.get("level") in ("warning", "error", "critical"):
-                    found.append(f"{record.get('level')}: {record.get('message')} {record.get('error_type') or ''}")
-        return found
+    return ServiceProcess(name, amqp_uri, f"bench_notices_{name}.log", {
+        "LOG_LEVEL": "INFO",  # the breakdown reads the "call finished" lines
+        **env,
+    })
 
 
-def wait_ready(services, amqp_uri, timeout=SERVICE_START_TIMEOUT):
-    """Wait until every service answers /readyz with 200 and consumes its RPC queue (and only it does)."""
-    deadline = time.monotonic() + timeout
-    pending = dict(services)
-    while pending:
-        for name, service in list(pending.items()):
-            service.check_alive()
-            if service.ready():
-                _exists, consumers = rpc_queue_state(amqp_uri, service.rpc_queue)
-                if consumers == 1:
-                    del pending[name]
-                elif consumers > 1:
-                    raise RuntimeError(f"{consumers} consumers on {service.rpc_queue}: something else serves it")
-        if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}; "
-                               f"see {', '.join(s.log_path for s in pending.values())}")
-        eventlet.sleep(0.2)
+def logged_calls(service):
+    """Every "call finished" line the service logged: (end time, entrypoint, method, duration_ms)."""
+    return [(parse_log_time(record["time"]), record.get("entrypoint"), record.get("method"), record["duration_ms"])
+            for record in service.finished_calls()]
+
+
+def describe_problem(record):
+    """One warning or error line of a service's log, for ``ServiceProcess.problems``."""
+    return f"{record.get('level')}: {record.get('message')} {record.get('error_type') or ''}"
 
 
 # ---- databases --------------------------------------------------------------
@@ -334,18 +144,6 @@ def grid_facts(grid_url):
     finally:
         conn.close()
     return {"street": street, "path": path, "expected": expected, "residents": total}
-
-
-def recreate_database(url):
-    name = make_url(url).database
-    conn = psycopg2.connect(libpq_url(url, "postgres"))
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -499,7 +297,7 @@ def fan_out(run, services, amqp_uri, notices_url, street, token, poll_interval, 
     if approved["status"] != "approved":
         raise RuntimeError(f"notice {notice['id']} is {approved['status']} after approval")
 
-    cpu_before = cpu_sample(services)
+    cpu_before = cpu_now(services)
     watcher = Watcher(notices_url, run.notice_id)
     try:
         while True:
@@ -529,9 +327,8 @@ def fan_out(run, services, amqp_uri, notices_url, street, token, poll_interval, 
         run.poll_ms = watcher.query_ms
         watcher.close()
     # Memory and CPU first: the metrics scrape below is work the fan-out did not do.
-    cpu_after = cpu_sample(services)
-    run.cpu = {"window_s": round(cpu_after.at - cpu_before.at, 3),
-               **{name: round(cpu_after.seconds[name] - cpu_before.seconds[name], 2) for name in cpu_after.seconds}}
+    cpu_after = cpu_now(services)
+    run.cpu = {"window_s": round(cpu_after.at - cpu_before.at, 3), **cpu_used(cpu_before, cpu_after)}
     run.memory = {name: service.memory() for name, service in services.items()}
     run.metrics = {name: duration_delta(metrics_before[name], scrape_durations(service.port))
                    for name, service in services.items()}
@@ -647,13 +444,7 @@ class Profiler:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGINT, timeout=30)  # py-spy writes its output on Ctrl-C
 
     def summary(self, top=12):
         """Share of samples idle; inclusive share of the project's own functions; top leaf functions."""
@@ -787,8 +578,7 @@ def write_results(run, facts, stamps, analysis, profiles, summary, problems, loa
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "grid_database": facts,
         "settings": run.settings,
-        "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "load_avg_before": loads[0], "load_avg_after": loads[1]},
+        "environment": environment(loads),
         "notice_id": run.notice_id,
         "expected": run.expected,
         "complete": run.complete,
@@ -819,9 +609,7 @@ def write_results(run, facts, stamps, analysis, profiles, summary, problems, loa
         "service_problems": problems[:50],
         "logs": {"grid": var_path("bench_notices_grid.log"), "notices": var_path("bench_notices_notices.log")},
     }
-    with open(var_path(RESULTS_FILE), "w") as out:
-        json.dump(results, out, indent=2, ensure_ascii=False, default=str)
-    print(f"Results written to {var_path(RESULTS_FILE)}")
+    print(f"Results written to {save_json(RESULTS_FILE, results, default=str)}")
     return results
 
 
@@ -829,18 +617,9 @@ def write_results(run, facts, stamps, analysis, profiles, summary, problems, loa
 
 
 def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, timeout, py_spy=None):
-    secret, key = jwt_secret(), pii_key()
+    secret = jwt_secret()
     facts = grid_facts(grid_url)
-
-    queues = {}
-    for name in ("grid", "notices"):
-        exists, consumers = rpc_queue_state(amqp_uri, f"rpc-{name}")
-        if consumers:
-            raise SystemExit(
-                f"{consumers} consumer(s) already on 'rpc-{name}' at {amqp_uri}: another {name} service (e.g. "
-                "`make run` / `python -m shared.suite run`) would take some of the calls and skew the run.\n"
-                "Stop it, or point --amqp-uri at another vhost.")
-        queues[name] = exists
+    queues = claim_rpc_queues(amqp_uri, ("grid", "notices"))
 
     print(f"Notices fan-out bench: recreating {make_url(notices_url).database}", flush=True)
     recreate_database(notices_url)
@@ -848,15 +627,14 @@ def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, ti
 
     settings = {"publish_interval": PUBLISH_INTERVAL, "dispatch_interval": DISPATCH_INTERVAL,
                 "dispatch_batch": dispatch_batch, "sms_rate": SMS_RATE, "poll_interval": poll_interval}
-    common = {"AMQP_URI": amqp_uri, "GRASSROOTS_JWT_SECRET": secret, "GRASSROOTS_PII_KEY": key}
     services = {
-        "grid": ServiceProcess("grid", {
-            **common, "GRID_DATABASE_URL": grid_url,
+        "grid": notices_service("grid", amqp_uri, {
+            "GRID_DATABASE_URL": grid_url,
             # Housekeeping would expire tags in the shared bench database; keep it out of the run.
             "GRID_HOUSEKEEPING_INTERVAL": "3600",
         }),
-        "notices": ServiceProcess("notices", {
-            **common, "NOTICES_DATABASE_URL": notices_url,
+        "notices": notices_service("notices", amqp_uri, {
+            "NOTICES_DATABASE_URL": notices_url,
             "NOTICES_SMS_GATEWAY_URL": "stub",
             "NOTICES_SMS_RATE": str(SMS_RATE),
             "NOTICES_PUBLISH_INTERVAL": str(PUBLISH_INTERVAL),
@@ -869,11 +647,7 @@ def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, ti
     profilers = []
     load_before = os.getloadavg()
     try:
-        for service in services.values():
-            service.start()
-        wait_ready(services, amqp_uri)
-        print("  services up: " + ", ".join(f"{name} pid {s.process.pid} (log {s.log_path})"
-                                            for name, s in services.items()), flush=True)
+        start_services(services, amqp_uri)
         eventlet.sleep(1.0)  # let start-up work (first timer ticks, pool connections) settle
         if py_spy:
             profilers = [Profiler(py_spy, service) for service in services.values()]
@@ -883,16 +657,12 @@ def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, ti
     finally:
         for profiler in profilers:
             profiler.stop()
-        for service in services.values():
-            service.stop()
-        for name, existed in queues.items():
-            if not existed:
-                delete_unused_queue(amqp_uri, f"rpc-{name}")
+        stop_services(services, amqp_uri, queues)
     load_after = os.getloadavg()
 
     stamps = service_stamps(notices_url, run.notice_id)
-    analysis = breakdown(stamps, services["grid"].calls(), run.metrics)
-    problems = services["grid"].problems() + services["notices"].problems()
+    analysis = breakdown(stamps, logged_calls(services["grid"]), run.metrics)
+    problems = services["grid"].problems(describe_problem) + services["notices"].problems(describe_problem)
     profiles = {profiler.service: profiler.summary() for profiler in profilers}
     summary = print_summary(run, facts, analysis, profiles, problems, (load_before, load_after))
     return write_results(run, facts, stamps, analysis, profiles, summary, problems, (load_before, load_after))

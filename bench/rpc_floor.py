@@ -16,12 +16,12 @@ eventlet.monkey_patch()
 import argparse  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 from nameko.rpc import rpc  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
+from bench.harness import percentile, start_nameko, stop_process, timed  # noqa: E402
 from shared.endpoints import rpc as service_rpc  # noqa: E402
 
 
@@ -43,32 +43,15 @@ class NoopServiceRpc:
         return "pong"
 
 
-def percentile(samples, p):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-def time_calls(method, requests, warmup=50):
-    for _ in range(warmup):
-        method()
-    samples = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        method()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.rpc_floor")
     parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
     env = {**os.environ, "AMQP_URI": args.amqp_uri, "PYTHONWARNINGS": "ignore"}
-    nameko = os.path.join(os.path.dirname(sys.executable), "nameko")
-    service = subprocess.Popen(
-        [nameko, "run", "--broker", args.amqp_uri, "bench.rpc_floor:NoopNamekoRpc", "bench.rpc_floor:NoopServiceRpc"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    service = start_nameko(
+        ["run", "--broker", args.amqp_uri, "bench.rpc_floor:NoopNamekoRpc", "bench.rpc_floor:NoopServiceRpc"],
+        env, subprocess.DEVNULL,
     )
     try:
         with ClusterRpcProxy({"AMQP_URI": args.amqp_uri}, timeout=30) as proxy:
@@ -85,11 +68,10 @@ def main():
             print(f"{'no-op RPC (ms)':<40} {'p50':>6} {'p99':>6}")
             for label, method in (("nameko @rpc (confirmed, persistent reply)", proxy.bench_noop_nameko.ping),
                                   ("suite @rpc (shared.rpc replies)", proxy.bench_noop_service.ping)):
-                samples = time_calls(method, args.requests)
+                samples = timed(method, args.requests, warmup=50)
                 print(f"{label:<40} {percentile(samples, 50):>6.2f} {percentile(samples, 99):>6.2f}")
     finally:
-        service.terminate()
-        service.wait(timeout=20)
+        stop_process(service)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ bench key in ``bench/__init__.py``); the RPC bench must run with the same key.
 import argparse
 import datetime as dt
 import io
-import json
 import queue
 import random
 import sys
@@ -35,11 +34,11 @@ import time
 from collections import namedtuple
 
 import psycopg2
-from psycopg2 import sql
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from bench import pii_key, var_path
+from bench import pii_key, save_json
+from bench.db import libpq_url, recreate_database
 from services.grid.idnumbers import make_id_number
 from services.grid.residents import ID_INDEX
 from shared.migrate import upgrade
@@ -117,27 +116,7 @@ def bytea(blob):
     return "\\\\x" + blob.hex()
 
 
-def libpq_url(url, database=None):
-    """A URL psycopg2 accepts (no SQLAlchemy driver suffix), optionally for another database."""
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
 # ---- database lifecycle ---------------------------------------------------
-
-
-def recreate_database(url):
-    name = make_url(url).database
-    conn = psycopg2.connect(libpq_url(url, "postgres"))
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
 
 
 def drop_bulk_constraints(cur):
@@ -471,9 +450,7 @@ def seed(url, residents, seed_value, chunk_rows=COPY_CHUNK_ROWS):
         "counts": counts,
         "targets": targets,
     }
-    with open(var_path(SUMMARY_FILE), "w") as out:
-        json.dump(summary, out, indent=2, ensure_ascii=False)
-    print(f"  summary        {var_path(SUMMARY_FILE)}")
+    print(f"  summary        {save_json(SUMMARY_FILE, summary)}")
     return summary
 
 
