@@ -6,7 +6,7 @@ All schemas reject unknown fields and every string has an upper bound, so a
 import datetime as dt
 import re
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
 from shared.errors import ValidationError
@@ -97,6 +97,22 @@ class UtcDateTime(fields.AwareDateTime):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
         return super()._serialize(value, attr, obj, **kwargs)
+
+
+CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class WeeklyWindow(StrictSchema):
+    """``{"weekday": 0-6, "start": "HH:MM", "end": "HH:MM"}``: a recurring window of a week."""
+
+    weekday = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=6))
+    start = fields.String(required=True, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+    end = fields.String(required=True, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+
+    @validates_schema
+    def ordered(self, data, **kwargs):
+        if data["end"] <= data["start"]:
+            raise MarshmallowError("Must be after start.", "end")
 
 
 class PageSchema(StrictSchema):

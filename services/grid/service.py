@@ -1,17 +1,13 @@
 """The grid service: the unit tree, staff, households and residents, screening,
 incidents and escalation. Entrypoints are thin: authorise and validate
 (``endpoint``), call the domain, dump."""
-from nameko.dependency_providers import Config
 
 from services.grid import incidents, residents, schemas, screening, units
 from services.grid.models import Base, OutboxEvent, ProcessedEvent
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
-from shared import web
-from shared.auth import Auth
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
-from shared.outbox import OutboxRelay
-from shared.pii import Vault
+from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
 
@@ -33,14 +29,10 @@ GAUGES = [
 ]
 
 
-class GridService(web.ObservableMixin):
+class GridService(base.ServiceBase):
     name = "grid"
 
-    config = Config()
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
-    relay = OutboxRelay()
-    auth = Auth()
-    vault = Vault()
     telemetry = Telemetry(gauges=GAUGES)
 
     @property

@@ -1,13 +1,9 @@
 """Input and output schemas of the legal RPC contract."""
-import re
-
 from marshmallow import ValidationError as FieldError
 from marshmallow import fields, validate, validates_schema
 
 from services.legal import vocabulary as v
-from shared.validation import Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime
-
-CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+from shared.validation import Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime, WeeklyWindow
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -31,21 +27,10 @@ class RegisterLawyer(StrictSchema):
     resident_id = Id(load_default=None, allow_none=True)
 
 
-class Window(StrictSchema):
-    weekday = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=6))
-    start = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
-    end = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
-
-    @validates_schema
-    def ordered(self, data, **kwargs):
-        if data["end"] <= data["start"]:
-            raise FieldError("Must be after start.", "end")
-
-
 class SetSchedule(StrictSchema):
     lawyer_id = Id(required=True)
     station_id = Id(required=True)
-    weekly = fields.List(fields.Nested(Window), required=True, validate=validate.Length(max=42))
+    weekly = fields.List(fields.Nested(WeeklyWindow), required=True, validate=validate.Length(max=42))
     slot_minutes = fields.Integer(load_default=30, strict=True, validate=validate.Range(min=10, max=240))
     buffer_minutes = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0, max=120))
 

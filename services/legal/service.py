@@ -2,17 +2,13 @@
 booking, confidential consultations, and mediation cases."""
 import logging
 
-from nameko.dependency_providers import Config
 
 from services.legal import bookings, directory, mediation, schemas
 from services.legal.models import Base, OutboxEvent, ProcessedEvent
-from shared import web
-from shared.auth import Auth
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
-from shared.outbox import OutboxRelay
-from shared.pii import Vault
+from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
 
@@ -36,14 +32,10 @@ GAUGES = [
 ]
 
 
-class LegalService(web.ObservableMixin):
+class LegalService(base.ServiceBase):
     name = "legal"
 
-    config = Config()
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
-    relay = OutboxRelay()
-    auth = Auth()
-    vault = Vault()
     grid = ServiceClient("grid")
     notices = ServiceClient("notices")
     telemetry = Telemetry(gauges=GAUGES)

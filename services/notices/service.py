@@ -1,18 +1,14 @@
 """The notices service: CAP-style notices to grid audiences over several channels, with
 delivery tracking and acknowledgements; direct messages for the other services."""
-from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 
 from services.notices import acks, delivery, notices, preferences, publishing, schemas
 from services.notices.channels import RateLimiter, build_channels
 from services.notices.models import Base, OutboxEvent, ProcessedEvent
-from shared import web
-from shared.auth import Auth
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
-from shared.outbox import OutboxRelay
-from shared.pii import Vault
+from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
 
@@ -49,14 +45,10 @@ class Channels(DependencyProvider):
         return self
 
 
-class NoticesService(web.ObservableMixin):
+class NoticesService(base.ServiceBase):
     name = "notices"
 
-    config = Config()
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
-    relay = OutboxRelay()
-    auth = Auth()
-    vault = Vault()
     grid = ServiceClient("grid", pii=True)
     channels = Channels()
     telemetry = Telemetry(gauges=GAUGES)

@@ -1,28 +1,12 @@
 """Input and output schemas of the volunteer RPC contract."""
-import re
-
-from marshmallow import ValidationError as FieldError
-from marshmallow import fields, validate, validates_schema
+from marshmallow import fields, validate
 
 from services.volunteer import vocabulary as v
-from shared.validation import Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime
-
-CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-
-
-class Window(StrictSchema):
-    weekday = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=6))
-    start = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
-    end = Str(required=True, max_length=5, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
-
-    @validates_schema
-    def ordered(self, data, **kwargs):
-        if data["end"] <= data["start"]:
-            raise FieldError("Must be after start.", "end")
+from shared.validation import Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime, WeeklyWindow
 
 
 def availability_field(**kwargs):
-    return fields.List(fields.Nested(Window), validate=validate.Length(max=42), **kwargs)
+    return fields.List(fields.Nested(WeeklyWindow), validate=validate.Length(max=42), **kwargs)
 
 
 class RegisterVolunteer(StrictSchema):

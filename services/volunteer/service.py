@@ -3,17 +3,13 @@ matched to nearby volunteers."""
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from nameko.dependency_providers import Config
 
 from services.volunteer import duty, people, requests, schemas
 from services.volunteer.models import Base, OutboxEvent, ProcessedEvent
-from shared import web
-from shared.auth import Auth
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
-from shared.outbox import OutboxRelay
-from shared.pii import Vault
+from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
 
@@ -33,14 +29,10 @@ GAUGES = [
 ]
 
 
-class VolunteerService(web.ObservableMixin):
+class VolunteerService(base.ServiceBase):
     name = "volunteer"
 
-    config = Config()
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
-    relay = OutboxRelay()
-    auth = Auth()
-    vault = Vault()
     grid = ServiceClient("grid")
     notices = ServiceClient("notices")
     telemetry = Telemetry(gauges=GAUGES)
