@@ -25,20 +25,18 @@ class Candidate:
     quarantined: bool = False
 
 
-def shared_depth(path_a, path_b):
-    """How many units two paths share from the district down (6 = the same small grid)."""
+def common_prefix(ids_a, ids_b):
     depth = 0
-    for a, b in zip(path_ids(path_a), path_ids(path_b)):
+    for a, b in zip(ids_a, ids_b):
         if a != b:
             break
         depth += 1
     return depth
 
 
-def available_at(availability, moment, zone):
-    local = moment.astimezone(zone)
-    clock = local.strftime("%H:%M")
-    return any(w["weekday"] == local.weekday() and w["start"] <= clock < w["end"] for w in availability)
+def shared_depth(path_a, path_b):
+    """How many units two paths share from the district down (6 = the same small grid)."""
+    return common_prefix(path_ids(path_a), path_ids(path_b))
 
 
 def eligible(candidate, request_household_id, already_offered):
@@ -51,22 +49,26 @@ def eligible(candidate, request_household_id, already_offered):
 def rank(candidates, request_path, kind, needed_by, zone, request_household_id=None, already_offered=()):
     wanted = set(KIND_SKILLS.get(kind, ()))
     offered = set(already_offered)
+    # worked out once per call, not once per candidate
+    request_ids = path_ids(request_path)
+    local = needed_by.astimezone(zone)
+    weekday, clock = local.weekday(), local.strftime("%H:%M")
 
     def key(c):
         fits = bool(wanted & set(c.skills)) if wanted else True
-        return (-shared_depth(c.home_path, request_path), not fits, not available_at(c.availability, needed_by, zone),
-                c.active_tasks, c.recent_tasks, c.volunteer_id)
+        free = any(w["weekday"] == weekday and w["start"] <= clock < w["end"] for w in c.availability)
+        return (-common_prefix(path_ids(c.home_path), request_ids), not fits, not free, c.active_tasks,
+                c.recent_tasks, c.volunteer_id)
 
     return sorted((c for c in candidates if eligible(c, request_household_id, offered)), key=key)
 
 
-def search_scopes(request_path, narrowest_depth=3):
-    """Subtree paths to search, nearest first: the community, then the street, then the district."""
+def search_scopes(request_path):
+    """Subtree paths to search, nearest first: the request's own unit, then each ancestor up to
+    the district. Distance is the first ranking key, so the first scope that yields enough
+    eligible volunteers holds the best ones — and is usually a handful, not a community."""
     ids = path_ids(request_path)
-    scopes = []
-    for depth in range(min(narrowest_depth, len(ids)), 0, -1):
-        scopes.append("/" + "".join(f"{i}/" for i in ids[:depth]))
-    return scopes
+    return ["/" + "".join(f"{i}/" for i in ids[:depth]) for depth in range(len(ids), 0, -1)]
 
 
 def recent_window(now, days=30):

@@ -97,7 +97,7 @@ def _drop_quarantined(grid, ranked, residents, wanted):
 
 
 def best_volunteers(session, grid, policy, request, now, wanted):
-    """The best ``wanted`` eligible volunteers, searching the community first, then wider."""
+    """The best ``wanted`` eligible volunteers, searching the request's own small grid first, then wider."""
     offered = set(session.scalars(select(Offer.volunteer_id).where(Offer.request_id == request.id)))
     chosen, residents = [], {}
     for scope in matching.search_scopes(request.unit_path):

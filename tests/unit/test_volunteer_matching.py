@@ -40,5 +40,5 @@ def test_exclusions():
     assert ids(ranked) == [4]
 
 
-def test_search_widens_from_community_to_district():
-    assert search_scopes(REQUEST_PATH) == ["/1/2/3/", "/1/2/", "/1/"]
+def test_search_widens_from_the_small_grid_to_the_district():
+    assert search_scopes(REQUEST_PATH) == ["/1/2/3/4/5/6/", "/1/2/3/4/5/", "/1/2/3/4/", "/1/2/3/", "/1/2/", "/1/"]
