@@ -9,7 +9,7 @@ AMQP_URI ?= amqp://guest:guest@localhost:5672/
 RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
 export AMQP_URI
 
-.PHONY: install run test test-unit migrate bench bench-notices bench-legal clean
+.PHONY: install run test test-unit migrate bench bench-notices bench-volunteer bench-legal clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: install
 
 bench-notices: install
 	$(PY) -m bench.notices_fanout --grid-database-url $(BENCH_DB) --amqp-uri $(AMQP_URI)
+
+bench-volunteer: install
+	$(PY) -m bench.volunteer_matching --amqp-uri $(AMQP_URI)
 
 bench-legal: install
 	$(PY) -m bench.legal_booking --amqp-uri $(AMQP_URI)
