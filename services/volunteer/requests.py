@@ -191,8 +191,9 @@ def reachable_request(session, caller, request_id, *, lock=False):
     request = fetch(session, HelpRequest, request_id, "request", lock=lock)
     if caller.has_role("volunteer") and request.volunteer_id is not None and is_self(caller, request.volunteer_id):
         return request
+    caller_volunteer = int(caller.sub) if caller.sub.isdigit() else -1
     if caller.has_role("volunteer") and session.scalar(select(Offer.id).where(
-            Offer.request_id == request.id, Offer.volunteer_id == int(caller.sub) if caller.sub.isdigit() else -1)):
+            Offer.request_id == request.id, Offer.volunteer_id == caller_volunteer)):
         return request
     if caller.has_role("resident") and request.resident_id is not None and caller.sub == str(request.resident_id):
         return request

@@ -59,6 +59,10 @@ def test_nearest_eligible_volunteer_gets_the_offer_and_the_load_cap_holds(area, 
     assert [o["request_id"] for o in offers] == [request["id"]]
     assert offers_of(call_as, area["v_same_home"]) == [] and offers_of(call_as, area["v_quarantined"]) == []
     neighbour = call_as(token("volunteer", sub=area["v_neighbour"])).volunteer
+    seen = neighbour.get_request(request_id=request["id"])  # an offered volunteer sees the need, not who
+    assert seen["details"] == "Rice and vegetables" and "resident_id" not in seen and "household_id" not in seen
+    with pytest.raises(Forbidden):
+        call_as(token("volunteer", sub=area["v_same_home"])).volunteer.get_request(request_id=request["id"])
     accepted = neighbour.respond_offer(offer_id=offers[0]["id"], accept=True)
     assert accepted["request"]["status"] == "matched" and accepted["request"]["volunteer_id"] == area["v_neighbour"]
     # the neighbour is at their limit of one task: the next request goes further away
