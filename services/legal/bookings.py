@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 from services.legal import slots
 from services.legal.directory import is_lawyer
 from services.legal.models import Consultation, Lawyer, LawyerStation, Schedule, Station, SummaryRead, TimeOff
+from shared import grid_lookup
 from shared.db import fetch, locking, serialize_on, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
-from shared.paths import as_path, path_ids
+from shared.paths import path_ids
 
 SUMMARY_CONTEXT = b"consultation summary"
 
@@ -95,21 +96,13 @@ def find_slots(session, grid, policy, specialty, date_from, date_to, station_id,
             for start, lawyer_id, name, station, end in found[:limit]]
 
 
-def _resident_path(grid, resident_id):
-    found = grid.get_residents(resident_ids=[str(resident_id)])
-    if not found["items"]:
-        raise ValidationError({"resident_id": [f"Unknown resident {resident_id}."]})
-    return as_path(found["items"][0]["unit_path"])
-
-
 def _authorize_for_resident(caller, grid, resident_id):
     """Residents book for themselves; staff for residents in their scope; services for anyone."""
     if caller.roles == {"resident"}:
         if caller.sub != str(resident_id):
             raise Forbidden("residents book only for themselves")
         return
-    path = _resident_path(grid, resident_id)
-    caller.require_reach(path_ids(path), "resident")
+    caller.require_reach(grid_lookup.resident(grid, resident_id)["unit_path"], "resident")
 
 
 def _check_slot(session, policy, lawyer_id, station_id, starts_at, exclude=None):

@@ -3,9 +3,10 @@ from sqlalchemy import select
 
 from services.legal.models import Lawyer, LawyerStation, Schedule, Station, TimeOff
 from services.legal.vocabulary import STATION_LEVELS
+from shared import grid_lookup
 from shared.db import fetch, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
-from shared.paths import as_path, in_subtree, path_ids
+from shared.paths import in_subtree, path_ids
 
 
 def is_lawyer(caller, lawyer_id):
@@ -19,10 +20,10 @@ def reachable_station(session, caller, station_id):
 
 
 def create_station(uow, caller, grid, unit_id, name, address):
-    unit = grid.get_unit(unit_id=str(unit_id))
+    unit = grid_lookup.unit(grid, unit_id, "unit_id")
     if unit["level"] not in STATION_LEVELS:
         raise ValidationError({"unit_id": [f"Stations serve a street or community, not a {unit['level']}."]})
-    path = as_path(unit["path"])
+    path = unit["path_string"]
     caller.require_reach(path_ids(path), "unit")
     station = Station(unit_id=unit_id, unit_path=path, name=name, address=address, created_at=utcnow())
     uow.session.add(station)
@@ -34,7 +35,7 @@ def list_stations(session, grid, under):
     """Stations in the subtree of ``under`` (all when None): public information."""
     query = select(Station).order_by(Station.id)
     if under is not None:
-        path = as_path(grid.get_unit(unit_id=str(under))["path"])
+        path = grid_lookup.unit_path(grid, under, "under")
         query = query.where(in_subtree(Station.unit_path, path))
     return session.scalars(query).all()
 

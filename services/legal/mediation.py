@@ -3,23 +3,16 @@ or social (community) mediators free of conflicts of interest, closed with an ou
 from sqlalchemy import select
 
 from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
+from shared import grid_lookup
 from shared.db import fetch, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
-from shared.paths import as_path, in_subtree, path_ids
-
-
-def _residents(grid, resident_ids, field):
-    found = grid.get_residents(resident_ids=[str(i) for i in resident_ids])
-    if found["missing"]:
-        raise ValidationError({field: [f"Unknown residents: {', '.join(found['missing'])}."]})
-    return found["items"]
+from shared.paths import in_subtree, path_ids
 
 
 def open_mediation(uow, caller, grid, unit_id, category, party_resident_ids, description, source_incident_id):
-    unit = grid.get_unit(unit_id=str(unit_id))
-    path = as_path(unit["path"])
+    path = grid_lookup.unit_path(grid, unit_id, "unit_id")
     caller.require_reach(path_ids(path), "unit")
-    parties = _residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
+    parties = grid_lookup.residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
     if len(parties) < 2:
         raise ValidationError({"party_resident_ids": ["A dispute needs at least two different parties."]})
     case = MediationCase(
@@ -72,7 +65,7 @@ def assign_mediator(uow, caller, grid, case_id, mediator_id, kind):
     else:
         resident_id = mediator_id  # a community mediator is a resident
     if resident_id is not None:
-        person = _residents(grid, [resident_id], "mediator_id")[0]
+        person = grid_lookup.resident(grid, resident_id, "mediator_id")
         if int(person["id"]) in case.party_resident_ids:
             raise Conflict("the mediator is a party to the dispute")
         if int(person["household_id"]) in case.party_household_ids:
@@ -119,7 +112,7 @@ def list_cases(session, caller, grid, under, status, page, page_size):
     if under is None and not caller.unrestricted:
         under = int(caller.unit)
     if under is not None:
-        path = as_path(grid.get_unit(unit_id=str(under))["path"])
+        path = grid_lookup.unit_path(grid, under, "under")
         caller.require_reach(path_ids(path))
         query = query.where(in_subtree(MediationCase.unit_path, path))
     if status is not None:

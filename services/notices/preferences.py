@@ -1,15 +1,9 @@
 """Residents' channel preferences and quiet hours; small grids' chat-group robots."""
 from services.notices.models import ChatGroup, Preference
+from shared import grid_lookup
 from shared.db import utcnow
 from shared.errors import Forbidden, ValidationError
-from shared.paths import as_path, path_ids
-
-
-def resident_path(grid, resident_id):
-    found = grid.get_residents(resident_ids=[str(resident_id)])
-    if not found["items"]:
-        raise ValidationError({"resident_id": [f"Unknown resident {resident_id}."]})
-    return as_path(found["items"][0]["unit_path"])
+from shared.paths import path_ids
 
 
 def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
@@ -17,7 +11,7 @@ def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
         if caller.sub != str(resident_id):
             raise Forbidden("residents set only their own preferences")
     else:
-        caller.require_reach(path_ids(resident_path(grid, resident_id)), "resident")
+        caller.require_reach(grid_lookup.resident(grid, resident_id)["unit_path"], "resident")
     session = uow.session
     preference = session.get(Preference, resident_id) or Preference(resident_id=resident_id)
     preference.channels = list(channels)
@@ -30,10 +24,10 @@ def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
 
 
 def register_chat_group(uow, caller, grid, unit_id, name, webhook_url):
-    unit = grid.get_unit(unit_id=str(unit_id))
+    unit = grid_lookup.unit(grid, unit_id, "unit_id")
     if unit["level"] != "grid_small":
         raise ValidationError({"unit_id": [f"Chat groups belong to small grids, not {unit['level']}."]})
-    path = as_path(unit["path"])
+    path = unit["path_string"]
     caller.require_reach(path_ids(path), "unit")
     session = uow.session
     group = session.get(ChatGroup, unit_id) or ChatGroup(unit_id=unit_id)

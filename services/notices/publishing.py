@@ -2,8 +2,8 @@
 from services.notices import audience, notices
 from services.notices.models import Notice
 from services.notices.templates import render
+from shared import grid_lookup
 from shared.db import utcnow
-from shared.errors import ValidationError
 
 
 def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
@@ -41,9 +41,7 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
 def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, params, channels):
     session = uow.session
     title, body = render(template, params)
-    found = grid.get_residents(resident_ids=[str(i) for i in resident_ids])
-    if found["missing"]:
-        raise ValidationError({"resident_ids": [f"Unknown residents: {', '.join(found['missing'])}."]})
+    found = grid_lookup.residents(grid, resident_ids, "resident_ids")
     now = utcnow()
     message = Notice(
         kind="direct", title=title, body=body, category="direct", severity="moderate", urgency="immediate",
@@ -53,5 +51,5 @@ def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, para
     )
     session.add(message)
     session.flush()
-    audience.add_recipients(uow, vault, message, audience.DeliveryPlan(message, timezone), found["items"], now)
+    audience.add_recipients(uow, vault, message, audience.DeliveryPlan(message, timezone), found, now)
     return message

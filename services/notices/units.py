@@ -1,19 +1,11 @@
 """What the notices service needs from the grid about units: paths, for scope and subtrees."""
 
-from shared.errors import NotFound, ValidationError
-from shared.paths import as_path
+from shared import grid_lookup
 
 
 def unit_paths(grid, unit_ids, field="under"):
     """{unit id: path string} from the grid (its own scope rules apply to our service token)."""
-    paths = {}
-    for unit_id in unit_ids:
-        try:
-            unit = grid.get_unit(unit_id=str(unit_id))
-        except NotFound:
-            raise ValidationError({field: [f"Unknown unit {unit_id}."]}) from None
-        paths[int(unit["id"])] = as_path(unit["path"])
-    return paths
+    return {int(unit_id): grid_lookup.unit_path(grid, unit_id, field) for unit_id in unit_ids}
 
 
 def outermost(paths):

@@ -4,9 +4,11 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from services.volunteer.models import Pledge, Signup, Volunteer
+from shared import grid_lookup
 from shared.db import fetch, utcnow
-from shared.errors import Conflict, Forbidden, NotFound, ValidationError
-from shared.paths import as_path, in_subtree, path_ids
+from shared.grid_lookup import unit_path
+from shared.errors import Conflict, Forbidden, ValidationError
+from shared.paths import in_subtree, path_ids
 
 PHONE_CONTEXT = b"phone"
 
@@ -22,26 +24,16 @@ def reachable_volunteer(session, caller, volunteer_id, *, lock=False):
     return volunteer
 
 
-def unit_path(grid, unit_id, field="home_unit_id"):
-    try:
-        return as_path(grid.get_unit(unit_id=str(unit_id))["path"])
-    except NotFound:
-        raise ValidationError({field: [f"Unknown unit {unit_id}."]}) from None
-
-
 def register_volunteer(uow, caller, grid, vault, name, phone, home_unit_id, skills, availability,
                        max_active_tasks, resident_id, party_member):
     session = uow.session
-    path = unit_path(grid, home_unit_id)
+    path = unit_path(grid, home_unit_id, "home_unit_id")
     caller.require_reach(path_ids(path), "unit")
     household_id = None
     if resident_id is not None:
         if session.scalar(select(Volunteer.id).where(Volunteer.resident_id == resident_id)) is not None:
             raise Conflict(f"resident {resident_id} is already a volunteer")
-        found = grid.get_residents(resident_ids=[str(resident_id)])
-        if not found["items"]:
-            raise ValidationError({"resident_id": [f"Unknown resident {resident_id}."]})
-        household_id = int(found["items"][0]["household_id"])
+        household_id = int(grid_lookup.resident(grid, resident_id)["household_id"])
     volunteer = Volunteer(name=name, phone_enc=vault.encrypt(phone, PHONE_CONTEXT), home_unit_id=home_unit_id,
                           home_path=path, skills=list(skills), availability=list(availability),
                           max_active_tasks=max_active_tasks, resident_id=resident_id, household_id=household_id,
@@ -55,7 +47,7 @@ def update_volunteer(uow, caller, grid, vault, volunteer_id, **changes):
     session = uow.session
     volunteer = reachable_volunteer(session, caller, volunteer_id, lock=True)
     if "home_unit_id" in changes:
-        path = unit_path(grid, changes["home_unit_id"])
+        path = unit_path(grid, changes["home_unit_id"], "home_unit_id")
         if not is_self(caller, volunteer.id):
             caller.require_reach(path_ids(path), "unit")
         volunteer.home_unit_id, volunteer.home_path = changes.pop("home_unit_id"), path

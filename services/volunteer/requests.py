@@ -9,9 +9,10 @@ from services.volunteer import matching
 from services.volunteer.models import HelpRequest, Offer, Volunteer
 from services.volunteer.people import is_self
 from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES
+from shared import grid_lookup
 from shared.db import fetch, locking, utcnow
-from shared.errors import Conflict, Forbidden, ValidationError
-from shared.paths import as_path, in_subtree, path_ids
+from shared.errors import Conflict, Forbidden
+from shared.paths import in_subtree, path_ids
 
 log = logging.getLogger(__name__)
 QUARANTINE_CHECK_BATCH = 20
@@ -36,18 +37,14 @@ def _event(request, **extra):
 def create_request(uow, caller, grid, notices, policy, unit_id, kind, details, urgency, needed_by,
                    household_id, resident_id):
     session = uow.session
-    unit = grid.get_unit(unit_id=str(unit_id))
-    path = as_path(unit["path"])
+    path = grid_lookup.unit_path(grid, unit_id, "unit_id")
     if caller.roles == {"resident"}:
         if resident_id is None or caller.sub != str(resident_id):
             raise Forbidden("residents ask for help for themselves")
     else:
         caller.require_reach(path_ids(path), "unit")
     if resident_id is not None:
-        found = grid.get_residents(resident_ids=[str(resident_id)])
-        if not found["items"]:
-            raise ValidationError({"resident_id": [f"Unknown resident {resident_id}."]})
-        household_id = household_id or int(found["items"][0]["household_id"])
+        household_id = household_id or int(grid_lookup.resident(grid, resident_id)["household_id"])
     request = HelpRequest(unit_id=unit_id, unit_path=path, kind=kind, details=details, urgency=urgency,
                           needed_by=needed_by, household_id=household_id, resident_id=resident_id, status="open",
                           created_by=caller.sub, created_at=utcnow())
@@ -224,7 +221,7 @@ def confirm_request(uow, caller, request_id, rating):
 
 
 def list_requests(session, caller, grid, under, status, page, page_size):
-    path = as_path(grid.get_unit(unit_id=str(under))["path"])
+    path = grid_lookup.unit_path(grid, under, "under")
     caller.require_reach(path_ids(path))
     query = select(HelpRequest).where(in_subtree(HelpRequest.unit_path, path))
     if status is not None:
