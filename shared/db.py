@@ -268,6 +268,12 @@ class Database(DependencyProvider):
             uow.close()
 
 
+def paged(session, query, page, page_size):
+    """One page of an ordered query: (rows, has_more), reading one row past the page to know."""
+    rows = session.scalars(query.offset((page - 1) * page_size).limit(page_size + 1)).all()
+    return rows[:page_size], len(rows) > page_size
+
+
 def bulk_insert(session, table, rows, returning=()):
     """Insert many rows in the session's transaction; returns the ``returning`` columns' tuples.
 

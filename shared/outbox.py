@@ -64,6 +64,18 @@ class ProcessedEventMixin:
     processed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+def outbox_models(base):
+    """A service's ``outbox_events`` and ``processed_events`` tables, on its own declarative base."""
+
+    class OutboxEvent(OutboxEventMixin, base):
+        pass
+
+    class ProcessedEvent(ProcessedEventMixin, base):
+        pass
+
+    return OutboxEvent, ProcessedEvent
+
+
 class OutboxRelay(DependencyProvider):
     """Publishes the service's committed outbox rows to ``<service>.events``.
 

@@ -127,3 +127,8 @@ def load(schema, data):
     except MarshmallowError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         raise ValidationError(messages) from None
+
+
+def page_of(items, page, page_size, has_more):
+    """The answer of every paged list method."""
+    return {"items": items, "page": page, "page_size": page_size, "has_more": has_more}

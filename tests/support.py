@@ -177,3 +177,17 @@ def expect_invalid(method, field=None, *args, **kwargs):
         assert field in err.value.fields, f"{field} not named in {err.value.fields}"
     assert err.value.exc_type == "ValidationError"
     return err.value
+
+
+MEGABYTE = "x" * 1_000_000
+
+
+def assert_bad_input_refused(method, kwargs, string_field, typed_field, wrong_value, snapshot):
+    """Unknown field, 1 MB string, wrong type, positional args, a missing required field: each a
+    ValidationError naming the field, and ``snapshot()`` (table counts) unchanged after them all."""
+    before = snapshot()
+    expect_invalid(method, "bogus", **kwargs, bogus=1)
+    expect_invalid(method, string_field, **{**kwargs, string_field: MEGABYTE})
+    expect_invalid(method, typed_field, **{**kwargs, typed_field: wrong_value})
+    expect_invalid(method, "_args", *kwargs.values())
+    assert snapshot() == before

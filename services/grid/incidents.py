@@ -7,7 +7,7 @@ from shared import paths as tree
 from services.grid.models import Incident, IncidentStep, Resident, Unit
 from services.grid.units import reachable_unit
 from services.grid.vocabulary import DEPARTMENT_LEVEL
-from shared.db import fetch, locking, utcnow
+from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, ValidationError
 
 SYSTEM_ACTOR = "system:deadline"
@@ -141,7 +141,5 @@ def list_incidents(session, caller, under, status, page, page_size):
     query = select(Incident).where(tree.in_subtree(Incident.unit_path, root.path))
     if status is not None:
         query = query.where(Incident.status == status)
-    rows = session.scalars(query.order_by(Incident.id.desc()).offset((page - 1) * page_size)
-                           .limit(page_size + 1)).all()
-    return rows[:page_size], len(rows) > page_size
+    return paged(session, query.order_by(Incident.id.desc()), page, page_size)
 

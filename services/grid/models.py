@@ -11,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
 from shared.paths import PathText
-from shared.outbox import OutboxEventMixin, ProcessedEventMixin
+from shared.outbox import outbox_models
 
 FK_BIGID = BigId
 
@@ -20,12 +20,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class OutboxEvent(OutboxEventMixin, Base):
-    pass
-
-
-class ProcessedEvent(ProcessedEventMixin, Base):
-    pass
+OutboxEvent, ProcessedEvent = outbox_models(Base)
 
 
 class Unit(Base):

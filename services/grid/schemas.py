@@ -291,7 +291,3 @@ VISIT = VisitOut()
 INCIDENT = IncidentOut()
 INCIDENTS = IncidentOut(many=True)
 INCIDENT_STEPS = IncidentStepOut(many=True)
-
-
-def page(items, page, page_size, has_more):
-    return {"items": items, "page": page, "page_size": page_size, "has_more": has_more}

@@ -7,6 +7,7 @@ from services.grid.models import Base, OutboxEvent, ProcessedEvent
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
+from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
@@ -58,7 +59,7 @@ class GridService(base.ServiceBase):
     @endpoint(roles=EVERYONE, schema=schemas.ListUnits(), read_only=True)
     def list_units(self, caller, page, page_size, **args):
         rows, more = units.list_units(self.db.session, caller, page=page, page_size=page_size, **args)
-        return schemas.page(schemas.UNITS.dump(rows), page, page_size, more)
+        return page_of(schemas.UNITS.dump(rows), page, page_size, more)
 
     @rpc
     @endpoint(roles=EVERYONE, schema=schemas.UnitRef(), read_only=True)
@@ -130,7 +131,7 @@ class GridService(base.ServiceBase):
     def find_residents(self, caller, page, page_size, **args):
         rows, more = residents.find_residents(self.db.session, caller, self.vault, page=page,
                                               page_size=page_size, **args)
-        result = schemas.page(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
+        result = page_of(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
         result["next_after"] = str(rows[-1].id) if more else None
         return result
 
@@ -190,7 +191,7 @@ class GridService(base.ServiceBase):
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ListIncidents(), read_only=True)
     def list_incidents(self, caller, page, page_size, **args):
         rows, more = incidents.list_incidents(self.db.session, caller, page=page, page_size=page_size, **args)
-        return schemas.page(schemas.INCIDENTS.dump(rows), page, page_size, more)
+        return page_of(schemas.INCIDENTS.dump(rows), page, page_size, more)
 
     # ---- housekeeping -----------------------------------------------------
 

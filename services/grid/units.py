@@ -4,7 +4,7 @@ from sqlalchemy import select, update
 from shared import paths as tree
 from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
 from services.grid.vocabulary import DEPTH
-from shared.db import fetch, utcnow
+from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 
 # Tables carrying a copy of their unit's path; a move rewrites them all.
@@ -63,8 +63,7 @@ def list_units(session, caller, under, level, include_closed, page, page_size):
         query = query.where(Unit.level == level)
     if not include_closed:
         query = query.where(Unit.closed.is_(False))
-    rows = session.scalars(query.order_by(Unit.id).offset((page - 1) * page_size).limit(page_size + 1)).all()
-    return rows[:page_size], len(rows) > page_size
+    return paged(session, query.order_by(Unit.id), page, page_size)
 
 
 def ancestors(session, caller, unit_id):

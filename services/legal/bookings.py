@@ -11,7 +11,7 @@ from services.legal import slots
 from services.legal.directory import is_lawyer
 from services.legal.models import Consultation, Lawyer, LawyerStation, Schedule, Station, SummaryRead, TimeOff
 from shared import grid_lookup
-from shared.db import fetch, locking, serialize_on, utcnow
+from shared.db import fetch, locking, paged, serialize_on, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import path_ids
 
@@ -249,9 +249,8 @@ def list_consultations(session, caller, resident_id, lawyer_id, station_id, stat
                           (Consultation.station_id, station_id), (Consultation.status, status)):
         if value is not None:
             query = query.where(column == value)
-    rows = session.scalars(query.order_by(Consultation.starts_at, Consultation.id)
-                           .offset((page - 1) * page_size).limit(page_size + 1)).all()
-    return rows[:page_size], len(rows) > page_size
+    return paged(session, query.order_by(Consultation.starts_at, Consultation.id)
+                           , page, page_size)
 
 
 def next_due_reminder(session, policy, now):

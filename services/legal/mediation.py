@@ -4,7 +4,7 @@ from sqlalchemy import select
 
 from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
 from shared import grid_lookup
-from shared.db import fetch, utcnow
+from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import in_subtree, path_ids
 
@@ -117,6 +117,4 @@ def list_cases(session, caller, grid, under, status, page, page_size):
         query = query.where(in_subtree(MediationCase.unit_path, path))
     if status is not None:
         query = query.where(MediationCase.status == status)
-    rows = session.scalars(query.order_by(MediationCase.id.desc()).offset((page - 1) * page_size)
-                           .limit(page_size + 1)).all()
-    return rows[:page_size], len(rows) > page_size
+    return paged(session, query.order_by(MediationCase.id.desc()), page, page_size)

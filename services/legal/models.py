@@ -7,7 +7,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
-from shared.outbox import OutboxEventMixin, ProcessedEventMixin
+from shared.outbox import outbox_models
 from shared.paths import PathText
 
 
@@ -15,12 +15,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class OutboxEvent(OutboxEventMixin, Base):
-    pass
-
-
-class ProcessedEvent(ProcessedEventMixin, Base):
-    pass
+OutboxEvent, ProcessedEvent = outbox_models(Base)
 
 
 class Station(Base):

@@ -8,6 +8,7 @@ from services.legal.models import Base, OutboxEvent, ProcessedEvent
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
+from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
@@ -123,7 +124,7 @@ class LegalService(base.ServiceBase):
     @endpoint(roles=PARTICIPANTS, schema=schemas.ListConsultations(), read_only=True)
     def list_consultations(self, caller, page, page_size, **args):
         rows, more = bookings.list_consultations(self.db.session, caller, page=page, page_size=page_size, **args)
-        return {"items": schemas.CONSULTATIONS.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+        return page_of(schemas.CONSULTATIONS.dump(rows), page, page_size, more)
 
     # ---- mediation --------------------------------------------------------
 
@@ -164,7 +165,7 @@ class LegalService(base.ServiceBase):
     @endpoint(roles=CASE_WORKERS, schema=schemas.ListCases(), read_only=True)
     def list_cases(self, caller, page, page_size, **args):
         rows, more = mediation.list_cases(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return {"items": schemas.CASES.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+        return page_of(schemas.CASES.dump(rows), page, page_size, more)
 
     # ---- reminders --------------------------------------------------------
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
 from shared.paths import PathText
-from shared.outbox import OutboxEventMixin, ProcessedEventMixin
+from shared.outbox import outbox_models
 
 
 
@@ -17,12 +17,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class OutboxEvent(OutboxEventMixin, Base):
-    pass
-
-
-class ProcessedEvent(ProcessedEventMixin, Base):
-    pass
+OutboxEvent, ProcessedEvent = outbox_models(Base)
 
 
 class Notice(Base):

@@ -5,7 +5,7 @@ from sqlalchemy import select, update
 from services.notices import units
 from services.notices.models import Delivery, Notice, NoticeTarget
 from services.notices.vocabulary import URGENT_SEVERITIES
-from shared.db import fetch, locking, utcnow
+from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, Forbidden
 from shared.paths import in_subtree, path_ids
 
@@ -77,9 +77,7 @@ def list_notices(session, caller, grid, under, status, page, page_size):
             select(NoticeTarget.notice_id).where(in_subtree(NoticeTarget.unit_path, path))))
     if status is not None:
         query = query.where(Notice.status == status)
-    rows = session.scalars(query.order_by(Notice.id.desc()).offset((page - 1) * page_size)
-                           .limit(page_size + 1)).all()
-    return rows[:page_size], len(rows) > page_size
+    return paged(session, query.order_by(Notice.id.desc()), page, page_size)
 
 
 def due_for_publishing(session, now, limit=5):

@@ -8,6 +8,7 @@ from services.notices.models import Base, OutboxEvent, ProcessedEvent
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
+from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
@@ -78,7 +79,7 @@ class NoticesService(base.ServiceBase):
     @endpoint(roles=READERS, schema=schemas.ListNotices(), read_only=True)
     def list_notices(self, caller, page, page_size, **args):
         rows, more = notices.list_notices(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return {"items": schemas.NOTICES.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+        return page_of(schemas.NOTICES.dump(rows), page, page_size, more)
 
     # ---- deliveries -------------------------------------------------------
 

@@ -6,7 +6,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Date, ForeignKey, Index, Integer
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
-from shared.outbox import OutboxEventMixin, ProcessedEventMixin
+from shared.outbox import outbox_models
 from shared.paths import PathText
 
 
@@ -14,12 +14,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class OutboxEvent(OutboxEventMixin, Base):
-    pass
-
-
-class ProcessedEvent(ProcessedEventMixin, Base):
-    pass
+OutboxEvent, ProcessedEvent = outbox_models(Base)
 
 
 class Volunteer(Base):

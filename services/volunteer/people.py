@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from services.volunteer.models import Pledge, Signup, Volunteer
 from shared import grid_lookup
-from shared.db import fetch, utcnow
+from shared.db import fetch, paged, utcnow
 from shared.grid_lookup import unit_path
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import in_subtree, path_ids
@@ -73,8 +73,7 @@ def list_volunteers(session, caller, grid, under, skill, page, page_size):
         rows = [v for v in session.scalars(query.order_by(Volunteer.id)) if skill in v.skills]
         start = (page - 1) * page_size
         return rows[start:start + page_size], len(rows) > start + page_size
-    rows = session.scalars(query.order_by(Volunteer.id).offset((page - 1) * page_size).limit(page_size + 1)).all()
-    return rows[:page_size], len(rows) > page_size
+    return paged(session, query.order_by(Volunteer.id), page, page_size)
 
 
 def make_pledge(uow, caller, volunteer_id, text, due_on):

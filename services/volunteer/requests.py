@@ -10,7 +10,7 @@ from services.volunteer.models import HelpRequest, Offer, Volunteer
 from services.volunteer.people import is_self
 from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES
 from shared import grid_lookup
-from shared.db import fetch, locking, utcnow
+from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, Forbidden
 from shared.paths import in_subtree, path_ids
 
@@ -226,9 +226,7 @@ def list_requests(session, caller, grid, under, status, page, page_size):
     query = select(HelpRequest).where(in_subtree(HelpRequest.unit_path, path))
     if status is not None:
         query = query.where(HelpRequest.status == status)
-    rows = session.scalars(query.order_by(HelpRequest.id.desc()).offset((page - 1) * page_size)
-                           .limit(page_size + 1)).all()
-    return rows[:page_size], len(rows) > page_size
+    return paged(session, query.order_by(HelpRequest.id.desc()), page, page_size)
 
 
 def my_tasks(session, volunteer_id):

@@ -9,6 +9,7 @@ from services.volunteer.models import Base, OutboxEvent, ProcessedEvent
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, rpc
+from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
@@ -67,7 +68,7 @@ class VolunteerService(base.ServiceBase):
     @endpoint(roles=STAFF_SERVICE, schema=schemas.ListVolunteers(), read_only=True)
     def list_volunteers(self, caller, page, page_size, **args):
         rows, more = people.list_volunteers(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return {"items": schemas.VOLUNTEERS.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+        return page_of(schemas.VOLUNTEERS.dump(rows), page, page_size, more)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.SetActive())
@@ -166,7 +167,7 @@ class VolunteerService(base.ServiceBase):
     @endpoint(roles=STAFF_SERVICE, schema=schemas.ListRequests(), read_only=True)
     def list_requests(self, caller, page, page_size, **args):
         rows, more = requests.list_requests(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return {"items": schemas.REQUESTS.dump(rows), "page": page, "page_size": page_size, "has_more": more}
+        return page_of(schemas.REQUESTS.dump(rows), page, page_size, more)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from shared.auth import Auth
 from shared.db import BigId, Database
 from shared.endpoints import endpoint, on_event
-from shared.outbox import OutboxEventMixin, OutboxRelay, ProcessedEventMixin
+from shared.outbox import OutboxRelay, outbox_models
 from shared.telemetry import Telemetry
 from shared.validation import Str, StrictSchema
 from shared.web import ObservableMixin
@@ -29,12 +29,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class Outbox(OutboxEventMixin, Base):
-    pass
-
-
-class Processed(ProcessedEventMixin, Base):
-    pass
+Outbox, Processed = outbox_models(Base)
 
 
 class Entry(Base):
