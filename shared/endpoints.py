@@ -65,6 +65,9 @@ def endpoint(*, roles, schema=None, read_only=False):
             return result
 
         wrapper.allowed_roles = roles
+        # Read by shared.asyncapi to document the RPC contract.
+        wrapper.__contract__ = {"kind": "rpc", "roles": roles, "schema": schema, "read_only": read_only,
+                                "doc": method.__doc__}
         return wrapper
 
     return decorate
@@ -117,6 +120,8 @@ def on_event(source_service, event_type, schema=None, **handler_options):
             self.db.commit()
             return result
 
+        wrapper.__contract__ = {"kind": "event_handler", "source": source_service, "event_type": event_type,
+                                "schema": schema, "doc": method.__doc__}
         return entrypoint(wrapper)
 
     return decorate

@@ -1,0 +1,651 @@
+"""The suite's AsyncAPI 3.0 document, generated from the code.
+
+    python -m shared.asyncapi            # (re)write docs/asyncapi.yaml  (make asyncapi)
+    python -m shared.asyncapi --check    # exit 1, showing the difference, when it is stale
+
+What it reads:
+
+- every service class in ``services/<svc>/service.py`` (a ``shared.service.ServiceBase`` with a
+  ``name``), and on its methods the ``__contract__`` that ``shared.endpoints.endpoint`` (RPC: roles,
+  input schema, read-only) and ``shared.endpoints.on_event`` (event handlers) attach;
+- ``services/<svc>/events.py``: ``EVENTS = {"<type>": <marshmallow schema of the data>}``, one per
+  event type the service emits.
+
+What it writes: one channel per RPC method (exchange ``nameko-rpc``, routing key
+``<service>.<method>``, request/reply), one per event type (exchange ``<service>.events``, routing
+key = the type), a ``receive`` operation per RPC method and per event handler, a ``send``
+operation per event type, and the marshmallow schemas as JSON Schema under
+``components/schemas``. The YAML is deterministic (sorted keys, no anchors), so a test can
+compare the committed file with a fresh generation.
+"""
+import argparse
+import difflib
+import importlib
+import inspect
+import json
+import pkgutil
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from marshmallow import EXCLUDE, INCLUDE, fields, missing, validate
+
+from shared import validation
+from shared.outbox import SPEC_VERSION
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "docs" / "asyncapi.yaml"
+
+ASYNCAPI_VERSION = "3.0.0"
+API_VERSION = "1.0.0"
+RPC_EXCHANGE = "nameko-rpc"
+AMQP_BINDING_VERSION = "0.3.0"
+REPLY_CHANNEL = "rpc.reply"
+ENVELOPE = "CloudEventEnvelope"
+RPC_HEADERS = "NamekoRpcHeaders"
+EVENT_HEADERS = "NamekoEventHeaders"
+RPC_REPLY = "RpcReply"
+REMOTE_ERROR = "RemoteError"
+
+ID_PATTERN_IN = r"^[0-9]{1,19}$"
+ID_PATTERN_OUT = r"^[1-9][0-9]{0,18}$"
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+MOBILE_PATTERN = r"^1[3-9][0-9]{9}$"
+
+
+class ContractError(Exception):
+    """The code's contract cannot be documented as it stands (the message says what to fix)."""
+
+
+# ---- marshmallow → JSON Schema --------------------------------------------------------------
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _clean_doc(text):
+    """A docstring as paragraphs, each on one line (so the YAML stays readable)."""
+    if not text or not text.strip():
+        return None
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text))
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _is_json(value):
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _json_value(value):
+    """``value`` if it is plain JSON, else None."""
+    return value if _is_json(value) else None
+
+
+class SchemaConverter:
+    """Turns marshmallow schemas into JSON Schema (draft-07) objects.
+
+    ``mode="load"`` describes what a schema accepts (RPC arguments): an ``Id`` is a positive
+    integer or its decimal string, only ``required`` fields are required. ``mode="dump"``
+    describes what a service writes (event payloads): an ``Id`` is a string of digits.
+
+    Nested schemas become named entries of ``self.components`` (``$ref``'d); a schema class is
+    named after its module and class: ``services.grid.schemas.Address`` → ``grid.Address``,
+    ``services.notices.events.X`` → ``notices.events.X``.
+    """
+
+    def __init__(self):
+        self.components = {}
+        self._names = {}  # (class, mode, only, exclude) → component name
+
+    # -- schemas --
+
+    def component(self, schema, mode):
+        """The component name for ``schema`` (class or instance), converting it on first use."""
+        instance = schema() if isinstance(schema, type) else schema
+        cls = type(instance)
+        key = (cls, mode, _frozen(instance.only), _frozen(instance.exclude))
+        if key in self._names:
+            return self._names[key]
+        base = _component_name(cls)
+        if mode == "dump" and not cls.__module__.endswith(".events"):
+            base += ".out"
+        name, n = base, 1
+        while name in self.components:  # another class (or variant) took the name: suffix it
+            n += 1
+            name = f"{base}-{n}"
+        self._names[key] = name
+        self.components[name] = None  # reserve (recursive schemas)
+        self.components[name] = self.schema_object(instance, mode)
+        return name
+
+    def schema_object(self, schema, mode):
+        instance = schema() if isinstance(schema, type) else schema
+        properties, required = {}, []
+        for name, field in instance.fields.items():
+            if mode == "load" and field.dump_only or mode == "dump" and field.load_only:
+                continue
+            key = field.data_key or name
+            properties[key] = self.field(field, mode)
+            if field.required:
+                required.append(key)
+        result = {"type": "object", "properties": properties}
+        if required:
+            result["required"] = sorted(required)
+        unknown = instance.unknown
+        if unknown not in (EXCLUDE, INCLUDE):
+            result["additionalProperties"] = False
+        doc = _clean_doc(type(instance).__dict__.get("__doc__"))
+        if doc:
+            result["description"] = doc
+        return result
+
+    # -- fields --
+
+    def field(self, field, mode):
+        result = self._field_type(field, mode)
+        for validator in field.validators:
+            self._apply_validator(result, validator)
+        if field.allow_none:
+            result = _nullable(result)
+        annotations = {}
+        description = (field.metadata or {}).get("description")
+        if description:
+            annotations["description"] = description
+        if mode == "load" and not field.required:
+            default = field.load_default
+            if default is list:
+                annotations["default"] = []
+            elif default is dict:
+                annotations["default"] = {}
+            elif default is not missing and not callable(default) and _is_json(default):
+                annotations["default"] = default
+        if annotations and "$ref" in result:  # siblings of $ref are ignored in draft-07
+            return {"allOf": [result], **annotations}
+        return {**result, **annotations}
+
+    def _field_type(self, field, mode):
+        if isinstance(field, validation.Id):
+            if mode == "dump":
+                return {"type": "string", "pattern": ID_PATTERN_OUT}
+            return {"oneOf": [{"type": "string", "pattern": ID_PATTERN_IN},
+                              {"type": "integer", "minimum": 1, "maximum": validation.MAX_ID}]}
+        if isinstance(field, (fields.Function, fields.Method)):
+            return {"description": "Computed by the service."}
+        if isinstance(field, fields.Nested):
+            ref = _ref(self.component(field.schema, mode))
+            if field.many:
+                return {"type": "array", "items": ref}
+            return ref
+        if isinstance(field, fields.Pluck):  # pragma: no cover - not used by the suite
+            return {}
+        if isinstance(field, fields.List):
+            result = {"type": "array", "items": self.field(field.inner, mode)}
+            if any(v is validation._unique for v in field.validators):
+                result["uniqueItems"] = True
+            return result
+        if isinstance(field, fields.Tuple):
+            return {"type": "array", "items": [self.field(f, mode) for f in field.tuple_fields],
+                    "minItems": len(field.tuple_fields), "maxItems": len(field.tuple_fields)}
+        if isinstance(field, fields.Dict):
+            result = {"type": "object"}
+            if field.key_field is not None:
+                result["propertyNames"] = self.field(field.key_field, mode)
+            if field.value_field is not None:
+                result["additionalProperties"] = self.field(field.value_field, mode)
+            return result
+        if isinstance(field, fields.Boolean):
+            return {"type": "boolean"}
+        if isinstance(field, fields.Integer):
+            return {"type": "integer"}
+        if isinstance(field, fields.Number):  # Float, Decimal
+            return {"type": "number"}
+        if isinstance(field, fields.Date):
+            return {"type": "string", "format": "date"}
+        if isinstance(field, fields.Time):
+            if field.format == "%H:%M":
+                return {"type": "string", "pattern": CLOCK_PATTERN}
+            return {"type": "string", "format": "time"}
+        if isinstance(field, fields.DateTime):  # DateTime, AwareDateTime, the suite's UtcDateTime
+            result = {"type": "string", "format": "date-time"}
+            if isinstance(field, validation.UtcDateTime) and mode == "load":
+                result["description"] = "ISO-8601; without an offset it is taken as UTC."
+            return result
+        if isinstance(field, fields.UUID):
+            return {"type": "string", "format": "uuid"}
+        if isinstance(field, fields.Url):
+            return {"type": "string", "format": "uri"}
+        if isinstance(field, fields.Email):
+            return {"type": "string", "format": "email"}
+        if isinstance(field, validation.Phone):
+            return {"type": "string", "pattern": MOBILE_PATTERN}
+        if isinstance(field, fields.String):
+            return {"type": "string"}
+        if isinstance(field, fields.Enum):
+            if field.by_value:
+                return {"enum": sorted((m.value for m in field.enum), key=repr)}
+            return {"type": "string", "enum": sorted(m.name for m in field.enum)}
+        if isinstance(field, fields.Constant):
+            return {"const": _json_value(field.constant)}
+        return {"description": f"Any JSON value ({type(field).__name__})."}
+
+    def _apply_validator(self, result, validator):
+        kind = result.get("type")
+        if isinstance(validator, validate.OneOf):
+            result["enum"] = list(validator.choices)
+        elif isinstance(validator, validate.Length):
+            low, high = validator.min, validator.max
+            if validator.equal is not None:
+                low = high = validator.equal
+            names = {"string": ("minLength", "maxLength"), "array": ("minItems", "maxItems"),
+                     "object": ("minProperties", "maxProperties")}.get(kind)
+            if names:
+                if low:
+                    result[names[0]] = low
+                if high is not None:
+                    result[names[1]] = high
+        elif isinstance(validator, validate.Range):
+            if validator.min is not None:
+                result["minimum" if validator.min_inclusive else "exclusiveMinimum"] = validator.min
+            if validator.max is not None:
+                result["maximum" if validator.max_inclusive else "exclusiveMaximum"] = validator.max
+        elif isinstance(validator, validate.Regexp):
+            result["pattern"] = validator.regex.pattern
+        elif isinstance(validator, validate.Equal):
+            result["const"] = _json_value(validator.comparable)
+
+
+def _frozen(value):
+    return None if value is None else tuple(sorted(value))
+
+
+def _component_name(cls):
+    parts = cls.__module__.split(".")
+    if parts[0] == "services":
+        parts = parts[1:]
+    if parts and parts[-1] == "schemas":
+        parts = parts[:-1]
+    return re.sub(r"[^\w.\-]", "_", ".".join(parts + [cls.__qualname__.replace("<locals>.", "")]))
+
+
+def _nullable(result):
+    if "type" in result and "$ref" not in result and "oneOf" not in result and "allOf" not in result:
+        kind = result["type"]
+        result["type"] = [kind, "null"] if isinstance(kind, str) else sorted(set(kind) | {"null"})
+        if "enum" in result and None not in result["enum"]:
+            result["enum"] = result["enum"] + [None]
+        return result
+    if set(result) == {"oneOf"}:
+        return {"oneOf": result["oneOf"] + [{"type": "null"}]}
+    if set(result) <= {"description"}:  # anything goes already
+        return result
+    return {"oneOf": [result, {"type": "null"}]}
+
+
+# ---- reading the code -----------------------------------------------------------------------
+
+
+def service_classes():
+    """``{service name: class}`` for every ``services/<svc>/service.py``."""
+    import services
+    from shared.service import ServiceBase
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(services.__path__), key=lambda i: i.name):
+        if not info.ispkg or not (Path(services.__path__[0]) / info.name / "service.py").exists():
+            continue
+        module = importlib.import_module(f"services.{info.name}.service")
+        for _, cls in sorted(vars(module).items()):
+            if (isinstance(cls, type) and issubclass(cls, ServiceBase) and cls.__module__ == module.__name__
+                    and isinstance(getattr(cls, "name", None), str)):
+                if cls.name in found:
+                    raise ContractError(f"two service classes are named {cls.name!r}")
+                found[cls.name] = cls
+    return found
+
+
+def service_events(service):
+    """``{event type: schema}`` from ``services/<service>/events.py`` (empty when it has none)."""
+    try:
+        module = importlib.import_module(f"services.{service}.events")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"services.{service}", f"services.{service}.events"):
+            return {}
+        raise
+    return dict(getattr(module, "EVENTS", {}))
+
+
+def is_rpc(method):
+    from nameko.rpc import Rpc
+
+    return any(isinstance(entrypoint, Rpc) for entrypoint in getattr(method, "nameko_entrypoints", ()))
+
+
+def entrypoints(cls):
+    """``(rpc, handlers, undocumented)``: (name, contract) pairs sorted by name, and the names of
+    ``@rpc`` methods that carry no contract."""
+    rpcs, handlers, undocumented = [], [], []
+    for name in sorted(dir(cls)):
+        if name.startswith("__"):
+            continue
+        method = inspect.getattr_static(cls, name, None)
+        if not callable(method):
+            continue
+        contract = getattr(method, "__contract__", None)
+        if contract is None:
+            if is_rpc(method):
+                undocumented.append(name)
+            continue
+        if contract["kind"] == "rpc":
+            if is_rpc(method):
+                rpcs.append((name, contract))
+        elif contract["kind"] == "event_handler":
+            handlers.append((name, contract))
+    return rpcs, handlers, undocumented
+
+
+# ---- the document ---------------------------------------------------------------------------
+
+
+def _amqp_channel(exchange, exchange_type="topic"):
+    return {"amqp": {"is": "routingKey", "bindingVersion": AMQP_BINDING_VERSION,
+                     "exchange": {"name": exchange, "type": exchange_type, "durable": True,
+                                  "autoDelete": False, "vhost": "/"}}}
+
+
+def _summary(doc):
+    return doc.strip().split("\n\n")[0] if doc else None
+
+
+def _fixed_components():
+    return {
+        ENVELOPE: {
+            "type": "object",
+            "description": "The CloudEvents-shaped envelope every event travels in (``shared.outbox.envelope``); "
+                           "``data`` is the event's payload. Consumers deduplicate by ``id``: delivery is at "
+                           "least once (transactional outbox, publisher confirms).",
+            "required": ["data", "datacontenttype", "id", "source", "specversion", "subject", "time", "type"],
+            "properties": {
+                "specversion": {"type": "string", "const": SPEC_VERSION},
+                "id": {"type": "string", "format": "uuid", "description": "Unique per event; the dedup key."},
+                "source": {"type": "string", "pattern": "^grassroots/[a-z_]+$",
+                           "description": "``grassroots/<service>``."},
+                "type": {"type": "string", "description": "The event type, also the AMQP routing key."},
+                "time": {"type": "string", "format": "date-time", "description": "When the change happened (UTC)."},
+                "subject": {"type": ["string", "null"], "maxLength": 300,
+                            "description": "What changed, e.g. ``resident/42``."},
+                "datacontenttype": {"type": "string", "const": "application/json"},
+                "data": {"type": "object"},
+            },
+        },
+        RPC_HEADERS: {
+            "type": "object",
+            "description": "nameko context data, carried as AMQP headers prefixed ``nameko.``.",
+            "required": ["nameko.auth_token"],
+            "properties": {
+                "nameko.auth_token": {"type": "string", "description": "The caller's JWT (HS256); see README."},
+                "nameko.call_id_stack": {"type": "array", "items": {"type": "string"},
+                                         "description": "The chain of call ids across services and events."},
+            },
+        },
+        EVENT_HEADERS: {
+            "type": "object",
+            "properties": {
+                "nameko.call_id_stack": {"type": "array", "items": {"type": "string"},
+                                         "description": "The call ids of the call that emitted the event."},
+            },
+        },
+        REMOTE_ERROR: {
+            "type": "object",
+            "description": "A serialised exception; callers see a nameko ``RemoteError`` (``shared.errors`` "
+                           "gives typed subclasses).",
+            "required": ["exc_type", "value"],
+            "properties": {
+                "exc_type": {"type": "string", "description": "``ValidationError`` (``value`` is JSON naming each "
+                                                              "bad field), ``NotFound``, ``Conflict``, ``Forbidden``, "
+                                                              "``Unauthenticated``, ``InternalError``."},
+                "exc_path": {"type": "string"},
+                "exc_args": {"type": "array"},
+                "value": {"type": "string"},
+            },
+        },
+        RPC_REPLY: {
+            "type": "object",
+            "required": ["error", "result"],
+            "properties": {
+                "result": {"description": "The method's JSON-safe result (ids as strings, ISO-8601 dates); "
+                                          "null when ``error`` is set."},
+                "error": {"oneOf": [_ref(REMOTE_ERROR), {"type": "null"}]},
+            },
+        },
+    }
+
+
+def build(services=None):
+    """The AsyncAPI document as a dict (``services``: ``{name: class}``, default: every service)."""
+    services = service_classes() if services is None else services
+    converter = SchemaConverter()
+    channels, operations, messages = {}, {}, {}
+    tags = []
+    events_of = {name: service_events(name) for name in services}
+
+    channels[REPLY_CHANNEL] = {
+        "address": None,
+        "title": "RPC replies",
+        "description": f"Replies are published to ``{RPC_EXCHANGE}`` with the request's ``reply_to`` property as "
+                       "routing key (the caller's reply queue) and its ``correlation_id``.",
+        "messages": {"reply": {"$ref": f"#/components/messages/{REPLY_CHANNEL}"}},
+        "bindings": _amqp_channel(RPC_EXCHANGE),
+    }
+    messages[REPLY_CHANNEL] = {
+        "name": "reply", "title": "RPC reply", "contentType": "application/json",
+        "payload": _ref(RPC_REPLY),
+        "correlationId": {"location": "$message.header#/correlation_id",
+                          "description": "The AMQP ``correlation_id`` property of the request."},
+    }
+
+    for service, cls in sorted(services.items()):
+        module_doc = _summary(_clean_doc(inspect.getmodule(cls).__doc__))
+        tags.append({"name": service, **({"description": module_doc} if module_doc else {})})
+        rpcs, _handlers, undocumented = entrypoints(cls)
+        if undocumented:
+            raise ContractError(f"{service}: @rpc methods without @endpoint: {', '.join(undocumented)}")
+        for method, contract in rpcs:
+            key = f"rpc.{service}.{method}"
+            roles = list(contract["roles"])
+            schema = contract["schema"]
+            if schema is None:
+                kwargs = {"type": "object", "additionalProperties": False, "properties": {},
+                          "description": "No arguments."}
+            else:
+                kwargs = _ref(converter.component(schema, "load"))
+            doc = _clean_doc(contract.get("doc"))
+            channels[key] = {
+                "address": f"{service}.{method}",
+                "title": f"{service}.{method}",
+                "messages": {"request": {"$ref": f"#/components/messages/{key}"}},
+                "bindings": _amqp_channel(RPC_EXCHANGE),
+            }
+            messages[key] = {
+                "name": f"{service}.{method}",
+                "title": f"{service}.{method} request",
+                "contentType": "application/json",
+                "headers": _ref(RPC_HEADERS),
+                "correlationId": {"location": "$message.header#/correlation_id",
+                                  "description": "The AMQP ``correlation_id`` property; the reply carries it."},
+                "payload": {
+                    "type": "object", "required": ["args", "kwargs"], "additionalProperties": False,
+                    "properties": {
+                        "args": {"type": "array", "maxItems": 0,
+                                 "description": "Positional arguments are refused; pass arguments by keyword."},
+                        "kwargs": kwargs,
+                    },
+                },
+            }
+            description = [doc] if doc else []
+            description.append(f"Roles: {', '.join(roles)}." + (" Read-only." if contract.get("read_only") else ""))
+            operations[f"{service}.{method}"] = {
+                "action": "receive",
+                "title": f"{service}.{method}",
+                **({"summary": _summary(doc)} if doc else {}),
+                "description": "\n\n".join(description),
+                "channel": {"$ref": f"#/channels/{key}"},
+                "messages": [{"$ref": f"#/channels/{key}/messages/request"}],
+                "reply": {
+                    "address": {"location": "$message.header#/reply_to",
+                                "description": "The AMQP ``reply_to`` property of the request."},
+                    "channel": {"$ref": f"#/channels/{REPLY_CHANNEL}"},
+                    "messages": [{"$ref": f"#/channels/{REPLY_CHANNEL}/messages/reply"}],
+                },
+                "tags": [{"name": service}, {"name": "rpc"}],
+                "x-roles": roles,
+                "x-read-only": bool(contract.get("read_only")),
+            }
+
+        for event_type, schema in sorted(events_of[service].items()):
+            key = f"events.{service}.{event_type}"
+            data = converter.component(schema, "dump")
+            doc = _clean_doc(type(schema).__dict__.get("__doc__") if not isinstance(schema, type)
+                             else schema.__dict__.get("__doc__"))
+            channels[key] = {
+                "address": event_type,
+                "title": f"{service} {event_type}",
+                "description": f"Routing key ``{event_type}`` on the ``{service}.events`` topic exchange.",
+                "messages": {event_type: {"$ref": f"#/components/messages/{key}"}},
+                "bindings": _amqp_channel(f"{service}.events"),
+            }
+            messages[key] = {
+                "name": event_type,
+                "title": f"{service} {event_type}",
+                **({"summary": _summary(doc), "description": doc} if doc else {}),
+                "contentType": "application/json",
+                "headers": _ref(EVENT_HEADERS),
+                "payload": {"allOf": [_ref(ENVELOPE), {
+                    "type": "object",
+                    "properties": {"source": {"const": f"grassroots/{service}"}, "type": {"const": event_type},
+                                   "data": _ref(data)},
+                }]},
+            }
+            operations[f"{service}.emit.{event_type}"] = {
+                "action": "send",
+                "title": f"{service} emits {event_type}",
+                **({"summary": _summary(doc)} if doc else {}),
+                "channel": {"$ref": f"#/channels/{key}"},
+                "messages": [{"$ref": f"#/channels/{key}/messages/{event_type}"}],
+                "tags": [{"name": service}, {"name": "event"}],
+            }
+
+    for service, cls in sorted(services.items()):
+        _rpcs, handlers, _ = entrypoints(cls)
+        for method, contract in handlers:
+            source, event_type = contract["source"], contract["event_type"]
+            key = f"events.{source}.{event_type}"
+            if key not in channels:
+                raise ContractError(
+                    f"{service}.{method} handles {source}.{event_type}, which services/{source}/events.py does not "
+                    f"document: add its schema to EVENTS there")
+            doc = _clean_doc(contract.get("doc"))
+            operation = {
+                "action": "receive",
+                "title": f"{service} handles {source} {event_type}",
+                **({"summary": _summary(doc)} if doc else {}),
+                "description": "\n\n".join(filter(None, [
+                    doc, f"Queue ``evt-{source}-{event_type}--{service}.{method}``; deduplicated by envelope id, "
+                         f"retried with backoff, then parked in the queue's ``.dead`` twin."])),
+                "channel": {"$ref": f"#/channels/{key}"},
+                "messages": [{"$ref": f"#/channels/{key}/messages/{event_type}"}],
+                "tags": [{"name": service}, {"name": "event"}],
+                "x-handler": f"{service}.{method}",
+            }
+            if contract.get("schema") is not None:
+                operation["x-consumed-data"] = _ref(converter.component(contract["schema"], "load"))
+            operations[f"{service}.handle.{method}"] = operation
+
+    schemas = _fixed_components()
+    for name, schema in converter.components.items():
+        if name in schemas:
+            raise ContractError(f"schema component {name!r} clashes with a built-in component")
+        schemas[name] = schema
+
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "Grassroots",
+            "version": API_VERSION,
+            "description": (
+                "The Grassroots services (grid, notices, legal, volunteer) over RabbitMQ: nameko RPC "
+                "(request/reply on the ``nameko-rpc`` exchange, keyword arguments only, a JWT in the "
+                "``nameko.auth_token`` header) and events (CloudEvents-shaped envelopes on each service's "
+                "``<service>.events`` topic exchange, routing key = event type, published through a "
+                "transactional outbox: at least once, deduplicated by envelope id).\n\n"
+                "Generated from the code by ``python -m shared.asyncapi`` (``make asyncapi``); do not edit."),
+            "tags": tags,
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "rabbitmq": {
+                "host": "localhost:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+                "pathname": "/",
+                "description": "RabbitMQ at ``AMQP_URI`` (default ``amqp://guest:guest@localhost:5672/``).",
+            },
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    }
+
+
+# ---- YAML -----------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True
+
+
+def render(document):
+    """Deterministic YAML: sorted keys, no anchors, wide lines."""
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True,
+                     width=100)
+
+
+def generate():
+    return render(build())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m shared.asyncapi", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 and show the difference when the committed file is stale")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    try:
+        text = generate()
+    except ContractError as exc:
+        print(f"asyncapi: {exc}", file=sys.stderr)
+        return 2
+    output = args.output
+    if args.check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current == text:
+            print(f"{output} is up to date")
+            return 0
+        diff = difflib.unified_diff(current.splitlines(keepends=True), text.splitlines(keepends=True),
+                                    fromfile=f"{output} (committed)", tofile="generated", n=2)
+        sys.stdout.writelines(diff)
+        print(f"\n{output} is stale: run `make asyncapi` and commit it", file=sys.stderr)
+        return 1
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
