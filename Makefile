@@ -9,7 +9,7 @@ AMQP_URI ?= amqp://guest:guest@localhost:5672/
 RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
 export AMQP_URI
 
-.PHONY: install run test test-unit migrate bench bench-notices bench-volunteer bench-legal clean
+.PHONY: install run test test-unit migrate asyncapi bench bench-notices bench-volunteer bench-legal clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# docs/asyncapi.yaml from the code (RPC contracts, services/*/events.py); tests fail when it is stale.
+asyncapi: install
+	$(PY) -m shared.asyncapi
 
 BENCH_DB ?= postgresql://postgres@127.0.0.1:5432/grassroots_bench
 bench: install
