@@ -9,7 +9,7 @@ AMQP_URI ?= amqp://guest:guest@localhost:5672/
 RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
 export AMQP_URI
 
-.PHONY: install run test test-unit migrate asyncapi bench bench-notices bench-volunteer bench-legal clean
+.PHONY: install run demo test test-unit migrate asyncapi bench bench-notices bench-volunteer bench-legal clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ install: $(VENV)/.installed
 
 run: install
 	$(PY) -m shared.suite run
+
+# Two cross-service scenarios against the suite `make run` started (in another terminal).
+demo: install
+	$(PY) -m shared.demo $(DEMO_ARGS)
 
 migrate: install
 	$(PY) -m shared.migrate

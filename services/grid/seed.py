@@ -1,82 +1,84 @@
-"""A small demo district, created through the grid's own RPC (idempotent: skipped if present).
+"""The demo district (滨城区, see ``shared.demo_data``) created through the grid's own RPC:
+units with their Party organisations and staff, households, residents and their tags, a
+door-to-door screening with visits, a few incidents. Idempotent: skipped when the district exists.
 
     python -m services.grid.seed   # needs the grid service running, AMQP_URI and GRASSROOTS_JWT_SECRET
 """
 import datetime as dt
 import os
-import random
 
-from nameko.standalone.rpc import ClusterRpcProxy
+from shared.demo_data import DISTRICT_CODE, build_district
+from shared.demo_seed import Stopwatch, batch, find_district, progress, proxy, say
 
-from services.grid.idnumbers import make_id_number
-from shared.auth import jwt_secret, mint_token
-
-DEMO_CODE = "DEMO-DISTRICT"
-SURNAMES = "王李张刘陈杨黄赵吴周"
-GIVEN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛"]
+DEMO_CODE = DISTRICT_CODE
+LEVELS_BELOW = ("street", "community", "grid_large", "grid_medium", "grid_small")
 
 
-def _existing_demo(grid):
-    for unit in grid.list_units(level="district", page_size=500)["items"]:
-        if unit["code"] == DEMO_CODE:
-            return unit
-    return None
-
-
-def seed_demo(amqp_uri, residents_per_small_grid=6):
-    token = mint_token(jwt_secret(), "demo-seeder", ["admin"], ttl=600)
-    rng = random.Random(2020)
-    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=30) as proxy:
-        grid = proxy.grid
-        existing = _existing_demo(grid)
+def seed_demo(amqp_uri, district=None):
+    data = district or build_district()
+    with proxy(amqp_uri) as rpc:
+        grid = rpc.grid
+        existing = find_district(grid)
         if existing:
-            print(f"[grassroots] demo district already present (unit {existing['id']})", flush=True)
+            say(f"grid: demo district {existing['name']} already present (unit {existing['id']}); "
+                "`make clean` and `make run` to seed it afresh")
             return existing["id"]
-        district = grid.create_unit(parent_id=None, level="district", name="示范区 Demo District", code=DEMO_CODE)
-        grid.set_party_org(unit_id=district["id"], name="示范区综合党委")
-        seq = 0
-        small_grids = []
-        for s in range(2):
-            street = grid.create_unit(parent_id=district["id"], level="street", name=f"第{s + 1}街道")
-            for c in range(2):
-                community = grid.create_unit(parent_id=street["id"], level="community", name=f"阳光社区{s + 1}-{c + 1}")
-                grid.set_party_org(unit_id=community["id"], name=f"阳光社区{s + 1}-{c + 1}党总支")
-                grid.assign_staff(unit_id=community["id"], user_id=f"officer-{s}{c}", role="officer",
-                                  name=rng.choice(SURNAMES) + rng.choice(GIVEN))
-                large = grid.create_unit(parent_id=community["id"], level="grid_large", name="第一大网格")
-                medium = grid.create_unit(parent_id=large["id"], level="grid_medium", name="第一中网格")
-                for g in range(2):
-                    small = grid.create_unit(parent_id=medium["id"], level="grid_small", name=f"第{g + 1}小网格")
-                    grid.assign_staff(unit_id=small["id"], user_id=f"worker-{s}{c}{g}", role="grid_worker",
-                                      name=rng.choice(SURNAMES) + rng.choice(GIVEN))
-                    small_grids.append(small["id"])
-        for small in small_grids:
-            household = None
-            for r in range(residents_per_small_grid):
-                if r % 3 == 0:
-                    household = grid.register_household(unit_id=small, address={
-                        "compound": "阳光花园", "building": str(rng.randint(1, 12)),
-                        "entrance": str(rng.randint(1, 4)), "room": f"{rng.randint(1, 18)}0{rng.randint(1, 4)}"})
-                seq += 1
-                birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randint(0, 365 * 70))
-                resident = grid.register_resident(
-                    household_id=household["id"], name=rng.choice(SURNAMES) + rng.choice(GIVEN),
-                    id_number=make_id_number("370102", birth, seq), phone=f"139{rng.randint(0, 99999999):08d}",
-                    birth_date=birth.isoformat())
-                if birth.year < 1955:
-                    grid.tag_resident(resident_id=resident["id"], tag="elderly_alone")
-                if rng.random() < 0.15:
-                    grid.tag_resident(resident_id=resident["id"], tag="chronic_illness")
-                if rng.random() < 0.1:
-                    grid.tag_resident(resident_id=resident["id"], tag="party_member")
-        today = dt.date.today()
-        grid.start_screening(under=district["id"], title="入户摸排 Door-to-door screening",
-                             starts_on=today.isoformat(), ends_on=(today + dt.timedelta(days=14)).isoformat())
-        grid.report_incident(unit_id=small_grids[0], category="infrastructure", description="楼道灯损坏 Stairwell light broken")
-        print(f"[grassroots] demo district seeded: unit {district['id']}, {len(small_grids)} small grids, "
-              f"{seq} residents", flush=True)
-        return district["id"]
+        clock = Stopwatch()
+        say(f"grid: seeding the demo district {data.root.name} (seed {data.seed})")
+        ids = {}
+        with progress() as bar:
+            root = grid.create_unit(parent_id=None, level="district", name=data.root.name, code=data.root.code)
+            ids[data.root.code] = root["id"]
+            parents = {data.root.code: data.root}
+            for level in LEVELS_BELOW:
+                units = [(parent_code, child) for parent_code, parent in parents.items() for child in parent.children]
+                made = batch(grid.create_unit, [
+                    {"parent_id": ids[parent_code], "level": level, "name": unit.name, "code": unit.code}
+                    for parent_code, unit in units], bar, f"units: {level}")
+                ids.update({unit.code: answer["id"] for (_, unit), answer in zip(units, made)})
+                parents = {unit.code: unit for _, unit in units}
+            units = data.units()
+            batch(grid.set_party_org, [{"unit_id": ids[u.code], "name": u.party_org} for u in units if u.party_org],
+                  bar, "party organisations")
+            batch(grid.assign_staff, [
+                {"unit_id": ids[u.code], "user_id": s.user_id, "role": s.role, "name": s.name}
+                for u in units for s in u.staff], bar, "staff")
+            households = data.households()
+            made = batch(grid.register_household, [
+                {"unit_id": ids[h.unit_code], "address": h.address} for h in households], bar, "households")
+            household_ids = {h.key: answer["id"] for h, answer in zip(households, made)}
+            people = [(h, r) for h in households for r in h.residents]
+            made = batch(grid.register_resident, [
+                {"household_id": household_ids[h.key], "name": r.name, "id_number": r.id_number, "phone": r.phone,
+                 "birth_date": r.birth_date.isoformat()} for h, r in people], bar, "residents")
+            resident_ids = {r.phone: answer["id"] for (_, r), answer in zip(people, made)}
+            batch(grid.tag_resident, [{"resident_id": resident_ids[r.phone], "tag": tag}
+                                      for _, r in people for tag in r.tags], bar, "tags")
+            today = dt.date.today()
+            campaign = grid.start_screening(
+                under=root["id"], title="入户大走访：独居老人与重点人群摸排",
+                starts_on=(today - dt.timedelta(days=3)).isoformat(),
+                ends_on=(today + dt.timedelta(days=25)).isoformat())
+            batch(grid.record_visit, [
+                {"campaign_id": campaign["id"], "household_id": household_ids[v.household_key], "outcome": v.outcome,
+                 "note": v.note} for v in data.visits], bar, "screening visits")
+            incidents = batch(grid.report_incident, [
+                {"unit_id": ids[i.unit_code], "category": i.category, "description": i.description}
+                for i in data.incidents], bar, "incidents")
+            for incident, reported in zip(data.incidents, incidents):
+                if incident.resolution:
+                    grid.resolve_incident(incident_id=reported["id"], resolution=incident.resolution)
+        counts = data.counts()
+        say(f"grid: seeded {data.root.name} (unit {root['id']}) in {clock}: "
+            + ", ".join(f"{n} {level}" for level, n in counts["units"].items())
+            + f"; {counts['households']} households, {counts['residents']} residents, "
+            f"{sum(counts['tags'].values())} tags, {counts['staff']} staff, {len(data.visits)} visits "
+            f"(campaign {campaign['id']}), {len(incidents)} incidents")
+        return root["id"]
 
 
 if __name__ == "__main__":
+    from shared.suite import load_dev_secrets
+
+    load_dev_secrets()
     seed_demo(os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))

@@ -1,29 +1,58 @@
-"""Demo legal data for `make run`: a station in the demo district's first community, two lawyers
-with weekday plans (idempotent: skipped when the demo station exists)."""
-from nameko.standalone.rpc import ClusterRpcProxy
+"""Demo legal data for `make run` (see ``shared.demo_data``): a public legal service station in every
+street of the demo district and a legal service room in about half of its communities, three dozen
+lawyers with weekly plans, a few with time off. Idempotent: skipped when the district has stations.
 
-from services.grid.seed import DEMO_CODE
-from shared.auth import jwt_secret, mint_token
+    python -m services.legal.seed
+"""
+import datetime as dt
+import os
 
-STATION_NAME = "阳光社区法律服务站 Demo legal station"
-WEEKDAYS = [{"weekday": d, "start": "09:00", "end": "11:30"} for d in range(5)] + \
-           [{"weekday": d, "start": "14:00", "end": "17:00"} for d in range(5)]
+from shared.demo_data import build_district
+from shared.demo_seed import Stopwatch, batch, find_district, progress, proxy, residents_by_phone, say, unit_ids
 
 
-def seed_demo(amqp_uri):
-    token = mint_token(jwt_secret(), "demo-seeder", ["admin"], ttl=600)
-    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=30) as proxy:
-        district = next(u for u in proxy.grid.list_units(level="district", page_size=500)["items"]
-                        if u["code"] == DEMO_CODE)
-        community = proxy.grid.list_units(under=district["id"], level="community", page_size=1)["items"][0]
-        if proxy.legal.list_stations(under=community["id"]):
-            print("[grassroots] demo legal station already present", flush=True)
+def seed_demo(amqp_uri, district=None):
+    data = district or build_district()
+    with proxy(amqp_uri) as rpc:
+        root = find_district(rpc.grid)
+        if root is None:
+            say("legal: no demo district in the grid; nothing to seed")
             return
-        station = proxy.legal.create_station(unit_id=community["id"], name=STATION_NAME, address="阳光路1号")
-        for name, licence, specialties in (("张律师 Lawyer Zhang", "DEMO-0000001", ["family", "housing_property"]),
-                                           ("李律师 Lawyer Li", "DEMO-0000002", ["labour", "contract", "consumer"])):
-            lawyer = proxy.legal.register_lawyer(name=name, firm="阳光律师事务所", license_no=licence,
-                                                 specialties=specialties, station_ids=[station["id"]])
-            proxy.legal.set_schedule(lawyer_id=lawyer["id"], station_id=station["id"], weekly=WEEKDAYS)
-        print(f"[grassroots] demo legal station seeded: station {station['id']}, 2 lawyers", flush=True)
+        if rpc.legal.list_stations(under=root["id"]):
+            say("legal: demo stations already present")
+            return
+        clock = Stopwatch()
+        ids = unit_ids(rpc.grid, root["id"])
+        residents = residents_by_phone(amqp_uri, root["id"])
+        with progress() as bar:
+            made = batch(rpc.legal.create_station, [
+                {"unit_id": ids[s.unit_code], "name": s.name, "address": s.address} for s in data.stations],
+                bar, "legal stations")
+            station_ids = {s.key: answer["id"] for s, answer in zip(data.stations, made)}
+            made = batch(rpc.legal.register_lawyer, [
+                {"name": lawyer.name, "firm": lawyer.firm, "license_no": lawyer.license_no,
+                 "specialties": lawyer.specialties, "station_ids": [station_ids[k] for k in lawyer.station_keys],
+                 "resident_id": residents[lawyer.resident_phone]["id"] if lawyer.resident_phone else None}
+                for lawyer in data.lawyers], bar, "lawyers")
+            lawyer_ids = [answer["id"] for answer in made]
+            # one plan per station at a time: a lawyer's plans are checked against each other
+            for round_ in range(max(len(lawyer.schedules) for lawyer in data.lawyers)):
+                batch(rpc.legal.set_schedule, [
+                    {"lawyer_id": lawyer_id, "station_id": station_ids[key], "weekly": weekly}
+                    for lawyer_id, lawyer in zip(lawyer_ids, data.lawyers)
+                    for n, (key, weekly) in enumerate(sorted(lawyer.schedules.items())) if n == round_],
+                    bar, f"weekly plans ({round_ + 1})")
+            start = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            batch(rpc.legal.add_time_off, [
+                {"lawyer_id": lawyer_id, "starts_at": (start + dt.timedelta(days=3 + n)).isoformat(),
+                 "ends_at": (start + dt.timedelta(days=5 + n)).isoformat(), "reason": "出庭 In court"}
+                for n, lawyer_id in enumerate(lawyer_ids[::9])], bar, "time off")
+        say(f"legal: seeded {len(station_ids)} stations and {len(lawyer_ids)} lawyers in {clock} "
+            f"(e.g. lawyer {lawyer_ids[-1]}, station {station_ids[data.stations[0].key]})")
 
+
+if __name__ == "__main__":
+    from shared.suite import load_dev_secrets
+
+    load_dev_secrets()
+    seed_demo(os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))

@@ -1,37 +1,120 @@
-"""Demo volunteers for `make run`: a few residents of the demo district volunteer, and the first
-community has a duty post with tomorrow's shifts (idempotent: skipped when the post exists)."""
+"""Demo volunteers for `make run` (see ``shared.demo_data``): a few hundred volunteers, most of them
+residents of the demo district, with skills and weekly availability; a Party-member vanguard post
+(党员先锋岗) in every community with shifts over the next two days and their sign-ups; public
+pledges; help requests from elderly and disabled residents, offered to nearby volunteers, some
+accepted and done. Idempotent: skipped when the district has volunteers.
+
+    python -m services.volunteer.seed
+"""
 import datetime as dt
+import os
+from zoneinfo import ZoneInfo
 
-from nameko.standalone.rpc import ClusterRpcProxy
+from shared.demo_data import build_district
+from shared.demo_seed import (
+    Stopwatch, batch, errors_in, find_district, progress, proxy, residents_by_phone, say, unit_ids,
+)
 
-from services.grid.seed import DEMO_CODE
-from shared.auth import jwt_secret, mint_token
-
-DAYTIME = [{"weekday": d, "start": "08:00", "end": "20:00"} for d in range(7)]
-SKILL_SETS = (["delivery", "driving"], ["elderly_care", "psychological_support"], ["medical"], ["delivery"])
+ZONE = ZoneInfo("Asia/Shanghai")
 
 
-def seed_demo(amqp_uri):
-    token = mint_token(jwt_secret(), "demo-seeder", ["admin"], ttl=600)
-    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=30) as proxy:
-        district = next(u for u in proxy.grid.list_units(level="district", page_size=500)["items"]
-                        if u["code"] == DEMO_CODE)
-        if proxy.volunteer.list_volunteers(under=district["id"], page_size=1)["items"]:
-            print("[grassroots] demo volunteers already present", flush=True)
+def _local(day_offset, clock):
+    day = dt.datetime.now(ZONE).date() + dt.timedelta(days=day_offset)
+    hour, minute = map(int, clock.split(":"))
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZONE).astimezone(dt.timezone.utc)
+
+
+def seed_demo(amqp_uri, district=None):
+    data = district or build_district()
+    with proxy(amqp_uri) as rpc:
+        root = find_district(rpc.grid)
+        if root is None:
+            say("volunteer: no demo district in the grid; nothing to seed")
             return
-        residents = proxy.grid.find_residents(under=district["id"], page_size=12)["items"]
-        for n, resident in enumerate(residents[::3]):
-            proxy.volunteer.register_volunteer(
-                name=resident["name"], phone=f"1370000{n:04d}", home_unit_id=resident["unit_id"],
-                skills=SKILL_SETS[n % len(SKILL_SETS)], availability=DAYTIME, resident_id=resident["id"],
-                party_member=n % 2 == 0)
-        community = proxy.grid.list_units(under=district["id"], level="community", page_size=1)["items"][0]
-        post = proxy.volunteer.create_post(unit_id=community["id"], name="党员先锋岗 Vanguard post",
-                                           location="北门 North gate")
-        tomorrow = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
-        for hours in (0, 4):
-            start = tomorrow + dt.timedelta(hours=hours)
-            proxy.volunteer.add_shift(post_id=post["id"], starts_at=start.isoformat(),
-                                      ends_at=(start + dt.timedelta(hours=4)).isoformat(), needed=2)
-        print(f"[grassroots] demo volunteers seeded: {len(residents[::3])} volunteers, a post with 2 shifts",
-              flush=True)
+        if rpc.volunteer.list_volunteers(under=root["id"], page_size=1)["items"]:
+            say("volunteer: demo volunteers already present")
+            return
+        clock = Stopwatch()
+        ids = unit_ids(rpc.grid, root["id"])
+        residents = residents_by_phone(amqp_uri, root["id"])
+        volunteer = rpc.volunteer
+        with progress() as bar:
+            made = batch(volunteer.register_volunteer, [
+                {"name": v.name, "phone": v.phone, "home_unit_id": ids[v.home_unit_code], "skills": v.skills,
+                 "availability": v.availability, "max_active_tasks": v.max_active_tasks,
+                 "party_member": v.party_member,
+                 "resident_id": residents[v.resident_phone]["id"] if v.resident_phone else None}
+                for v in data.volunteers], bar, "volunteers")
+            volunteer_ids = {v.phone: answer["id"] for v, answer in zip(data.volunteers, made)}
+            pledges = batch(volunteer.make_pledge, [
+                {"volunteer_id": volunteer_ids[p.volunteer_phone], "text": p.text,
+                 "due_on": (dt.date.today() + dt.timedelta(days=p.due_in_days)).isoformat()}
+                for p in data.pledges], bar, "pledges")
+            batch(volunteer.fulfil_pledge, [
+                {"pledge_id": made["id"], "note": p.fulfilled_note}
+                for p, made in zip(data.pledges, pledges) if p.fulfilled_note], bar, "pledges kept")
+            posts = batch(volunteer.create_post, [
+                {"unit_id": ids[p.unit_code], "name": p.name, "location": p.location} for p in data.posts],
+                bar, "duty posts")
+            shifts = [(post_id, shift) for post_id, post in zip((p["id"] for p in posts), data.posts)
+                      for shift in post.shifts]
+            made = batch(volunteer.add_shift, [
+                {"post_id": post_id, "starts_at": _local(s.day_offset, s.start).isoformat(),
+                 "ends_at": _local(s.day_offset, s.end).isoformat(), "needed": s.needed} for post_id, s in shifts],
+                bar, "shifts")
+            signups = batch(volunteer.sign_up, [
+                {"shift_id": answer["id"], "volunteer_id": volunteer_ids[phone]}
+                for (_, s), answer in zip(shifts, made) for phone in s.volunteer_phones], bar, "shift sign-ups",
+                errors="keep")
+            now = dt.datetime.now(dt.timezone.utc)
+            requests = batch(volunteer.create_request, [
+                {"unit_id": ids[r.unit_code], "kind": r.kind, "details": r.details, "urgency": r.urgency,
+                 "needed_by": (now + dt.timedelta(hours=r.needed_in_hours)).isoformat(),
+                 "resident_id": residents[r.resident_phone]["id"]} for r in data.requests],
+                bar, "help requests", window=8)
+            # who was each request offered to? (a volunteer's pending offers)
+            tasks = batch(volunteer.my_tasks, [{"volunteer_id": i} for i in volunteer_ids.values()],
+                          bar, "offers")
+            offers = {offer["request_id"]: offer for answer in tasks for offer in answer["offers"]}
+            accepted = batch(volunteer.respond_offer, [
+                {"offer_id": offers[made["id"]]["id"], "accept": True}
+                for r, made in zip(data.requests, requests) if r.accept and made["id"] in offers],
+                bar, "offers accepted", errors="keep")
+            matched = {a["request"]["id"] for a in accepted if not isinstance(a, Exception)}
+            completed = batch(volunteer.complete_request, [
+                {"request_id": made["id"], "note": "已完成，老人表示感谢"}
+                for r, made in zip(data.requests, requests) if r.complete and made["id"] in matched],
+                bar, "requests done", errors="keep")
+        signed = len(signups) - len(errors_in(signups))
+        say(f"volunteer: seeded {len(volunteer_ids)} volunteers "
+            f"({sum(1 for v in data.volunteers if v.resident_phone)} of them residents), {len(posts)} duty posts "
+            f"with {len(shifts)} shifts and {signed} sign-ups, {len(pledges)} pledges, {len(requests)} help "
+            f"requests ({len(offers)} offered, {len(matched)} accepted, "
+            f"{len(completed) - len(errors_in(completed))} done) in {clock}")
+        for what, answers in (("shift sign-ups", signups), ("offer acceptances", accepted),
+                              ("completions", completed)):
+            failed = errors_in(answers)
+            if failed:
+                say(f"[yellow]volunteer: {len(failed)} of {len(answers)} {what} failed[/] (first: {failed[0]})")
+        _demo_pointers(rpc, root, data, ids, volunteer_ids)
+
+
+def _demo_pointers(rpc, root, data, ids, volunteer_ids):
+    """A few ids to start exploring from."""
+    crews = {}
+    for v in data.volunteers:
+        crews.setdefault(v.home_unit_code, []).append(v)
+    code, crew = max(crews.items(), key=lambda item: (len(item[1]), item[0]))
+    unit = rpc.grid.get_unit(unit_id=ids[code])
+    first = crew[0]
+    say(f"demo: district {root['id']} {root['name']}; street {ids[data.root.children[0].code]} "
+        f"{data.root.children[0].name}; small grid {unit['id']} {unit['name']} ({len(crew)} volunteers); "
+        f"volunteer {volunteer_ids[first.phone]} {first.name}")
+    say("demo: `make demo` plays the quarantine and dispute scenarios against this suite")
+
+
+if __name__ == "__main__":
+    from shared.suite import load_dev_secrets
+
+    load_dev_secrets()
+    seed_demo(os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))
