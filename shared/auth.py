@@ -57,6 +57,11 @@ class Caller:
             raise Forbidden(f"{what} is outside the caller's unit scope")
 
 
+def system_caller(service_name):
+    """The caller a service acts as when it reacts to another service's event."""
+    return Caller(sub=f"system:{service_name}", roles=frozenset({"service"}))
+
+
 def jwt_secret(config=None):
     secret = (config or {}).get(SECRET_ENV) or os.environ.get(SECRET_ENV)
     if not secret:

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 import eventlet.semaphore
 from nameko.extensions import DependencyProvider
 from sqlalchemy import JSON, BigInteger, Integer, create_engine, event, select, text
+from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects.sqlite import DATETIME as SqliteDateTime
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.errors import NotFound
@@ -47,6 +49,32 @@ def normalise_url(url):
     return url
 
 
+class UtcSqliteDateTime(SqliteDateTime):
+    """SQLite keeps no UTC offset: aware datetimes are stored in UTC and read back as aware UTC,
+    so comparisons with ``utcnow()`` behave as on PostgreSQL."""
+
+    def bind_processor(self, dialect):
+        process = super().bind_processor(dialect)
+
+        def bind(value):
+            if isinstance(value, dt.datetime) and value.tzinfo is not None:
+                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            return process(value) if process else value
+
+        return bind
+
+    def result_processor(self, dialect, coltype):
+        process = super().result_processor(dialect, coltype)
+
+        def result(value):
+            value = process(value) if process else value
+            if self.timezone and isinstance(value, dt.datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=dt.timezone.utc)
+            return value
+
+        return result
+
+
 def make_engine(url, pool_size=10, pre_ping=True):
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -55,6 +83,7 @@ def make_engine(url, pool_size=10, pre_ping=True):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                hide_parameters=True)
+        engine.dialect.colspecs = {**engine.dialect.colspecs, sqltypes.DateTime: UtcSqliteDateTime}
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):

@@ -6,7 +6,7 @@ All schemas reject unknown fields and every string has an upper bound, so a
 import datetime as dt
 import re
 
-from marshmallow import RAISE, Schema, fields, validate, validates_schema
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
 from shared.errors import ValidationError
@@ -17,6 +17,17 @@ MAX_ID = 2**63 - 1
 class StrictSchema(Schema):
     class Meta:
         unknown = RAISE
+
+
+class EventData(Schema):
+    """The part of another service's event a handler relies on.
+
+    Unknown fields are dropped, not refused: a producer may add fields to an
+    event without breaking the services that consume it.
+    """
+
+    class Meta:
+        unknown = EXCLUDE
 
 
 class Id(fields.Field):

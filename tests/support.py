@@ -134,6 +134,10 @@ class Receiver:
     def accepted(self, path):
         return [body for p, body, status in self.requests if p == path and status == 200]
 
+    def reset(self):
+        """Forget what was received so far (e.g. messages a fixture's setup caused)."""
+        self.requests.clear()
+
     def stop(self):
         self.thread.kill()
         self.socket.close()
@@ -191,3 +195,46 @@ def assert_bad_input_refused(method, kwargs, string_field, typed_field, wrong_va
     expect_invalid(method, typed_field, **{**kwargs, typed_field: wrong_value})
     expect_invalid(method, "_args", *kwargs.values())
     assert snapshot() == before
+
+
+class EventTap:
+    """A private queue on a service's event exchange: every event it publishes, as it was sent.
+
+    ``next(type)`` returns the next envelope of that type; ``republish(envelope)`` sends one again
+    exactly as a broker redelivery or a producer retry would.
+    """
+
+    def __init__(self, amqp_uri, service, routing_key="#"):
+        import uuid
+
+        from kombu import Connection, Exchange, Queue
+
+        self.connection = Connection(amqp_uri)
+        self.exchange = Exchange(f"{service}.events", type="topic", durable=True)
+        queue = Queue(f"tap-{uuid.uuid4().hex}", exchange=self.exchange, routing_key=routing_key,
+                      auto_delete=True)
+        queue(self.connection.default_channel).declare()
+        self.queue = self.connection.SimpleQueue(queue)
+
+    def next(self, event_type, timeout=15.0, where=lambda envelope: True):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                message = self.queue.get(timeout=0.5)
+            except self.queue.Empty:
+                continue
+            message.ack()
+            if message.payload["type"] == event_type and where(message.payload):
+                return message.payload
+        raise AssertionError(f"no {event_type} event within {timeout}s")
+
+    def republish(self, envelope, **changes):
+        producer = self.connection.Producer()
+        producer.publish({**envelope, **changes}, exchange=self.exchange, routing_key=envelope["type"],
+                         serializer="json", declare=[self.exchange])
+
+    def close(self):
+        self.queue.close()
+        self.connection.release()

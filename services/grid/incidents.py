@@ -11,6 +11,8 @@ from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, ValidationError
 
 SYSTEM_ACTOR = "system:deadline"
+# Where a dispute goes when mediation refers it to court.
+COURT_DEPARTMENT = "political_legal"
 
 
 class Policy:
@@ -41,6 +43,23 @@ def _step(session, incident, action, actor, note=None, from_level=None, to_level
                              note=note, actor=actor, at=at or utcnow()))
 
 
+def _open(uow, policy, unit, category, description, parties, reporter, origin=None):
+    session = uow.session
+    now = utcnow()
+    incident = Incident(
+        unit_id=unit.id, unit_path=unit.path, category=category, description=description,
+        department=policy.departments[category], party_resident_ids=parties, status="open",
+        handling_unit_id=unit.id, handling_level=unit.level, escalations=0, due_at=policy.due(unit.level, now),
+        reported_by=reporter, reported_at=now, origin=origin,
+    )
+    session.add(incident)
+    session.flush()
+    _step(session, incident, "reported", reporter, to_level=unit.level, at=now)
+    uow.emit("incident_reported", f"incident/{incident.id}",
+             _event(incident, party_resident_ids=[str(p) for p in parties]))
+    return incident
+
+
 def report_incident(uow, caller, policy, unit_id, category, description, party_resident_ids):
     session = uow.session
     unit = reachable_unit(session, caller, unit_id)
@@ -50,19 +69,22 @@ def report_incident(uow, caller, policy, unit_id, category, description, party_r
         missing = [str(p) for p in parties if p not in found]
         if missing:
             raise ValidationError({"party_resident_ids": [f"Unknown residents: {', '.join(missing)}."]})
-    now = utcnow()
-    incident = Incident(
-        unit_id=unit.id, unit_path=unit.path, category=category, description=description,
-        department=policy.departments[category], party_resident_ids=parties, status="open",
-        handling_unit_id=unit.id, handling_level=unit.level, escalations=0, due_at=policy.due(unit.level, now),
-        reported_by=caller.sub, reported_at=now,
-    )
-    session.add(incident)
-    session.flush()
-    _step(session, incident, "reported", caller.sub, to_level=unit.level, at=now)
-    uow.emit("incident_reported", f"incident/{incident.id}",
-             _event(incident, party_resident_ids=[str(p) for p in parties]))
-    return incident
+    return _open(uow, policy, unit, category, description, parties, caller.sub)
+
+
+def raise_incident(uow, policy, origin, unit_id, category, description, reporter):
+    """An incident a service raises by itself (bottom-up), once per ``origin``.
+
+    Returns ``(incident, created)``; a second delivery of the same origin finds the first incident.
+    """
+    session = uow.session
+    existing = session.scalar(select(Incident).where(Incident.origin == origin))
+    if existing is not None:
+        return existing, False
+    unit = session.get(Unit, unit_id)
+    if unit is None:
+        raise ValidationError({"unit_id": [f"Unknown unit {unit_id}."]})
+    return _open(uow, policy, unit, category, description, [], reporter, origin=origin), True
 
 
 def load_incident(session, caller, incident_id, *, lock=False):
@@ -109,6 +131,40 @@ def escalate_overdue(uow, policy, now, limit=200):
         _climb(uow, policy, incident, SYSTEM_ACTOR, "deadline passed", now)
     session.flush()
     return len(overdue)
+
+
+def refer_to_department(uow, policy, incident, department, actor, reason):
+    """Hand an incident straight to a department, skipping the levels between (e.g. a court referral)."""
+    if incident.status == "resolved":
+        raise Conflict(f"incident {incident.id} is resolved")
+    now = utcnow()
+    from_level = incident.handling_level
+    incident.department, incident.handling_unit_id, incident.handling_level = department, None, DEPARTMENT_LEVEL
+    incident.status, incident.due_at = "escalated", policy.due(DEPARTMENT_LEVEL, now)
+    incident.escalations += 1
+    _step(uow.session, incident, "escalated", actor, note=reason, from_level=from_level, to_level=DEPARTMENT_LEVEL,
+          at=now)
+    uow.emit("incident_escalated", f"incident/{incident.id}", _event(incident, from_level=from_level, automatic=True))
+    return incident
+
+
+def settle_from_mediation(uow, policy, incident_id, case_id, outcome, actor):
+    """A mediation case opened from this incident closed: resolve it, or refer it on when it went to court.
+
+    Returns the incident, or None when it is unknown or already settled (a repeated event changes nothing).
+    """
+    incident = uow.session.scalar(locking(select(Incident).where(Incident.id == incident_id), uow.session))
+    if incident is None or incident.status == "resolved" or incident.handling_level == DEPARTMENT_LEVEL:
+        return None
+    if outcome == "referred_to_court":
+        return refer_to_department(uow, policy, incident, COURT_DEPARTMENT, actor,
+                                   f"mediation case {case_id} referred to court")
+    now = utcnow()
+    resolution = f"mediation case {case_id} closed: {outcome}"
+    incident.status, incident.resolution, incident.resolved_at, incident.due_at = "resolved", resolution, now, None
+    _step(uow.session, incident, "resolved", actor, note=resolution, from_level=incident.handling_level, at=now)
+    uow.emit("incident_resolved", f"incident/{incident.id}", _event(incident))
+    return incident
 
 
 def resolve_incident(uow, caller, incident_id, resolution):

@@ -134,6 +134,9 @@ class Incident(Base):
     reported_by: Mapped[str] = mapped_column(String(100))
     reported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # What raised it when a service did (e.g. "volunteer:request/12"): one incident per origin,
+    # however often the event behind it is delivered.
+    origin: Mapped[str | None] = mapped_column(String(120), unique=True)
 
 
 class IncidentStep(Base):

@@ -41,6 +41,11 @@ def register_household(uow, caller, unit_id, address):
     return household
 
 
+def household_members(session, household):
+    return session.scalars(select(Resident.id).where(Resident.household_id == household.id)
+                           .order_by(Resident.id)).all()
+
+
 def move_household(uow, caller, household_id, unit_id):
     session = uow.session
     household = load_household(session, caller, household_id)

@@ -4,7 +4,8 @@ from marshmallow import fields, validate, validates_schema
 
 from services.grid import vocabulary as v
 from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number
-from shared.validation import Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime
+from shared.paths import path_ids
+from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -155,6 +156,10 @@ class ResolveIncident(StrictSchema):
     resolution = Str(required=True, max_length=4000)
 
 
+class HouseholdRef(StrictSchema):
+    household_id = Id(required=True)
+
+
 class IncidentRef(StrictSchema):
     incident_id = Id(required=True)
 
@@ -162,6 +167,31 @@ class IncidentRef(StrictSchema):
 class ListIncidents(PageSchema):
     under = Id(required=True)
     status = OneOf(v.INCIDENT_STATUSES, load_default=None, allow_none=True)
+
+
+# ---- events consumed from other services ---------------------------------
+
+
+class HelpRequestUnmatched(EventData):
+    request_id = Id(required=True)
+    unit_id = Id(required=True)
+    kind = fields.String(required=True, validate=validate.Length(max=40))
+    urgency = fields.String(required=True, validate=validate.Length(max=20))
+
+
+class ShiftUnderstaffed(EventData):
+    shift_id = Id(required=True)
+    post_id = Id(required=True)
+    unit_id = Id(required=True)
+    starts_at = fields.String(required=True, validate=validate.Length(max=40))
+    needed = fields.Integer(required=True)
+    signed = fields.Integer(required=True)
+
+
+class MediationClosed(EventData):
+    case_id = Id(required=True)
+    source_incident_id = Id(required=True, allow_none=True)
+    outcome = fields.String(required=True, validate=validate.Length(max=40))
 
 
 # ---- outputs --------------------------------------------------------------
@@ -201,6 +231,13 @@ class HouseholdOut(StrictSchema):
     address = fields.Function(
         lambda h: {"compound": h.compound, "building": h.building, "entrance": h.entrance, "room": h.room}
     )
+
+
+class HouseholdDetailOut(HouseholdOut):
+    """A household with its unit path and members (ids only: no names, no tags)."""
+
+    unit_path = fields.Function(lambda h: [str(i) for i in path_ids(h.unit_path)])
+    resident_ids = fields.Function(lambda h: [str(i) for i in h.members])
 
 
 class TagOut(StrictSchema):
@@ -277,6 +314,7 @@ class IncidentOut(StrictSchema):
     reported_by = fields.String()
     reported_at = UtcDateTime()
     resolved_at = UtcDateTime(allow_none=True)
+    origin = fields.String(allow_none=True)
 
 
 UNIT = UnitOut()
@@ -284,6 +322,7 @@ UNITS = UnitOut(many=True)
 STAFF = StaffOut()
 STAFF_LIST = StaffOut(many=True)
 HOUSEHOLD = HouseholdOut()
+HOUSEHOLD_DETAIL = HouseholdDetailOut()
 RESIDENT = ResidentOut()
 RESIDENT_SUMMARIES = ResidentSummaryOut(many=True)
 CAMPAIGN = CampaignOut()

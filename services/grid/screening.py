@@ -4,6 +4,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from shared import paths as tree
+from services.grid import incidents
 from services.grid.models import Household, ScreeningCampaign, ScreeningVisit, Unit
 from services.grid.residents import load_household
 from services.grid.units import reachable_unit
@@ -28,7 +29,12 @@ def load_campaign(session, caller, campaign_id, *, require_reach=True):
     return campaign
 
 
-def record_visit(uow, caller, campaign_id, household_id, outcome, note):
+# A visit that found a concern becomes an incident at the household's grid, for whoever can act on it.
+CONCERN_OUTCOME = "seen_concern"
+CONCERN_CATEGORY = "public_health"
+
+
+def record_visit(uow, caller, policy, campaign_id, household_id, outcome, note):
     session = uow.session
     # A grid worker records visits in a street-wide campaign: the household is what must be in scope.
     campaign = load_campaign(session, caller, campaign_id, require_reach=False)
@@ -47,6 +53,12 @@ def record_visit(uow, caller, campaign_id, household_id, outcome, note):
         "unit_id": str(household.unit_id), "unit_path": [str(i) for i in tree.path_ids(household.unit_path)],
         "outcome": outcome,
     })
+    if outcome == CONCERN_OUTCOME:
+        # Ids only in the description: the visit's note stays with the visit.
+        incidents.raise_incident(
+            uow, policy, f"grid:visit/{visit.id}", household.unit_id, CONCERN_CATEGORY,
+            f"Screening visit {visit.id} (campaign {campaign.id}) found a concern at household {household.id}.",
+            caller.sub)
     return visit
 
 

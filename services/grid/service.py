@@ -6,7 +6,7 @@ from services.grid import incidents, residents, schemas, screening, units
 from services.grid.models import Base, OutboxEvent, ProcessedEvent
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
 from shared.db import Database, utcnow
-from shared.endpoints import endpoint, rpc
+from shared.endpoints import endpoint, on_event, rpc
 from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
@@ -99,6 +99,14 @@ class GridService(base.ServiceBase):
         return schemas.HOUSEHOLD.dump(residents.register_household(self.db, caller, **args))
 
     @rpc
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.HouseholdRef(), read_only=True)
+    def get_household(self, caller, household_id):
+        """A household's address, unit path and member ids (for services acting on a whole household)."""
+        household = residents.load_household(self.db.session, caller, household_id)
+        household.members = residents.household_members(self.db.session, household)
+        return schemas.HOUSEHOLD_DETAIL.dump(household)
+
+    @rpc
     @endpoint(roles=STAFF, schema=schemas.MoveHousehold())
     def move_household(self, caller, **args):
         return schemas.HOUSEHOLD.dump(residents.move_household(self.db, caller, **args))
@@ -156,7 +164,7 @@ class GridService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF, schema=schemas.RecordVisit())
     def record_visit(self, caller, **args):
-        return schemas.VISIT.dump(screening.record_visit(self.db, caller, **args))
+        return schemas.VISIT.dump(screening.record_visit(self.db, caller, self.policy, **args))
 
     @rpc
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ScreeningProgress(), read_only=True)
@@ -192,6 +200,35 @@ class GridService(base.ServiceBase):
     def list_incidents(self, caller, page, page_size, **args):
         rows, more = incidents.list_incidents(self.db.session, caller, page=page, page_size=page_size, **args)
         return page_of(schemas.INCIDENTS.dump(rows), page, page_size, more)
+
+    # ---- escalation from other services (bottom-up) ------------------------
+
+    @on_event("volunteer", "request_unmatched", schema=schemas.HelpRequestUnmatched())
+    def on_request_unmatched(self, envelope, data):
+        """Nobody could take a help request: the grid it came from takes it up as an incident."""
+        incident, _ = incidents.raise_incident(
+            self.db, self.policy, f"volunteer:request/{data['request_id']}", data["unit_id"], "resident_need",
+            f"Help request {data['request_id']} ({data['kind']}, urgency {data['urgency']}) found no volunteer.",
+            "system:volunteer")
+        return str(incident.id)
+
+    @on_event("volunteer", "shift_understaffed", schema=schemas.ShiftUnderstaffed())
+    def on_shift_understaffed(self, envelope, data):
+        """A duty post will be short of volunteers: its grid has to find people."""
+        incident, _ = incidents.raise_incident(
+            self.db, self.policy, f"volunteer:shift/{data['shift_id']}", data["unit_id"], "other",
+            f"Shift {data['shift_id']} at duty post {data['post_id']} starting {data['starts_at']} has "
+            f"{data['signed']} of {data['needed']} volunteers.", "system:volunteer")
+        return str(incident.id)
+
+    @on_event("legal", "mediation_closed", schema=schemas.MediationClosed())
+    def on_mediation_closed(self, envelope, data):
+        """A dispute's mediation ended: resolve its incident, or send it on to political_legal (court)."""
+        if data["source_incident_id"] is None:
+            return "not from an incident"
+        incident = incidents.settle_from_mediation(self.db, self.policy, data["source_incident_id"],
+                                                   data["case_id"], data["outcome"], "system:legal")
+        return "settled" if incident is not None else "already settled"
 
     # ---- housekeeping -----------------------------------------------------
 

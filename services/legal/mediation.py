@@ -1,5 +1,7 @@
 """Mediation cases (司法调解 + 社会调解): opened for residents in dispute, given judicial (lawyer)
 or social (community) mediators free of conflicts of interest, closed with an outcome."""
+import logging
+
 from sqlalchemy import select
 
 from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
@@ -7,6 +9,11 @@ from shared import grid_lookup
 from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import in_subtree, path_ids
+from shared.pii import mask_phone
+
+log = logging.getLogger(__name__)
+# Grid incidents are not sub-categorised; a dispute raised at a grid is most often between neighbours.
+INCIDENT_CASE_CATEGORY = "neighbour"
 
 
 def open_mediation(uow, caller, grid, unit_id, category, party_resident_ids, description, source_incident_id):
@@ -24,6 +31,34 @@ def open_mediation(uow, caller, grid, unit_id, category, party_resident_ids, des
     uow.session.flush()
     uow.emit("mediation_opened", f"mediation/{case.id}", _event(case))
     return case
+
+
+def open_from_incident(uow, caller, grid, incident_id, unit_id, party_resident_ids):
+    """A dispute reported at the grid opens its mediation case (once per incident).
+
+    Returns the case, or None when the dispute names fewer than two parties to mediate between.
+    """
+    existing = uow.session.scalar(select(MediationCase).where(MediationCase.source_incident_id == incident_id))
+    if existing is not None:
+        return existing
+    if len(set(party_resident_ids)) < 2:
+        log.warning("dispute incident %s names fewer than two parties: no mediation case opened", incident_id)
+        return None
+    description = grid.get_incident(incident_id=str(incident_id))["description"]
+    return open_mediation(uow, caller, grid, unit_id, INCIDENT_CASE_CATEGORY, party_resident_ids,
+                          description, incident_id)
+
+
+def may_contact_parties(session, caller, case):
+    """Assigned mediators (and callers holding ``pii``) see the parties' phone numbers unmasked."""
+    return caller.pii or _is_assigned(session, caller, case)
+
+
+def parties_of(grid, case, reveal):
+    """The parties' names and phones (phones masked unless ``reveal``); never ID numbers or tags."""
+    found = grid.get_residents(resident_ids=[str(i) for i in case.party_resident_ids])["items"]
+    return [{"resident_id": p["id"], "household_id": p["household_id"], "name": p["name"],
+             "phone": p["phone"] if reveal else mask_phone(p["phone"])} for p in found]
 
 
 def _event(case, **extra):

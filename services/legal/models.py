@@ -120,7 +120,8 @@ class MediationCase(Base):
     description: Mapped[str] = mapped_column(String(4000))
     party_resident_ids: Mapped[list] = mapped_column(JSON)
     party_household_ids: Mapped[list] = mapped_column(JSON)
-    source_incident_id: Mapped[int | None] = mapped_column(BigId)
+    # The grid incident the case came from: at most one case per incident.
+    source_incident_id: Mapped[int | None] = mapped_column(BigId, unique=True)
     status: Mapped[str] = mapped_column(String(12), index=True)
     outcome: Mapped[str | None] = mapped_column(String(20))
     agreement: Mapped[str | None] = mapped_column(String(4000))

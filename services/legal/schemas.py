@@ -3,7 +3,7 @@ from marshmallow import ValidationError as FieldError
 from marshmallow import fields, validate, validates_schema
 
 from services.legal import vocabulary as v
-from shared.validation import Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime, WeeklyWindow
+from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime, WeeklyWindow
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -150,6 +150,16 @@ class CaseRef(StrictSchema):
 class ListCases(PageSchema):
     under = Id(load_default=None, allow_none=True)
     status = OneOf(v.CASE_STATUSES, load_default=None, allow_none=True)
+
+
+# ---- events consumed from other services ---------------------------------
+
+
+class IncidentReported(EventData):
+    incident_id = Id(required=True)
+    unit_id = Id(required=True)
+    category = fields.String(required=True, validate=validate.Length(max=40))
+    party_resident_ids = fields.List(Id(), load_default=list, validate=validate.Length(max=20))
 
 
 # ---- outputs --------------------------------------------------------------

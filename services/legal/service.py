@@ -7,7 +7,8 @@ from services.legal import bookings, directory, mediation, schemas
 from services.legal.models import Base, OutboxEvent, ProcessedEvent
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
-from shared.endpoints import endpoint, rpc
+from shared.auth import system_caller
+from shared.endpoints import endpoint, on_event, rpc
 from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
@@ -38,6 +39,8 @@ class LegalService(base.ServiceBase):
 
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
     grid = ServiceClient("grid")
+    # Reads the parties' phones unmasked; legal masks them itself for callers who may not see them.
+    grid_contacts = ServiceClient("grid", pii=True)
     notices = ServiceClient("notices")
     telemetry = Telemetry(gauges=GAUGES)
 
@@ -155,7 +158,9 @@ class LegalService(base.ServiceBase):
     def get_case(self, caller, case_id):
         case = mediation.reachable_case(self.db.session, caller, case_id)
         sessions = mediation.sessions_of(self.db.session, case)
+        reveal = mediation.may_contact_parties(self.db.session, caller, case)
         return {**schemas.CASE.dump(case),
+                "parties": mediation.parties_of(self.grid_contacts, case, reveal),
                 "mediators": [{"mediator_id": m_id, "kind": kind}
                               for kind, m_id in sorted(mediation.mediator_ids(self.db.session, case))],
                 "sessions": [{"held_at": s.held_at.isoformat(), "attendees": s.attendees, "notes": s.notes}
@@ -166,6 +171,16 @@ class LegalService(base.ServiceBase):
     def list_cases(self, caller, page, page_size, **args):
         rows, more = mediation.list_cases(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
         return page_of(schemas.CASES.dump(rows), page, page_size, more)
+
+    @on_event("grid", "incident_reported", schema=schemas.IncidentReported())
+    def on_incident_reported(self, envelope, data):
+        """A dispute reported at the grid opens a mediation case with its parties."""
+        if data["category"] != "dispute":
+            return "not a dispute"
+        case = mediation.open_from_incident(
+            self.db, system_caller(self.name), self.grid, data["incident_id"], data["unit_id"],
+            data["party_resident_ids"])
+        return str(case.id) if case is not None else "too few parties"
 
     # ---- reminders --------------------------------------------------------
 

@@ -47,6 +47,8 @@ class Notice(Base):
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     recipient_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when another service's event caused the message: one message per origin.
+    origin: Mapped[str | None] = mapped_column(String(120), unique=True)
     # Audience resolution resumes here after a restart: index into audience units, last resident id.
     resolve_cursor: Mapped[dict | None] = mapped_column(JSON)
 

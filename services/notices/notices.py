@@ -66,8 +66,8 @@ def approve_notice(uow, caller, notice_id):
     return notice
 
 
-def list_notices(session, caller, grid, under, status, page, page_size):
-    query = select(Notice).where(Notice.kind == "notice")
+def list_notices(session, caller, grid, under, status, kind, page, page_size):
+    query = select(Notice).where(Notice.kind == kind)
     if under is None and not caller.unrestricted:
         under = int(caller.unit)
     if under is not None:

@@ -1,9 +1,14 @@
 """Publishing approved notices (a timer drives it) and direct messages for the other services."""
 from services.notices import audience, notices
-from services.notices.models import Notice
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from services.notices.models import Notice, NoticeTarget
 from services.notices.templates import render
 from shared import grid_lookup
 from shared.db import utcnow
+from shared.paths import as_path
 
 
 def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
@@ -39,17 +44,48 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
 
 
 def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, params, channels):
+    found = grid_lookup.residents(grid, resident_ids, "resident_ids")
+    return _direct(uow, caller.sub, vault, timezone, found, template, params, channels)
+
+
+def _direct(uow, author, vault, timezone, found, template, params, channels, *, extra=None, origin=None,
+            unit=None):
     session = uow.session
     title, body = render(template, params)
-    found = grid_lookup.residents(grid, resident_ids, "resident_ids")
     now = utcnow()
     message = Notice(
         kind="direct", title=title, body=body, category="direct", severity="moderate", urgency="immediate",
-        msg_type="alert", audience={"under": [], "template": template}, channels=channels or ["sms"],
-        requires_ack=False, ack_checked=False, status="published", author=caller.sub, approved_by=caller.sub,
-        created_at=now, approved_at=now, publish_at=now, published_at=now, recipient_count=0,
+        msg_type="alert", audience={"under": [unit[0]] if unit else [], "template": template, **(extra or {})},
+        channels=channels or ["sms"], requires_ack=False, ack_checked=False, status="published", author=author,
+        approved_by=author, created_at=now, approved_at=now, publish_at=now, published_at=now, recipient_count=0,
+        origin=origin,
     )
     session.add(message)
     session.flush()
+    if unit:
+        # Lets list_notices(under=..., kind="direct") find the messages a grid's households were sent.
+        session.add(NoticeTarget(notice_id=message.id, unit_id=unit[0], unit_path=unit[1]))
     audience.add_recipients(uow, vault, message, audience.DeliveryPlan(message, timezone), found, now)
     return message
+
+
+QUARANTINE_CHANNELS = ["app_push", "sms"]
+
+
+def quarantine_instructions(uow, author, grid, vault, timezone, household_id, until):
+    """Home-quarantine instructions to every member of a household, once per household and local day.
+
+    Returns the message, or None when the household already had them today.
+    """
+    zone = ZoneInfo(timezone)
+    today = utcnow().astimezone(zone).date()
+    origin = f"quarantine:household/{household_id}:{today.isoformat()}"
+    if uow.session.scalar(select(Notice.id).where(Notice.origin == origin)) is not None:
+        return None
+    household = grid.get_household(household_id=str(household_id))
+    found = grid_lookup.residents(grid, household["resident_ids"], "resident_ids")
+    ends = until.astimezone(zone).date().isoformat() if until else "另行通知 further notice"
+    unit_path = as_path([int(i) for i in household["unit_path"]])
+    return _direct(uow, author, vault, timezone, found, "quarantine_instructions", {"until": ends},
+                   QUARANTINE_CHANNELS, extra={"household_id": str(household_id)}, origin=origin,
+                   unit=(int(household["unit_id"]), unit_path))

@@ -6,7 +6,7 @@ from marshmallow import fields, validate, validates_schema
 
 from services.notices import vocabulary as v
 from services.notices.templates import TEMPLATES
-from shared.validation import Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime
+from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -59,6 +59,7 @@ class NoticeRef(StrictSchema):
 class ListNotices(PageSchema):
     under = Id(load_default=None, allow_none=True)
     status = OneOf(v.STATUSES, load_default=None, allow_none=True)
+    kind = OneOf(("notice", "direct"), load_default="notice")
 
 
 class RecordDeliveryStatus(StrictSchema):
@@ -108,6 +109,17 @@ class RegisterChatGroup(StrictSchema):
                              validate=validate.Length(max=500))
 
 
+# ---- events consumed from other services ---------------------------------
+
+
+class ResidentTagged(EventData):
+    resident_id = Id(required=True)
+    household_id = Id(required=True)
+    unit_id = Id(required=True)
+    tag = fields.String(required=True, validate=validate.Length(max=40))
+    until = UtcDateTime(load_default=None, allow_none=True)
+
+
 # ---- outputs --------------------------------------------------------------
 
 
@@ -135,6 +147,8 @@ class NoticeOut(StrictSchema):
     published_at = UtcDateTime(allow_none=True)
     cancelled_at = UtcDateTime(allow_none=True)
     recipient_count = fields.Integer()
+    template = fields.Function(lambda n: n.audience.get("template"))
+    origin = fields.String(allow_none=True)
 
 
 class DeliveryOut(StrictSchema):

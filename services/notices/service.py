@@ -7,7 +7,7 @@ from services.notices.channels import RateLimiter, build_channels
 from services.notices.models import Base, OutboxEvent, ProcessedEvent
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
-from shared.endpoints import endpoint, rpc
+from shared.endpoints import endpoint, on_event, rpc
 from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
@@ -124,6 +124,17 @@ class NoticesService(base.ServiceBase):
     def send_direct(self, caller, **args):
         message = publishing.send_direct(self.db, caller, self.grid, self.vault, self.timezone, **args)
         return {"message_id": str(message.id), "recipients": message.recipient_count}
+
+    # ---- reacting to the grid ---------------------------------------------
+
+    @on_event("grid", "resident_tagged", schema=schemas.ResidentTagged())
+    def on_resident_tagged(self, envelope, data):
+        """A resident put under home quarantine: their household gets the instructions."""
+        if data["tag"] != "quarantined":
+            return "not quarantine"
+        message = publishing.quarantine_instructions(self.db, f"system:{self.name}", self.grid, self.vault,
+                                                     self.timezone, data["household_id"], data["until"])
+        return str(message.id) if message is not None else "already sent today"
 
     # ---- timers -----------------------------------------------------------
 

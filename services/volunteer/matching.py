@@ -63,12 +63,14 @@ def rank(candidates, request_path, kind, needed_by, zone, request_household_id=N
     return sorted((c for c in candidates if eligible(c, request_household_id, offered)), key=key)
 
 
-def search_scopes(request_path):
+def search_scopes(request_path, floor=None):
     """Subtree paths to search, nearest first: the request's own unit, then each ancestor up to
-    the district. Distance is the first ranking key, so the first scope that yields enough
-    eligible volunteers holds the best ones — and is usually a handful, not a community."""
+    the district (or up to the ancestor at depth ``floor``). Distance is the first ranking key, so
+    the first scope that yields enough eligible volunteers holds the best ones — and is usually a
+    handful, not a community."""
     ids = path_ids(request_path)
-    return ["/" + "".join(f"{i}/" for i in ids[:depth]) for depth in range(len(ids), 0, -1)]
+    shallowest = max(1, min(floor or 1, len(ids)))
+    return ["/" + "".join(f"{i}/" for i in ids[:depth]) for depth in range(len(ids), shallowest - 1, -1)]
 
 
 def recent_window(now, days=30):

@@ -104,6 +104,12 @@ class HelpRequest(Base):
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     note: Mapped[str | None] = mapped_column(String(1000))
     rating: Mapped[int | None] = mapped_column(Integer)
+    # Where to go (the household's address when the request is for a household).
+    address: Mapped[dict | None] = mapped_column(JSON)
+    # Set when another service's event caused the request: one request per origin.
+    origin: Mapped[str | None] = mapped_column(String(120), unique=True)
+    # The shallowest unit-path depth matching may widen to (None: up to the district).
+    search_floor: Mapped[int | None] = mapped_column(Integer)
 
 
 class Offer(Base):
@@ -118,3 +124,29 @@ class Offer(Base):
     offered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     responded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CareSubject(Base):
+    """A resident's quarantine tag as last heard from the grid (events may arrive out of order)."""
+
+    __tablename__ = "care_subjects"
+
+    resident_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    household_id: Mapped[int] = mapped_column(BigId, index=True)
+    quarantined: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CarePlan(Base):
+    """Daily help for a household under home quarantine, while any member is quarantined."""
+
+    __tablename__ = "care_plans"
+
+    household_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    unit_id: Mapped[int] = mapped_column(BigId)
+    unit_path: Mapped[str] = mapped_column(PathText)
+    address: Mapped[dict] = mapped_column(JSON)
+    kinds: Mapped[list] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 
 from services.volunteer import matching
-from services.volunteer.models import HelpRequest, Offer, Volunteer
+from services.volunteer.models import CarePlan, HelpRequest, Offer, Volunteer
 from services.volunteer.people import is_self
 from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES
 from shared import grid_lookup
@@ -24,6 +24,9 @@ class Policy:
         self.fanout = int(config.get("OFFER_FANOUT", 1))
         self.recent_days = int(config.get("FAIRNESS_DAYS", 30))
         self.zone = ZoneInfo(config.get("TIMEZONE") or "Asia/Shanghai")
+        # Quarantine care is matched within the household's own grid: path depth 4 is the large grid.
+        self.care_floor = int(config.get("CARE_SEARCH_FLOOR", 4))
+        self.door_knock_within = dt.timedelta(hours=float(config.get("DOOR_KNOCK_WITHIN_HOURS", 12)))
 
 
 def _event(request, **extra):
@@ -45,14 +48,44 @@ def create_request(uow, caller, grid, notices, policy, unit_id, kind, details, u
         caller.require_reach(path_ids(path), "unit")
     if resident_id is not None:
         household_id = household_id or int(grid_lookup.resident(grid, resident_id)["household_id"])
+    address = grid.get_household(household_id=str(household_id))["address"] if household_id else None
     request = HelpRequest(unit_id=unit_id, unit_path=path, kind=kind, details=details, urgency=urgency,
                           needed_by=needed_by, household_id=household_id, resident_id=resident_id, status="open",
-                          created_by=caller.sub, created_at=utcnow())
-    session.add(request)
-    session.flush()
+                          address=address, created_by=caller.sub, created_at=utcnow())
+    return _submit(uow, grid, notices, policy, request)
+
+
+def _submit(uow, grid, notices, policy, request):
+    uow.session.add(request)
+    uow.session.flush()
     uow.emit("request_created", f"request/{request.id}", _event(request))
     offer_next(uow, grid, notices, policy, request)
     return request
+
+
+def open_request(uow, grid, notices, policy, origin, *, created_by, **fields):
+    """A request a service opens by itself, once per ``origin``: returns (request, created)."""
+    existing = uow.session.scalar(select(HelpRequest).where(HelpRequest.origin == origin))
+    if existing is not None:
+        return existing, False
+    request = HelpRequest(origin=origin, status="open", created_by=created_by, created_at=utcnow(), **fields)
+    return _submit(uow, grid, notices, policy, request), True
+
+
+OPEN_STATUSES = ("open", "offered", "matched", "unmatched")
+
+
+def cancel_requests(uow, query, reason):
+    """Cancel the not-yet-done requests ``query`` selects, withdrawing their offers; returns them."""
+    session = uow.session
+    cancelled = session.scalars(locking(query.where(HelpRequest.status.in_(OPEN_STATUSES)), session)).all()
+    now = utcnow()
+    for request in cancelled:
+        request.status, request.note = "cancelled", reason
+        session.execute(update(Offer).where(Offer.request_id == request.id, Offer.status == "pending")
+                        .values(status="withdrawn", responded_at=now))
+        uow.emit("request_cancelled", f"request/{request.id}", _event(request, reason=reason))
+    return cancelled
 
 
 def _candidates(session, scope, now, policy):
@@ -71,8 +104,12 @@ def _candidates(session, scope, now, policy):
         select(HelpRequest.volunteer_id, func.count()).where(
             HelpRequest.volunteer_id.in_(ids), HelpRequest.matched_at >= now - dt.timedelta(days=policy.recent_days))
         .group_by(HelpRequest.volunteer_id)).all())
+    # Households under quarantine care (known from the grid's events) send nobody out; they are few,
+    # so all of them are read rather than an IN list as long as the candidates.
+    isolated = set(session.scalars(select(CarePlan.household_id).where(CarePlan.active.is_(True))))
     candidates = [matching.Candidate(row.id, row.home_path, row.skills, row.availability, row.max_active_tasks,
-                                     row.household_id, active.get(row.id, 0), recent.get(row.id, 0)) for row in rows]
+                                     row.household_id, active.get(row.id, 0), recent.get(row.id, 0),
+                                     quarantined=row.household_id in isolated) for row in rows]
     return candidates, {row.id: row.resident_id for row in rows}
 
 
@@ -97,7 +134,7 @@ def best_volunteers(session, grid, policy, request, now, wanted):
     """The best ``wanted`` eligible volunteers, searching the request's own small grid first, then wider."""
     offered = set(session.scalars(select(Offer.volunteer_id).where(Offer.request_id == request.id)))
     chosen, residents = [], {}
-    for scope in matching.search_scopes(request.unit_path):
+    for scope in matching.search_scopes(request.unit_path, request.search_floor):
         candidates, found = _candidates(session, scope, now, policy)
         residents.update(found)
         taken = offered | {c.volunteer_id for c in chosen}

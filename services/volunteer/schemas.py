@@ -2,7 +2,7 @@
 from marshmallow import fields, validate
 
 from services.volunteer import vocabulary as v
-from shared.validation import Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime, WeeklyWindow
+from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime, WeeklyWindow
 
 
 def availability_field(**kwargs):
@@ -123,6 +123,29 @@ class Hours(StrictSchema):
     since = UtcDateTime(load_default=None, allow_none=True)
 
 
+# ---- events consumed from other services ---------------------------------
+
+
+class QuarantineTag(EventData):
+    """grid.resident_tagged / grid.resident_untagged."""
+
+    resident_id = Id(required=True)
+    household_id = Id(required=True)
+    tag = fields.String(required=True, validate=validate.Length(max=40))
+
+
+class UnacknowledgedResident(EventData):
+    resident_id = Id(required=True)
+    household_id = Id(required=True)
+    unit_id = Id(required=True)
+
+
+class NoticeUnacknowledged(EventData):
+    notice_id = Id(required=True)
+    residents = fields.List(fields.Nested(UnacknowledgedResident), required=True,
+                            validate=validate.Length(max=1000))
+
+
 # ---- outputs --------------------------------------------------------------
 
 
@@ -156,7 +179,8 @@ class ShiftOut(StrictSchema):
 
 
 class RequestOut(StrictSchema):
-    """What a volunteer may see of a request: the need, where, when — no resident details."""
+    """What a volunteer may see of a request: the need, where and when — no resident, no health
+    tags, no ID numbers, and not what caused the request (its origin would tell a quarantine)."""
 
     id = Id()
     unit_id = Id()
@@ -164,10 +188,21 @@ class RequestOut(StrictSchema):
     details = fields.String()
     urgency = fields.String()
     needed_by = UtcDateTime()
+    address = fields.Dict(allow_none=True)
     status = fields.String()
     volunteer_id = Id(allow_none=True)
     note = fields.String(allow_none=True)
     rating = fields.Integer(allow_none=True)
+
+
+class StaffRequestOut(RequestOut):
+    """What grid staff and services see: also whose request it is and what opened it."""
+
+    household_id = Id(allow_none=True)
+    resident_id = Id(allow_none=True)
+    origin = fields.String(allow_none=True)
+    created_by = fields.String()
+    created_at = UtcDateTime()
 
 
 class OfferOut(StrictSchema):
@@ -185,5 +220,15 @@ PLEDGES = PledgeOut(many=True)
 SHIFT = ShiftOut()
 REQUEST = RequestOut()
 REQUESTS = RequestOut(many=True)
+STAFF_REQUEST = StaffRequestOut()
+STAFF_REQUESTS = StaffRequestOut(many=True)
+STAFF_ROLES = ("admin", "officer", "grid_worker", "service")
+
+
+def request_view(caller, many=False):
+    """The request schema for this caller: staff see the full record, everyone else the need only."""
+    if caller.has_role(*STAFF_ROLES):
+        return STAFF_REQUESTS if many else STAFF_REQUEST
+    return REQUESTS if many else REQUEST
 OFFER = OfferOut()
 OFFERS = OfferOut(many=True)

@@ -4,11 +4,11 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 
-from services.volunteer import duty, people, requests, schemas
+from services.volunteer import care, duty, people, requests, schemas
 from services.volunteer.models import Base, OutboxEvent, ProcessedEvent
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
-from shared.endpoints import endpoint, rpc
+from shared.endpoints import endpoint, on_event, rpc
 from shared.validation import page_of
 from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
@@ -139,44 +139,82 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.CreateRequest())
     def create_request(self, caller, **args):
-        return schemas.REQUEST.dump(requests.create_request(self.db, caller, self.grid, self.notices, self.policy,
+        return schemas.request_view(caller).dump(requests.create_request(self.db, caller, self.grid, self.notices, self.policy,
                                                             **args))
 
     @rpc
     @endpoint(roles=("volunteer", "admin"), schema=schemas.RespondOffer())
     def respond_offer(self, caller, offer_id, accept):
         offer, request = requests.respond_offer(self.db, caller, self.grid, self.notices, self.policy, offer_id, accept)
-        return {"offer": schemas.OFFER.dump(offer), "request": schemas.REQUEST.dump(request)}
+        return {"offer": schemas.OFFER.dump(offer), "request": schemas.request_view(caller).dump(request)}
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.CompleteRequest())
     def complete_request(self, caller, request_id, note):
-        return schemas.REQUEST.dump(requests.complete_request(self.db, caller, request_id, note))
+        return schemas.request_view(caller).dump(requests.complete_request(self.db, caller, request_id, note))
 
     @rpc
     @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.ConfirmRequest())
     def confirm_request(self, caller, request_id, rating):
-        return schemas.REQUEST.dump(requests.confirm_request(self.db, caller, request_id, rating))
+        return schemas.request_view(caller).dump(requests.confirm_request(self.db, caller, request_id, rating))
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF + ("resident",), schema=schemas.RequestRef(), read_only=True)
     def get_request(self, caller, request_id):
-        return schemas.REQUEST.dump(requests.reachable_request(self.db.session, caller, request_id))
+        return schemas.request_view(caller).dump(requests.reachable_request(self.db.session, caller, request_id))
 
     @rpc
     @endpoint(roles=STAFF_SERVICE, schema=schemas.ListRequests(), read_only=True)
     def list_requests(self, caller, page, page_size, **args):
         rows, more = requests.list_requests(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return page_of(schemas.REQUESTS.dump(rows), page, page_size, more)
+        return page_of(schemas.request_view(caller, many=True).dump(rows), page, page_size, more)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)
     def my_tasks(self, caller, volunteer_id):
         people.reachable_volunteer(self.db.session, caller, volunteer_id)
         tasks, offers = requests.my_tasks(self.db.session, volunteer_id)
-        return {"tasks": schemas.REQUESTS.dump(tasks), "offers": schemas.OFFERS.dump(offers)}
+        return {"tasks": schemas.request_view(caller, many=True).dump(tasks), "offers": schemas.OFFERS.dump(offers)}
+
+    # ---- reacting to the grid and notices -----------------------------------
+
+    @on_event("grid", "resident_tagged", schema=schemas.QuarantineTag())
+    def on_resident_tagged(self, envelope, data):
+        """A household member put under home quarantine: daily groceries and check-in for the household."""
+        if data["tag"] != "quarantined":
+            return "not quarantine"
+        if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], True,
+                               _event_time(envelope)):
+            return "stale"
+        _, opened = care.start(self.db, self.grid, self.notices, self.policy, data["household_id"], utcnow())
+        return [str(r.id) for r in opened]
+
+    @on_event("grid", "resident_untagged", schema=schemas.QuarantineTag())
+    def on_resident_untagged(self, envelope, data):
+        """The last quarantined member released: the household's care stops and open requests close."""
+        if data["tag"] != "quarantined":
+            return "not quarantine"
+        if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], False,
+                               _event_time(envelope)):
+            return "stale"
+        if care.household_quarantined(self.db.session, data["household_id"]):
+            return "household still quarantined"
+        return [str(r.id) for r in care.stop(self.db, data["household_id"], utcnow())]
+
+    @on_event("notices", "notice_unacknowledged", schema=schemas.NoticeUnacknowledged())
+    def on_notice_unacknowledged(self, envelope, data):
+        """Vulnerable residents who did not acknowledge a notice get a door-knock, one per household."""
+        opened = care.door_knocks(self.db, self.grid, self.notices, self.policy, data["notice_id"],
+                                  data["residents"], utcnow())
+        return [str(r.id) for r in opened]
 
     # ---- timers -----------------------------------------------------------
+
+    @config_timer("CARE_INTERVAL", 300.0)
+    def open_daily_care(self):
+        """Each local day, open the day's groceries and check-in for every household under quarantine."""
+        care.open_due(self.db, self.grid, self.notices, self.policy, utcnow())
+        self.db.commit()
 
     @config_timer("OFFER_SWEEP_INTERVAL", 5.0)
     def sweep_offers(self):
@@ -190,6 +228,10 @@ class VolunteerService(base.ServiceBase):
         lead = dt.timedelta(minutes=float(self.config.get("UNDERSTAFFED_LEAD_MINUTES", 120)))
         duty.report_understaffed(self.db, lead, utcnow())
         self.db.commit()
+
+
+def _event_time(envelope):
+    return dt.datetime.fromisoformat(envelope["time"])
 
 
 def _signup(signup):

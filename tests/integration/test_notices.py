@@ -18,7 +18,7 @@ def iso(delta_seconds):
 
 
 @pytest.fixture
-def town(admin, district):
+def town(admin, district, notices, call_as, receiver):
     """Five residents: three in small grid a, two in b, with tags."""
     people = {}
     home_a = add_household(admin, district["small_a"], room="101")
@@ -30,8 +30,20 @@ def town(admin, district):
         people[name] = add_resident(admin, home, seq)["id"]
         for tag in tags:
             admin.tag_resident(resident_id=people[name], tag=tag)
+    settle_quarantine_instructions(call_as, district, receiver)
     return {**district, **people, "phones": {name: f"138{seq:08d}" for name, seq in
                                              (("r1", 1), ("r2", 2), ("r3", 3), ("r4", 4), ("r5", 5))}}
+
+
+def settle_quarantine_instructions(call_as, district, receiver):
+    """Tagging r5 quarantined sends their household instructions (a cross-service flow); let that
+    message go out, then start each test with an empty receiver."""
+    reader = call_as(token("admin", sub="fixture")).notices
+    message = wait_until(lambda: (reader.list_notices(under=district["small_b"], kind="direct")["items"] or [None])[0],
+                         message="no quarantine instructions")
+    wait_until(lambda: (lambda r: r["sent"] + r["failed"] == r["targeted"] > 0)(
+        reader.delivery_report(notice_id=message["id"])), message="quarantine instructions not sent")
+    receiver.reset()
 
 
 @pytest.fixture

@@ -28,6 +28,10 @@ def area(volunteer, admin, district, call_as):
     quarantined = add_resident(admin, home_q, 4)["id"]
     far = add_resident(admin, home_b, 5)["id"]
     admin.tag_resident(resident_id=quarantined, tag="quarantined")
+    # The tag opens daily care for that household (a cross-service flow). With no volunteers yet it
+    # finds nobody; wait for it so its requests are settled before the volunteers below exist.
+    wait_until(lambda: {r["status"] for r in officer.list_requests(under=district["small_a"])["items"]} == {"unmatched"},
+               message="quarantine care requests were not opened")
 
     def register(resident, unit, skills=("delivery",), name="V", max_tasks=3):
         return officer.register_volunteer(name=name, phone="13912345678", home_unit_id=unit, skills=list(skills),

@@ -1,0 +1,139 @@
+"""Care the grid's events call for: daily groceries and a daily check-in for a household under
+home quarantine (居家隔离), and a door-knock for households that did not acknowledge a notice.
+
+Every request opened here carries an ``origin`` (unique), so an event delivered twice, or a
+timer run again after a restart, opens nothing new.
+"""
+import datetime as dt
+
+from sqlalchemy import select
+
+from services.volunteer import requests
+from services.volunteer.models import CarePlan, CareSubject, HelpRequest
+from shared.db import locking, utcnow
+from shared.paths import as_path
+
+CARE_KINDS = ("groceries", "check_in")
+# Neutral wording: the volunteer learns the need, not the household's health status.
+CARE_DETAILS = {
+    "groceries": "Daily groceries for a household staying at home: contactless, leave them at the door and call.",
+    "check_in": "Daily check-in: call or knock, ask how the household is and what it needs today.",
+}
+CARE_DUE_HOUR = {"groceries": 17, "check_in": 10}  # local time the help is wanted by
+MIN_LEAD = dt.timedelta(hours=2)
+DOOR_KNOCK_DETAILS = ("Door-knock check-in: someone in this household did not acknowledge an important notice; "
+                      "make sure they received it and are well.")
+SYSTEM = "system:volunteer"
+
+
+def record_tag(session, resident_id, household_id, quarantined, at):
+    """Remember a resident's quarantine tag as of ``at``; False when a newer state is already known."""
+    subject = session.scalar(locking(select(CareSubject).where(CareSubject.resident_id == resident_id), session))
+    if subject is not None and subject.changed_at > at:
+        return False
+    if subject is None:
+        session.add(CareSubject(resident_id=resident_id, household_id=household_id, quarantined=quarantined,
+                                changed_at=at))
+    else:
+        subject.household_id, subject.quarantined, subject.changed_at = household_id, quarantined, at
+    session.flush()
+    return True
+
+
+def household_quarantined(session, household_id):
+    return session.scalar(select(CareSubject.resident_id).where(
+        CareSubject.household_id == household_id, CareSubject.quarantined.is_(True)).limit(1)) is not None
+
+
+def start(uow, grid, notices, policy, household_id, now):
+    """Start (or resume) daily care for the household and open today's requests."""
+    session = uow.session
+    plan = session.scalar(locking(select(CarePlan).where(CarePlan.household_id == household_id), session))
+    if plan is None:
+        household = grid.get_household(household_id=str(household_id))
+        plan = CarePlan(household_id=household_id, unit_id=int(household["unit_id"]),
+                        unit_path=as_path([int(i) for i in household["unit_path"]]), address=household["address"],
+                        kinds=list(CARE_KINDS), active=True, started_at=now)
+        session.add(plan)
+    elif not plan.active:
+        plan.active, plan.started_at, plan.stopped_at = True, now, None
+    session.flush()
+    return plan, open_today(uow, grid, notices, policy, plan, now)
+
+
+def stop(uow, household_id, now, reason="quarantine lifted"):
+    """Stop the household's daily care and cancel its requests not yet done; returns them."""
+    session = uow.session
+    plan = session.scalar(locking(select(CarePlan).where(CarePlan.household_id == household_id), session))
+    if plan is None or not plan.active:
+        return []
+    plan.active, plan.stopped_at = False, now
+    return requests.cancel_requests(uow, select(HelpRequest).where(
+        HelpRequest.household_id == household_id, HelpRequest.origin.like(f"care:{household_id}:%")), reason)
+
+
+def _care_origin(household_id, kind, day):
+    return f"care:{household_id}:{kind}:{day.isoformat()}"
+
+
+def _needed_by(kind, day, policy, now):
+    wanted = dt.datetime.combine(day, dt.time(CARE_DUE_HOUR[kind]), tzinfo=policy.zone).astimezone(dt.timezone.utc)
+    return max(wanted, now + MIN_LEAD)
+
+
+def open_today(uow, grid, notices, policy, plan, now):
+    """Open today's (local day) requests of an active plan that are not open yet; returns the new ones."""
+    day = now.astimezone(policy.zone).date()
+    opened = []
+    for kind in plan.kinds:
+        request, created = requests.open_request(
+            uow, grid, notices, policy, _care_origin(plan.household_id, kind, day), created_by=SYSTEM,
+            unit_id=plan.unit_id, unit_path=plan.unit_path, kind=kind, details=CARE_DETAILS[kind], urgency="high",
+            needed_by=_needed_by(kind, day, policy, now), household_id=plan.household_id, resident_id=None,
+            address=plan.address, search_floor=policy.care_floor)
+        if created:
+            opened.append(request)
+    return opened
+
+
+def open_due(uow, grid, notices, policy, now, limit=200):
+    """The daily recurrence: today's requests for every active plan still missing them."""
+    session = uow.session
+    day = now.astimezone(policy.zone).date()
+    plans = session.scalars(select(CarePlan).where(CarePlan.active.is_(True)).order_by(CarePlan.household_id)).all()
+    wanted = {_care_origin(p.household_id, k, day): p for p in plans for k in p.kinds}
+    have = set()
+    origins = list(wanted)
+    for start_at in range(0, len(origins), 1000):
+        have.update(session.scalars(select(HelpRequest.origin).where(
+            HelpRequest.origin.in_(origins[start_at:start_at + 1000]))))
+    due = {}
+    for origin, plan in wanted.items():
+        if origin not in have:
+            due.setdefault(plan.household_id, plan)
+    opened = []
+    for plan in list(due.values())[:limit]:
+        opened += open_today(uow, grid, notices, policy, plan, now)
+    return opened
+
+
+def door_knocks(uow, grid, notices, policy, notice_id, residents, now):
+    """One check_in request per household with a member who did not acknowledge notice ``notice_id``."""
+    session = uow.session
+    households = sorted({int(r["household_id"]) for r in residents})
+    origins = {h: f"unack:notice/{notice_id}:household/{h}" for h in households}
+    done = set(session.scalars(select(HelpRequest.origin).where(HelpRequest.origin.in_(list(origins.values())))))
+    todo = [h for h in households if origins[h] not in done]
+    # Ask the grid about every household at once, then open the requests one by one.
+    pending = {h: grid.get_household.call_async(household_id=str(h)) for h in todo}
+    opened = []
+    for household_id in todo:
+        household = pending[household_id].result()
+        request, created = requests.open_request(
+            uow, grid, notices, policy, origins[household_id], created_by=SYSTEM,
+            unit_id=int(household["unit_id"]), unit_path=as_path([int(i) for i in household["unit_path"]]),
+            kind="check_in", details=DOOR_KNOCK_DETAILS, urgency="high", needed_by=now + policy.door_knock_within,
+            household_id=household_id, resident_id=None, address=household["address"], search_floor=None)
+        if created:
+            opened.append(request)
+    return opened
