@@ -154,13 +154,25 @@ def start_service(name, port):
            "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore:pkg_resources is deprecated:UserWarning,"
                              "ignore:\nEventlet is deprecated"}
     nameko = os.path.join(os.path.dirname(sys.executable), "nameko")
+    # One JSON line per call would bury the terminal: each service logs to its own file.
+    log = open(log_path(name), "ab")
     return subprocess.Popen(
         [nameko, "run", "--config", f"services/{name}/config.yml", f"services.{name}.service:{service_class(name)}"],
-        cwd=ROOT, env=env,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         # Own process group: a terminal's Ctrl-C reaches only the suite, which then stops
         # each service once, gracefully (a second signal would make nameko kill its workers).
         start_new_session=True,
     )
+
+
+def log_path(name):
+    os.makedirs(os.path.join(ROOT, "var", "log"), exist_ok=True)
+    return os.path.join(ROOT, "var", "log", f"{name}.log")
+
+
+def log_tail(name, lines=20):
+    with open(log_path(name), "rb") as log:
+        return b"".join(log.readlines()[-lines:]).decode("utf-8", "replace")
 
 
 def service_class(name):
@@ -206,7 +218,7 @@ def run():
             processes[name] = start_service(name, SERVICE_PORTS[name])
         for name in services:
             if not wait_ready(SERVICE_PORTS[name]):
-                raise SystemExit(f"{name} did not become ready; see its log above")
+                raise SystemExit(f"{name} did not become ready; the end of {log_path(name)}:\n{log_tail(name)}")
         for name in services:  # demo data, through each service's own RPC
             seeder = os.path.join(ROOT, "services", name, "seed.py")
             if os.path.exists(seeder):
@@ -216,12 +228,14 @@ def run():
             port = SERVICE_PORTS[name]
             say(f"  {name:<10} health http://127.0.0.1:{port}/healthz  ready http://127.0.0.1:{port}/readyz  "
                 f"metrics http://127.0.0.1:{port}/metrics")
-        say("  mint a token: .venv/bin/python -m shared.auth token --sub you --role admin "
-            "(secrets in var/dev.env: `set -a; . var/dev.env; set +a`)")
+        say("  logs: var/log/<service>.log (JSON lines); events: .venv/bin/grassroots tail")
+        say("  call a method: .venv/bin/grassroots call grid.list_units '{\"level\": \"street\"}' "
+            "(secrets in var/dev.env)")
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
-                    raise SystemExit(f"{name} exited with status {process.returncode}")
+                    raise SystemExit(f"{name} exited with status {process.returncode}; the end of "
+                                     f"{log_path(name)}:\n{log_tail(name)}")
             time.sleep(1)
     except KeyboardInterrupt:
         say("stopping…")
