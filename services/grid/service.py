@@ -27,6 +27,12 @@ GAUGES = [
     SqlGauge("grassroots_grid_open_incidents", "Unresolved incidents by the level handling them.",
              "SELECT handling_level, count(*) FROM incidents WHERE status <> 'resolved' GROUP BY handling_level",
              labels=["handling_level"]),
+    # Households visited at least once over households in the area, for campaigns running today.
+    SqlGauge("grassroots_grid_screening_coverage_ratio", "Screening coverage of each running campaign (0-1).",
+             "SELECT c.id, (SELECT count(DISTINCT v.household_id) FROM screening_visits v WHERE v.campaign_id = c.id)"
+             " * 1.0 / NULLIF((SELECT count(*) FROM households h WHERE h.unit_path LIKE c.unit_path || '%'), 0)"
+             " FROM screening_campaigns c WHERE c.starts_on <= CURRENT_DATE AND c.ends_on >= CURRENT_DATE",
+             labels=["campaign_id"]),
 ]
 
 

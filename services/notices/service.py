@@ -28,6 +28,8 @@ GAUGES = [
     SqlGauge("grassroots_notices_due_deliveries", "Queued deliveries whose time has come.",
              "SELECT channel, count(*) FROM deliveries WHERE status = 'queued' AND next_attempt_at <= CURRENT_TIMESTAMP "
              "GROUP BY channel", labels=["channel"]),
+    SqlGauge("grassroots_notices_acknowledgements", "Residents' acknowledgements of notices.",
+             "SELECT count(*) FROM acknowledgements"),
 ]
 
 
