@@ -186,7 +186,15 @@ def test_an_untag_arriving_before_its_tag_leaves_no_care_behind(people, admin, g
 # ---- 2. unacknowledged vulnerable residents -----------------------------------
 
 
-def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(people, admin, call_as, suite):
+@pytest.fixture
+def notice_events(notices_config):
+    tap = EventTap(notices_config["AMQP_URI"], "notices")
+    yield tap
+    tap.close()
+
+
+def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(people, admin, call_as, suite,
+                                                                            notice_events):
     officer, small_a = people["officer"], people["small_a"]
     for resident in (people["r1"], people["r2"], people["neighbour"]):
         admin.tag_resident(resident_id=resident, tag="elderly_alone")
@@ -206,6 +214,15 @@ def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(peop
     # r1 and r2 share a household: one knock; the neighbour acknowledged: none.
     assert [(r["kind"], r["household_id"], r["unit_id"]) for r in knocks] == [("check_in", people["home"], small_a)]
     assert knocks[0]["urgency"] == "high" and knocks[0]["address"]["room"] == "101"
+    silent = notice_events.next("notice_unacknowledged")
+    with entrypoint_waiter(suite["volunteer"], "on_notice_unacknowledged") as duplicate:
+        notice_events.republish(silent)
+    assert duplicate.get() == "duplicate"
+    with entrypoint_waiter(suite["volunteer"], "on_notice_unacknowledged") as copy:
+        notice_events.republish(silent, id=str(uuid.uuid4()))
+    assert copy.get() == []
+    assert len([r for r in officer.volunteer.list_requests(under=small_a)["items"]
+                if (r["origin"] or "").startswith(f"unack:notice/{notice['id']}:")]) == 1
 
 
 # ---- 3. disputes ----------------------------------------------------------------
@@ -257,6 +274,19 @@ def test_a_dispute_becomes_a_mediation_case_whose_closing_resolves_the_incident(
     assert settled["status"] == "resolved"
     assert settled["resolution"] == f"mediation case {case['id']} closed: agreement"
     assert settled["steps"][-1]["actor"] == "system:legal"
+
+
+def test_a_dispute_reported_while_legal_is_down_is_mediated_once_it_is_back(
+        people, dispute_parties, container_factory, legal_config, suite):
+    officer, small_a = people["officer"], people["small_a"]
+    suite["legal"].stop()
+    incident = officer.grid.report_incident(unit_id=small_a, category="dispute", description="Noise at night",
+                                            party_resident_ids=list(dispute_parties))
+    from services.legal.service import LegalService
+
+    container_factory(LegalService, legal_config).start()
+    case = wait_until(lambda: case_for(officer, small_a, incident["id"]), message="no case after the restart")
+    assert sorted(case["party_resident_ids"]) == sorted(dispute_parties)
 
 
 def test_a_dispute_referred_to_court_goes_to_political_legal(people, dispute_parties, call_as, suite):
