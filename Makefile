@@ -11,10 +11,11 @@ export AMQP_URI
 
 .PHONY: install run demo test test-unit migrate asyncapi bench bench-notices bench-volunteer bench-legal clean
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# requirements-dev.txt: the runtime pins (requirements.txt, all the container image gets) plus tests and tools.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip 'setuptools<82'
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	PYTHONWARNINGS=ignore $(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .  # the `grassroots` CLI
 	touch $@
 
