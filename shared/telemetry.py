@@ -119,6 +119,13 @@ class Telemetry(DependencyProvider):
                 )
             self.registry.register(SqlGaugeCollector(database, gauges))
 
+    def start(self):
+        # Export each event handler's dead-letter counter at 0, so that the first dead letter is an
+        # increase() alerts can see rather than a series appearing at 1.
+        for entrypoint in self.container.entrypoints:
+            if hasattr(entrypoint, "dead_letter"):
+                self.dead_letters.labels(self.service, entrypoint.method_name)
+
     def get_dependency(self, worker_ctx):
         return self
 
