@@ -201,34 +201,48 @@ def _check_rendered(documents, where):
         assert json.loads(cm["data"][name]) == dashboard
 
 
-def test_base_monitoring_renders_the_rule_monitors_and_dashboards():
+def _kustomize(path):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is not installed: the deployment checks need `kubectl kustomize` (see README)")
-    out = subprocess.run([kubectl, "kustomize", MONITORING], check=True, capture_output=True, text=True).stdout
-    _check_rendered([d for d in yaml.safe_load_all(out) if d], "k8s/base/monitoring")
+    out = subprocess.run([kubectl, "kustomize", path], check=True, capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
 
 
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_overlays_carry_the_same_monitoring(name):
-    if not os.path.isdir(os.path.join(K8S, "overlays", name)):
-        pytest.skip(f"k8s/overlays/{name} does not exist yet (k8s/base/monitoring is checked on its own)")
-    documents = render(name)
+def test_base_monitoring_renders_the_rule_monitors_and_dashboards():
+    _check_rendered(_kustomize(MONITORING), "k8s/base/monitoring")
+
+
+@pytest.mark.parametrize("name", ("base",) + tuple(OVERLAYS))
+def test_the_suite_carries_the_same_monitoring_and_what_it_scrapes(name):
+    if name == "base":
+        if not os.path.exists(os.path.join(K8S, "base", "kustomization.yaml")):
+            pytest.skip("k8s/base/kustomization.yaml does not exist yet (k8s/base/monitoring is checked on its own)")
+        documents = _kustomize(os.path.join(K8S, "base"))
+    else:
+        if not os.path.isdir(os.path.join(K8S, "overlays", name)):
+            pytest.skip(f"k8s/overlays/{name} does not exist yet (k8s/base/monitoring is checked on its own)")
+        documents = render(name)
     if not of_kind(documents, "PrometheusRule"):
-        pytest.skip(f"overlay {name} does not include k8s/base/monitoring")
-    _check_rendered(documents, f"overlay {name}")
-    # What the PodMonitors select must exist in the overlay: service pods with a port named http,
+        pytest.skip(f"{name} does not include k8s/base/monitoring")
+    _check_rendered(documents, name)
+    # What the PodMonitors select must exist: service pods with a port named http,
     # the RabbitmqCluster returning per-object metrics.
+    scraped = set()
     for deployment in of_kind(documents, "Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         if labels.get("app.kubernetes.io/name") in SERVICES:
             assert labels.get("app.kubernetes.io/part-of") == "grassroots"
             ports = [p for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", ())]
             assert any(p.get("name") == "http" for p in ports), deployment["metadata"]["name"]
-    for cluster in of_kind(documents, "RabbitmqCluster"):
-        config = cluster["spec"].get("rabbitmq", {}).get("additionalConfig", "")
-        assert re.search(r"prometheus\.return_per_object_metrics\s*=\s*true", config), \
-            "the queue alerts need per-queue series"
+            scraped.add(labels["app.kubernetes.io/name"])
+    assert scraped == set(SERVICES), f"{name}: service pods the PodMonitor selects: {sorted(scraped)}"
+    clusters = of_kind(documents, "RabbitmqCluster")
+    # The operator labels the pods app.kubernetes.io/name: <cluster name>, component: rabbitmq.
+    assert [c["metadata"]["name"] for c in clusters] == ["grassroots-rabbitmq"], name
+    config = clusters[0]["spec"].get("rabbitmq", {}).get("additionalConfig", "")
+    assert re.search(r"prometheus\.return_per_object_metrics\s*=\s*true", config), \
+        "the queue alerts need per-queue series"
 
 
 # --- dashboards --------------------------------------------------------------------------------
