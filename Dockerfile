@@ -20,6 +20,7 @@ COPY requirements.txt .
 RUN pip wheel --wheel-dir /wheels -r requirements.txt
 
 # --- runtime: the wheels installed (offline, from the builder), the code, a non-root user.
+# RUN --mount needs BuildKit (the default builder of current Docker and of buildx).
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
