@@ -32,6 +32,7 @@ from rich.table import Table
 
 from shared.auth import mint_token, jwt_secret
 from shared.demo_data import DISTRICT_CODE
+from shared.demo_seed import find_district
 from shared.errors import Conflict
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
@@ -116,15 +117,7 @@ class Demo:
     # ---- lookups -------------------------------------------------------------
 
     def district(self):
-        page = 1
-        while True:
-            answer = self.admin.grid.list_units(level="district", page=page, page_size=500)
-            for unit in answer["items"]:
-                if unit["code"] == DISTRICT_CODE:
-                    return unit
-            if not answer["has_more"]:
-                return None
-            page += 1
+        return find_district(self.admin.grid)
 
     def all_pages(self, method, **kwargs):
         items, page = [], 1

@@ -96,8 +96,11 @@ def open_today(uow, grid, notices, policy, plan, now):
     return opened
 
 
-def open_due(uow, grid, notices, policy, now, limit=200):
-    """The daily recurrence: today's requests for every active plan still missing them."""
+def open_due(uow, grid, notices, policy, now, limit=1000):
+    """The daily recurrence: today's requests for every active plan still missing them.
+
+    Each household's requests are committed on their own, so one slow match holds no long
+    transaction and a restart loses nothing (what was opened has its origin; the rest follows)."""
     session = uow.session
     day = now.astimezone(policy.zone).date()
     plans = session.scalars(select(CarePlan).where(CarePlan.active.is_(True)).order_by(CarePlan.household_id)).all()
@@ -114,6 +117,7 @@ def open_due(uow, grid, notices, policy, now, limit=200):
     opened = []
     for plan in list(due.values())[:limit]:
         opened += open_today(uow, grid, notices, policy, plan, now)
+        uow.commit()
     return opened
 
 
