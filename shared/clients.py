@@ -9,10 +9,11 @@ import time
 
 import eventlet
 from nameko.extensions import DependencyProvider
-from nameko.rpc import MethodProxy, ReplyListener
+from nameko.rpc import MethodProxy
 
 from shared.auth import TOKEN_CONTEXT_KEY, jwt_secret, mint_token
 from shared.errors import ServiceUnavailable
+from shared.rpc import ClassicReplyListener
 
 TOKEN_TTL = 3600
 
@@ -65,7 +66,7 @@ class _Service:
 
 
 class ServiceClient(DependencyProvider):
-    rpc_reply_listener = ReplyListener()
+    rpc_reply_listener = ClassicReplyListener()
 
     def __init__(self, target, timeout=10.0, pii=False):
         self.target = target

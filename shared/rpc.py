@@ -10,7 +10,7 @@ from nameko.constants import (
     AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY, NON_PERSISTENT,
     SERIALIZER_CONFIG_KEY,
 )
-from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
+from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, get_rpc_exchange
 
 
 class ReplyPublisher(Publisher):
@@ -37,3 +37,16 @@ class ReplyingRpcConsumer(RpcConsumer):
 
 class ServiceRpc(Rpc):
     rpc_consumer = ReplyingRpcConsumer()
+
+
+class ClassicReplyListener(ReplyListener):
+    """A reply queue that is always a classic queue.
+
+    nameko declares its reply queue durable, so on a vhost whose default queue type is quorum
+    (production) it would become a replicated quorum queue: a Raft write per reply for a queue
+    that exists only to carry answers back to one process.
+    """
+
+    def setup(self):
+        super().setup()
+        self.queue.queue_arguments = {**(self.queue.queue_arguments or {}), "x-queue-type": "classic"}

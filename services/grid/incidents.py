@@ -133,6 +133,20 @@ def escalate_overdue(uow, policy, now, limit=200):
     return len(overdue)
 
 
+def raise_for_unmatched_request(uow, policy, request_id, unit_id, kind, urgency):
+    """Nobody could take a help request: the unit it came from takes it up."""
+    return raise_incident(uow, policy, f"volunteer:request/{request_id}", unit_id, "resident_need",
+                          f"Help request {request_id} ({kind}, urgency {urgency}) found no volunteer.",
+                          "system:volunteer")
+
+
+def raise_for_understaffed_shift(uow, policy, shift_id, post_id, unit_id, starts_at, needed, signed):
+    """A duty post will be short of volunteers: its unit has to find people."""
+    return raise_incident(uow, policy, f"volunteer:shift/{shift_id}", unit_id, "other",
+                          f"Shift {shift_id} at duty post {post_id} starting {starts_at} has {signed} of "
+                          f"{needed} volunteers.", "system:volunteer")
+
+
 def refer_to_department(uow, policy, incident, department, actor, reason):
     """Hand an incident straight to a department, skipping the levels between (e.g. a court referral)."""
     if incident.status == "resolved":
@@ -154,9 +168,11 @@ def settle_from_mediation(uow, policy, incident_id, case_id, outcome, actor):
     Returns the incident, or None when it is unknown or already settled (a repeated event changes nothing).
     """
     incident = uow.session.scalar(locking(select(Incident).where(Incident.id == incident_id), uow.session))
-    if incident is None or incident.status == "resolved" or incident.handling_level == DEPARTMENT_LEVEL:
+    if incident is None or incident.status == "resolved":
         return None
     if outcome == "referred_to_court":
+        if incident.handling_level == DEPARTMENT_LEVEL and incident.department == COURT_DEPARTMENT:
+            return None  # already there (climbed on its deadlines, or this event came twice)
         return refer_to_department(uow, policy, incident, COURT_DEPARTMENT, actor,
                                    f"mediation case {case_id} referred to court")
     now = utcnow()

@@ -41,9 +41,26 @@ def register_household(uow, caller, unit_id, address):
     return household
 
 
-def household_members(session, household):
-    return session.scalars(select(Resident.id).where(Resident.household_id == household.id)
-                           .order_by(Resident.id)).all()
+@dataclass
+class HouseholdView:
+    """A household with its members' ids (for services acting on a whole household)."""
+
+    id: int
+    unit_id: int
+    unit_path: str
+    compound: str
+    building: str
+    entrance: str
+    room: str
+    members: list
+
+
+def household_view(session, caller, household_id):
+    household = load_household(session, caller, household_id)
+    members = session.scalars(select(Resident.id).where(Resident.household_id == household.id)
+                              .order_by(Resident.id)).all()
+    return HouseholdView(household.id, household.unit_id, household.unit_path, household.compound,
+                         household.building, household.entrance, household.room, list(members))
 
 
 def move_household(uow, caller, household_id, unit_id):

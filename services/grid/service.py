@@ -108,9 +108,7 @@ class GridService(base.ServiceBase):
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.HouseholdRef(), read_only=True)
     def get_household(self, caller, household_id):
         """A household's address, unit path and member ids (for services acting on a whole household)."""
-        household = residents.load_household(self.db.session, caller, household_id)
-        household.members = residents.household_members(self.db.session, household)
-        return schemas.HOUSEHOLD_DETAIL.dump(household)
+        return schemas.HOUSEHOLD_DETAIL.dump(residents.household_view(self.db.session, caller, household_id))
 
     @rpc
     @endpoint(roles=STAFF, schema=schemas.MoveHousehold())
@@ -212,19 +210,13 @@ class GridService(base.ServiceBase):
     @on_event("volunteer", "request_unmatched", schema=schemas.HelpRequestUnmatched())
     def on_request_unmatched(self, envelope, data):
         """Nobody could take a help request: the grid it came from takes it up as an incident."""
-        incident, _ = incidents.raise_incident(
-            self.db, self.policy, f"volunteer:request/{data['request_id']}", data["unit_id"], "resident_need",
-            f"Help request {data['request_id']} ({data['kind']}, urgency {data['urgency']}) found no volunteer.",
-            "system:volunteer")
+        incident, _ = incidents.raise_for_unmatched_request(self.db, self.policy, **data)
         return str(incident.id)
 
     @on_event("volunteer", "shift_understaffed", schema=schemas.ShiftUnderstaffed())
     def on_shift_understaffed(self, envelope, data):
         """A duty post will be short of volunteers: its grid has to find people."""
-        incident, _ = incidents.raise_incident(
-            self.db, self.policy, f"volunteer:shift/{data['shift_id']}", data["unit_id"], "other",
-            f"Shift {data['shift_id']} at duty post {data['post_id']} starting {data['starts_at']} has "
-            f"{data['signed']} of {data['needed']} volunteers.", "system:volunteer")
+        incident, _ = incidents.raise_for_understaffed_shift(self.db, self.policy, **data)
         return str(incident.id)
 
     @on_event("legal", "mediation_closed", schema=schemas.MediationClosed())

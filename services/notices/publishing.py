@@ -70,22 +70,26 @@ def _direct(uow, author, vault, timezone, found, template, params, channels, *, 
 
 
 QUARANTINE_CHANNELS = ["app_push", "sms"]
+QUARANTINED = "quarantined"
 
 
 def quarantine_instructions(uow, author, grid, vault, timezone, household_id, until):
     """Home-quarantine instructions to every member of a household, once per household and local day.
 
-    Returns the message, or None when the household already had them today.
+    Returns ``(message, None)``, or ``(None, why not)``: the household already had them today, or
+    nobody in it is quarantined any more (a late or retried event must not send stale instructions).
     """
     zone = ZoneInfo(timezone)
     today = utcnow().astimezone(zone).date()
     origin = f"quarantine:household/{household_id}:{today.isoformat()}"
     if uow.session.scalar(select(Notice.id).where(Notice.origin == origin)) is not None:
-        return None
+        return None, "already sent today"
     household = grid.get_household(household_id=str(household_id))
     found = grid_lookup.residents(grid, household["resident_ids"], "resident_ids")
+    if not any(QUARANTINED in member["tags"] for member in found):
+        return None, "no longer quarantined"
     ends = until.astimezone(zone).date().isoformat() if until else "另行通知 further notice"
     unit_path = as_path([int(i) for i in household["unit_path"]])
     return _direct(uow, author, vault, timezone, found, "quarantine_instructions", {"until": ends},
                    QUARANTINE_CHANNELS, extra={"household_id": str(household_id)}, origin=origin,
-                   unit=(int(household["unit_id"]), unit_path))
+                   unit=(int(household["unit_id"]), unit_path)), None

@@ -134,9 +134,9 @@ class NoticesService(base.ServiceBase):
         """A resident put under home quarantine: their household gets the instructions."""
         if data["tag"] != "quarantined":
             return "not quarantine"
-        message = publishing.quarantine_instructions(self.db, f"system:{self.name}", self.grid, self.vault,
-                                                     self.timezone, data["household_id"], data["until"])
-        return str(message.id) if message is not None else "already sent today"
+        message, not_sent = publishing.quarantine_instructions(
+            self.db, f"system:{self.name}", self.grid, self.vault, self.timezone, data["household_id"], data["until"])
+        return not_sent or str(message.id)
 
     # ---- timers -----------------------------------------------------------
 

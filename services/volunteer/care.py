@@ -5,13 +5,17 @@ Every request opened here carries an ``origin`` (unique), so an event delivered 
 timer run again after a restart, opens nothing new.
 """
 import datetime as dt
+import logging
 
 from sqlalchemy import select
 
 from services.volunteer import requests
 from services.volunteer.models import CarePlan, CareSubject, HelpRequest
-from shared.db import locking, utcnow
+from shared.db import locking, serialize_on, utcnow
+from shared.errors import NotFound
 from shared.paths import as_path
+
+log = logging.getLogger(__name__)
 
 CARE_KINDS = ("groceries", "check_in")
 # Neutral wording: the volunteer learns the need, not the household's health status.
@@ -27,7 +31,12 @@ SYSTEM = "system:volunteer"
 
 
 def record_tag(session, resident_id, household_id, quarantined, at):
-    """Remember a resident's quarantine tag as of ``at``; False when a newer state is already known."""
+    """Remember a resident's quarantine tag as of ``at``; False when a newer state is already known.
+
+    Serialised per household: two members tagged or released at once must each see the other's
+    change, or the last release would think someone is still quarantined and care never stop.
+    """
+    serialize_on(session, "care", household_id)
     subject = session.scalar(locking(select(CareSubject).where(CareSubject.resident_id == resident_id), session))
     if subject is not None and subject.changed_at > at:
         return False
@@ -61,7 +70,11 @@ def start(uow, grid, notices, policy, household_id, now):
     return plan, open_today(uow, grid, notices, policy, plan, now)
 
 
-def stop(uow, household_id, now, reason="quarantine lifted"):
+# Neutral on purpose: the reason reaches volunteers (the request's note) and the event stream.
+STOP_REASON = "no longer needed"
+
+
+def stop(uow, household_id, now, reason=STOP_REASON):
     """Stop the household's daily care and cancel its requests not yet done; returns them."""
     session = uow.session
     plan = session.scalar(locking(select(CarePlan).where(CarePlan.household_id == household_id), session))
@@ -115,8 +128,13 @@ def open_due(uow, grid, notices, policy, now, limit=1000):
         if origin not in have:
             due.setdefault(plan.household_id, plan)
     opened = []
-    for plan in list(due.values())[:limit]:
-        opened += open_today(uow, grid, notices, policy, plan, now)
+    for household_id in list(due)[:limit]:
+        # Claimed again one at a time: a plan stopped since the read above is skipped, and another
+        # replica's timer working on the same household passes it by.
+        plan = session.scalar(locking(select(CarePlan).where(
+            CarePlan.household_id == household_id, CarePlan.active.is_(True)), session, skip_locked=True))
+        if plan is not None:
+            opened += open_today(uow, grid, notices, policy, plan, now)
         uow.commit()
     return opened
 
@@ -128,11 +146,17 @@ def door_knocks(uow, grid, notices, policy, notice_id, residents, now):
     origins = {h: f"unack:notice/{notice_id}:household/{h}" for h in households}
     done = set(session.scalars(select(HelpRequest.origin).where(HelpRequest.origin.in_(list(origins.values())))))
     todo = [h for h in households if origins[h] not in done]
-    # Ask the grid about every household at once, then open the requests one by one.
+    # Ask the grid about every household at once, before any offer goes out, then open the
+    # requests one by one (a grid failure here retries the event without having notified anyone).
     pending = {h: grid.get_household.call_async(household_id=str(h)) for h in todo}
-    opened = []
+    households = {}
     for household_id in todo:
-        household = pending[household_id].result()
+        try:
+            households[household_id] = pending[household_id].result()
+        except NotFound:
+            log.warning("household %s from notice %s is gone: no door-knock", household_id, notice_id)
+    opened = []
+    for household_id, household in households.items():
         request, created = requests.open_request(
             uow, grid, notices, policy, origins[household_id], created_by=SYSTEM,
             unit_id=int(household["unit_id"]), unit_path=as_path([int(i) for i in household["unit_path"]]),

@@ -44,7 +44,9 @@ def incident_from(officer, unit, origin):
 
 
 def climbs_to_medium(officer, incident, district, small, medium):
-    assert (incident["unit_id"], incident["handling_level"], incident["status"]) == (small, "grid_small", "open")
+    # Raised at its small grid (it may already have climbed by the time it is read).
+    first = officer.grid.get_incident(incident_id=incident["id"])["steps"][0]
+    assert (incident["unit_id"], first["action"], first["to_level"]) == (small, "reported", "grid_small")
     climbed = wait_until(
         lambda: (lambda i: i if i["handling_level"] == "grid_medium" else None)(
             officer.grid.get_incident(incident_id=incident["id"])), timeout=15, message="incident did not climb")

@@ -116,8 +116,10 @@ def test_quarantine_notifies_the_household_and_opens_daily_care_matched_in_its_g
         grid_events.republish(tagged, id=str(uuid.uuid4()))
     assert again.get() == "already sent today"
     # A second member quarantined the same day: still one message and one request of each kind.
-    with entrypoint_waiter(suite["volunteer"], "on_resident_tagged"):
+    with entrypoint_waiter(suite["volunteer"], "on_resident_tagged"), \
+            entrypoint_waiter(suite["notices"], "on_resident_tagged") as second:
         admin.tag_resident(resident_id=people["r2"], tag="quarantined")
+    assert second.get() == "already sent today"
     assert len(household_requests(officer, small_a, people["home"])) == 2
     assert len([m for m in direct_messages(officer, small_a)
                 if m["audience"].get("household_id") == people["home"]]) == 1
@@ -139,6 +141,8 @@ def test_quarantine_notifies_the_household_and_opens_daily_care_matched_in_its_g
     with entrypoint_waiter(suite["volunteer"], "on_resident_untagged") as last:
         admin.untag_resident(resident_id=people["r2"], tag="quarantined")
     assert len(last.get()) == 4
+    # The reason is neutral: it reaches volunteers and the event stream.
+    assert {r["note"] for r in household_requests(officer, small_a, people["home"])} == {"no longer needed"}
     assert {r["status"] for r in household_requests(officer, small_a, people["home"])} == {"cancelled"}
     assert not offered_to(call_as, people["v_neighbour"]) & ids
     # ... and the recurrence has stopped.
@@ -164,6 +168,20 @@ def test_quarantine_events_wait_for_a_volunteer_service_that_was_down(
     assert {r["kind"] for r in care} == {"groceries", "check_in"}
 
 
+def test_members_released_at_the_same_moment_stop_the_care(people, admin, suite):
+    """Both untag events handled at once must see each other: the household's care stops."""
+    for resident in (people["r1"], people["r2"]):
+        with entrypoint_waiter(suite["volunteer"], "on_resident_tagged"):
+            admin.tag_resident(resident_id=resident, tag="quarantined")
+    assert len(household_requests(people["officer"], people["small_a"], people["home"])) == 2
+    releases = [admin.untag_resident.call_async(resident_id=r, tag="quarantined") for r in (people["r1"], people["r2"])]
+    for release in releases:
+        release.result()
+    wait_until(lambda: {r["status"] for r in household_requests(people["officer"], people["small_a"],
+                                                                 people["home"])} == {"cancelled"},
+               message="care went on after the last member was released")
+
+
 def test_an_untag_arriving_before_its_tag_leaves_no_care_behind(people, admin, grid_events, suite):
     """Retries can reorder events: the later state wins, whatever order they are handled in."""
     admin.tag_resident(resident_id=people["r1"], tag="quarantined")
@@ -179,6 +197,11 @@ def test_an_untag_arriving_before_its_tag_leaves_no_care_behind(people, admin, g
     with entrypoint_waiter(suite["volunteer"], "on_resident_tagged") as stale:
         grid_events.republish(tagged, id=str(uuid.uuid4()))
     assert stale.get() == "stale"
+    # A late tag event for a household nobody in which is quarantined any more sends no instructions.
+    late = {**tagged, "id": str(uuid.uuid4()), "data": {**tagged["data"], "household_id": people["home_n"]}}
+    with entrypoint_waiter(suite["notices"], "on_resident_tagged") as notices_late:
+        grid_events.republish(late)
+    assert notices_late.get() == "no longer quarantined"
     assert {r["status"] for r in household_requests(people["officer"], people["small_a"],
                                                     people["home"])} == {"cancelled"}
 
@@ -201,7 +224,7 @@ def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(peop
     notice = officer.notices.create_notice(
         title="Water cut", body="No water on Friday 9-12.", category="community_activity", severity="moderate",
         urgency="expected", audience={"under": [small_a], "tags_any": ["elderly_alone"]}, channels=["sms"],
-        requires_ack=True, ack_deadline=later(seconds=4))
+        requires_ack=True, ack_deadline=later(seconds=10))
     officer.notices.approve_notice(notice_id=notice["id"])
     resident = call_as(token("resident", sub=people["neighbour"])).notices
     wait_until(lambda: officer.notices.get_notice(notice_id=notice["id"])["status"] == "published",

@@ -258,3 +258,12 @@ def test_failing_handler_is_retried_then_dead_lettered(listener, config):
     assert _metric(listener, "grassroots_requests_total", service="listener", entrypoint="event",
                    method="on_flaky", outcome="error") == 3
     assert _metric(listener, "grassroots_dead_letters_total", service="listener", handler="on_flaky") == 1
+
+
+def test_a_service_client_reply_queue_is_classic_whatever_the_default_queue_type(volunteer, rabbit_manager,
+                                                                                  rabbit_config):
+    """Production vhosts default to quorum queues; the short-lived reply queue must stay classic."""
+    replies = [q for q in rabbit_manager.get_queues(rabbit_config["vhost"])
+               if q["name"].startswith("rpc.reply-volunteer")]
+    assert replies, "the volunteer service declared no reply queue"
+    assert all(q["arguments"].get("x-queue-type") == "classic" for q in replies)
