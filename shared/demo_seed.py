@@ -79,6 +79,18 @@ def find_district(grid):
         page += 1
 
 
+def district_to_seed(rpc, service, what, already_seeded):
+    """The demo district ``service`` seeds under, or None: no district yet, or ``already_seeded(id)``."""
+    root = find_district(rpc.grid)
+    if root is None:
+        say(f"{service}: no demo district in the grid; nothing to seed")
+        return None
+    if already_seeded(root["id"]):
+        say(f"{service}: demo {what} already present")
+        return None
+    return root
+
+
 def unit_ids(grid, district_id):
     """Unit code -> id for the whole demo district."""
     ids, page = {}, 1

@@ -8,18 +8,17 @@ import datetime as dt
 import os
 
 from shared.demo_data import build_district
-from shared.demo_seed import Stopwatch, batch, find_district, progress, proxy, residents_by_phone, say, unit_ids
+from shared.demo_seed import (
+    Stopwatch, batch, district_to_seed, progress, proxy, residents_by_phone, say, unit_ids,
+)
 
 
 def seed_demo(amqp_uri, district=None):
     data = district or build_district()
     with proxy(amqp_uri) as rpc:
-        root = find_district(rpc.grid)
+        root = district_to_seed(rpc, "legal", "stations",
+                                lambda root: rpc.legal.list_stations(under=root))
         if root is None:
-            say("legal: no demo district in the grid; nothing to seed")
-            return
-        if rpc.legal.list_stations(under=root["id"]):
-            say("legal: demo stations already present")
             return
         clock = Stopwatch()
         ids = unit_ids(rpc.grid, root["id"])

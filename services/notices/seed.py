@@ -8,7 +8,7 @@ the district already has published notices.
 import datetime as dt
 import os
 
-from shared.demo_seed import Stopwatch, find_district, proxy, say
+from shared.demo_seed import Stopwatch, district_to_seed, proxy, say
 
 
 def notices_for(district_id, street_id, street_name):
@@ -28,12 +28,9 @@ def notices_for(district_id, street_id, street_name):
 
 def seed_demo(amqp_uri):
     with proxy(amqp_uri) as rpc:
-        root = find_district(rpc.grid)
+        root = district_to_seed(rpc, "notices", "notices",
+                                lambda root: rpc.notices.list_notices(under=root, page_size=1)["items"])
         if root is None:
-            say("notices: no demo district in the grid; nothing to seed")
-            return
-        if rpc.notices.list_notices(under=root["id"], page_size=1)["items"]:
-            say("notices: demo notices already present")
             return
         clock = Stopwatch()
         street = rpc.grid.list_units(under=root["id"], level="street", page_size=1)["items"][0]

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.volunteer import requests
 from services.volunteer.models import CarePlan, CareSubject, HelpRequest
-from shared.db import locking, serialize_on, utcnow
+from shared.db import locking, serialize_on
 from shared.errors import NotFound
 from shared.paths import as_path
 

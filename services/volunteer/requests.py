@@ -39,7 +39,6 @@ def _event(request, **extra):
 
 def create_request(uow, caller, grid, notices, policy, unit_id, kind, details, urgency, needed_by,
                    household_id, resident_id):
-    session = uow.session
     path = grid_lookup.unit_path(grid, unit_id, "unit_id")
     if caller.roles == {"resident"}:
         if resident_id is None or caller.sub != str(resident_id):
@@ -88,7 +87,13 @@ def cancel_requests(uow, query, reason):
     return cancelled
 
 
-def _candidates(session, scope, now, policy):
+def isolated_households(session):
+    """Households under quarantine care (known from the grid's events): they send nobody out. They
+    are few, so all are read once rather than an IN list as long as the candidates."""
+    return set(session.scalars(select(CarePlan.household_id).where(CarePlan.active.is_(True))))
+
+
+def _candidates(session, scope, now, policy, isolated=None):
     rows = session.execute(
         select(Volunteer.id, Volunteer.home_path, Volunteer.skills, Volunteer.availability,
                Volunteer.max_active_tasks, Volunteer.household_id, Volunteer.resident_id)
@@ -104,9 +109,8 @@ def _candidates(session, scope, now, policy):
         select(HelpRequest.volunteer_id, func.count()).where(
             HelpRequest.volunteer_id.in_(ids), HelpRequest.matched_at >= now - dt.timedelta(days=policy.recent_days))
         .group_by(HelpRequest.volunteer_id)).all())
-    # Households under quarantine care (known from the grid's events) send nobody out; they are few,
-    # so all of them are read rather than an IN list as long as the candidates.
-    isolated = set(session.scalars(select(CarePlan.household_id).where(CarePlan.active.is_(True))))
+    if isolated is None:
+        isolated = isolated_households(session)
     candidates = [matching.Candidate(row.id, row.home_path, row.skills, row.availability, row.max_active_tasks,
                                      row.household_id, active.get(row.id, 0), recent.get(row.id, 0),
                                      quarantined=row.household_id in isolated) for row in rows]
@@ -133,9 +137,10 @@ def _drop_quarantined(grid, ranked, residents, wanted):
 def best_volunteers(session, grid, policy, request, now, wanted):
     """The best ``wanted`` eligible volunteers, searching the request's own small grid first, then wider."""
     offered = set(session.scalars(select(Offer.volunteer_id).where(Offer.request_id == request.id)))
+    isolated = isolated_households(session)  # once, not once per widening scope
     chosen, residents = [], {}
     for scope in matching.search_scopes(request.unit_path, request.search_floor):
-        candidates, found = _candidates(session, scope, now, policy)
+        candidates, found = _candidates(session, scope, now, policy, isolated)
         residents.update(found)
         taken = offered | {c.volunteer_id for c in chosen}
         ranked = matching.rank(candidates, request.unit_path, request.kind, request.needed_by, policy.zone,

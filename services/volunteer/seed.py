@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from shared.demo_data import build_district
 from shared.demo_seed import (
-    Stopwatch, batch, errors_in, find_district, progress, proxy, residents_by_phone, say, unit_ids,
+    Stopwatch, batch, errors_in, district_to_seed, progress, proxy, residents_by_phone, say, unit_ids,
 )
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -27,12 +27,9 @@ def _local(day_offset, clock):
 def seed_demo(amqp_uri, district=None):
     data = district or build_district()
     with proxy(amqp_uri) as rpc:
-        root = find_district(rpc.grid)
+        root = district_to_seed(rpc, "volunteer", "volunteers",
+                                lambda root: rpc.volunteer.list_volunteers(under=root, page_size=1)["items"])
         if root is None:
-            say("volunteer: no demo district in the grid; nothing to seed")
-            return
-        if rpc.volunteer.list_volunteers(under=root["id"], page_size=1)["items"]:
-            say("volunteer: demo volunteers already present")
             return
         clock = Stopwatch()
         ids = unit_ids(rpc.grid, root["id"])

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.support import build_district, token
+from tests.support import EventTap, build_district, token
 
 
 @pytest.fixture
@@ -12,3 +12,18 @@ def admin(grid, call_as):
 @pytest.fixture
 def district(admin):
     return build_district(admin)
+
+
+def _event_tap(service):
+    """A fixture ``<service>_events``: an EventTap on the service's event exchange for this test."""
+
+    def tap(request):
+        config = request.getfixturevalue(f"{service}_config")
+        events = EventTap(config["AMQP_URI"], service)
+        yield events
+        events.close()
+
+    return pytest.fixture(name=f"{service}_events")(tap)
+
+
+grid_events, notices_events, volunteer_events = (_event_tap(s) for s in ("grid", "notices", "volunteer"))

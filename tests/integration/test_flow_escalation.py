@@ -7,7 +7,7 @@ import uuid
 import pytest
 from nameko.testing.services import entrypoint_waiter
 
-from tests.support import EventTap, add_household, add_resident, token, wait_until
+from tests.support import add_household, add_resident, token, wait_until
 
 SMALL_GRID_DEADLINE = 1.5  # seconds: an incident waits this long at its small grid, then climbs
 
@@ -25,13 +25,6 @@ def running(grid, notices, legal, volunteer):
 @pytest.fixture
 def officer(running, district, call_as):
     return call_as(token("officer", sub="officer", unit=district["street"]))
-
-
-@pytest.fixture
-def volunteer_events(volunteer_config):
-    tap = EventTap(volunteer_config["AMQP_URI"], "volunteer")
-    yield tap
-    tap.close()
 
 
 def later(**delta):

@@ -9,7 +9,7 @@ from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from services.volunteer import service as volunteer_service
 from shared.errors import Forbidden
-from tests.support import EventTap, add_household, add_resident, token, wait_until
+from tests.support import add_household, add_resident, token, wait_until
 
 ALWAYS = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
 
@@ -22,13 +22,6 @@ def later(**delta):
 def suite(grid, notices, legal, volunteer):
     """All four services running on this test's vhost and databases."""
     return {"grid": grid, "notices": notices, "legal": legal, "volunteer": volunteer}
-
-
-@pytest.fixture
-def grid_events(grid_config):
-    tap = EventTap(grid_config["AMQP_URI"], "grid")
-    yield tap
-    tap.close()
 
 
 @pytest.fixture
@@ -209,15 +202,8 @@ def test_an_untag_arriving_before_its_tag_leaves_no_care_behind(people, admin, g
 # ---- 2. unacknowledged vulnerable residents -----------------------------------
 
 
-@pytest.fixture
-def notice_events(notices_config):
-    tap = EventTap(notices_config["AMQP_URI"], "notices")
-    yield tap
-    tap.close()
-
-
 def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(people, admin, call_as, suite,
-                                                                            notice_events):
+                                                                            notices_events):
     officer, small_a = people["officer"], people["small_a"]
     for resident in (people["r1"], people["r2"], people["neighbour"]):
         admin.tag_resident(resident_id=resident, tag="elderly_alone")
@@ -237,12 +223,12 @@ def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(peop
     # r1 and r2 share a household: one knock; the neighbour acknowledged: none.
     assert [(r["kind"], r["household_id"], r["unit_id"]) for r in knocks] == [("check_in", people["home"], small_a)]
     assert knocks[0]["urgency"] == "high" and knocks[0]["address"]["room"] == "101"
-    silent = notice_events.next("notice_unacknowledged")
+    silent = notices_events.next("notice_unacknowledged")
     with entrypoint_waiter(suite["volunteer"], "on_notice_unacknowledged") as duplicate:
-        notice_events.republish(silent)
+        notices_events.republish(silent)
     assert duplicate.get() == "duplicate"
     with entrypoint_waiter(suite["volunteer"], "on_notice_unacknowledged") as copy:
-        notice_events.republish(silent, id=str(uuid.uuid4()))
+        notices_events.republish(silent, id=str(uuid.uuid4()))
     assert copy.get() == []
     assert len([r for r in officer.volunteer.list_requests(under=small_a)["items"]
                 if (r["origin"] or "").startswith(f"unack:notice/{notice['id']}:")]) == 1

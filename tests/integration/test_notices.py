@@ -1,10 +1,8 @@
 """The notices service on a real broker and PostgreSQL, with a real local HTTP receiver
 standing in for the SMS and voice gateways, the push endpoint and chat-group robots."""
 import datetime as dt
-import uuid
 
 import pytest
-from kombu import Connection, Exchange, Queue
 from nameko.exceptions import RemoteError
 
 from shared.errors import Conflict, Forbidden, ValidationError
@@ -198,36 +196,12 @@ def test_preferences_choose_the_channels(officers, town, receiver, call_as):
     assert [b["to"] for b in receiver.accepted("/sms")] == [town["phones"]["r4"]]
 
 
-@pytest.fixture
-def notice_events(notices_config):
-    with Connection(notices_config["AMQP_URI"]) as conn:
-        exchange = Exchange("notices.events", type="topic", durable=True)
-        queue = Queue(f"tap-{uuid.uuid4().hex}", exchange=exchange, routing_key="#")
-        queue(conn.default_channel).declare()
-        yield conn.SimpleQueue(queue)
-
-
-def next_event(events, event_type, timeout=15):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            message = events.get(timeout=1)
-        except events.Empty:
-            continue
-        message.ack()
-        if message.payload["type"] == event_type:
-            return message.payload
-    raise AssertionError(f"no {event_type} event")
-
-
-def test_acknowledgements_report_and_unacknowledged_vulnerable_residents(officers, town, call_as, notice_events):
+def test_acknowledgements_report_and_unacknowledged_vulnerable_residents(officers, town, call_as, notices_events):
     author, _ = officers
     notice = author.create_notice(**notice_args(town, requires_ack=True, ack_deadline=iso(3)))
     author.approve_notice(notice_id=notice["id"])
     published(author, notice["id"])
-    assert next_event(notice_events, "notice_published")["data"]["recipient_count"] == 5
+    assert notices_events.next("notice_published")["data"]["recipient_count"] == 5
     resident = call_as(token("resident", sub=town["r1"], unit=town["small_a"])).notices
     resident.acknowledge(notice_id=notice["id"], resident_id=town["r1"])
     resident.acknowledge(notice_id=notice["id"], resident_id=town["r1"])  # idempotent
@@ -238,7 +212,7 @@ def test_acknowledgements_report_and_unacknowledged_vulnerable_residents(officer
     by_unit = {row["unit_id"]: row for row in report["units"]}
     assert by_unit[town["community_a"]]["targeted"] == 3 and by_unit[town["community_a"]]["acknowledged"] == 2
     assert by_unit[town["community_b"]]["acknowledged"] == 0 and report["acknowledged"] == 2
-    event = next_event(notice_events, "notice_unacknowledged")
+    event = notices_events.next("notice_unacknowledged")
     listed = {r["resident_id"] for r in event["data"]["residents"]}
     assert listed == {town["r3"], town["r4"], town["r5"]}  # vulnerable and silent; r2 is not vulnerable
     assert set(event["data"]["residents"][0]) == {"resident_id", "household_id", "unit_id"}  # ids only
