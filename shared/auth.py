@@ -5,10 +5,9 @@ Claims: ``sub``, ``roles`` (list), ``unit`` (the grid unit whose subtree the
 caller may act on; absent for admin and service), ``pii`` (may see personal
 data unmasked), ``exp``.
 
-Run as a command to mint tokens for operators and tests:
-    python -m shared.auth token --sub alice --role officer --unit 12 [--pii] [--ttl 3600]
+Tokens for operators and tests: ``grassroots token --sub alice --role officer --unit 12``
+(shared.cli.tokens), which reads var/dev.env when the secret is not in the environment.
 """
-import argparse
 import os
 import sys
 import time
@@ -164,22 +163,6 @@ class Auth(DependencyProvider):
         return CallerAccess(self.tokens, worker_ctx.data.get(TOKEN_CONTEXT_KEY))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m shared.auth")
-    commands = parser.add_subparsers(dest="command", required=True)
-    token = commands.add_parser("token", help="mint a signed token")
-    token.add_argument("--sub", required=True)
-    token.add_argument("--role", action="append", required=True, choices=sorted(ROLES))
-    token.add_argument("--unit", help="unit id of the caller's scope (omit for admin/service)")
-    token.add_argument("--pii", action="store_true", help="may see personal data unmasked")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
-    args = parser.parse_args(argv)
-    try:
-        secret = jwt_secret()
-    except RuntimeError as exc:
-        parser.exit(2, f"{exc}\n")
-    print(mint_token(secret, args.sub, args.role, unit=args.unit, pii=args.pii, ttl=args.ttl))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit("mint tokens with `.venv/bin/grassroots token --sub S --role ROLE [--unit ID]` "
+             "(or `python -m shared.cli token ...`)")

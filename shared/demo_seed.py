@@ -2,8 +2,11 @@
 overlapping batches with a progress bar, and the lookups that turn the demo data's keys (unit
 codes, resident phone numbers) back into the grid's ids."""
 import contextlib
+import json
+import os
 import time
 from collections import deque
+from typing import Any
 
 from nameko.standalone.rpc import ClusterRpcProxy
 from rich.console import Console
@@ -13,6 +16,8 @@ from shared.auth import jwt_secret, mint_token
 from shared.demo_data import DISTRICT_CODE
 
 console = Console(highlight=False)
+# Ids worth starting from, written by the seeders, read by `make run` on every start.
+POINTERS_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "demo.json")
 WINDOW = 32  # calls in flight at once (a service takes 20 at a time; the rest wait in its queue)
 
 
@@ -43,14 +48,14 @@ def batch(method, calls, bar=None, label=None, window=WINDOW, errors="raise"):
     """
     calls = list(calls)
     task = bar.add_task(label or getattr(method, "method_name", "calls"), total=len(calls)) if bar else None
-    answers = [None] * len(calls)
-    pending = deque()
+    answers: list[Any] = [None] * len(calls)  # replies, or with errors="keep" exceptions
+    pending: deque[tuple[int, Any]] = deque()
 
     def settle():
         index, reply = pending.popleft()
         try:
             answers[index] = reply.result()
-        except Exception as exc:  # noqa: BLE001 - RemoteError and friends
+        except Exception as exc:  # RemoteError and friends
             if errors == "raise":
                 raise
             answers[index] = exc
@@ -114,6 +119,45 @@ def residents_by_phone(amqp_uri, district_id):
             after = answer.get("next_after")
             if not after:
                 return found
+
+
+def remember(**pointers):
+    """Add ids to the demo's pointers (var/demo.json, beside the local databases)."""
+    known = recall()
+    known.update({key: str(value) for key, value in pointers.items()})
+    os.makedirs(os.path.dirname(POINTERS_PATH), exist_ok=True)
+    with open(POINTERS_PATH, "w") as out:
+        json.dump(known, out, indent=1, sort_keys=True)
+
+
+def recall():
+    try:
+        with open(POINTERS_PATH) as source:
+            return json.load(source)
+    except (OSError, ValueError):
+        return {}
+
+
+def where_to_start(amqp_uri):
+    """The lines `make run` ends with: commands to try on the demo district, with its real ids."""
+    known = recall()
+    if "district" not in known:  # seeded into a database var/ no longer describes: look it up
+        with proxy(amqp_uri) as rpc:
+            district = find_district(rpc.grid)
+        if district is None:
+            return []
+        known = {"district": district["id"]}
+    cli = ".venv/bin/grassroots"
+    campaign = f" --campaign {known['campaign']}" if "campaign" in known else ""
+    lines = [f"{cli} tree {known['district']} --depth 2{campaign}    # the district, its streets and communities"]
+    if "street" in known:
+        lines.append(f"{cli} call grid.count_residents "
+                     f"'{{\"under\": \"{known['street']}\", \"tags_any\": [\"elderly_alone\"]}}'")
+    if "small_grid" in known:
+        lines.append(f"{cli} call volunteer.list_volunteers '{{\"under\": \"{known['small_grid']}\"}}'"
+                     "    # the small grid with the most volunteers")
+    lines.append(f"{cli} tail    # events as they happen;  make demo    # two scenarios across the services")
+    return lines
 
 
 class Stopwatch:

@@ -1,6 +1,6 @@
 """The container image's entrypoint: one service per container, named on the command line.
 
-    python -m shared.launch run <service>       # exec `nameko run` with that service's config and class
+    python -m shared.launch run <service>       # exec the service runner (shared.runner) on its config
     python -m shared.launch migrate <service>   # alembic upgrade head (shared.migrate; advisory-locked)
 
 The settings come from the environment that services/<service>/config.yml reads (``${VAR:default}``),
@@ -12,11 +12,6 @@ import sys
 from urllib.parse import quote
 
 from shared.suite import ROOT, present_services, service_class
-
-# nameko 2.x imports pkg_resources and eventlet, both of which warn on import (as in shared.suite).
-QUIET_WARNINGS = ("ignore::DeprecationWarning,ignore:pkg_resources is deprecated:UserWarning,"
-                  "ignore:\nEventlet is deprecated")
-
 
 class UnknownService(SystemExit):
     def __init__(self, name):
@@ -30,10 +25,12 @@ def check_service(name):
 
 
 def run_argv(service):
-    """The `nameko run` command line for ``service`` (absolute paths: it does not depend on the cwd)."""
+    """The command line serving ``service`` (absolute paths: it does not depend on the cwd).
+
+    shared.runner is `nameko run` with a stop that a start cannot swallow and that is bounded.
+    """
     check_service(service)
-    nameko = os.path.join(os.path.dirname(sys.executable), "nameko")
-    return [nameko, "run", "--config", os.path.join(ROOT, "services", service, "config.yml"),
+    return [sys.executable, "-m", "shared.runner", "--config", os.path.join(ROOT, "services", service, "config.yml"),
             f"services.{service}.service:{service_class(service)}"]
 
 
@@ -66,8 +63,7 @@ def quote_credentials(environ, service):
 
 def run_env(service, environ=None):
     env = quote_credentials(os.environ if environ is None else environ, service)
-    env.setdefault("PYTHONWARNINGS", QUIET_WARNINGS)
-    # nameko imports the service module by name: the repo root must be importable.
+    # The runner imports the service module by name: the repo root must be importable.
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in paths if p != ROOT])
     return env
@@ -77,7 +73,7 @@ def run(service):
     argv = run_argv(service)
     os.chdir(ROOT)
     sys.stdout.flush()
-    # exec, not a child process: nameko becomes the container's main process and gets SIGTERM
+    # exec, not a child process: the runner becomes the container's main process and gets SIGTERM
     # itself, which stops it gracefully (running workers finish, consumers are cancelled).
     os.execve(argv[0], argv, run_env(service))
 

@@ -2,7 +2,6 @@
 
     python -m shared.suite run      # broker check, migrations, every service, demo data; Ctrl-C stops
     python -m shared.suite broker   # only make sure a broker is reachable (starting a local one if needed)
-    python -m shared.suite test-services   # broker + management API + PostgreSQL, for `make test`
 """
 import argparse
 import importlib
@@ -49,89 +48,107 @@ def load_dev_secrets():
                 os.environ[key] = value
 
 
-def broker_up(amqp_uri, timeout=2.0):
-    url = urlparse(amqp_uri)
+def masked(url):
+    """``url`` with its password replaced by ***: safe to print."""
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def broker_problem(amqp_uri, timeout=5.0):
+    """None if an AMQP login at ``amqp_uri`` works, else what went wrong (one line)."""
+    from kombu import Connection
+
     try:
-        with socket.create_connection((url.hostname or "localhost", url.port or 5672), timeout=timeout):
+        with Connection(amqp_uri, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+        return None
+    except Exception as exc:  # socket errors, refused logins, unknown vhosts: all worth one line
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def is_default_local_broker(amqp_uri):
+    """True for the broker `make run` may start itself: the default URI's on this machine."""
+    url, default = urlparse(amqp_uri), urlparse(DEFAULT_AMQP_URI)
+    return (is_local_host(url.hostname or "localhost") and (url.port or 5672) == default.port
+            and url.scheme == default.scheme)
+
+
+def port_open(url, default_port, timeout=2.0):
+    parts = urlparse(url)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", parts.port or default_port), timeout=timeout):
             return True
     except OSError:
         return False
 
 
 def ensure_broker(amqp_uri):
-    if broker_up(amqp_uri):
+    """Return once the broker takes a login; start a local one only for the default local URI with
+    nothing listening there (a broker that refuses the login is a setting to fix, not one to start)."""
+    problem = broker_problem(amqp_uri)
+    if problem is None:
         return
-    host = urlparse(amqp_uri).hostname or "localhost"
-    if _local(host) and shutil.which("rabbitmq-server"):
-        say("RabbitMQ is down; starting a local rabbitmq-server")
-        subprocess.run(["rabbitmq-server", "-detached"], check=False)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if broker_up(amqp_uri):
-                say("RabbitMQ is up")
-                return
-            time.sleep(1)
-    sys.exit(
-        f"No AMQP broker reachable at {amqp_uri}.\n"
-        "Install and start RabbitMQ (Debian/Ubuntu: `apt-get install rabbitmq-server && rabbitmq-server -detached`),\n"
-        "or point AMQP_URI at a running broker, then run `make run` again."
-    )
+    if not is_default_local_broker(amqp_uri) or port_open(amqp_uri, 5672):
+        sys.exit(f"[grassroots] the AMQP broker at AMQP_URI={masked(amqp_uri)} does not answer: {problem}\n"
+                 "Start that broker or fix AMQP_URI (user, password, host, port, vhost); unset it to use, "
+                 f"or start, the local default {DEFAULT_AMQP_URI}.")
+    if not shutil.which("rabbitmq-server"):
+        sys.exit(f"[grassroots] no RabbitMQ at {DEFAULT_AMQP_URI} ({problem}) and none installed here.\n"
+                 "Install it (Debian/Ubuntu: `apt-get install rabbitmq-server`) or point AMQP_URI at a running "
+                 "broker, then run `make run` again.")
+    say(f"nothing listens at {DEFAULT_AMQP_URI}; starting the local rabbitmq-server")
+    subprocess.run(["rabbitmq-server", "-detached"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.monotonic()
+    while time.monotonic() - started < 90:
+        time.sleep(3)
+        problem = broker_problem(amqp_uri, timeout=3)
+        if problem is None:
+            say(f"RabbitMQ is up ({time.monotonic() - started:.0f} s)")
+            return
+        say(f"  waiting for RabbitMQ… {time.monotonic() - started:.0f} s")
+    sys.exit(f"[grassroots] the local rabbitmq-server did not answer within 90 s ({problem}); "
+             "see `rabbitmqctl status` and /var/log/rabbitmq/.")
 
 
-def _local(host):
+def database_problem(url, timeout=5):
+    """None if ``url`` takes a connection, else what went wrong (one line)."""
+    from sqlalchemy import create_engine, text
+
+    from shared.db import normalise_url
+
+    url = normalise_url(url)
+    connect_args = {"connect_timeout": timeout} if url.startswith("postgresql") else {}
+    try:
+        engine = create_engine(url, connect_args=connect_args)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+        return None
+    except Exception as exc:  # unreachable host, refused login, unknown database, bad URL
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def ensure_databases(services):
+    from shared import migrate
+
+    for name in services:
+        url = migrate.database_url({}, name)
+        if url.startswith("sqlite"):
+            continue  # a local file: the migration creates it
+        problem = database_problem(url)
+        if problem is not None:
+            sys.exit(f"[grassroots] {name}: its database does not answer at "
+                     f"{name.upper()}_DATABASE_URL={masked(url)} ({problem}).\n"
+                     "Start that database or fix the variable; unset it for a local SQLite file under var/.")
+
+
+def is_local_host(host):
     return host in ("localhost", "127.0.0.1", "::1")
-
-
-def _wait(check, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(1)
-    return False
-
-
-def ensure_test_services(amqp_uri, rabbit_api_uri, postgres_url):
-    """What `make test` needs: the broker, its management API (nameko's test vhosts), PostgreSQL."""
-    ensure_broker(amqp_uri)
-    api = urlparse(rabbit_api_uri)
-
-    def api_up():
-        try:
-            request = urllib.request.Request(f"http://{api.hostname}:{api.port or 15672}/api/overview")
-            auth = f"{api.username or 'guest'}:{api.password or 'guest'}".encode()
-            import base64
-
-            request.add_header("Authorization", "Basic " + base64.b64encode(auth).decode())
-            with urllib.request.urlopen(request, timeout=3):
-                return True
-        except OSError:
-            return False
-
-    if not api_up():
-        if _local(api.hostname) and shutil.which("rabbitmq-plugins"):
-            say("enabling the RabbitMQ management plugin (nameko's test fixtures use its API)")
-            subprocess.run(["rabbitmq-plugins", "enable", "rabbitmq_management"], check=False,
-                           stdout=subprocess.DEVNULL)
-        if not _wait(api_up, 60):
-            sys.exit(f"RabbitMQ's management API is not reachable at {rabbit_api_uri}: "
-                     "run `rabbitmq-plugins enable rabbitmq_management` on the broker.")
-    pg = urlparse(postgres_url)
-
-    def pg_up():
-        try:
-            with socket.create_connection((pg.hostname or "localhost", pg.port or 5432), timeout=2):
-                return True
-        except OSError:
-            return False
-
-    if not pg_up():
-        if _local(pg.hostname) and shutil.which("pg_ctlcluster") and os.path.isdir("/etc/postgresql"):
-            version = sorted(os.listdir("/etc/postgresql"))[-1]
-            say(f"PostgreSQL is down; starting cluster {version}/main")
-            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False)
-        if not _wait(pg_up, 60):
-            sys.exit(f"No PostgreSQL reachable at {postgres_url}: the tests need one (set TEST_POSTGRES_URL).")
 
 
 def wait_ready(port, timeout=90):
@@ -149,18 +166,17 @@ def wait_ready(port, timeout=90):
 
 def start_service(name, port):
     # Each service gets its own port; WEB_SERVER_ADDRESS is for running one service alone.
+    # A short stop bound: Ctrl-C should not wait the 45 s a pod may take (the suite waits 20).
     env = {**os.environ, "WEB_SERVER_ADDRESS": f"0.0.0.0:{port}",
-           # nameko 2.x imports pkg_resources and eventlet, both of which now warn on import
-           "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore:pkg_resources is deprecated:UserWarning,"
-                             "ignore:\nEventlet is deprecated"}
-    nameko = os.path.join(os.path.dirname(sys.executable), "nameko")
+           "GRASSROOTS_STOP_TIMEOUT": os.environ.get("GRASSROOTS_STOP_TIMEOUT", "15")}
+    from shared import launch  # it imports this module
+
     # One JSON line per call would bury the terminal: each service logs to its own file.
     log = open(log_path(name), "ab")
     return subprocess.Popen(
-        [nameko, "run", "--config", f"services/{name}/config.yml", f"services.{name}.service:{service_class(name)}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        launch.run_argv(name), cwd=ROOT, env=launch.run_env(name, env), stdout=log, stderr=subprocess.STDOUT,
         # Own process group: a terminal's Ctrl-C reaches only the suite, which then stops
-        # each service once, gracefully (a second signal would make nameko kill its workers).
+        # each service once, gracefully (a second signal would make the runner kill its workers).
         start_new_session=True,
     )
 
@@ -199,6 +215,7 @@ def run():
     from shared import migrate
 
     services = present_services()
+    ensure_databases(services)
     for name in services:
         migrate.upgrade(name)
         say(f"{name}: database migrated ({migrate.database_url({}, name)})")
@@ -228,9 +245,12 @@ def run():
             port = SERVICE_PORTS[name]
             say(f"  {name:<10} health http://127.0.0.1:{port}/healthz  ready http://127.0.0.1:{port}/readyz  "
                 f"metrics http://127.0.0.1:{port}/metrics")
-        say("  logs: var/log/<service>.log (JSON lines); events: .venv/bin/grassroots tail")
-        say("  call a method: .venv/bin/grassroots call grid.list_units '{\"level\": \"street\"}' "
-            "(secrets in var/dev.env)")
+        say("  logs: var/log/<service>.log (JSON lines); tokens are signed with the secrets in var/dev.env")
+        say("where to start (in another terminal):")
+        from shared.demo_seed import where_to_start
+
+        for line in where_to_start(amqp_uri):
+            say(f"  {line}")
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
@@ -246,15 +266,10 @@ def run():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m shared.suite")
-    parser.add_argument("command", choices=["run", "broker", "test-services"])
-    parser.add_argument("--rabbit-api-uri", default="http://guest:guest@localhost:15672")
-    parser.add_argument("--postgres-url", default=os.environ.get(
-        "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("command", choices=["run", "broker"])
     args = parser.parse_args(argv)
     if args.command == "broker":
         ensure_broker(os.environ.get("AMQP_URI", DEFAULT_AMQP_URI))
-    elif args.command == "test-services":
-        ensure_test_services(os.environ.get("AMQP_URI", DEFAULT_AMQP_URI), args.rabbit_api_uri, args.postgres_url)
     else:
         run()
 

@@ -190,11 +190,11 @@ def test_requirements_split():
 
 # --- the launcher -------------------------------------------------------------------------------
 
-def test_run_builds_the_nameko_command_line_of_each_service():
+def test_run_builds_the_runner_command_line_of_each_service():
     for service in SERVICES:
         argv = launch.run_argv(service)
-        assert argv[0] == os.path.join(os.path.dirname(PYTHON), "nameko") and os.access(argv[0], os.X_OK)
-        assert argv[1:] == ["run", "--config", os.path.join(ROOT, "services", service, "config.yml"),
+        assert argv[0] == PYTHON and os.access(argv[0], os.X_OK)
+        assert argv[1:] == ["-m", "shared.runner", "--config", os.path.join(ROOT, "services", service, "config.yml"),
                             f"services.{service}.service:{service.capitalize()}Service"]
 
 
@@ -345,34 +345,64 @@ def test_a_migration_waits_for_the_advisory_lock():
     assert migrate.lock_key("grid") != migrate.lock_key("notices")
 
 
-def test_run_execs_nameko_which_serves_and_stops_gracefully(rabbit_config, grid_db):
-    """`python -m shared.launch run grid` becomes the nameko process itself (exec: it receives
-    SIGTERM directly, as the container's main process would) and serves /healthz and /readyz."""
+def launched_grid(rabbit_config, database):
+    """`python -m shared.launch run grid` as the container runs it (cwd /, only its own settings)."""
     from tests.support import JWT_SECRET, PII_KEY, free_port
 
     port = free_port()
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "AMQP_URI": rabbit_config["AMQP_URI"],
-           "GRID_DATABASE_URL": grid_db, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
+           "GRID_DATABASE_URL": database, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
            "GRASSROOTS_JWT_SECRET": JWT_SECRET, "GRASSROOTS_PII_KEY": PII_KEY, "LOG_LEVEL": "WARNING"}
     process = subprocess.Popen([PYTHON, "-m", "shared.launch", "run", "grid"], cwd="/", env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return process, port
+
+
+def ready(process, port):
+    assert process.poll() is None, process.stderr.read()
     try:
-        deadline, status = time.monotonic() + 60, None
-        while time.monotonic() < deadline and status != 200:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                    status = response.status
-            except OSError:
-                time.sleep(0.3)
-        assert status == 200
-        with open(f"/proc/{process.pid}/cmdline", "rb") as cmdline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def ended(process):
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    process.stderr.close()
+
+
+def test_run_execs_the_runner_which_stops_a_busy_grid_gracefully_and_answers_every_call(rabbit_config, grid_db):
+    """`python -m shared.launch run grid` becomes the service process itself (exec: it receives
+    SIGTERM directly, as the container's main process would). Stopped while callers keep it busy,
+    it finishes what it took and exits 0; what it had not taken waits in its queue for the next
+    grid, which answers it: every call gets exactly one answer."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from tests.support import token, wait_until
+
+    first, port = launched_grid(rabbit_config, grid_db)
+    second = None
+    try:
+        wait_until(lambda: ready(first, port), timeout=120, message="grid ready")
+        with open(f"/proc/{first.pid}/cmdline", "rb") as cmdline:
             argv = cmdline.read().split(b"\0")
-        assert any(arg.endswith(b"/nameko") for arg in argv) and b"services.grid.service:GridService" in argv
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert argv[1:3] == [b"-m", b"shared.runner"] and b"services.grid.service:GridService" in argv
+        context = {"auth_token": token("admin")}
+        with ClusterRpcProxy(rabbit_config, context_data=context, timeout=120) as rpc:
+            root = rpc.grid.create_unit(parent_id=None, level="district", name="Stop test", code="999999")
+            # A backlog far beyond what one grid takes at once (prefetch = 20 workers).
+            calls = [rpc.grid.get_unit.call_async(unit_id=root["id"]) for _ in range(300)]
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=120) == 0, "the graceful stop finished within its bound"
+            second, port = launched_grid(rabbit_config, grid_db)
+            answers = [call.result() for call in calls]
+        assert [answer["name"] for answer in answers] == ["Stop test"] * len(calls)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=120) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+        ended(first)
+        if second is not None:
+            ended(second)
