@@ -64,6 +64,7 @@ def configure_logging(config):
     logging.captureWarnings(True)  # a warning becomes a log line, not free text in a JSON log
     if "LOGGING" in config:
         logging.config.dictConfig(config["LOGGING"])
+        log.disabled = False  # a config without disable_existing_loggers: false would mute the runner
     else:
         from shared.logs import configure
 

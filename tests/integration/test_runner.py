@@ -98,6 +98,11 @@ def test_a_busy_service_is_killed_at_its_stop_bound_and_nothing_it_held_is_lost(
             assert [call.result() for call in calls] == [3600] * 4
         relief.send_signal(signal.SIGTERM)
         assert relief.wait(timeout=120) == 0, "an idle service stops gracefully"
+        for name in ("busy", "relief"):  # its log is JSON lines from the first line on
+            entries = [json.loads(line) for line in (tmp_path / f"{name}.log").read_text().splitlines()]
+            assert any(entry["message"] == "started" for entry in entries)
+        assert any(entry["level"] == "warning" and "killing the services" in entry["message"]
+                   for entry in map(json.loads, (tmp_path / "busy.log").read_text().splitlines()))
     finally:
         stop(busy)
         if relief is not None:
