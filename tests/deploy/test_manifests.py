@@ -217,7 +217,8 @@ def test_requests_and_limits_for_cpu_and_memory(overlay):
             resources = container.get("resources", {})
             for bound in ("requests", "limits"):
                 for resource in ("cpu", "memory"):
-                    assert resource in resources.get(bound, {}), f"{name}/{service}/{container['name']}: {bound}.{resource}"
+                    where = f"{name}/{service}/{container['name']}"
+                    assert resource in resources.get(bound, {}), f"{where}: {bound}.{resource}"
             for resource in ("cpu", "memory"):
                 assert quantity(resources["requests"][resource]) <= quantity(resources["limits"][resource])
 
@@ -321,10 +322,7 @@ def test_disruption_budgets_never_block_a_drain_and_keep_one_pod_in_prod(overlay
         pdb = by_name(documents, "PodDisruptionBudget")[service]["spec"]
         assert pdb["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
         replicas = hpas[service]["spec"]["minReplicas"]
-        if "maxUnavailable" in pdb:
-            evictable = min(pdb["maxUnavailable"], replicas)
-        else:
-            evictable = replicas - pdb["minAvailable"]
+        evictable = min(pdb["maxUnavailable"], replicas) if "maxUnavailable" in pdb else replicas - pdb["minAvailable"]
         assert evictable >= 1, f"{name}/{service}: the PDB blocks every eviction"
         if name == "prod":
             assert replicas - evictable >= 1, f"prod/{service}: a drain may take every pod"
@@ -630,15 +628,17 @@ def test_network_policies_open_the_paths_the_services_use(overlay):
     name, documents = overlay
     policies = by_name(documents, "NetworkPolicy")
     cluster = by_name(documents, "RabbitmqCluster")["grassroots-rabbitmq"]
+
+    def reaches(egress, selector, port):
+        return any(any(peer.get("podSelector", {}).get("matchLabels") == selector for peer in rule.get("to", []))
+                   and any(p["port"] == port for p in rule["ports"]) for rule in egress)
+
     for service in SERVICES:
         egress = policies[service]["spec"]["egress"]
 
-        def reaches(selector, port):
-            return any(any(peer.get("podSelector", {}).get("matchLabels") == selector for peer in rule.get("to", []))
-                       and any(p["port"] == port for p in rule["ports"]) for rule in egress)
-
-        assert reaches({"app.kubernetes.io/name": cluster["metadata"]["name"]}, 5672), f"{name}/{service}: broker"
-        assert reaches({"cnpg.io/cluster": "grassroots-pg"}, 5432), f"{name}/{service}: database"
+        assert reaches(egress, {"app.kubernetes.io/name": cluster["metadata"]["name"]}, 5672), \
+            f"{name}/{service}: broker"
+        assert reaches(egress, {"cnpg.io/cluster": "grassroots-pg"}, 5432), f"{name}/{service}: database"
         assert any(p["port"] == 53 for rule in egress for p in rule["ports"]), f"{name}/{service}: DNS"
         https = any(any("ipBlock" in peer for peer in rule.get("to", [])) and
                     any(p["port"] == 443 for p in rule["ports"]) for rule in egress)
@@ -649,3 +649,21 @@ def test_network_policies_open_the_paths_the_services_use(overlay):
     assert ({"app.kubernetes.io/part-of": "grassroots", "app.kubernetes.io/component": "service"}, {5672}) in sources
     assert any(sel == {"app.kubernetes.io/name": "grassroots-rabbitmq"} and {4369, 25672} <= ports
                for sel, ports in sources), "broker nodes talk to each other"
+
+
+def test_the_runners_stop_bound_fits_the_grace_period(overlay):
+    """preStop pause + the runner's graceful stop (STOP_TIMEOUT) + its kill budget end before the
+    kubelet's SIGKILL: a pod is never killed mid-stop by Kubernetes rather than by its own bound."""
+    from shared.runner import KILL_TIMEOUT
+
+    _, documents = overlay
+    for service, deployment in service_deployments(documents).items():
+        container = app_container(deployment)
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        configmap = service_configmap(documents, service)
+        stop_timeout = float(env.get("GRASSROOTS_STOP_TIMEOUT") or configmap.get("data", {}).get(
+            "GRASSROOTS_STOP_TIMEOUT") or config_reads(service)["GRASSROOTS_STOP_TIMEOUT"])
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep", f"{service}: preStop is a pause"
+        grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
+        assert float(command[1]) + stop_timeout + KILL_TIMEOUT < grace, service
