@@ -4,12 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
-export PYTHONWARNINGS := ignore::DeprecationWarning
 AMQP_URI ?= amqp://guest:guest@localhost:5672/
 RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
 export AMQP_URI
 
-.PHONY: install run demo test test-unit migrate asyncapi bench bench-notices bench-volunteer bench-legal clean
+.PHONY: install run demo test test-unit lint migrate asyncapi docs bench bench-notices bench-volunteer bench-legal clean
 
 # requirements-dev.txt: the runtime pins (requirements.txt, all the container image gets) plus tests and tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -31,18 +30,31 @@ demo: install
 migrate: install
 	$(PY) -m shared.migrate
 
-# The whole suite against a real RabbitMQ (management plugin on) and PostgreSQL;
-# tests create and drop their own vhosts and databases.
+# Lint and type checks, then the whole suite against a real RabbitMQ (management plugin on) and
+# PostgreSQL; tests create and drop their own vhosts and databases. tools/test_prereqs finds or
+# installs what the tests need beyond the venv (management plugin, promtool, kubectl).
 test: install
-	$(PY) -m shared.suite test-services --rabbit-api-uri $(RABBIT_CTL_URI)
+	$(PY) -m tools.test_prereqs --rabbit-api-uri $(RABBIT_CTL_URI)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest tests --amqp-uri $(AMQP_URI) --rabbit-ctl-uri $(RABBIT_CTL_URI) $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# ruff (lint and format check) and mypy, configured in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 # docs/asyncapi.yaml from the code (RPC contracts, services/*/events.py); tests fail when it is stale.
 asyncapi: install
 	$(PY) -m shared.asyncapi
+
+# Every generated document: docs/asyncapi.yaml (the asyncapi target) and docs/rpc.md
+# (tools/rpc_reference.py); tests fail when either is stale.
+docs: install asyncapi
+	$(PY) -m tools.rpc_reference
 
 BENCH_DB ?= postgresql://postgres@127.0.0.1:5432/grassroots_bench
 bench: install

@@ -82,8 +82,8 @@ class Demo:
             cluster.stop()
 
     def log(self, message, style=""):
-        now = dt.datetime.now()
-        stamp = f"[dim]{now:%H:%M:%S}.{now.microsecond // 1000:03d} +{time.monotonic() - self.started:5.1f}s[/]"
+        now = dt.datetime.now(ZONE)  # the district's time, as in every table: CST (Asia/Shanghai, UTC+8)
+        stamp = f"[dim]{now:%H:%M:%S}.{now.microsecond // 1000:03d} CST +{time.monotonic() - self.started:5.1f}s[/]"
         console.print(f"{stamp}  {message}", style=style)
 
     def step(self, title):
@@ -374,7 +374,7 @@ class Demo:
         raise Failed(f"no lawyer could be assigned to case {case['id']}")
 
     def _steps(self, incident):
-        table = Table("at", "action", "from", "to", "by", "note", title=f"incident {incident['id']} steps",
+        table = Table("at (CST)", "action", "from", "to", "by", "note", title=f"incident {incident['id']} steps",
                       title_justify="left")
         for s in incident.get("steps", []):
             table.add_row(local(s["at"])[6:11], s["action"], s["from_level"] or "", s["to_level"] or "", s["actor"],

@@ -8,7 +8,7 @@ import datetime as dt
 import os
 
 from shared.demo_data import DISTRICT_CODE, build_district
-from shared.demo_seed import Stopwatch, batch, find_district, progress, proxy, say
+from shared.demo_seed import Stopwatch, batch, find_district, progress, proxy, remember, say
 
 DEMO_CODE = DISTRICT_CODE
 LEVELS_BELOW = ("street", "community", "grid_large", "grid_medium", "grid_small")
@@ -65,16 +65,33 @@ def seed_demo(amqp_uri, district=None):
             incidents = batch(grid.report_incident, [
                 {"unit_id": ids[i.unit_code], "category": i.category, "description": i.description}
                 for i in data.incidents], bar, "incidents")
+            remember(district=root["id"], street=ids[data.root.children[0].code], campaign=campaign["id"])
             for incident, reported in zip(data.incidents, incidents):
                 if incident.resolution:
                     grid.resolve_incident(incident_id=reported["id"], resolution=incident.resolution)
         counts = data.counts()
+        # Visits with outcome seen_concern raise public_health incidents by themselves (origin grid:visit/<id>).
+        listed = _all_incidents(grid, root["id"])
+        raised = [i for i in listed if (i["origin"] or "").startswith("grid:visit/")]
+        reported_ids = {r["id"] for r in incidents}
+        resolved = sum(1 for i in listed if i["id"] in reported_ids and i["status"] == "resolved")
         say(f"grid: seeded {data.root.name} (unit {root['id']}) in {clock}: "
             + ", ".join(f"{n} {level}" for level, n in counts["units"].items())
             + f"; {counts['households']} households, {counts['residents']} residents, "
             f"{sum(counts['tags'].values())} tags, {counts['staff']} staff, {len(data.visits)} visits "
-            f"(campaign {campaign['id']}), {len(incidents)} incidents")
+            f"(campaign {campaign['id']}); incidents: {len(incidents)} reported ({resolved} resolved) "
+            f"and {len(raised)} raised by visits that found a concern (seen_concern)")
         return root["id"]
+
+
+def _all_incidents(grid, under):
+    items, page = [], 1
+    while True:
+        answer = grid.list_incidents(under=under, page=page, page_size=500)
+        items += answer["items"]
+        if not answer["has_more"]:
+            return items
+        page += 1
 
 
 if __name__ == "__main__":

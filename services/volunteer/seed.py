@@ -10,9 +10,18 @@ import datetime as dt
 import os
 from zoneinfo import ZoneInfo
 
-from shared.demo_data import build_district
+from shared.demo_data import Volunteer, build_district
 from shared.demo_seed import (
-    Stopwatch, batch, errors_in, district_to_seed, progress, proxy, residents_by_phone, say, unit_ids,
+    Stopwatch,
+    batch,
+    district_to_seed,
+    errors_in,
+    progress,
+    proxy,
+    remember,
+    residents_by_phone,
+    say,
+    unit_ids,
 )
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -21,7 +30,7 @@ ZONE = ZoneInfo("Asia/Shanghai")
 def _local(day_offset, clock):
     day = dt.datetime.now(ZONE).date() + dt.timedelta(days=day_offset)
     hour, minute = map(int, clock.split(":"))
-    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZONE).astimezone(dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZONE).astimezone(dt.UTC)
 
 
 def seed_demo(amqp_uri, district=None):
@@ -42,18 +51,18 @@ def seed_demo(amqp_uri, district=None):
                  "party_member": v.party_member,
                  "resident_id": residents[v.resident_phone]["id"] if v.resident_phone else None}
                 for v in data.volunteers], bar, "volunteers")
-            volunteer_ids = {v.phone: answer["id"] for v, answer in zip(data.volunteers, made)}
+            volunteer_ids = {v.phone: answer["id"] for v, answer in zip(data.volunteers, made, strict=True)}
             pledges = batch(volunteer.make_pledge, [
                 {"volunteer_id": volunteer_ids[p.volunteer_phone], "text": p.text,
                  "due_on": (dt.date.today() + dt.timedelta(days=p.due_in_days)).isoformat()}
                 for p in data.pledges], bar, "pledges")
             batch(volunteer.fulfil_pledge, [
                 {"pledge_id": made["id"], "note": p.fulfilled_note}
-                for p, made in zip(data.pledges, pledges) if p.fulfilled_note], bar, "pledges kept")
+                for p, made in zip(data.pledges, pledges, strict=True) if p.fulfilled_note], bar, "pledges kept")
             posts = batch(volunteer.create_post, [
                 {"unit_id": ids[p.unit_code], "name": p.name, "location": p.location} for p in data.posts],
                 bar, "duty posts")
-            shifts = [(post_id, shift) for post_id, post in zip((p["id"] for p in posts), data.posts)
+            shifts = [(post_id, shift) for post_id, post in zip((p["id"] for p in posts), data.posts, strict=True)
                       for shift in post.shifts]
             made = batch(volunteer.add_shift, [
                 {"post_id": post_id, "starts_at": _local(s.day_offset, s.start).isoformat(),
@@ -61,9 +70,10 @@ def seed_demo(amqp_uri, district=None):
                 bar, "shifts")
             signups = batch(volunteer.sign_up, [
                 {"shift_id": answer["id"], "volunteer_id": volunteer_ids[phone]}
-                for (_, s), answer in zip(shifts, made) for phone in s.volunteer_phones], bar, "shift sign-ups",
+                for (_, s), answer in zip(shifts, made, strict=True) for phone in s.volunteer_phones],
+                bar, "shift sign-ups",
                 errors="keep")
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             requests = batch(volunteer.create_request, [
                 {"unit_id": ids[r.unit_code], "kind": r.kind, "details": r.details, "urgency": r.urgency,
                  "needed_by": (now + dt.timedelta(hours=r.needed_in_hours)).isoformat(),
@@ -75,12 +85,12 @@ def seed_demo(amqp_uri, district=None):
             offers = {offer["request_id"]: offer for answer in tasks for offer in answer["offers"]}
             accepted = batch(volunteer.respond_offer, [
                 {"offer_id": offers[made["id"]]["id"], "accept": True}
-                for r, made in zip(data.requests, requests) if r.accept and made["id"] in offers],
+                for r, made in zip(data.requests, requests, strict=True) if r.accept and made["id"] in offers],
                 bar, "offers accepted", errors="keep")
             matched = {a["request"]["id"] for a in accepted if not isinstance(a, Exception)}
             completed = batch(volunteer.complete_request, [
                 {"request_id": made["id"], "note": "已完成，老人表示感谢"}
-                for r, made in zip(data.requests, requests) if r.complete and made["id"] in matched],
+                for r, made in zip(data.requests, requests, strict=True) if r.complete and made["id"] in matched],
                 bar, "requests done", errors="keep")
         signed = len(signups) - len(errors_in(signups))
         say(f"volunteer: seeded {len(volunteer_ids)} volunteers "
@@ -93,21 +103,16 @@ def seed_demo(amqp_uri, district=None):
             failed = errors_in(answers)
             if failed:
                 say(f"[yellow]volunteer: {len(failed)} of {len(answers)} {what} failed[/] (first: {failed[0]})")
-        _demo_pointers(rpc, root, data, ids, volunteer_ids)
+        _demo_pointers(data, ids, volunteer_ids)
 
 
-def _demo_pointers(rpc, root, data, ids, volunteer_ids):
-    """A few ids to start exploring from."""
-    crews = {}
+def _demo_pointers(data, ids, volunteer_ids):
+    """A few ids to start exploring from: `make run` prints commands with them (shared.demo_seed)."""
+    crews: dict[str, list[Volunteer]] = {}
     for v in data.volunteers:
         crews.setdefault(v.home_unit_code, []).append(v)
     code, crew = max(crews.items(), key=lambda item: (len(item[1]), item[0]))
-    unit = rpc.grid.get_unit(unit_id=ids[code])
-    first = crew[0]
-    say(f"demo: district {root['id']} {root['name']}; street {ids[data.root.children[0].code]} "
-        f"{data.root.children[0].name}; small grid {unit['id']} {unit['name']} ({len(crew)} volunteers); "
-        f"volunteer {volunteer_ids[first.phone]} {first.name}")
-    say("demo: `make demo` plays the quarantine and dispute scenarios against this suite")
+    remember(small_grid=ids[code], volunteer=volunteer_ids[crew[0].phone])
 
 
 if __name__ == "__main__":
