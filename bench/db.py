@@ -16,9 +16,19 @@ def libpq_url(url, database=None):
     return parsed.render_as_string(hide_password=False)
 
 
+def one_row(cur):
+    """The next row of ``cur``'s result, for queries that always have one (a count, a seeded row)."""
+    row = cur.fetchone()
+    if row is None:
+        raise LookupError(f"no row from {cur.query!r}")
+    return row
+
+
 def recreate_database(url):
     """Drop the database ``url`` names (closing its connections) and create it again, empty."""
     name = make_url(url).database
+    if not name:
+        raise ValueError(f"{url} names no database")
     conn = psycopg2.connect(libpq_url(url, "postgres"))
     conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
     try:

@@ -33,9 +33,9 @@ import eventlet  # noqa: E402
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime as dt  # noqa: E402
 import os  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -47,9 +47,17 @@ from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench import jwt_secret, pii_key, save_json  # noqa: E402
-from bench.db import libpq_url  # noqa: E402
-from bench.harness import ServiceProcess, claim_rpc_queues, environment, print_header  # noqa: E402
-from bench.harness import stop_services, summarise, timed, wait_ready  # noqa: E402
+from bench.db import libpq_url, one_row  # noqa: E402
+from bench.harness import (  # noqa: E402
+    ServiceProcess,
+    claim_rpc_queues,
+    environment,
+    print_header,
+    stop_services,
+    summarise,
+    timed,
+    wait_ready,
+)
 from bench.seed_grid import bench_targets  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
 
@@ -118,6 +126,7 @@ class EchoServer:
 
     def __exit__(self, *exc_info):
         self.running = False
+        assert self.thread is not None  # __enter__ spawned it
         self.thread.wait()
 
     def _run(self):
@@ -137,10 +146,8 @@ class EchoServer:
                 with Consumer(channel, queues=[queue], callbacks=[on_request], accept=["json"]):
                     self.ready.send()
                     while self.running:
-                        try:
+                        with contextlib.suppress(TimeoutError):
                             conn.drain_events(timeout=0.2)
-                        except socket.timeout:
-                            pass
         except BaseException as exc:
             if not self.ready.ready():
                 self.ready.send_exception(exc)
@@ -238,13 +245,13 @@ def expected_answers(database_url, cases):
                 if case.method == "get_unit":
                     continue
                 cur.execute("SELECT path FROM units WHERE id = %s", (case.kwargs["under"],))
-                prefix = cur.fetchone()[0] + "%"
+                prefix = one_row(cur)[0] + "%"
                 if case.kwargs.get("tags_any"):
                     cur.execute("SELECT count(DISTINCT resident_id) FROM resident_tags "
                                 "WHERE tag = ANY(%s) AND unit_path LIKE %s", (case.kwargs["tags_any"], prefix))
                 else:
                     cur.execute("SELECT count(*) FROM residents WHERE unit_path LIKE %s", (prefix,))
-                total = cur.fetchone()[0]
+                total = one_row(cur)[0]
                 case.expected = total if case.method == "count_residents" else min(total, case.kwargs["page_size"])
     finally:
         conn.close()
@@ -313,7 +320,7 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
         with conn.cursor() as cur:
             targets = bench_targets(cur)
             cur.execute("SELECT count(*) FROM residents")
-            resident_count = cur.fetchone()[0]
+            resident_count = one_row(cur)[0]
     finally:
         conn.close()
     cases = bench_cases(targets)
@@ -339,7 +346,7 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
                 except Exception as exc:
                     raise SystemExit(f"{case.label} failed: {exc!r}; see {service.log_path} (a database seeded "
                                      "with another GRASSROOTS_PII_KEY cannot be read)") from exc
-                case.samples = timed(lambda: method(**case.kwargs), requests, warmup)
+                case.samples = timed(lambda method=method, kwargs=case.kwargs: method(**kwargs), requests, warmup)
                 print(f"  {case.label:<48} done", flush=True)
             unit_reply = {"result": grid.get_unit(unit_id=targets["small_grid"]), "error": None}
     finally:
@@ -411,7 +418,7 @@ def report(database_url, targets, resident_count, cases, floors, requests, warmu
                     print(f"-- {item['sql']}\n{item['plan']}\n")
 
     results = {
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "database": make_url(database_url).database,
         "residents": resident_count,
         "targets": targets,

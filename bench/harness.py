@@ -193,6 +193,7 @@ class ServiceProcess:
             return False
 
     def check_alive(self):
+        assert self.process is not None, "start() first"
         if self.process.poll() is not None:
             raise RuntimeError(f"{self.name} service exited with {self.process.returncode}; see {self.log_path}")
 
@@ -205,6 +206,7 @@ class ServiceProcess:
         Popen runs this interpreter with ``-m nameko``, so its pid is the
         service's python itself; checked here rather than assumed.
         """
+        assert self.process is not None, "start() first"
         pid = self.process.pid
         exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:

@@ -75,9 +75,18 @@ from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench import jwt_secret, save_json  # noqa: E402
-from bench.db import libpq_url, recreate_database  # noqa: E402
-from bench.harness import ServiceProcess, claim_rpc_queues, cpu_now, cpu_used, environment  # noqa: E402
-from bench.harness import print_header, start_services, stop_services, summarise  # noqa: E402
+from bench.db import libpq_url, one_row, recreate_database  # noqa: E402
+from bench.harness import (  # noqa: E402
+    ServiceProcess,
+    claim_rpc_queues,
+    cpu_now,
+    cpu_used,
+    environment,
+    print_header,
+    start_services,
+    stop_services,
+    summarise,
+)
 from services.grid.idnumbers import make_id_number  # noqa: E402
 from services.legal.vocabulary import SPECIALTIES  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
@@ -232,7 +241,7 @@ def seed_legal(legal, rng, world, lawyer_count, date_from, date_to):
             name=rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN) + "律师", firm=rng.choice(FIRMS),
             license_no=f"BENCH-L{i + 1:05d}", specialties=specialties, station_ids=stations)
         slot, buffer = rng.choice((30, 45)), rng.choice((0, 5, 10))
-        for station_id, weekly in zip(stations, weekly_plans(rng, len(stations))):
+        for station_id, weekly in zip(stations, weekly_plans(rng, len(stations)), strict=True):
             legal.set_schedule(lawyer_id=lawyer["id"], station_id=station_id, weekly=weekly, slot_minutes=slot,
                                buffer_minutes=buffer)
         world.lawyers.append({"id": lawyer["id"], "specialties": specialties, "stations": stations,
@@ -253,7 +262,8 @@ def seed_legal(legal, rng, world, lawyer_count, date_from, date_to):
 
 def book_existing(legal, rng, world, date_from, date_to):
     """A few hundred bookings made before timing, spread over the range (busy intervals for find_slots)."""
-    answer = legal.find_slots(specialty="family", date_from=date_from.isoformat(), date_to=date_to.isoformat(), limit=5000)
+    answer = legal.find_slots(specialty="family", date_from=date_from.isoformat(), date_to=date_to.isoformat(),
+                              limit=5000)
     for n, slot in enumerate(rng.sample(answer, EXISTING_BOOKINGS)):
         legal.book(lawyer_id=slot["lawyer_id"], station_id=slot["station_id"], starts_at=slot["starts_at"],
                    resident_id=world.residents[n % len(world.residents)], topic=f"bench existing {n}",
@@ -346,7 +356,7 @@ def run_book_phase(amqp_uri, token, phase, services):
                     phase.booked_ids.append(result["id"])
                 phase.samples.append((time.perf_counter() - started) * 1000)
 
-    ready = []
+    ready: list[int] = []
     threads = [eventlet.spawn(caller) for _ in range(phase.concurrency)]
     while len(ready) < phase.concurrency:
         eventlet.sleep(0.01)
@@ -367,22 +377,22 @@ def verify(legal_url, legal, phases, existing):
             for phase in phases:
                 cur.execute("SELECT count(*), count(DISTINCT (lawyer_id, starts_at)) FROM consultations "
                             "WHERE status = 'booked' AND topic LIKE %s", (f"bench {phase.label} %",))
-                rows, distinct = cur.fetchone()
+                rows, distinct = one_row(cur)
                 checks[phase.label] = {"expected": len(phase.jobs), "succeeded": len(phase.booked_ids),
                                        "in_database": rows, "distinct_slots": distinct,
                                        "ok": rows == len(phase.jobs) == len(phase.booked_ids) == distinct}
             cur.execute("SELECT count(*) FROM consultations WHERE status = 'booked'")
-            total = cur.fetchone()[0]
+            total = one_row(cur)[0]
             cur.execute("""SELECT count(*) FROM consultations a JOIN consultations b
                            ON a.lawyer_id = b.lawyer_id AND a.id < b.id
                            WHERE a.status = 'booked' AND b.status = 'booked'
                              AND a.starts_at < b.ends_at AND b.starts_at < a.ends_at""")
-            overlapping = cur.fetchone()[0]
+            overlapping = one_row(cur)[0]
             cur.execute("""SELECT count(*) FROM consultations c JOIN time_off t ON t.lawyer_id = c.lawyer_id
                            WHERE c.status = 'booked' AND c.starts_at < t.ends_at AND t.starts_at < c.ends_at""")
-            in_time_off = cur.fetchone()[0]
+            in_time_off = one_row(cur)[0]
             cur.execute("SELECT count(*) FROM outbox_events WHERE event_type = 'consultation_booked'")
-            events = cur.fetchone()[0]
+            events = one_row(cur)[0]
     finally:
         conn.close()
     listed, page = 0, 1
@@ -408,7 +418,7 @@ def attach_service_times(legal_calls, cases, phases, log_calls):
     finds = [ms for method, _outcome, ms in legal_calls if method == "find_slots"]
     if len(finds) == len(log_calls):
         by_label = {case.label: case for case in cases}
-        for label, ms in zip(log_calls, finds):
+        for label, ms in zip(log_calls, finds, strict=True):
             if label in by_label:
                 by_label[label].service_ms.append(ms)
     else:
@@ -441,8 +451,8 @@ def breakdown(legal_url, kwargs, repeats=5):
     date_from = dt.date.fromisoformat(kwargs["date_from"])
     date_to = dt.date.fromisoformat(kwargs["date_to"])
     engine = make_engine(legal_url, pool_size=1)
-    steps = {name: [] for name in ("stations_sql", "plans_sql", "busy_sql", "generate", "sort", "total_domain",
-                                   "json_encode", "json_decode")}
+    steps: dict[str, list[float]] = {name: [] for name in ("stations_sql", "plans_sql", "busy_sql", "generate", "sort",
+                                                           "total_domain", "json_encode", "json_decode")}
     profile_text = ""
     try:
         for attempt in range(repeats + 1):
@@ -506,7 +516,7 @@ def breakdown(legal_url, kwargs, repeats=5):
 def other_benches():
     """Command lines of other bench runs on the machine (their load would distort the figures)."""
     mine = {os.getpid(), os.getppid()}
-    found = []
+    found: list[str] = []
     try:
         out = subprocess.run(["pgrep", "-af", r"bench\."], capture_output=True, text=True).stdout
     except OSError:
@@ -591,7 +601,7 @@ def report(args, world, cases, phases, checks, profile, problems, loads, setup_s
 
 def write_results(args, world, cases, phases, checks, profile, problems, loads, setup_s, date_from, date_to):
     results = {
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "databases": {"grid": GRID_DATABASE, "legal": LEGAL_DATABASE},
         "settings": {**LEGAL_SETTINGS, "lawyers": args.lawyers, "requests": args.requests, "warmup": args.warmup,
                      "bookings": args.bookings, "concurrency": args.concurrency, "seed": args.seed,
@@ -653,7 +663,9 @@ def run(args):
     world = World()
     today = dt.datetime.now(ZONE).date()
     date_from, date_to = today + dt.timedelta(days=1), today + dt.timedelta(days=DAYS)
-    cases, phases, log_calls = [], [], []
+    cases: list[SlotCase] = []
+    phases: list[BookPhase] = []
+    log_calls: list[str | None] = []  # the label of each find_slots call the service logs, in order
     load_before = os.getloadavg()
     try:
         start_services(services, amqp_uri)
@@ -671,7 +683,7 @@ def run(args):
             eventlet.sleep(1.0)  # let the outbox relay publish the seeding's events
 
             cases = slot_cases(world, date_from, date_to)
-            pool = None
+            pool: list[dict] = []
             for case in cases:
                 answer = time_find_slots(legal, case, args.requests, args.warmup, services, log_calls)
                 if case.label == "family, all stations, limit 5000":

@@ -40,6 +40,7 @@ eventlet.monkey_patch()
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
+import itertools  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -56,9 +57,18 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench import jwt_secret, save_json, var_path  # noqa: E402
-from bench.db import libpq_url, recreate_database  # noqa: E402
-from bench.harness import ServiceProcess, claim_rpc_queues, cpu_now, cpu_used, environment  # noqa: E402
-from bench.harness import percentile, start_services, stop_process, stop_services  # noqa: E402
+from bench.db import libpq_url, one_row, recreate_database  # noqa: E402
+from bench.harness import (  # noqa: E402
+    ServiceProcess,
+    claim_rpc_queues,
+    cpu_now,
+    cpu_used,
+    environment,
+    percentile,
+    start_services,
+    stop_process,
+    stop_services,
+)
 from bench.seed_grid import bench_targets  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
@@ -88,7 +98,7 @@ def summarise_ms(samples):
 
 def parse_log_time(stamp):
     """The services' log ``time`` field (UTC, millisecond resolution) as an aware datetime."""
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
 
 
 def mib(kib):
@@ -136,11 +146,11 @@ def grid_facts(grid_url):
                                  f"python -m bench.seed_grid --database-url {grid_url}") from None
             street = targets["street"]
             cur.execute("SELECT path FROM units WHERE id = %s", (street,))
-            path = cur.fetchone()[0]
+            path = one_row(cur)[0]
             cur.execute("SELECT count(*) FROM residents WHERE unit_path LIKE %s", (path + "%",))
-            expected = cur.fetchone()[0]
+            expected = one_row(cur)[0]
             cur.execute("SELECT count(*) FROM residents")
-            total = cur.fetchone()[0]
+            total = one_row(cur)[0]
     finally:
         conn.close()
     return {"street": street, "path": path, "expected": expected, "residents": total}
@@ -198,14 +208,14 @@ class Watcher:
         started = time.monotonic()
         with self.conn.cursor() as cur:
             cur.execute(self.POLL, (self.notice_id,))
-            status, recipients, any_queued, any_sent = cur.fetchone()
+            status, recipients, any_queued, any_sent = one_row(cur)
         self.query_ms.append((time.monotonic() - started) * 1000)
         return Progress(started, status, recipients, any_queued, any_sent)
 
     def counts(self):
         with self.conn.cursor() as cur:
             cur.execute(self.COUNTS, {"id": self.notice_id})
-            return Counts(*cur.fetchone())
+            return Counts(*one_row(cur))
 
     def close(self):
         self.conn.close()
@@ -222,7 +232,7 @@ def scrape_durations(port):
     """
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = {}
+    found: dict[tuple[str, str], dict] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "grassroots_request_duration_seconds":
             continue
@@ -346,7 +356,7 @@ def service_stamps(notices_url, notice_id):
         with conn.cursor() as cur:
             cur.execute("SELECT created_at, approved_at, published_at, recipient_count FROM notices WHERE id = %s",
                         (notice_id,))
-            created_at, approved_at, published_at, recipient_count = cur.fetchone()
+            created_at, approved_at, published_at, recipient_count = one_row(cur)
             cur.execute("SELECT created_at, count(*) FROM deliveries WHERE notice_id = %s "
                         "GROUP BY created_at ORDER BY created_at", (notice_id,))
             pages = cur.fetchall()
@@ -356,7 +366,7 @@ def service_stamps(notices_url, notice_id):
             cur.execute("SELECT status, count(*) FROM deliveries WHERE notice_id = %s GROUP BY status", (notice_id,))
             statuses = dict(cur.fetchall())
             cur.execute("SELECT pg_total_relation_size('recipients'), pg_total_relation_size('deliveries')")
-            sizes = cur.fetchone()
+            sizes = one_row(cur)
     finally:
         conn.close()
     return {"created_at": created_at, "approved_at": approved_at, "published_at": published_at,
@@ -369,7 +379,7 @@ def seconds_after(later, earlier):
 
 
 def gaps_ms(stamps):
-    return [(b - a).total_seconds() * 1000 for a, b in zip(stamps, stamps[1:])]
+    return [(b - a).total_seconds() * 1000 for a, b in itertools.pairwise(stamps)]
 
 
 def slow_calls(metric, over_s):
@@ -417,7 +427,7 @@ def breakdown(stamps, grid_calls, metrics):
         "ticks_over_0.5_s": slow_calls(dispatch_timer, 0.5) if dispatch_timer else None,
     }
     # Cumulative deliveries created (per page stamp) and sent (per batch stamp), for plotting.
-    timeline = {"created": [], "sent": []}
+    timeline: dict[str, list[tuple[float, int]]] = {"created": [], "sent": []}
     for key, rows in (("created", stamps["pages"]), ("sent", stamps["batches"])):
         total = 0
         for stamp, count in rows:
@@ -452,15 +462,17 @@ class Profiler:
         try:
             with open(self.path) as raw:
                 for line in raw:
-                    frames, _, count = line.rstrip("\n").rpartition(" ")
-                    if frames:
-                        stacks.append((frames.split(";"), int(count)))
+                    stack, _, samples = line.rstrip("\n").rpartition(" ")
+                    if stack:
+                        stacks.append((stack.split(";"), int(samples)))
         except OSError:
             return None
         total = sum(count for _frames, count in stacks)
         if not total:
             return None
-        idle, inclusive, leaves = 0, {}, {}
+        idle = 0
+        inclusive: dict[str, int] = {}
+        leaves: dict[str, int] = {}
         for frames, count in stacks:
             if "(eventlet/hubs/" in frames[-1]:  # the hub polling its sockets: nothing to run
                 idle += count
@@ -534,7 +546,8 @@ def print_summary(run, facts, analysis, profiles, problems, loads):
         print(f"    one page, stamp to stamp:      mean {gap['mean_ms']:6.1f} ms, p50 {gap['p50_ms']:6.1f}, "
               f"p99 {gap['p99_ms']:6.1f}, max {gap['max_ms']:6.1f}")
     if grid_page:
-        print(f"    grid find_residents (its log): mean {grid_page['mean_ms']:6.1f} ms, p50 {grid_page['p50_ms']:6.1f}, "
+        print(f"    grid find_residents (its log): mean {grid_page['mean_ms']:6.1f} ms, "
+              f"p50 {grid_page['p50_ms']:6.1f}, "
               f"p99 {grid_page['p99_ms']:6.1f}, max {grid_page['max_ms']:6.1f}; {grid_page['n']} calls, "
               f"{grid_page['sum_ms'] / 1000:.2f} s in all")
     if "notices_side_per_page_ms" in res:
@@ -573,9 +586,12 @@ def print_summary(run, facts, analysis, profiles, problems, loads):
 
 def write_results(run, facts, stamps, analysis, profiles, summary, problems, loads):
     counts = run.counts
-    rounded = (lambda value: round(value, 3) if value is not None else None)
+
+    def rounded(value):
+        return round(value, 3) if value is not None else None
+
     results = {
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "grid_database": facts,
         "settings": run.settings,
         "environment": environment(loads),

@@ -77,7 +77,7 @@ QUARANTINE_DAYS = 30
 
 # Households are registered evenly over two years from REGISTRATION_START;
 # ages are uniform over 0..MAX_AGE years at that date.
-REGISTRATION_START = dt.datetime(2022, 1, 1, tzinfo=dt.timezone.utc)
+REGISTRATION_START = dt.datetime(2022, 1, 1, tzinfo=dt.UTC)
 REGISTRATION_SPAN = dt.timedelta(days=730)
 MAX_AGE = 95
 ELDERLY_AGE = 65
@@ -173,7 +173,7 @@ class CopyStream:
 
     def __init__(self, conn):
         self.cursor = conn.cursor()
-        self.chunks = queue.Queue(maxsize=2)
+        self.chunks: queue.Queue[tuple[str, tuple[str, ...], bytes] | None] = queue.Queue(maxsize=2)
         self.error = None
         self.thread = threading.Thread(target=self._run, name="copy-stream", daemon=True)
         self.thread.start()
@@ -280,14 +280,16 @@ def load_people(stream, rng, vault, small_grids, residents, chunk_rows):
     reference = REGISTRATION_START.date()
     max_age_days = MAX_AGE * 365
     elderly_days = ELDERLY_AGE * 365
-    quarantine_until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=QUARANTINE_DAYS)).isoformat()
+    quarantine_until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=QUARANTINE_DAYS)).isoformat()
     other_tags = [(tag, rate) for tag, rate in TAG_RATES.items() if tag != "elderly_alone"]
     # Local names: this loop runs a million times.
     random_, randrange, choice = rng.random, rng.randrange, rng.choice
     encrypt, blind_index = vault.encrypt, vault.blind_index
     n_regions = len(REGIONS)
 
-    households, people, tags = [], [], []
+    households: list[str] = []  # COPY text lines
+    people: list[str] = []
+    tags: list[str] = []
     counts = {"households": 0, "residents": 0, "resident_tags": 0}
 
     def flush():

@@ -68,6 +68,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
+from typing import ClassVar  # noqa: E402
 
 import psycopg2  # noqa: E402
 import psycopg2.extensions  # noqa: E402
@@ -78,9 +79,18 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
 from bench import ROOT, jwt_secret, pii_key, save_json, var_path  # noqa: E402
-from bench.db import libpq_url, recreate_database  # noqa: E402
-from bench.harness import ServiceProcess, claim_rpc_queues, environment, print_header  # noqa: E402
-from bench.harness import release_rpc_queues, rpc_queue_state, start_services, stop_services, summarise  # noqa: E402
+from bench.db import libpq_url, one_row, recreate_database  # noqa: E402
+from bench.harness import (  # noqa: E402
+    ServiceProcess,
+    claim_rpc_queues,
+    environment,
+    print_header,
+    release_rpc_queues,
+    rpc_queue_state,
+    start_services,
+    stop_services,
+    summarise,
+)
 from bench.seed_grid import bench_targets  # noqa: E402
 from services.volunteer import matching, requests as volunteer_requests, schemas  # noqa: E402
 from services.volunteer.models import OutboxEvent  # noqa: E402
@@ -115,7 +125,7 @@ OFFER_COLUMNS = ("id", "request_id", "volunteer_id", "status", "offered_at", "ex
 
 
 def now_utc():
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def cell(value):
@@ -153,7 +163,7 @@ def grid_facts(grid_url):
         with conn.cursor() as cur:
             targets = bench_targets(cur)
             cur.execute("SELECT path FROM units WHERE id = %s", (targets["district"],))
-            district_path = cur.fetchone()[0]
+            district_path = one_row(cur)[0]
             cur.execute("SELECT id, path FROM units WHERE level = 'grid_small' AND NOT closed AND path LIKE %s "
                         "ORDER BY id", (district_path + "%",))
             small_grids = cur.fetchall()
@@ -166,7 +176,7 @@ def grid_facts(grid_url):
             for path, resident_id, household_id in cur:
                 pool[path].append((resident_id, household_id))
             cur.execute("SELECT count(*) FROM residents")
-            residents = cur.fetchone()[0]
+            residents = one_row(cur)[0]
     finally:
         conn.close()
     return {"targets": targets, "district_path": district_path, "small_grids": small_grids,
@@ -230,8 +240,9 @@ def make_volunteers(rng, facts, vault, now):
 def make_history(rng, volunteers, now):
     """Existing requests (with their accepted offers): current load, recent and older completed tasks."""
     active = [v for v in volunteers if v[11]]
-    load = Counter()
-    requests_, offers = [], []
+    load: Counter[int] = Counter()
+    requests_: list[tuple] = []
+    offers: list[tuple] = []
     for status, count in HISTORY.items():
         for _ in range(count):
             volunteer = rng.choice(active)
@@ -375,7 +386,7 @@ class NoticesStub:
     """Answers notices.send_direct at once (the offer notification), recording the recipients."""
 
     name = "notices"
-    calls = []
+    calls: ClassVar[list[dict]] = []
 
     @rpc
     def send_direct(self, **kwargs):
@@ -389,7 +400,7 @@ class NoticesStub:
 class Stopwatch:
     def __init__(self):
         self.ms = defaultdict(float)
-        self.count = Counter()
+        self.count: Counter[str] = Counter()
 
     def add(self, label, ms):
         self.ms[label] += ms
@@ -524,9 +535,11 @@ def breakdown(volunteer_url, amqp_uri, specs, profile_specs, policy):
 
 def hotspots(profiler, n, top=15):
     """The functions with the most CPU time of their own, per request (ms), with their callers' share dropped."""
-    stats = pstats.Stats(profiler)
-    total = sum(entry[2] for entry in stats.stats.values())
-    rows = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:top]
+    # Stats.stats ({(file, line, function): (cc, nc, tt, ct, callers)}) is what print_stats reads;
+    # typeshed leaves it out as undocumented.
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in entries.values())
+    rows = sorted(entries.items(), key=lambda item: -item[1][2])[:top]
     out = {"cpu_ms_per_request": round(total * 1000 / n, 3), "functions": []}
     for (filename, line, name), (_cc, calls, own, cumulative, _callers) in rows:
         where = filename.split("site-packages/")[-1].replace(ROOT + "/", "")
@@ -585,7 +598,7 @@ def verify(volunteer_url, grid_url, request_ids, specs):
     quarantined_volunteers = quarantined_among(grid_url, [resident for resident, _path in linked_active])
     grids_with_quarantined = {path for resident, path in linked_active if resident in quarantined_volunteers}
     problems = []
-    for (request_id, status, path, household, volunteer, offer_status, v_household, v_resident, _home, active,
+    for (request_id, status, _path, household, volunteer, offer_status, v_household, v_resident, _home, active,
          limit, load_now) in rows:
         if status not in ("offered", "unmatched"):
             problems.append(f"request {request_id} ended {status}")
@@ -607,7 +620,8 @@ def verify(volunteer_url, grid_url, request_ids, specs):
     if any(n > 1 for n in offers_per_request.values()):
         problems.append("more than one offer for a request (OFFER_FANOUT is 1)")
     by_request = {row[0]: row for row in rows}
-    household_cases = [rid for rid, spec in zip(request_ids, specs) if spec["variant"] == "volunteer_household"]
+    household_cases = [rid for rid, spec in zip(request_ids, specs, strict=True)
+                       if spec["variant"] == "volunteer_household"]
     quarantine_cases = sum(1 for spec in specs if spec["path"] in grids_with_quarantined)
     expected_notices = {str(by_request[rid][7]) for rid in request_ids if by_request[rid][7]}
     notified = {r for call in NoticesStub.calls for r in call.get("resident_ids", [])}
@@ -630,14 +644,14 @@ def other_benches():
         except (OSError, ValueError, IndexError):
             break
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if int(pid) not in ours and any(re.fullmatch(r"bench\.\w+", a) for a in argv):
-            found.append(f"{pid} {' '.join(argv).strip()}")
+        if int(entry) not in ours and any(re.fullmatch(r"bench\.\w+", a) for a in argv):
+            found.append(f"{entry} {' '.join(argv).strip()}")
     return found
 
 
@@ -659,7 +673,8 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
 
     needed_by = (now_utc() + dt.timedelta(hours=2)).isoformat()
     spec_rng = random.Random(SEED + 1)
-    grids = [spec_rng.choice(facts["small_grids"]) for _ in range(warmup + requests + BREAKDOWN_REQUESTS + PROFILE_REQUESTS)]
+    grids = [spec_rng.choice(facts["small_grids"])
+             for _ in range(warmup + requests + BREAKDOWN_REQUESTS + PROFILE_REQUESTS)]
     residents_of = grid_residents(grid_url, [path for _id, path in grids])
     specs = make_specs(spec_rng, grids, volunteers, residents_of, needed_by)
     timed_specs, extra_specs = specs[:warmup + requests], specs[warmup + requests:]
@@ -709,7 +724,8 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
         eventlet.sleep(0.5)  # the services log each call after replying
         notified = len(NoticesStub.calls)
         grid_calls = services["grid"].finished_calls("rpc")
-        volunteer_calls = [r for r in services["volunteer"].finished_calls("rpc") if r.get("method") == "create_request"]
+        volunteer_calls = [r for r in services["volunteer"].finished_calls("rpc")
+                           if r.get("method") == "create_request"]
         print(f"  timed; breaking {len(extra_specs)} more requests down in this process ...", flush=True)
         parts = breakdown(volunteer_url, amqp_uri, extra_specs, profile_specs, policy)
     finally:
@@ -729,7 +745,7 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
     grid_summary = {method: {"calls_per_request": round(len(ms) / len(timed_specs), 2),
                              "service_ms": summarise(ms)} for method, ms in sorted(per_method.items())}
     by_variant = defaultdict(list)
-    for spec, ms in zip(timed_specs[warmup:], latencies):
+    for spec, ms in zip(timed_specs[warmup:], latencies, strict=True):
         by_variant[spec["variant"]].append(ms)
     return report({
         "at": now_utc().isoformat(timespec="seconds"),
@@ -786,7 +802,8 @@ def report(results):
               + (f"{info['of_which_during_a_gen2_collection']} of its {info['calls_over_target']} calls over "
                  f"{TARGET_P99_MS:g} ms had one inside; the calls without one: p50 "
                  f"{info['calls_without_gen2_collection']['p50_ms']:.2f}, p99 "
-                 f"{info['calls_without_gen2_collection']['p99_ms']:.2f} ms (n={info['calls_without_gen2_collection']['n']})."
+                 f"{info['calls_without_gen2_collection']['p99_ms']:.2f} ms "
+                 f"(n={info['calls_without_gen2_collection']['n']})."
                  if name == "volunteer" else
                  f"{info['other_pauses_over_2ms']} younger collections over 2 ms."))
     parts = results["breakdown"]

@@ -12,6 +12,8 @@ def run():
         with context.begin_transaction():
             context.run_migrations()
         return
+    if url is None:
+        raise RuntimeError("no sqlalchemy.url in the Alembic config (shared.migrate sets it)")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # render_as_batch lets ALTERs run on SQLite too.

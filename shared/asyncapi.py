@@ -127,13 +127,13 @@ class SchemaConverter:
         instance = schema() if isinstance(schema, type) else schema
         properties, required = {}, []
         for name, field in instance.fields.items():
-            if mode == "load" and field.dump_only or mode == "dump" and field.load_only:
+            if (mode == "load" and field.dump_only) or (mode == "dump" and field.load_only):
                 continue
             key = field.data_key or name
             properties[key] = self.field(field, mode)
             if field.required:
                 required.append(key)
-        result = {"type": "object", "properties": properties}
+        result: dict[str, object] = {"type": "object", "properties": properties}
         if required:
             result["required"] = sorted(required)
         unknown = instance.unknown

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 
 import eventlet.semaphore
 from nameko.extensions import DependencyProvider
-from sqlalchemy import JSON, BigInteger, Integer, create_engine, event, select, text
-from sqlalchemy import types as sqltypes
+from sqlalchemy import JSON, BigInteger, Integer, create_engine, event, select, text, types as sqltypes
 from sqlalchemy.dialects.sqlite import DATETIME as SqliteDateTime
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +27,7 @@ _green_patched = False
 
 
 def utcnow():
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def make_green():
@@ -58,7 +57,7 @@ class UtcSqliteDateTime(SqliteDateTime):
 
         def bind(value):
             if isinstance(value, dt.datetime) and value.tzinfo is not None:
-                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                value = value.astimezone(dt.UTC).replace(tzinfo=None)
             return process(value) if process else value
 
         return bind
@@ -69,7 +68,7 @@ class UtcSqliteDateTime(SqliteDateTime):
         def result(value):
             value = process(value) if process else value
             if self.timezone and isinstance(value, dt.datetime) and value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)
+                value = value.replace(tzinfo=dt.UTC)
             return value
 
         return result
@@ -249,7 +248,8 @@ class Database(DependencyProvider):
         return True
 
     def release_serial(self):
-        self._serial.release()
+        if self._serial is not None:  # acquire_serial took it (SQLite only)
+            self._serial.release()
 
     @contextmanager
     def session_scope(self):

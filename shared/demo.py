@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from shared.auth import mint_token, jwt_secret
+from shared.auth import jwt_secret, mint_token
 from shared.demo_data import DISTRICT_CODE
 from shared.demo_seed import find_district
 from shared.errors import Conflict
@@ -148,7 +148,7 @@ class Demo:
         """A household of 2+ residents, nobody quarantined and no live care requests, in a small grid
         with volunteers (the best-staffed grids first)."""
         volunteers = self.all_pages(self.admin.volunteer.list_volunteers, under=district["id"])
-        per_grid = {}
+        per_grid: dict[str, list[dict]] = {}
         for v in volunteers:
             if v["active"]:
                 per_grid.setdefault(v["home_unit_id"], []).append(v)
@@ -156,7 +156,7 @@ class Demo:
             unit = self.admin.grid.get_unit(unit_id=unit_id)
             if unit["level"] != "grid_small":
                 continue
-            households = {}
+            households: dict[str, list[dict]] = {}
             for resident in self.residents_of(unit_id):
                 households.setdefault(resident["household_id"], []).append(resident)
             # a household that had care today gets no new requests today (one per kind and day): skip it
@@ -197,7 +197,7 @@ class Demo:
                  f"{len(crew)} volunteers live here")
         self.log(f"Household {household_id}: " + ", ".join(f"{m['name']} (resident {m['id']})" for m in members))
         before_notices = {n["id"] for n in self._direct_notices(unit["id"], quiet=True)}
-        until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=14)).replace(microsecond=0)
+        until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=14)).replace(microsecond=0)
         tagged = as_worker.grid.tag_resident(resident_id=resident["id"], tag="quarantined", until=until.isoformat(),
                                              note=None)
         self.log(f"Grid worker {worker['name']} ({worker['user_id']}) tags {resident['name']} "
@@ -284,7 +284,7 @@ class Demo:
         pairs = []
         smalls = self.admin.grid.list_units(under=district["id"], level="grid_small", page_size=500)["items"]
         for unit in sorted(smalls, key=lambda u: -int(u["id"])):  # far from scenario 1's best-staffed grids
-            households = {}
+            households: dict[str, list[dict]] = {}
             for resident in self.residents_of(unit["id"]):
                 if "quarantined" not in resident["tags"]:
                     households.setdefault(resident["household_id"], []).append(resident)
@@ -297,7 +297,7 @@ class Demo:
 
     def lawyers_near(self, unit):
         today = dt.date.today()
-        found = {}
+        found: dict[str, tuple] = {}
         for specialty in ("neighbour_dispute", "family", "housing_property"):
             for slot in self.admin.legal.find_slots(specialty=specialty, date_from=today.isoformat(),
                                                     date_to=(today + dt.timedelta(days=14)).isoformat(),
@@ -313,7 +313,7 @@ class Demo:
         incident, case, lawyer = self._open_case(
             unit, a, b, "楼上卫生间漏水，楼下天花板发霉，双方多次协商未果 (water leaking into the flat below)")
         as_lawyer = self.as_(lawyer[0], ("lawyer",))
-        held = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).replace(microsecond=0)
+        held = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).replace(microsecond=0)
         as_lawyer.legal.record_session(case_id=case["id"], held_at=held.isoformat(),
                                        attendees=[a["name"], b["name"], lawyer[1]],
                                        notes="双方到场，查看漏水点，协商维修及赔偿方案。")

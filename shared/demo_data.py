@@ -78,7 +78,7 @@ SKILL_SETS = (  # (skills, weight)
     (("delivery", "elderly_care"), 5), (("psychological_support",), 2), (("legal_aid",), 1),
     (("it_support",), 2), (("translation",), 1), (("driving",), 2), (("delivery", "it_support"), 2),
 )
-AVAILABILITY = {  # weekly windows in Asia/Shanghai
+AVAILABILITY: dict[str, list[dict[str, object]]] = {  # weekly windows in Asia/Shanghai
     "evenings_weekends": [{"weekday": d, "start": "18:00", "end": "21:30"} for d in range(5)]
     + [{"weekday": d, "start": "08:00", "end": "20:00"} for d in (5, 6)],
     "daytime": [{"weekday": d, "start": "08:00", "end": "18:00"} for d in range(7)],
@@ -251,10 +251,10 @@ class District:
         return [r for h in self.households() for r in h.residents]
 
     def counts(self):
-        levels = {}
+        levels: dict[str, int] = {}
         for unit in self.units():
             levels[unit.level] = levels.get(unit.level, 0) + 1
-        tags = {}
+        tags: dict[str, int] = {}
         for resident in self.residents():
             for tag in resident.tags:
                 tags[tag] = tags.get(tag, 0) + 1
@@ -268,7 +268,7 @@ class District:
 
 
 def _weighted(rng, pairs):
-    values, weights = zip(*pairs)
+    values, weights = zip(*pairs, strict=True)
     return rng.choices(values, weights=weights)[0]
 
 
@@ -359,9 +359,8 @@ def _tag(rng, household):
         if resident.sex == "F" and 23 <= age <= 38 and household.kind in ("couple", "nuclear") \
                 and rng.random() < 0.05:
             resident.tags.append("pregnant")
-        if ("elderly_alone" in resident.tags and age >= 80) or "disabled" in resident.tags:
-            if rng.random() < 0.6:
-                resident.tags.append("needs_assistance")
+        if (("elderly_alone" in resident.tags and age >= 80) or "disabled" in resident.tags) and rng.random() < 0.6:
+            resident.tags.append("needs_assistance")
     if rng.random() < 0.04:
         members[0].tags.append("low_income")
 
@@ -382,7 +381,8 @@ def _grid_tree(rng, people, streets, residents_target):
     def staff(code, role, suffix=""):
         return Staff(user_id=f"{role}-{code}{suffix}", role=role, name=people.name(rng.choice("MF")))
 
-    root = Unit(code=DISTRICT_CODE, level="district", name=DISTRICT_NAME, party_org=f"中共{DISTRICT_NAME}委社区治理综合党委")
+    root = Unit(code=DISTRICT_CODE, level="district", name=DISTRICT_NAME,
+                party_org=f"中共{DISTRICT_NAME}委社区治理综合党委")
     root.staff.append(staff(DISTRICT_CODE, "officer"))
     smalls = []
     for s, street_name in enumerate(STREETS[:streets], start=1):
@@ -418,7 +418,7 @@ def _grid_tree(rng, people, streets, residents_target):
                         smalls.append(small)
     # Households: round-robin over the small grids (each with its own density) until the target.
     density = {small.code: rng.uniform(0.6, 1.4) for small in smalls}
-    rooms = {small.code: set() for small in smalls}
+    rooms: dict[str, set[tuple[str, ...]]] = {small.code: set() for small in smalls}
     made = 0
     serial = 0
     while made < residents_target:
@@ -467,7 +467,8 @@ def _incidents(rng, smalls):
     return [
         Incident(picks[0].code, "infrastructure", "3号楼2单元楼道灯损坏，老人夜间上下楼不便"),
         Incident(picks[1].code, "safety_hazard", "有居民在楼道内给电动自行车充电，存在火灾隐患"),
-        Incident(picks[2].code, "infrastructure", "小区东门路面塌陷，雨后积水", resolution="已联系物业修补，积水已清理"),
+        Incident(picks[2].code, "infrastructure", "小区东门路面塌陷，雨后积水",
+                 resolution="已联系物业修补，积水已清理"),
         Incident(picks[3].code, "other", "小区内共享单车乱停放，占用消防通道"),
         Incident(picks[4].code, "safety_hazard", "小区燃气管道有异味，已通知燃气公司上门检查"),
     ]
@@ -482,7 +483,7 @@ def _legal(rng, people, root, residents):
             if rng.random() < 0.5:
                 stations.append(Station(f"S-{community.code}", community.code, f"{community.name}法律服务室",
                                         f"{community.name}党群服务中心一楼"))
-    by_street = {}
+    by_street: dict[str, list[Station]] = {}
     for station in stations:
         by_street.setdefault(station.unit_code[:len(DISTRICT_CODE) + 3], []).append(station)
     lawyers = []
@@ -500,7 +501,7 @@ def _legal(rng, people, root, residents):
                 {"weekday": days[2 * i], "start": "09:00", "end": "11:30"},
                 {"weekday": days[2 * i + 1], "start": "14:00", "end": "17:00"},
             ]
-        specialties = set()
+        specialties: set[str] = set()
         while len(specialties) < rng.randint(1, 3):
             specialties.add(rng.choices(LEGAL_SPECIALTIES, weights=SPECIALTY_WEIGHTS)[0])
         resident = linked[n] if n < len(linked) else None
@@ -560,7 +561,7 @@ def _volunteers(rng, people, root, target):
 
 def _duty(rng, root, volunteers):
     posts = []
-    by_community = {}
+    by_community: dict[str, list[Volunteer]] = {}
     for volunteer in volunteers:
         by_community.setdefault(volunteer.home_unit_code.rsplit("-", 3)[0], []).append(volunteer)
     for community in (u for u in root.walk() if u.level == "community"):

@@ -14,9 +14,7 @@ import functools
 import logging
 
 from marshmallow import EXCLUDE, Schema, fields
-
 from sqlalchemy.exc import IntegrityError
-
 
 from shared import logs
 from shared.errors import CLIENT_ERRORS, Conflict, InternalError, ValidationError
@@ -64,10 +62,11 @@ def endpoint(*, roles, schema=None, read_only=False):
                 raise InternalError(f"internal error; call id {call_id}") from None
             return result
 
-        wrapper.allowed_roles = roles
+        # mypy has no notion of attributes set on a function (python/mypy#2087).
+        wrapper.allowed_roles = roles  # type: ignore[attr-defined]
         # Read by shared.asyncapi to document the RPC contract.
-        wrapper.__contract__ = {"kind": "rpc", "roles": roles, "schema": schema, "read_only": read_only,
-                                "doc": method.__doc__}
+        wrapper.__contract__ = {  # type: ignore[attr-defined]
+            "kind": "rpc", "roles": roles, "schema": schema, "read_only": read_only, "doc": method.__doc__}
         return wrapper
 
     return decorate
@@ -120,8 +119,9 @@ def on_event(source_service, event_type, schema=None, **handler_options):
             self.db.commit()
             return result
 
-        wrapper.__contract__ = {"kind": "event_handler", "source": source_service, "event_type": event_type,
-                                "schema": schema, "doc": method.__doc__}
+        wrapper.__contract__ = {  # type: ignore[attr-defined]  # python/mypy#2087, as above
+            "kind": "event_handler", "source": source_service, "event_type": event_type,
+            "schema": schema, "doc": method.__doc__}
         return entrypoint(wrapper)
 
     return decorate

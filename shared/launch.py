@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from shared.suite import ROOT, present_services, service_class
 
+
 class UnknownService(SystemExit):
     def __init__(self, name):
         super().__init__(f"unknown service {name!r}: choose one of {', '.join(present_services())}")

@@ -8,6 +8,7 @@ deduplicate by the envelope id).
 import datetime as dt
 import logging
 import uuid
+from typing import Any
 
 import eventlet
 import eventlet.semaphore
@@ -64,7 +65,7 @@ class ProcessedEventMixin:
     processed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
-def outbox_models(base):
+def outbox_models(base: type[Any]):
     """A service's ``outbox_events`` and ``processed_events`` tables, on its own declarative base."""
 
     class OutboxEvent(OutboxEventMixin, base):

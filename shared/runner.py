@@ -26,8 +26,9 @@ import os
 import signal
 import sys
 
-import shared  # noqa: F401  (quiets eventlet's and pkg_resources' import-time warnings)
 import eventlet
+
+import shared  # noqa: F401  (quiets eventlet's and pkg_resources' import-time warnings)
 
 eventlet.monkey_patch()  # before nameko and the services import socket, threading, time
 

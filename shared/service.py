@@ -12,6 +12,8 @@ from shared.web import ObservableMixin
 
 
 class ServiceBase(ObservableMixin):
+    name: str  # each service class sets its own (nameko's service name)
+
     config = Config()
     relay = OutboxRelay()
     auth = Auth()

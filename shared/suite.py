@@ -172,13 +172,13 @@ def start_service(name, port):
     from shared import launch  # it imports this module
 
     # One JSON line per call would bury the terminal: each service logs to its own file.
-    log = open(log_path(name), "ab")
-    return subprocess.Popen(
-        launch.run_argv(name), cwd=ROOT, env=launch.run_env(name, env), stdout=log, stderr=subprocess.STDOUT,
-        # Own process group: a terminal's Ctrl-C reaches only the suite, which then stops
-        # each service once, gracefully (a second signal would make the runner kill its workers).
-        start_new_session=True,
-    )
+    with open(log_path(name), "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            launch.run_argv(name), cwd=ROOT, env=launch.run_env(name, env), stdout=log, stderr=subprocess.STDOUT,
+            # Own process group: a terminal's Ctrl-C reaches only the suite, which then stops
+            # each service once, gracefully (a second signal would make the runner kill its workers).
+            start_new_session=True,
+        )
 
 
 def log_path(name):

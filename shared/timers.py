@@ -3,6 +3,8 @@ from nameko.timer import Timer
 
 
 class ConfigTimer(Timer):
+    interval: float  # seconds; nameko's Timer sets it
+
     def __init__(self, config_key, default, **kwargs):
         self.config_key = config_key
         super().__init__(interval=default, **kwargs)

@@ -1,5 +1,6 @@
 """HTTP endpoints every service serves: /metrics, /healthz, /readyz."""
 import json
+from typing import Any
 
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -23,6 +24,13 @@ def _json(status, body):
 
 class ObservableMixin:
     """Mixed into each service class; it expects ``telemetry`` and ``db`` dependencies."""
+
+    # What nameko injects into each worker from the service class's dependency providers
+    # (Config, Telemetry, Database): the class attributes themselves are the providers.
+    config: Any
+    telemetry: Any
+    db: Any
+
 
     @http("GET", "/metrics")
     def http_metrics(self, request):

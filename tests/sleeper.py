@@ -4,6 +4,7 @@
 on a call that another instance, started with a scale of 0, answers at once.
 """
 import eventlet
+from eventlet.event import Event
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
@@ -12,11 +13,11 @@ from nameko.rpc import rpc
 class StartGate(DependencyProvider):
     """Holds the container's start until ``opened`` is sent (the test plays a slow start-up)."""
 
-    reached = None
-    opened = None
+    reached: Event | None = None
+    opened: Event | None = None
 
     def start(self):
-        if StartGate.opened is not None:
+        if StartGate.opened is not None and StartGate.reached is not None:
             StartGate.reached.send(True)
             StartGate.opened.wait()
 

@@ -120,13 +120,13 @@ class Receiver:
         body = json.loads(environ["wsgi.input"].read(length) or b"null")
         path = environ["PATH_INFO"]
         for rule in self.rules:
-            if rule["path"] == path and (rule["when"] is None or rule["when"](body)):
-                if rule["times"] is None or rule["times"] > 0:
-                    if rule["times"] is not None:
-                        rule["times"] -= 1
-                    self.requests.append((path, body, rule["status"]))
-                    start_response(f"{rule['status']} Error", [("Content-Type", "application/json")])
-                    return [b'{"error": "refused"}']
+            if (rule["path"] == path and (rule["when"] is None or rule["when"](body))
+                    and (rule["times"] is None or rule["times"] > 0)):
+                if rule["times"] is not None:
+                    rule["times"] -= 1
+                self.requests.append((path, body, rule["status"]))
+                start_response(f"{rule['status']} Error", [("Content-Type", "application/json")])
+                return [b'{"error": "refused"}']
         self.requests.append((path, body, 200))
         start_response("200 OK", [("Content-Type", "application/json")])
         return [b'{"errcode": 0, "errmsg": "ok"}']

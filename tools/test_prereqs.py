@@ -114,15 +114,17 @@ def apt_install(package, why):
     # ships (the prometheus package would start a Prometheus server); recommends are left out.
     policy = "/usr/sbin/policy-rc.d"
     own_policy = not os.path.exists(policy)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    env: dict[str, str] = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         if own_policy:
             subprocess.run([*sudo, "sh", "-c", f"printf '#!/bin/sh\\nexit 101\\n' > {policy} && chmod 755 {policy}"],
                            check=True)
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": env}
-        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False, **quiet)
-        result = subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
-                                check=False, **quiet)
+        def apt_get(*args):
+            return subprocess.run([*sudo, "apt-get", *args], check=False, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+
+        apt_get("update", "-qq")
+        result = apt_get("install", "-y", "-qq", "--no-install-recommends", package)
         if result.returncode != 0:
             say(f"  apt-get could not install {package}: {result.stderr.strip().splitlines()[-1:]}")
             return False

@@ -1,8 +1,8 @@
 """Vendor the openAPIV3Schema of CustomResourceDefinitions as JSON, for the offline checks in
 tests/deploy/test_custom_resources.py.
 
-    python k8s/schemas/vendor_crd.py CRD.yaml [CRD.yaml ...]           # write k8s/schemas/<group>/<kind>_<version>.json
-    python k8s/schemas/vendor_crd.py --check CRD.yaml [CRD.yaml ...]   # compare with what is vendored, exit 1 on a difference
+    python k8s/schemas/vendor_crd.py CRD.yaml [CRD.yaml ...]          # write k8s/schemas/<group>/<kind>_<version>.json
+    python k8s/schemas/vendor_crd.py --check CRD.yaml [CRD.yaml ...]  # compare with the vendored copy; exit 1 on a diff
 
 A CRD file may hold several documents (a release manifest such as cnpg-1.25.1.yaml works as is);
 documents that are not CustomResourceDefinitions are skipped. Each served version's

@@ -8,7 +8,7 @@ _ID_SHAPE = re.compile(r"^[1-9]\d{16}[\dX]$")
 
 
 def check_digit(first17):
-    return _CHECK_CHARS[sum(int(c) * w for c, w in zip(first17, _WEIGHTS)) % 11]
+    return _CHECK_CHARS[sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True)) % 11]
 
 
 def id_number_problem(value):

@@ -3,10 +3,10 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from shared import paths as tree
 from services.grid.models import Incident, IncidentStep, Resident, Unit
 from services.grid.units import reachable_unit
 from services.grid.vocabulary import DEPARTMENT_LEVEL
+from shared import paths as tree
 from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, ValidationError
 

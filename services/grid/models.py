@@ -4,14 +4,22 @@ any unit is one index range scan with no joins up the tree."""
 import datetime as dt
 
 from sqlalchemy import (
-    JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
-from shared.paths import PathText
 from shared.outbox import outbox_models
+from shared.paths import PathText
 
 FK_BIGID = BigId
 

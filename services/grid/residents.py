@@ -3,9 +3,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from shared import paths as tree
 from services.grid.models import Household, Resident, ResidentTag
 from services.grid.units import reachable_unit
+from shared import paths as tree
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.pii import mask_id_number, mask_phone
@@ -69,9 +69,9 @@ def move_household(uow, caller, household_id, unit_id):
     unit = _open_small_grid(session, caller, unit_id)
     old_path = household.unit_path
     household.unit_id, household.unit_path = unit.id, unit.path
-    for model in (Resident, ResidentTag):
-        where = model.household_id == household.id if model is Resident else model.resident_id.in_(
-            select(Resident.id).where(Resident.household_id == household.id))
+    members = select(Resident.id).where(Resident.household_id == household.id)
+    for model, where in ((Resident, Resident.household_id == household.id),
+                         (ResidentTag, ResidentTag.resident_id.in_(members))):
         session.execute(update(model).where(where).values(unit_path=unit.path)
                         .execution_options(synchronize_session=False))
     session.flush()
@@ -236,17 +236,14 @@ def find_residents(session, caller, vault, under, tags_any, tags_all, page, page
         query = query.where(tree.in_subtree(Resident.unit_path, root.path))
     else:
         query = query.where(Resident.id.in_(matching))
-    if after is not None:
-        query = query.where(Resident.id > after)
-    else:
-        query = query.offset((page - 1) * page_size)
+    query = query.where(Resident.id > after) if after is not None else query.offset((page - 1) * page_size)
     rows = session.scalars(query.order_by(Resident.id).limit(page_size + 1)).all()
     rows, has_more = rows[:page_size], len(rows) > page_size
     return _summaries(session, caller, vault, rows), has_more
 
 
 def _summaries(session, caller, vault, rows):
-    tags = {}
+    tags: dict[int, list[str]] = {}
     if rows:
         for resident_id, tag in session.execute(
             select(ResidentTag.resident_id, ResidentTag.tag)

@@ -1,6 +1,5 @@
 """Input and output schemas of the grid RPC contract."""
-from marshmallow import ValidationError as FieldError
-from marshmallow import fields, validate, validates_schema
+from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
 
 from services.grid import vocabulary as v
 from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number

@@ -3,12 +3,12 @@ from collections import defaultdict
 
 from sqlalchemy import func, select
 
-from shared import paths as tree
 from services.grid import incidents
 from services.grid.models import Household, ScreeningCampaign, ScreeningVisit, Unit
 from services.grid.residents import load_household
 from services.grid.units import reachable_unit
 from services.grid.vocabulary import DEPTH, LEVELS, VISIT_OUTCOMES
+from shared import paths as tree
 from shared.db import fetch, utcnow
 from shared.errors import Conflict, ValidationError
 
@@ -83,7 +83,7 @@ def screening_progress(session, caller, campaign_id, level):
         # Levels may be skipped (a community straight under a district): match by id, not position.
         return next((unit_id for unit_id in tree.path_ids(path) if unit_id in group_ids), None)
 
-    households = defaultdict(int)
+    households: defaultdict[int | None, int] = defaultdict(int)
     for path, count in session.execute(
         select(Household.unit_path, func.count()).where(tree.in_subtree(Household.unit_path, root.path))
         .group_by(Household.unit_path)
@@ -93,7 +93,7 @@ def screening_progress(session, caller, campaign_id, level):
     latest = (select(func.max(ScreeningVisit.id).label("visit_id"))
               .where(ScreeningVisit.campaign_id == campaign.id)
               .group_by(ScreeningVisit.household_id).subquery())
-    outcomes = defaultdict(lambda: dict.fromkeys(VISIT_OUTCOMES, 0))
+    outcomes: defaultdict[int | None, dict[str, int]] = defaultdict(lambda: dict.fromkeys(VISIT_OUTCOMES, 0))
     for path, outcome, count in session.execute(
         select(Household.unit_path, ScreeningVisit.outcome, func.count())
         .join(latest, latest.c.visit_id == ScreeningVisit.id)

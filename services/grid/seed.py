@@ -35,7 +35,7 @@ def seed_demo(amqp_uri, district=None):
                 made = batch(grid.create_unit, [
                     {"parent_id": ids[parent_code], "level": level, "name": unit.name, "code": unit.code}
                     for parent_code, unit in units], bar, f"units: {level}")
-                ids.update({unit.code: answer["id"] for (_, unit), answer in zip(units, made)})
+                ids.update({unit.code: answer["id"] for (_, unit), answer in zip(units, made, strict=True)})
                 parents = {unit.code: unit for _, unit in units}
             units = data.units()
             batch(grid.set_party_org, [{"unit_id": ids[u.code], "name": u.party_org} for u in units if u.party_org],
@@ -46,12 +46,12 @@ def seed_demo(amqp_uri, district=None):
             households = data.households()
             made = batch(grid.register_household, [
                 {"unit_id": ids[h.unit_code], "address": h.address} for h in households], bar, "households")
-            household_ids = {h.key: answer["id"] for h, answer in zip(households, made)}
+            household_ids = {h.key: answer["id"] for h, answer in zip(households, made, strict=True)}
             people = [(h, r) for h in households for r in h.residents]
             made = batch(grid.register_resident, [
                 {"household_id": household_ids[h.key], "name": r.name, "id_number": r.id_number, "phone": r.phone,
                  "birth_date": r.birth_date.isoformat()} for h, r in people], bar, "residents")
-            resident_ids = {r.phone: answer["id"] for (_, r), answer in zip(people, made)}
+            resident_ids = {r.phone: answer["id"] for (_, r), answer in zip(people, made, strict=True)}
             batch(grid.tag_resident, [{"resident_id": resident_ids[r.phone], "tag": tag}
                                       for _, r in people for tag in r.tags], bar, "tags")
             today = dt.date.today()
@@ -66,7 +66,7 @@ def seed_demo(amqp_uri, district=None):
                 {"unit_id": ids[i.unit_code], "category": i.category, "description": i.description}
                 for i in data.incidents], bar, "incidents")
             remember(district=root["id"], street=ids[data.root.children[0].code], campaign=campaign["id"])
-            for incident, reported in zip(data.incidents, incidents):
+            for incident, reported in zip(data.incidents, incidents, strict=True):
                 if incident.resolution:
                     grid.resolve_incident(incident_id=reported["id"], resolution=incident.resolution)
         counts = data.counts()

@@ -5,12 +5,12 @@ incidents and escalation. Entrypoints are thin: authorise and validate
 from services.grid import incidents, residents, schemas, screening, units
 from services.grid.models import Base, OutboxEvent, ProcessedEvent
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
+from shared import service as base
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
-from shared.validation import page_of
-from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
+from shared.validation import page_of
 
 ADMIN = ("admin",)
 MANAGERS = ("admin", "officer")

@@ -1,9 +1,9 @@
 """The unit tree: units, their staff and Party organisations."""
 from sqlalchemy import select, update
 
-from shared import paths as tree
 from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
 from services.grid.vocabulary import DEPTH
+from shared import paths as tree
 from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 
@@ -97,7 +97,8 @@ def move_unit(uow, caller, unit_id, new_parent_id):
     unit = fetch(session, Unit, unit_id, "unit")
     unit.parent_id = parent.id
     session.flush()
-    uow.emit("unit_moved", f"unit/{unit.id}", {**unit_event(unit), "old_path": [str(i) for i in tree.path_ids(old_path)]})
+    uow.emit("unit_moved", f"unit/{unit.id}",
+             {**unit_event(unit), "old_path": [str(i) for i in tree.path_ids(old_path)]})
     return unit
 
 

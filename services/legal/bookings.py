@@ -4,7 +4,6 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import eventlet
-
 from sqlalchemy import func, select
 
 from services.legal import slots
@@ -46,7 +45,7 @@ def _plans(session, specialty, station_ids, lawyer_id=None):
 
 def _busy(session, lawyer_ids, start, end, exclude_consultation=None):
     """Busy intervals per lawyer between start and end: time off and booked consultations."""
-    busy = {lawyer_id: [] for lawyer_id in lawyer_ids}
+    busy: dict[int, list[tuple[dt.datetime, dt.datetime]]] = {lawyer_id: [] for lawyer_id in lawyer_ids}
     for row in session.execute(select(TimeOff.lawyer_id, TimeOff.starts_at, TimeOff.ends_at).where(
             TimeOff.lawyer_id.in_(lawyer_ids), TimeOff.ends_at > start, TimeOff.starts_at < end)):
         busy[row[0]].append((row[1], row[2]))
@@ -82,7 +81,7 @@ def find_slots(session, grid, policy, specialty, date_from, date_to, station_id,
     range_start = dt.datetime.combine(date_from, dt.time(0), tzinfo=policy.zone)
     range_end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(0), tzinfo=policy.zone)
     busy = _busy(session, {plan.lawyer_id for plan, _ in plans}, range_start, range_end)
-    found = []
+    found: list[tuple[dt.datetime, int, str, int, dt.datetime]] = []
     day = date_from
     while day <= date_to and len(found) < limit:
         for plan, lawyer in plans:

@@ -62,14 +62,16 @@ def parties_of(grid, case, reveal):
 
 
 def _event(case, **extra):
-    return {"case_id": str(case.id), "unit_id": str(case.unit_id), "unit_path": [str(i) for i in path_ids(case.unit_path)],
+    return {"case_id": str(case.id), "unit_id": str(case.unit_id),
+            "unit_path": [str(i) for i in path_ids(case.unit_path)],
             "category": case.category, "status": case.status,
             "party_resident_ids": [str(i) for i in case.party_resident_ids],
             "source_incident_id": str(case.source_incident_id) if case.source_incident_id else None, **extra}
 
 
 def mediator_ids(session, case):
-    return {(m.kind, m.mediator_id) for m in session.scalars(select(CaseMediator).where(CaseMediator.case_id == case.id))}
+    return {(m.kind, m.mediator_id)
+            for m in session.scalars(select(CaseMediator).where(CaseMediator.case_id == case.id))}
 
 
 def _is_assigned(session, caller, case):

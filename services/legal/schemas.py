@@ -1,6 +1,7 @@
 """Input and output schemas of the legal RPC contract."""
-from marshmallow import ValidationError as FieldError
-from marshmallow import fields, validate, validates_schema
+import itertools
+
+from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
 
 from services.legal import vocabulary as v
 from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime, WeeklyWindow
@@ -36,12 +37,12 @@ class SetSchedule(StrictSchema):
 
     @validates_schema
     def windows_do_not_overlap(self, data, **kwargs):
-        by_day = {}
+        by_day: dict[int, list[tuple[str, str]]] = {}
         for window in data["weekly"]:
             by_day.setdefault(window["weekday"], []).append((window["start"], window["end"]))
         for windows in by_day.values():
             windows.sort()
-            if any(earlier[1] > later[0] for earlier, later in zip(windows, windows[1:])):
+            if any(earlier[1] > later[0] for earlier, later in itertools.pairwise(windows)):
                 raise FieldError("Windows on one weekday overlap.", "weekly")
 
 

@@ -9,7 +9,14 @@ import os
 
 from shared.demo_data import build_district
 from shared.demo_seed import (
-    Stopwatch, batch, district_to_seed, progress, proxy, residents_by_phone, say, unit_ids,
+    Stopwatch,
+    batch,
+    district_to_seed,
+    progress,
+    proxy,
+    residents_by_phone,
+    say,
+    unit_ids,
 )
 
 
@@ -27,7 +34,7 @@ def seed_demo(amqp_uri, district=None):
             made = batch(rpc.legal.create_station, [
                 {"unit_id": ids[s.unit_code], "name": s.name, "address": s.address} for s in data.stations],
                 bar, "legal stations")
-            station_ids = {s.key: answer["id"] for s, answer in zip(data.stations, made)}
+            station_ids = {s.key: answer["id"] for s, answer in zip(data.stations, made, strict=True)}
             made = batch(rpc.legal.register_lawyer, [
                 {"name": lawyer.name, "firm": lawyer.firm, "license_no": lawyer.license_no,
                  "specialties": lawyer.specialties, "station_ids": [station_ids[k] for k in lawyer.station_keys],
@@ -38,10 +45,10 @@ def seed_demo(amqp_uri, district=None):
             for round_ in range(max(len(lawyer.schedules) for lawyer in data.lawyers)):
                 batch(rpc.legal.set_schedule, [
                     {"lawyer_id": lawyer_id, "station_id": station_ids[key], "weekly": weekly}
-                    for lawyer_id, lawyer in zip(lawyer_ids, data.lawyers)
+                    for lawyer_id, lawyer in zip(lawyer_ids, data.lawyers, strict=True)
                     for n, (key, weekly) in enumerate(sorted(lawyer.schedules.items())) if n == round_],
                     bar, f"weekly plans ({round_ + 1})")
-            start = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            start = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             batch(rpc.legal.add_time_off, [
                 {"lawyer_id": lawyer_id, "starts_at": (start + dt.timedelta(days=3 + n)).isoformat(),
                  "ends_at": (start + dt.timedelta(days=5 + n)).isoformat(), "reason": "出庭 In court"}

@@ -2,17 +2,16 @@
 booking, confidential consultations, and mediation cases."""
 import logging
 
-
 from services.legal import bookings, directory, mediation, schemas
 from services.legal.models import Base, OutboxEvent, ProcessedEvent
+from shared import service as base
+from shared.auth import system_caller
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
-from shared.auth import system_caller
 from shared.endpoints import endpoint, on_event, rpc
-from shared.validation import page_of
-from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
+from shared.validation import page_of
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ def day_slots(plan, day, zone):
         end = dt.datetime.combine(day, _clock(window["end"]), tzinfo=zone)
         moment = start
         while moment + length <= end:
-            yield moment.astimezone(dt.timezone.utc), (moment + length).astimezone(dt.timezone.utc)
+            yield moment.astimezone(dt.UTC), (moment + length).astimezone(dt.UTC)
             moment += step
 
 

@@ -55,12 +55,12 @@ def delivery_report(session, caller, grid, notice, level):
     ).all()
     groups = _groups(grid, notice, level)
     empty = {"targeted": 0, "sent": 0, "delivered": 0, "failed": 0, "acknowledged": 0}
-    rows = defaultdict(lambda: dict(empty))
+    rows: defaultdict[int, dict[str, int]] = defaultdict(lambda: dict(empty))
     totals = dict(empty)
     for path, targeted, sent, delivered, failed, acked in by_path:
         ids = path_ids(path)
         group = next((g for g in ids if g in groups), None)
-        for key, value in zip(empty, (targeted, sent, delivered, failed, acked)):
+        for key, value in zip(empty, (targeted, sent, delivered, failed, acked), strict=True):
             totals[key] += int(value or 0)
             if group is not None:
                 rows[group][key] += int(value or 0)

@@ -52,7 +52,7 @@ def quiet_hours_end(now, start, end, zone):
         end_day = local.date() + dt.timedelta(days=1) if clock >= start else local.date()
     if not inside:
         return None
-    return dt.datetime.combine(end_day, end, tzinfo=zone).astimezone(dt.timezone.utc)
+    return dt.datetime.combine(end_day, end, tzinfo=zone).astimezone(dt.UTC)
 
 
 def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):

@@ -108,7 +108,7 @@ class StubChannel:
 
     def __init__(self, channel, keep=10_000):
         self.channel = channel
-        self.sent = deque(maxlen=keep)
+        self.sent: deque[Outbound] = deque(maxlen=keep)
         self.count = 0
 
     def send(self, message):
@@ -122,7 +122,7 @@ class StubChannel:
 
 def build_channels(config):
     """Adapters from the CHANNELS config: ``url: stub`` picks the stub twin."""
-    channels = {}
+    channels: dict[str, HttpGateway | StubChannel] = {}  # ChatRobot is an HttpGateway
     for name, settings in (config or {}).items():
         url = str(settings.get("url") or "stub")
         timeout = float(settings.get("timeout", 5.0))

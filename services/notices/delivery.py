@@ -80,7 +80,7 @@ def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000):
 
 
 def _send_all(adapter, messages):
-    outcomes = [None] * len(messages)
+    outcomes: list[Outcome | None] = [None] * len(messages)
     addressed = []
     for index, message in enumerate(messages):
         if message.to is None:
@@ -92,19 +92,19 @@ def _send_all(adapter, messages):
     except Exception as exc:  # an adapter bug must not lose the batch: all of it retries
         log.exception("channel adapter raised", extra={"method": messages[0].channel})
         sent = [Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")] * len(addressed)
-    for index, outcome in zip(addressed, sent):
+    for index, outcome in zip(addressed, sent, strict=True):  # adapters answer each message they are given
         outcomes[index] = outcome
     return outcomes
 
 
 def _record(session, retry, channel, rows, outcomes, now):
-    sent_ids = [row.id for row, outcome in zip(rows, outcomes) if outcome.ok]
+    sent_ids = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome.ok]
     if sent_ids:
         # One statement for the common case: every accepted message in the batch.
         session.execute(update(Delivery).where(Delivery.id.in_(sent_ids))
                         .values(status="sent", attempts=Delivery.attempts + 1, sent_at=now, detail=None)
                         .execution_options(synchronize_session=False))
-    for row, outcome in zip(rows, outcomes):
+    for row, outcome in zip(rows, outcomes, strict=True):
         if outcome.ok:
             continue
         attempts = row.attempts + 1

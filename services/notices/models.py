@@ -3,14 +3,23 @@ targeted, where (unit path), with which vulnerable tags, and each delivery's fat
 import datetime as dt
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Time, UniqueConstraint, text,
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Time,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
-from shared.paths import PathText
 from shared.outbox import outbox_models
-
+from shared.paths import PathText
 
 
 class Base(DeclarativeBase):

@@ -1,9 +1,9 @@
 """Publishing approved notices (a timer drives it) and direct messages for the other services."""
-from services.notices import audience, notices
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from services.notices import audience, notices
 from services.notices.models import Notice, NoticeTarget
 from services.notices.templates import render
 from shared import grid_lookup

@@ -1,8 +1,7 @@
 """Input and output schemas of the notices RPC contract."""
 import datetime as dt
 
-from marshmallow import ValidationError as FieldError
-from marshmallow import fields, validate, validates_schema
+from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
 
 from services.notices import vocabulary as v
 from services.notices.templates import TEMPLATES
@@ -43,7 +42,7 @@ class CreateNotice(StrictSchema):
             errors["ack_deadline"] = ["Required when requires_ack is true."]
         if data["ack_deadline"] is not None and not data["requires_ack"]:
             errors["ack_deadline"] = ["Only with requires_ack."]
-        publish_at = data["publish_at"] or dt.datetime.now(dt.timezone.utc)
+        publish_at = data["publish_at"] or dt.datetime.now(dt.UTC)
         if data["expires_at"] is not None and data["expires_at"] <= publish_at:
             errors["expires_at"] = ["Must be after publish_at (or now)."]
         if data["ack_deadline"] is not None and data["ack_deadline"] <= publish_at:

@@ -12,7 +12,7 @@ from shared.demo_seed import Stopwatch, district_to_seed, proxy, say
 
 
 def notices_for(district_id, street_id, street_name):
-    week = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=7)).replace(microsecond=0).isoformat()
+    week = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).replace(microsecond=0).isoformat()
     return [
         {"title": "防范养老诈骗提醒", "category": "legal_publicity", "severity": "moderate", "urgency": "expected",
          "body": "近期有不法分子以“保健品”“以房养老”等名义诈骗老年人。陌生来电谈钱、要求转账的，请先给子女"

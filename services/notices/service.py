@@ -5,14 +5,13 @@ from nameko.extensions import DependencyProvider
 from services.notices import acks, delivery, notices, preferences, publishing, schemas
 from services.notices.channels import RateLimiter, build_channels
 from services.notices.models import Base, OutboxEvent, ProcessedEvent
+from shared import service as base
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
-from shared.validation import page_of
-from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
-
+from shared.validation import page_of
 
 MANAGERS = ("admin", "officer")
 READERS = ("admin", "officer", "grid_worker", "service")
@@ -26,8 +25,8 @@ GAUGES = [
              "SELECT channel, status, count(*) FROM deliveries GROUP BY channel, status",
              labels=["channel", "status"]),
     SqlGauge("grassroots_notices_due_deliveries", "Queued deliveries whose time has come.",
-             "SELECT channel, count(*) FROM deliveries WHERE status = 'queued' AND next_attempt_at <= CURRENT_TIMESTAMP "
-             "GROUP BY channel", labels=["channel"]),
+             "SELECT channel, count(*) FROM deliveries "
+             "WHERE status = 'queued' AND next_attempt_at <= CURRENT_TIMESTAMP GROUP BY channel", labels=["channel"]),
     SqlGauge("grassroots_notices_acknowledgements", "Residents' acknowledgements of notices.",
              "SELECT count(*) FROM acknowledgements"),
 ]

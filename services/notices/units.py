@@ -11,7 +11,7 @@ def unit_paths(grid, unit_ids, field="under"):
 def outermost(paths):
     """Drop units that lie under another listed unit, so the subtrees are disjoint."""
     ordered = sorted(paths.items(), key=lambda item: len(item[1]))
-    kept = {}
+    kept: dict[int, str] = {}
     for unit_id, path in ordered:
         if not any(path.startswith(other) for other in kept.values()):
             kept[unit_id] = path

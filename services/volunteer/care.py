@@ -90,7 +90,7 @@ def _care_origin(household_id, kind, day):
 
 
 def _needed_by(kind, day, policy, now):
-    wanted = dt.datetime.combine(day, dt.time(CARE_DUE_HOUR[kind]), tzinfo=policy.zone).astimezone(dt.timezone.utc)
+    wanted = dt.datetime.combine(day, dt.time(CARE_DUE_HOUR[kind]), tzinfo=policy.zone).astimezone(dt.UTC)
     return max(wanted, now + MIN_LEAD)
 
 
@@ -123,7 +123,7 @@ def open_due(uow, grid, notices, policy, now, limit=1000):
     for start_at in range(0, len(origins), 1000):
         have.update(session.scalars(select(HelpRequest.origin).where(
             HelpRequest.origin.in_(origins[start_at:start_at + 1000]))))
-    due = {}
+    due: dict[int, CarePlan] = {}
     for origin, plan in wanted.items():
         if origin not in have:
             due.setdefault(plan.household_id, plan)
@@ -142,10 +142,10 @@ def open_due(uow, grid, notices, policy, now, limit=1000):
 def door_knocks(uow, grid, notices, policy, notice_id, residents, now):
     """One check_in request per household with a member who did not acknowledge notice ``notice_id``."""
     session = uow.session
-    households = sorted({int(r["household_id"]) for r in residents})
-    origins = {h: f"unack:notice/{notice_id}:household/{h}" for h in households}
+    household_ids = sorted({int(r["household_id"]) for r in residents})
+    origins = {h: f"unack:notice/{notice_id}:household/{h}" for h in household_ids}
     done = set(session.scalars(select(HelpRequest.origin).where(HelpRequest.origin.in_(list(origins.values())))))
-    todo = [h for h in households if origins[h] not in done]
+    todo = [h for h in household_ids if origins[h] not in done]
     # Ask the grid about every household at once, before any offer goes out, then open the
     # requests one by one (a grid failure here retries the event without having notified anyone).
     pending = {h: grid.get_household.call_async(household_id=str(h)) for h in todo}

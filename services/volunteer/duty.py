@@ -6,9 +6,9 @@ from sqlalchemy import func, select
 
 from services.volunteer.models import Post, Shift, Signup
 from services.volunteer.people import reachable_volunteer
-from shared.grid_lookup import unit_path
 from shared.db import fetch, locking, serialize_on, utcnow
 from shared.errors import Conflict, ValidationError
+from shared.grid_lookup import unit_path
 from shared.paths import in_subtree, path_ids
 
 

@@ -27,7 +27,7 @@ class Candidate:
 
 def common_prefix(ids_a, ids_b):
     depth = 0
-    for a, b in zip(ids_a, ids_b):
+    for a, b in zip(ids_a, ids_b, strict=False):  # paths of any depths: the shorter one ends the prefix
         if a != b:
             break
         depth += 1

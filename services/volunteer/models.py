@@ -2,7 +2,7 @@
 "nearest first" is a comparison of path prefixes and "under a unit" is one index range."""
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, Date, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId

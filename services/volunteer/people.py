@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 from services.volunteer.models import Pledge, Signup, Volunteer
 from shared import grid_lookup
 from shared.db import fetch, paged, utcnow
-from shared.grid_lookup import unit_path
 from shared.errors import Conflict, Forbidden, ValidationError
+from shared.grid_lookup import unit_path
 from shared.paths import in_subtree, path_ids
 
 PHONE_CONTEXT = b"phone"
@@ -104,14 +104,15 @@ def list_pledges(session, grid, under, status):
     if status is not None:
         query = query.where(Pledge.status == status)
     pledges = session.scalars(query.order_by(Pledge.id)).all()
-    totals = defaultdict(lambda: [0, 0])
+    totals: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])  # unit id: [made, fulfilled]
     for pledge in session.scalars(select(Pledge).where(in_subtree(Pledge.unit_path, path))):
         ids = path_ids(pledge.unit_path)
         unit = ids[depth] if len(ids) > depth else ids[-1]
         totals[unit][0] += 1
         totals[unit][1] += pledge.status == "fulfilled"
     rates = [{"unit_id": str(unit), "pledges": made, "fulfilled": done,
-              "fulfilment_rate": round(done / made, 3) if made else 0.0} for unit, (made, done) in sorted(totals.items())]
+              "fulfilment_rate": round(done / made, 3) if made else 0.0}
+             for unit, (made, done) in sorted(totals.items())]
     return pledges, rates
 
 

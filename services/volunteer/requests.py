@@ -138,7 +138,8 @@ def best_volunteers(session, grid, policy, request, now, wanted):
     """The best ``wanted`` eligible volunteers, searching the request's own small grid first, then wider."""
     offered = set(session.scalars(select(Offer.volunteer_id).where(Offer.request_id == request.id)))
     isolated = isolated_households(session)  # once, not once per widening scope
-    chosen, residents = [], {}
+    chosen: list[matching.Candidate] = []
+    residents: dict[int, int | None] = {}  # volunteer id: resident id
     for scope in matching.search_scopes(request.unit_path, request.search_floor):
         candidates, found = _candidates(session, scope, now, policy, isolated)
         residents.update(found)
@@ -273,7 +274,8 @@ def list_requests(session, caller, grid, under, status, page, page_size):
 
 def my_tasks(session, volunteer_id):
     tasks = session.scalars(select(HelpRequest).where(HelpRequest.volunteer_id == volunteer_id,
-                                                      HelpRequest.status == "matched").order_by(HelpRequest.needed_by)).all()
+                                                      HelpRequest.status == "matched")
+                            .order_by(HelpRequest.needed_by)).all()
     offers = session.scalars(select(Offer).where(Offer.volunteer_id == volunteer_id, Offer.status == "pending")
                              .order_by(Offer.expires_at)).all()
     return tasks, offers

@@ -2,7 +2,18 @@
 from marshmallow import fields, validate
 
 from services.volunteer import vocabulary as v
-from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime, WeeklyWindow
+from shared.validation import (
+    EventData,
+    Id,
+    ListOf,
+    OneOf,
+    PageSchema,
+    Phone,
+    Str,
+    StrictSchema,
+    UtcDateTime,
+    WeeklyWindow,
+)
 
 
 def availability_field(**kwargs):

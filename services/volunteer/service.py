@@ -3,16 +3,15 @@ matched to nearby volunteers."""
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-
 from services.volunteer import care, duty, people, requests, schemas
 from services.volunteer.models import Base, OutboxEvent, ProcessedEvent
+from shared import service as base
 from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
-from shared.validation import page_of
-from shared import service as base
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
+from shared.validation import page_of
 
 STAFF = ("admin", "officer", "grid_worker")
 STAFF_SERVICE = STAFF + ("service",)
@@ -139,8 +138,8 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.CreateRequest())
     def create_request(self, caller, **args):
-        return schemas.request_view(caller).dump(requests.create_request(self.db, caller, self.grid, self.notices, self.policy,
-                                                            **args))
+        request = requests.create_request(self.db, caller, self.grid, self.notices, self.policy, **args)
+        return schemas.request_view(caller).dump(request)
 
     @rpc
     @endpoint(roles=("volunteer", "admin"), schema=schemas.RespondOffer())

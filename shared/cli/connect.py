@@ -1,6 +1,6 @@
 """The broker: the ``--amqp-uri`` option and an RPC proxy that carries the caller's token."""
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.cli import EXIT_UNREACHABLE, CliError
@@ -49,10 +49,8 @@ def rpc_proxy(uri, token, timeout=DEFAULT_TIMEOUT):
     try:
         yield rpc
     finally:
-        try:
+        with suppress(OSError, AMQPError):
             proxy.stop()
-        except (OSError, AMQPError):
-            pass
 
 
 def unreachable(exc, target, timeout):

@@ -5,10 +5,10 @@ no nameko), with routing key ``#`` or the exact event types asked for; glob patt
 (``incident_*``) bind ``#`` and are matched here. Only the envelope's own fields are printed
 (time, source, type, subject, data) — never headers or anything else a message carries.
 """
+import contextlib
 import datetime as dt
 import fnmatch
 import json
-import socket
 import uuid
 
 from rich.text import Text
@@ -96,7 +96,7 @@ def format_time(value):
     except ValueError:
         return str(value)
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc)
+        moment = moment.astimezone(dt.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}" + (
         "Z" if moment.tzinfo is not None else "")
 
@@ -161,10 +161,8 @@ def check_exchanges(connection, services):
                 raise CliError(f"no exchange {service}.events on this broker: is {service!r} a service "
                                f"of the suite ({', '.join(sorted(known))})?", EXIT_USAGE) from None
         finally:
-            try:
+            with contextlib.suppress(Exception):  # a passive declare that failed has closed it already
                 channel.close()
-            except Exception:  # a passive declare that failed has closed it already
-                pass
 
 
 def follow(uri, services, patterns, count, on_event, on_ready=None, poll_seconds=1.0):
@@ -209,12 +207,10 @@ def follow(uri, services, patterns, count, on_event, on_ready=None, poll_seconds
         while count is None or seen < count:
             try:
                 connection.drain_events(timeout=poll_seconds)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (OSError, AMQPError) as exc:
                 raise CliError(f"lost the broker: {exc}", EXIT_UNREACHABLE) from None
     finally:
-        try:
+        with contextlib.suppress(Exception):
             connection.release()
-        except Exception:
-            pass

@@ -13,6 +13,7 @@ still shows at its own level.
 """
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -73,16 +74,15 @@ def run_tree(args, out, err):
     if args.depth < 0:
         raise CliError("--depth must be 0 or more")
     uri = amqp_uri(args)
-    with rpc_proxy(uri, caller_token(args), timeout=args.timeout) as rpc:
-        with walk_progress(err) as progress:
-            try:
-                subtree = collect(rpc.grid, args.unit_id, args.depth, campaign_id=args.campaign,
-                                  include_closed=args.include_closed, progress=progress)
-            except Exception as exc:
-                problem = unreachable(exc, "grid", args.timeout)
-                if problem is None:
-                    raise
-                raise problem from None
+    with rpc_proxy(uri, caller_token(args), timeout=args.timeout) as rpc, walk_progress(err) as progress:
+        try:
+            subtree = collect(rpc.grid, args.unit_id, args.depth, campaign_id=args.campaign,
+                              include_closed=args.include_closed, progress=progress)
+        except Exception as exc:
+            problem = unreachable(exc, "grid", args.timeout)
+            if problem is None:
+                raise
+            raise problem from None
     if not out.is_terminal:  # a terminal wraps long lines to fit; a pipe or a file gets them whole
         out = Console(file=out.file, width=UNWRAPPED_WIDTH, highlight=False, no_color=out.no_color)
     out.print(render(subtree))
@@ -152,7 +152,7 @@ def list_levels(grid, root, depth, include_closed, progress):
 
 def in_flight(method, kwargs_list, window=IN_FLIGHT):
     """Call ``method`` for each kwargs, a few at a time; yields (kwargs, result) in order."""
-    pending = deque()
+    pending: deque[tuple[dict, Any]] = deque()  # (kwargs, the reply to come)
     for kwargs in kwargs_list:
         pending.append((kwargs, method.call_async(**kwargs)))
         if len(pending) >= window:
@@ -272,7 +272,7 @@ def display_parent(unit, shown):
 def render(subtree):
     """The subtree as a ``rich.tree.Tree`` (children by name)."""
     shown = {unit["id"] for unit in subtree.units}
-    children = {}
+    children: dict[str, list[dict]] = {}
     for unit in subtree.units[1:]:
         children.setdefault(display_parent(unit, shown) or subtree.root["id"], []).append(unit)
     tree = Tree(unit_label(subtree.root, subtree.stats[subtree.root["id"]], subtree), guide_style="dim")

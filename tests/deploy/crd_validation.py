@@ -119,7 +119,8 @@ def _python_pattern(pattern):
     takes flags such as (?i) anywhere, Python only at the start, so they move there."""
     flags = set(re.findall(r"\(\?([imsU]+)\)", pattern))
     body = re.sub(r"\(\?[imsU]+\)", "", pattern) if flags else pattern
-    fixed = "(?a%s)" % "".join(sorted(set("".join(flags)) - {"U"})) + body
+    kept = "".join(sorted(set("".join(flags)) - {"U"}))
+    fixed = f"(?a{kept})" + body
     re.compile(fixed)  # still invalid: let it raise, the schema needs a look
     return fixed
 
@@ -176,7 +177,7 @@ def to_jsonschema(crd_schema):
 def _list_type(validator, list_type, instance, schema):
     if list_type != "set" or not validator.is_type(instance, "array"):
         return
-    seen = []
+    seen: list[tuple[int, object]] = []
     for i, item in enumerate(instance):
         for j, other in seen:
             if item == other and type(item) is type(other):
@@ -189,7 +190,7 @@ def _list_map_keys(validator, keys, instance, schema):
         return
     item_props = (schema.get("items") or {}).get("properties") or {}
     defaults = {k: (item_props.get(k) or {}).get("default") for k in keys}
-    seen = {}
+    seen: dict[tuple[str, ...], int] = {}
     for i, item in enumerate(instance):
         if not isinstance(item, dict):
             continue
@@ -240,7 +241,7 @@ KubernetesValidator = extend(Draft7Validator, {
 })
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator_for(path):
     with open(path, encoding="utf-8") as f:
         crd_schema = json.load(f)
@@ -263,7 +264,7 @@ def _path(error):
 def _messages(error):
     path = _path(error)
     if error.validator == "additionalProperties" and error.validator_value is False:
-        known = set((error.schema.get("properties") or {}))
+        known = set(error.schema.get("properties") or {})
         extras = sorted(k for k in error.instance if k not in known) if isinstance(error.instance, dict) else []
         where = f"{path}." if path != "<root>" else ""
         return [f"{where}{extra}: unknown field (not in the schema; the API server would prune it)"

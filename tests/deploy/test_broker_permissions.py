@@ -99,11 +99,9 @@ def test_services_work_with_only_their_own_permissions(restricted_suite, call_as
 def test_a_service_user_cannot_touch_another_services_queues(restricted_suite, broker_users):
     from amqp.exceptions import AccessRefused
 
-    with Connection(broker_users["volunteer"]) as conn:
-        with pytest.raises(AccessRefused):
-            conn.channel().basic_get("rpc-grid")  # consuming grid's RPC requests needs read
-    with Connection(broker_users["volunteer"]) as conn:
-        with pytest.raises(AccessRefused):
-            conn.Producer().publish(json.dumps({}), exchange=Exchange("grid.events", type="topic", durable=True),
-                                    routing_key="incident_reported", retry=False)
-            conn.default_channel.basic_qos(0, 1, False)  # flush: the refusal closes the channel
+    with Connection(broker_users["volunteer"]) as conn, pytest.raises(AccessRefused):
+        conn.channel().basic_get("rpc-grid")  # consuming grid's RPC requests needs read
+    with Connection(broker_users["volunteer"]) as conn, pytest.raises(AccessRefused):
+        conn.Producer().publish(json.dumps({}), exchange=Exchange("grid.events", type="topic", durable=True),
+                                routing_key="incident_reported", retry=False)
+        conn.default_channel.basic_qos(0, 1, False)  # flush: the refusal closes the channel

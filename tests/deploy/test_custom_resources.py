@@ -80,6 +80,7 @@ def test_every_vendored_schema_is_recorded_with_its_sha256():
 @pytest.mark.parametrize("rel", _vendored())
 def test_vendored_schema_is_in_canonical_form_and_usable(rel):
     spec = importlib.util.spec_from_file_location("vendor_crd", os.path.join(cv.SCHEMAS, "vendor_crd.py"))
+    assert spec is not None and spec.loader is not None
     vendor_crd = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(vendor_crd)
     path = os.path.join(cv.SCHEMAS, rel)
@@ -122,7 +123,8 @@ def test_rejects_a_wrong_type():
 
 def test_rejects_a_wrong_type_deep_in_an_embedded_pod_template():
     doc = _sample("RabbitmqCluster")
-    doc["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "15692"
+    pod = doc["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]
+    pod["containers"][0]["ports"][0]["containerPort"] = "15692"
     assert _errors(doc) == ["spec.override.statefulSet.spec.template.spec.containers[0].ports[0].containerPort: "
                             "'15692' is not of type 'integer'"]
 
@@ -186,9 +188,9 @@ def test_int_or_string_accepts_both_and_nothing_else():
     for port in (8000, "http"):
         doc["spec"]["endpoints"][0]["targetPort"] = port
         assert _errors(doc) == []
-    for port in (True, 1.5, None, ["http"]):
-        doc["spec"]["endpoints"][0]["targetPort"] = port
-        assert [e.split(":")[0] for e in _errors(doc)] == ["spec.endpoints[0].targetPort"], port
+    for wrong in (True, 1.5, None, ["http"]):
+        doc["spec"]["endpoints"][0]["targetPort"] = wrong
+        assert [e.split(":")[0] for e in _errors(doc)] == ["spec.endpoints[0].targetPort"], wrong
 
 
 def test_quantities_are_int_or_string_with_the_quantity_pattern():
@@ -204,7 +206,8 @@ def test_rejects_duplicate_list_map_keys_with_defaults():
     container = doc["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]["containers"][0]
     container["ports"].append({"containerPort": 15692, "protocol": "TCP", "name": "again"})  # protocol defaults to TCP
     (error,) = _errors(doc)
-    assert error.startswith("spec.override.statefulSet.spec.template.spec.containers[0].ports: duplicate entries [0] and [1]")
+    assert error.startswith("spec.override.statefulSet.spec.template.spec.containers[0].ports: "
+                            "duplicate entries [0] and [1]")
     container["ports"][1]["protocol"] = "UDP"
     assert _errors(doc) == []
 
@@ -261,7 +264,8 @@ def test_a_custom_resource_without_a_vendored_schema_is_named():
     missing, invalid = cv.check_documents([widget, route, deployment])
     assert missing == [
         "Widget w (example.com/v1): no schema at k8s/schemas/example.com/widget_v1.json",
-        "HTTPRoute r (gateway.networking.k8s.io/v1): no schema at k8s/schemas/gateway.networking.k8s.io/httproute_v1.json",
+        "HTTPRoute r (gateway.networking.k8s.io/v1): "
+        "no schema at k8s/schemas/gateway.networking.k8s.io/httproute_v1.json",
     ]
     assert invalid == {}
 

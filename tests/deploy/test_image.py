@@ -94,6 +94,7 @@ def test_dockerfile_check_can_fail():
 
 def test_base_image_is_the_python_the_pins_are_tested_on():
     version = re.search(r"python:(\d+)\.(\d+)\.\d+-slim", read("Dockerfile"))
+    assert version is not None, "the Dockerfile names no python:X.Y.Z-slim base"
     assert (int(version.group(1)), int(version.group(2))) == sys.version_info[:2]
 
 
@@ -313,10 +314,8 @@ def test_replicas_migrating_at_once_take_turns():
         env = migrate_env(database, *admin_credentials())
         processes = [subprocess.Popen([PYTHON, "-m", "shared.launch", "migrate", "grid"], cwd="/", env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
-        results = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
-        for process in processes:
-            process.stdout.close()
-            process.stderr.close()
+        errors = [p.communicate(timeout=120)[1] for p in processes]
+        results = [(p.returncode, err) for p, err in zip(processes, errors, strict=True)]
         assert [status for status, _ in results] == [0, 0, 0], results
         assert alembic_head(database) == list(expected_heads("grid"))
 
@@ -332,6 +331,7 @@ def test_a_migration_waits_for_the_advisory_lock():
             process = subprocess.Popen([PYTHON, "-m", "shared.launch", "migrate", "grid"], cwd="/",
                                        env=migrate_env(database, *admin_credentials()),
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            assert process.stderr is not None
             try:
                 time.sleep(4)
                 assert process.poll() is None, process.stderr.read()
@@ -359,6 +359,7 @@ def launched_grid(rabbit_config, database):
 
 
 def ready(process, port):
+    assert process.stderr is not None
     assert process.poll() is None, process.stderr.read()
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
@@ -368,6 +369,7 @@ def ready(process, port):
 
 
 def ended(process):
+    assert process.stderr is not None
     if process.poll() is None:
         process.kill()
         process.wait()

@@ -6,6 +6,7 @@ use is in the vendored list of rabbitmq_prometheus metrics. Live (broker and Pos
 rest of `make test`): the four services' /metrics pass `promtool check metrics` and export every
 grassroots_* metric (with the labels matched on it) that the rules and dashboards use.
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\
 
 def _generate_module():
     spec = importlib.util.spec_from_file_location("monitoring_generate", os.path.join(MONITORING, "generate.py"))
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -92,7 +94,7 @@ def queries(prose=True):
 
 def used_metrics(prefix):
     """{metric name: {label names matched on it}} for the metrics with this prefix."""
-    used = {}
+    used: dict[str, set[str]] = {}
     for _, text in queries():
         for name in METRIC.findall(text):
             if name.startswith(prefix):
@@ -329,10 +331,8 @@ def live_metrics(grid, notices, legal, volunteer, grid_config, notices_config, l
                                     ("notices", "list_notices", {}),
                                     ("legal", "get_consultation", {"consultation_id": "not-an-id"}),
                                     ("volunteer", "list_requests", {})):
-        try:
+        with contextlib.suppress(Exception):  # a refused call is counted too (client_error)
             getattr(getattr(proxy, service), method)(**kwargs)
-        except Exception:  # a refused call is counted too (client_error)
-            pass
     configs = {"grid": grid_config, "notices": notices_config, "legal": legal_config, "volunteer": volunteer_config}
     return {service: _get_metrics(config) for service, config in configs.items()}
 
@@ -341,7 +341,7 @@ def exported(text):
     """{metric name: label names on its samples} of an exposition, histogram series included."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    names = {}
+    names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
                     "summary": ("_sum", "_count", "_created")}.get(family.type, ("",))
@@ -373,7 +373,7 @@ def test_live_metrics_pass_promtool_check_metrics(live_metrics):
 
 
 def test_every_grassroots_metric_used_is_exported_by_the_services(live_metrics):
-    exported_labels = {}
+    exported_labels: dict[str, set[str]] = {}
     for text in live_metrics.values():
         for name, labels in exported(text).items():
             exported_labels.setdefault(name, set()).update(labels)

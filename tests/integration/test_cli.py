@@ -73,8 +73,8 @@ def test_tree_shows_the_districts_units_with_counts(district, admin, cli):
     assert line["Test District"].endswith("2 residents  ·  1 open incident")  # the campaign is the street's
     assert line["East Street"].endswith("2 residents  ·  2 households  ·  screened 1/2 50%  ·  1 open incident")
     assert "Community a  community" in line["Community a"] and "no open incidents" in line["Community a"]
-    assert line["Small a"].endswith("grid_small #%s  ·  2 residents  ·  2 households  ·  screened 1/2 50%%  ·  "
-                                    "no open incidents" % district["small_a"])
+    assert line["Small a"].endswith(f"grid_small #{district['small_a']}  ·  2 residents  ·  2 households  ·  "
+                                    "screened 1/2 50%  ·  no open incidents")
     assert "0 residents  ·  0 households  ·  1 open incident" in line["Small b"]
     assert line["Small a"].index("Small a") > line["Community a"].index("Community a")  # nested deeper
     assert "9 units below Test District" in out and "“Door to door”" in out

@@ -28,7 +28,7 @@ def officer(running, district, call_as):
 
 
 def later(**delta):
-    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(**delta)).isoformat()
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(**delta)).isoformat()
 
 
 def incident_from(officer, unit, origin):

@@ -15,7 +15,7 @@ ALWAYS = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
 
 
 def later(**delta):
-    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(**delta)).isoformat()
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(**delta)).isoformat()
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_quarantine_notifies_the_household_and_opens_daily_care_matched_in_its_g
                 if m["audience"].get("household_id") == people["home"]]) == 1
 
     # Tomorrow the timer opens the next day's pair, once.
-    tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     monkeypatch.setattr(volunteer_service, "utcnow", lambda: tomorrow)
     with entrypoint_hook(suite["volunteer"], "open_daily_care") as open_daily_care:
         open_daily_care()

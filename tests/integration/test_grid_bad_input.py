@@ -4,7 +4,15 @@ import datetime as dt
 import pytest
 
 from services.grid.models import Base
-from tests.support import assert_bad_input_refused, add_household, add_resident, build_district, expect_invalid, id_number, table_counts
+from tests.support import (
+    add_household,
+    add_resident,
+    assert_bad_input_refused,
+    build_district,
+    expect_invalid,
+    id_number,
+    table_counts,
+)
 
 TODAY = dt.date.today().isoformat()
 

@@ -88,7 +88,7 @@ def test_tags_filter_counts_and_pages(admin, district):
 def test_retagging_updates_and_untagging_removes(admin, district):
     household = add_household(admin, district["small_a"])
     resident = add_resident(admin, household, 31)["id"]
-    until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=14)).isoformat()
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=14)).isoformat()
     first = admin.tag_resident(resident_id=resident, tag="quarantined", until=until, note="close contact")
     again = admin.tag_resident(resident_id=resident, tag="quarantined", note="extended")
     assert first["created"] is True and again["created"] is False
@@ -114,7 +114,7 @@ def test_expired_tag_is_removed_by_housekeeping(admin, district):
 
     household = add_household(admin, district["small_a"])
     resident = add_resident(admin, household, 33)["id"]
-    until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)).isoformat()
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()
     admin.tag_resident(resident_id=resident, tag="quarantined", until=until)
     deadline = eventlet.hubs.get_hub().clock() + 10
     while admin.get_resident(resident_id=resident)["tags"]:

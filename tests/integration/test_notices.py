@@ -8,11 +8,11 @@ from nameko.exceptions import RemoteError
 from shared.errors import Conflict, Forbidden, ValidationError
 from tests.support import add_household, add_resident, token, wait_until
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def iso(delta_seconds):
-    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delta_seconds)).isoformat()
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delta_seconds)).isoformat()
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def published(service, notice_id):
 
 
 def test_audience_is_exactly_the_tagged_residents_under_the_units(officers, town, receiver):
-    author, approver = officers
+    author, _approver = officers
     draft = author.create_notice(**notice_args(town, audience={"under": [town["community_a"]],
                                                                 "tags_any": ["elderly_alone"]}))
     assert draft["status"] == "draft"
@@ -157,7 +157,8 @@ def test_retries_while_the_gateway_fails_then_falls_back_to_a_voice_call(officer
     wait_until(lambda: len(receiver.accepted("/voice")) == 1, message="no voice fallback")
     assert receiver.accepted("/voice")[0]["to"] == town["phones"]["r1"]
     wait_until(lambda: town["phones"]["r2"] in [b["to"] for b in receiver.accepted("/sms")], message="no retry")
-    r2_tries = [status for path, body, status in receiver.requests if path == "/sms" and body["to"] == town["phones"]["r2"]]
+    r2_tries = [status for path, body, status in receiver.requests
+                if path == "/sms" and body["to"] == town["phones"]["r2"]]
     assert r2_tries == [503, 503, 200]
     report = wait_until(lambda: (r := author.delivery_report(notice_id=notice["id"]))["sent"] == 4 and r)
     assert (report["targeted"], report["sent"], report["failed"]) == (5, 4, 1)  # r5: failed, no fallback

@@ -2,8 +2,7 @@
 import pytest
 
 from services.notices.models import Base
-from tests.support import assert_bad_input_refused, add_household, add_resident, expect_invalid, table_counts, token
-
+from tests.support import add_household, add_resident, assert_bad_input_refused, expect_invalid, table_counts, token
 
 
 @pytest.fixture

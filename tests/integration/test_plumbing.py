@@ -134,7 +134,7 @@ def tap(config):
 
 
 def drain(simple_queue, wait=1.5):
-    messages = []
+    messages: list = []
     while True:
         try:
             message = simple_queue.get(timeout=wait)

@@ -40,13 +40,14 @@ def queue_state(amqp_uri, queue=QUEUE):
 def test_a_stop_that_arrives_while_the_service_starts_stops_it_once_started(rabbit_config):
     """nameko's own runner stops a half-started container at once, and the start then completes
     and consumes on: the process would serve until it is killed."""
-    StartGate.reached, StartGate.opened = eventlet.event.Event(), eventlet.event.Event()
+    reached, opened = eventlet.event.Event(), eventlet.event.Event()
+    StartGate.reached, StartGate.opened = reached, opened
     try:
         runner = GracefulRunner([Sleeper], dict(rabbit_config), stop_timeout=60)
         starting = eventlet.spawn(runner.start)
-        StartGate.reached.wait()  # the container is starting: its extensions are half-way
+        reached.wait()  # the container is starting: its extensions are half-way
         runner.request_stop(signal.SIGTERM, None)  # what the SIGTERM handler does
-        StartGate.opened.send(True)
+        opened.send(True)
         starting.wait()
         with eventlet.Timeout(60):
             runner.wait()
@@ -65,13 +66,11 @@ def start_sleeper(tmp_path, rabbit_config, name, scale, stop_timeout):
                           "root": {"level": "INFO", "handlers": ["console"]}}}
     path = tmp_path / f"{name}.yml"
     path.write_text(yaml.safe_dump(config))
-    log = open(tmp_path / f"{name}.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shared.runner", "--config", str(path), "--stop-timeout", str(stop_timeout),
-         "tests.sleeper:Sleeper"],
-        cwd=ROOT, env={"PATH": os.environ["PATH"], "PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    return process
+    with open(tmp_path / f"{name}.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared.runner", "--config", str(path), "--stop-timeout", str(stop_timeout),
+             "tests.sleeper:Sleeper"],
+            cwd=ROOT, env={"PATH": os.environ["PATH"], "PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(process):
@@ -111,7 +110,8 @@ def test_a_busy_service_is_killed_at_its_stop_bound_and_nothing_it_held_is_lost(
 
 def test_a_missing_secret_is_one_log_line_naming_it(tmp_path):
     config = tmp_path / "service.yml"
-    config.write_text((open(os.path.join(ROOT, "services", "grid", "config.yml")).read()))
+    with open(os.path.join(ROOT, "services", "grid", "config.yml")) as source:
+        config.write_text(source.read())
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "GRASSROOTS_PII_KEY": "k" * 32}
     result = subprocess.run([sys.executable, "-m", "shared.runner", "--config", str(config),
                              "services.grid.service:GridService"], cwd=ROOT, env=env, capture_output=True,

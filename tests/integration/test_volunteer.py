@@ -10,7 +10,7 @@ ALWAYS = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
 
 
 def soon(minutes):
-    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)).isoformat()
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)).isoformat()
 
 
 @pytest.fixture
@@ -30,8 +30,8 @@ def area(volunteer, admin, district, call_as):
     admin.tag_resident(resident_id=quarantined, tag="quarantined")
     # The tag opens daily care for that household (a cross-service flow). With no volunteers yet it
     # finds nobody; wait for it so its requests are settled before the volunteers below exist.
-    wait_until(lambda: {r["status"] for r in officer.list_requests(under=district["small_a"])["items"]} == {"unmatched"},
-               message="quarantine care requests were not opened")
+    wait_until(lambda: {r["status"] for r in officer.list_requests(under=district["small_a"])["items"]}
+               == {"unmatched"}, message="quarantine care requests were not opened")
 
     def register(resident, unit, skills=("delivery",), name="V", max_tasks=3):
         return officer.register_volunteer(name=name, phone="13912345678", home_unit_id=unit, skills=list(skills),
@@ -141,7 +141,7 @@ def test_shifts_refuse_overlaps_and_overfilling_and_credit_actual_hours(area, ca
         me.sign_up(shift_id=overlapping, volunteer_id=area["v_far"])
     gaps = officer.coverage(under=area["street"], date=dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
                             .isoformat())
-    assert overlapping in [g["shift_id"] for g in gaps] or (dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+    assert overlapping in [g["shift_id"] for g in gaps] or (dt.datetime.now(dt.UTC) + dt.timedelta(
         minutes=60)).astimezone(dt.timezone(dt.timedelta(hours=8))).date() != dt.datetime.now(
         dt.timezone(dt.timedelta(hours=8))).date()
     me.check_in(shift_id=first, volunteer_id=area["v_neighbour"])

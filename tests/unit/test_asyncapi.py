@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from shared import asyncapi
 from shared.endpoints import endpoint, on_event, rpc
@@ -151,7 +151,7 @@ def _keys(expr, functions, imported):
     """The set of keys ``expr`` (a dict literal, or a call to a helper returning one) builds, or None."""
     if isinstance(expr, ast.Dict):
         keys = set()
-        for key, value in zip(expr.keys, expr.values):
+        for key, value in zip(expr.keys, expr.values, strict=True):
             if key is None:  # **spread
                 if isinstance(value, ast.Name):
                     continue  # the helper's own **extra: supplied by its callers' keywords
@@ -434,13 +434,13 @@ def test_converter_spot_check():
                 {**good, "surprise": 1}, {**good, "tags": []}, {**good, "inner": {"code": "toolong"}},
                 {**good, "count": 10}):
         assert list(validator.iter_errors(bad)), bad
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError):
             _Example().load(bad)
 
 
 def test_an_emitted_envelope_validates_against_its_documented_message(committed):
     data = {"resident_id": "42", "household_id": "7", "unit_id": "12", "unit_path": ["1", "3", "12"],
-            "tag": "elderly_alone", "until": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc).isoformat()}
+            "tag": "elderly_alone", "until": dt.datetime(2030, 1, 1, tzinfo=dt.UTC).isoformat()}
     body = envelope("grid", "resident_tagged", "resident/42", data)
     payload_ref = {**committed, "$ref": "#/components/messages/events.grid.resident_tagged/payload"}
     validator = jsonschema.Draft7Validator(payload_ref, format_checker=jsonschema.FormatChecker())

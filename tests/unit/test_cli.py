@@ -185,7 +185,7 @@ class FakeGrid:
     """The grid RPCs the tree composes, over UNITS (pages of 2 to exercise paging)."""
 
     def __init__(self):
-        self.calls = []
+        self.calls: list[tuple[str, dict]] = []
         by_id = {u["id"]: u for u in UNITS}
         refused = []
 

@@ -9,7 +9,7 @@ MONDAY = dt.date(2030, 1, 7)
 
 
 def at(day, hour, minute=0):
-    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=ZONE).astimezone(dt.timezone.utc)
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=ZONE).astimezone(dt.UTC)
 
 
 PLAN = Plan(1, 1, ({"weekday": 0, "start": "09:00", "end": "12:00"},

@@ -15,7 +15,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def at(hour, minute=0):
-    return dt.datetime(2026, 11, 26, hour, minute, tzinfo=SHANGHAI).astimezone(dt.timezone.utc)
+    return dt.datetime(2026, 11, 26, hour, minute, tzinfo=SHANGHAI).astimezone(dt.UTC)
 
 
 def test_quiet_hours_same_day_and_overnight():
@@ -60,7 +60,7 @@ def test_robot_payloads_mention_everyone_only_when_severe():
 
 def test_backoff_doubles_up_to_a_cap():
     policy = RetryPolicy(max_attempts=5, base_seconds=2, cap_seconds=5)
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert [(policy.next_attempt(n, now) - now).total_seconds() for n in (1, 2, 3, 4)] == [2, 4, 5, 5]
 
 

@@ -28,8 +28,9 @@ def test_sqlite_times_are_stored_in_utc_and_read_back_aware():
         session.add(Stamp(id=1, at=dt.datetime(2026, 1, 1, 8, 0, tzinfo=CST)))
         session.commit()
         stored = session.scalar(select(Stamp.at))
-        assert stored.tzinfo is not None and stored == dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.timezone.utc)
+        assert stored is not None and stored.tzinfo is not None
+        assert stored == dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.UTC)
         # Compared in UTC, not as wall-clock text: 08:00+08:00 is before 00:30Z.
         assert session.scalar(select(Stamp.id).where(
-            Stamp.at < dt.datetime(2026, 1, 1, 0, 30, tzinfo=dt.timezone.utc))) == 1
-        assert stored < dt.datetime.now(dt.timezone.utc)
+            Stamp.at < dt.datetime(2026, 1, 1, 0, 30, tzinfo=dt.UTC))) == 1
+        assert stored < dt.datetime.now(dt.UTC)

@@ -7,7 +7,7 @@ from services.volunteer.matching import Candidate, rank, search_scopes, shared_d
 ZONE = ZoneInfo("Asia/Shanghai")
 ALWAYS = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
 REQUEST_PATH = "/1/2/3/4/5/6/"
-NEEDED = dt.datetime(2030, 1, 7, 2, 0, tzinfo=dt.timezone.utc)  # Monday 10:00 in Shanghai
+NEEDED = dt.datetime(2030, 1, 7, 2, 0, tzinfo=dt.UTC)  # Monday 10:00 in Shanghai
 
 
 def volunteer(vid, path, skills=("delivery",), availability=ALWAYS, active=0, recent=0, cap=3, household=None,
@@ -28,7 +28,8 @@ def test_nearer_grids_come_first():
 
 def test_then_skill_availability_load_and_fairness():
     morning_only = [{"weekday": 0, "start": "06:00", "end": "09:00"}]
-    people = [volunteer(1, REQUEST_PATH, skills=("translation",)), volunteer(2, REQUEST_PATH, availability=morning_only),
+    people = [volunteer(1, REQUEST_PATH, skills=("translation",)),
+              volunteer(2, REQUEST_PATH, availability=morning_only),
               volunteer(3, REQUEST_PATH, active=1), volunteer(4, REQUEST_PATH, recent=5), volunteer(5, REQUEST_PATH)]
     assert ids(rank(people, REQUEST_PATH, "groceries", NEEDED, ZONE)) == [5, 4, 3, 2, 1]
 

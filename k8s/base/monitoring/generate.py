@@ -176,7 +176,8 @@ def overview():
                  unit="reqps", stack=True,
                  description="success, client_error (the caller's mistake: bad input, not allowed), error.")
     layout.panel("RPC error ratio by service",
-                 [(f'sum by (service) (rate(grassroots_requests_total{{{sel}, entrypoint="rpc", outcome="error"}}{rate}))'
+                 [(f"sum by (service) (rate(grassroots_requests_total"
+                   f'{{{sel}, entrypoint="rpc", outcome="error"}}{rate}))'
                    f' / sum by (service) (rate(grassroots_requests_total{{{sel}, entrypoint="rpc"}}{rate}))',
                    "{{service}}")],
                  unit="percentunit", thresholds=0.05, min_=0,

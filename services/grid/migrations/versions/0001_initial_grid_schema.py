@@ -1,21 +1,20 @@
 """initial grid schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-26 08:29:51.358915
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '0001'
-down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -179,7 +178,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('screening_visits', schema=None) as batch_op:
-        batch_op.create_index('ix_screening_visits_campaign_household', ['campaign_id', 'household_id', 'id'], unique=False)
+        batch_op.create_index('ix_screening_visits_campaign_household', ['campaign_id', 'household_id', 'id'],
+                              unique=False)
 
     op.create_table('resident_tags',
     sa.Column('resident_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),

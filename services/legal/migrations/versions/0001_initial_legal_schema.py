@@ -1,21 +1,20 @@
 """initial legal schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-26 09:22:42.823653
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '0001'
-down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -125,7 +124,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_consultations_resident_id'), ['resident_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_consultations_station_id'), ['station_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_consultations_station_path'), ['station_path'], unique=False)
-        batch_op.create_index('uq_consultations_lawyer_start_booked', ['lawyer_id', 'starts_at'], unique=True, postgresql_where=sa.text("status = 'booked'"), sqlite_where=sa.text("status = 'booked'"))
+        batch_op.create_index('uq_consultations_lawyer_start_booked', ['lawyer_id', 'starts_at'], unique=True,
+                              postgresql_where=sa.text("status = 'booked'"), sqlite_where=sa.text("status = 'booked'"))
 
     # PostgreSQL: no two booked consultations of one lawyer may overlap in time, whatever their
     # starts (a reschedule onto a plan with another slot length cannot double-book either).
@@ -215,7 +215,8 @@ def downgrade() -> None:
     op.drop_table('mediation_sessions')
     op.drop_table('lawyer_stations')
     with op.batch_alter_table('consultations', schema=None) as batch_op:
-        batch_op.drop_index('uq_consultations_lawyer_start_booked', postgresql_where=sa.text("status = 'booked'"), sqlite_where=sa.text("status = 'booked'"))
+        batch_op.drop_index('uq_consultations_lawyer_start_booked', postgresql_where=sa.text("status = 'booked'"),
+                            sqlite_where=sa.text("status = 'booked'"))
         batch_op.drop_index(batch_op.f('ix_consultations_station_path'))
         batch_op.drop_index(batch_op.f('ix_consultations_station_id'))
         batch_op.drop_index(batch_op.f('ix_consultations_resident_id'))
