@@ -9,6 +9,7 @@ the phone numbers the seeder encrypted), so both take it from here.
 Plumbing the scripts share: ``bench.harness`` (services under test, the broker,
 timing, /proc; needs eventlet's monkey patching) and ``bench.db`` (databases).
 """
+
 import json
 import os
 

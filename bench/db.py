@@ -3,6 +3,7 @@
 Kept apart from ``bench.harness`` because the seeder imports it too, and the
 seeder runs without eventlet.
 """
+
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy.engine import make_url

@@ -22,6 +22,7 @@ ANALYZE of every count/find query) and the service's log,
 var/bench_grid_service.log. Plans are printed for queries that miss their
 target, or for all with --explain.
 """
+
 import warnings
 
 # eventlet warns on import that it is deprecated (a plain Warning subclass); we know.
@@ -86,15 +87,28 @@ def bench_cases(targets):
     street, community = targets["street"], targets["community"]
     return [
         Case("get_unit(small grid)", "get_unit", {"unit_id": targets["small_grid"]}, "floor"),
-        Case("count_residents(street, elderly_alone)", "count_residents",
-             {"under": street, "tags_any": elderly}, "query"),
-        Case("count_residents(community, elderly_alone)", "count_residents",
-             {"under": community, "tags_any": elderly}, "query"),
+        Case(
+            "count_residents(street, elderly_alone)", "count_residents", {"under": street, "tags_any": elderly}, "query"
+        ),
+        Case(
+            "count_residents(community, elderly_alone)",
+            "count_residents",
+            {"under": community, "tags_any": elderly},
+            "query",
+        ),
         Case("count_residents(street)", "count_residents", {"under": street}, "query"),
-        Case("find_residents(street, elderly_alone, 100)", "find_residents",
-             {"under": street, "tags_any": elderly, "page_size": 100}, "query"),
-        Case("find_residents(community, elderly_alone, 100)", "find_residents",
-             {"under": community, "tags_any": elderly, "page_size": 100}, "query"),
+        Case(
+            "find_residents(street, elderly_alone, 100)",
+            "find_residents",
+            {"under": street, "tags_any": elderly, "page_size": 100},
+            "query",
+        ),
+        Case(
+            "find_residents(community, elderly_alone, 100)",
+            "find_residents",
+            {"under": community, "tags_any": elderly, "page_size": 100},
+            "query",
+        ),
     ]
 
 
@@ -138,9 +152,14 @@ class EchoServer:
                 delivery_mode = PERSISTENT if self.guaranteed else TRANSIENT
 
                 def on_request(_body, message):
-                    producer.publish(self.reply_body, exchange="", routing_key=message.properties["reply_to"],
-                                     correlation_id=message.properties["correlation_id"],
-                                     delivery_mode=delivery_mode, serializer="json")
+                    producer.publish(
+                        self.reply_body,
+                        exchange="",
+                        routing_key=message.properties["reply_to"],
+                        correlation_id=message.properties["correlation_id"],
+                        delivery_mode=delivery_mode,
+                        serializer="json",
+                    )
                     message.ack()
 
                 with Consumer(channel, queues=[queue], callbacks=[on_request], accept=["json"]):
@@ -184,10 +203,16 @@ def measure_floor(amqp_uri, request, reply_body, requests, warmup, guaranteed=Fa
 
             def call():
                 correlation_id = uuid.uuid4().hex
-                producer.publish(request["body"], exchange="", routing_key=server.queue_name,
-                                 reply_to=reply_queue.name, correlation_id=correlation_id,
-                                 headers=request["headers"], serializer="json",
-                                 delivery_mode=PERSISTENT if guaranteed else TRANSIENT)
+                producer.publish(
+                    request["body"],
+                    exchange="",
+                    routing_key=server.queue_name,
+                    reply_to=reply_queue.name,
+                    correlation_id=correlation_id,
+                    headers=request["headers"],
+                    serializer="json",
+                    delivery_mode=PERSISTENT if guaranteed else TRANSIENT,
+                )
                 while correlation_id not in replies:
                     conn.drain_events(timeout=10)
                 return replies.pop(correlation_id)
@@ -200,11 +225,16 @@ def measure_floor(amqp_uri, request, reply_body, requests, warmup, guaranteed=Fa
 
 def grid_service(amqp_uri, database_url):
     """``nameko run`` of the grid service against the bench database, its output in var/."""
-    return ServiceProcess("grid", amqp_uri, SERVICE_LOG, {
-        "GRID_DATABASE_URL": database_url,
-        "GRID_MAX_WORKERS": "10",
-        "GRID_HOUSEKEEPING_INTERVAL": "60",
-    })
+    return ServiceProcess(
+        "grid",
+        amqp_uri,
+        SERVICE_LOG,
+        {
+            "GRID_DATABASE_URL": database_url,
+            "GRID_MAX_WORKERS": "10",
+            "GRID_HOUSEKEEPING_INTERVAL": "60",
+        },
+    )
 
 
 def rpc_durations(service):
@@ -227,7 +257,7 @@ def attach_service_times(cases, calls, requests, warmup):
     position = 1
     for case in cases:
         position += 1 + warmup
-        timed_calls = calls[position:position + requests]
+        timed_calls = calls[position : position + requests]
         position += requests
         if {method for method, _ms in timed_calls} == {case.method}:
             case.service_ms = [ms for _method, ms in timed_calls]
@@ -247,8 +277,11 @@ def expected_answers(database_url, cases):
                 cur.execute("SELECT path FROM units WHERE id = %s", (case.kwargs["under"],))
                 prefix = one_row(cur)[0] + "%"
                 if case.kwargs.get("tags_any"):
-                    cur.execute("SELECT count(DISTINCT resident_id) FROM resident_tags "
-                                "WHERE tag = ANY(%s) AND unit_path LIKE %s", (case.kwargs["tags_any"], prefix))
+                    cur.execute(
+                        "SELECT count(DISTINCT resident_id) FROM resident_tags "
+                        "WHERE tag = ANY(%s) AND unit_path LIKE %s",
+                        (case.kwargs["tags_any"], prefix),
+                    )
                 else:
                     cur.execute("SELECT count(*) FROM residents WHERE unit_path LIKE %s", (prefix,))
                 total = one_row(cur)[0]
@@ -288,16 +321,20 @@ def explain(database_url, case):
         statements.append((statement, parameters))
 
     caller = Caller(sub="bench", roles=frozenset({"admin"}))
-    args = {"under": case.kwargs["under"], "tags_any": case.kwargs.get("tags_any"),
-            "tags_all": case.kwargs.get("tags_all")}
+    args = {
+        "under": case.kwargs["under"],
+        "tags_any": case.kwargs.get("tags_any"),
+        "tags_all": case.kwargs.get("tags_all"),
+    }
     plans = []
     try:
         with Session(engine) as session:
             if case.method == "count_residents":
                 residents.count_residents(session, caller, **args)
             else:
-                residents.find_residents(session, caller, PiiVault(pii_key()), page=1,
-                                         page_size=case.kwargs["page_size"], **args)
+                residents.find_residents(
+                    session, caller, PiiVault(pii_key()), page=1, page_size=case.kwargs["page_size"], **args
+                )
             cursor = session.connection().connection.cursor()  # raw DBAPI: not captured again
             for statement, parameters in list(statements):
                 if not statement.lstrip().upper().startswith("SELECT"):
@@ -330,8 +367,11 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
     token = mint_token(secret, "bench", ["admin"], ttl=3600)
     service = grid_service(amqp_uri, database_url)
     load_before = os.getloadavg()
-    print(f"Grid RPC bench: {make_url(database_url).database} ({resident_count:,} residents), "
-          f"{requests} sequential requests per case after {warmup} warm-up", flush=True)
+    print(
+        f"Grid RPC bench: {make_url(database_url).database} ({resident_count:,} residents), "
+        f"{requests} sequential requests per case after {warmup} warm-up",
+        flush=True,
+    )
     service.start()
     try:
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=30) as proxy:
@@ -344,8 +384,10 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
                 try:
                     case.answer = describe(case, method(**case.kwargs))
                 except Exception as exc:
-                    raise SystemExit(f"{case.label} failed: {exc!r}; see {service.log_path} (a database seeded "
-                                     "with another GRASSROOTS_PII_KEY cannot be read)") from exc
+                    raise SystemExit(
+                        f"{case.label} failed: {exc!r}; see {service.log_path} (a database seeded "
+                        "with another GRASSROOTS_PII_KEY cannot be read)"
+                    ) from exc
                 case.samples = timed(lambda method=method, kwargs=case.kwargs: method(**kwargs), requests, warmup)
                 print(f"  {case.label:<48} done", flush=True)
             unit_reply = {"result": grid.get_unit(unit_id=targets["small_grid"]), "error": None}
@@ -357,16 +399,16 @@ def run(database_url, amqp_uri, requests, warmup, explain_all=False):
     # body, the token and call id stack in headers as nameko sends them, the same reply.
     request = {
         "body": {"args": [], "kwargs": cases[0].kwargs},
-        "headers": {"nameko.auth_token": token,
-                    "nameko.call_id_stack": [f"standalone_rpc_proxy.call.{uuid.uuid4()}"]},
+        "headers": {"nameko.auth_token": token, "nameko.call_id_stack": [f"standalone_rpc_proxy.call.{uuid.uuid4()}"]},
     }
     floors = {
         "plain": measure_floor(amqp_uri, request, unit_reply, requests, warmup),
         "guaranteed": measure_floor(amqp_uri, request, unit_reply, requests, warmup, guaranteed=True),
     }
     load_after = os.getloadavg()
-    return report(database_url, targets, resident_count, cases, floors, requests, warmup,
-                  (load_before, load_after), explain_all)
+    return report(
+        database_url, targets, resident_count, cases, floors, requests, warmup, (load_before, load_after), explain_all
+    )
 
 
 def report(database_url, targets, resident_count, cases, floors, requests, warmup, loads, explain_all):
@@ -382,31 +424,54 @@ def report(database_url, targets, resident_count, cases, floors, requests, warmu
             passed = stats["p50_ms"] <= limit
             target = f"p50 <= {FLOOR_RATIO_TARGET:g}x floor = {limit:.2f}"
             verdict = f"{'PASS' if passed else 'MISS'} ({ratio:.1f}x floor)"
-            checks.append({"case": case.label, "metric": "p50_ms", "value": stats["p50_ms"],
-                           "limit_ms": round(limit, 3), "ratio_to_floor": round(ratio, 2), "pass": passed})
+            checks.append(
+                {
+                    "case": case.label,
+                    "metric": "p50_ms",
+                    "value": stats["p50_ms"],
+                    "limit_ms": round(limit, 3),
+                    "ratio_to_floor": round(ratio, 2),
+                    "pass": passed,
+                }
+            )
         else:
             passed = stats["p99_ms"] <= QUERY_TARGET_MS
             target = f"p99 <= {QUERY_TARGET_MS:g}"
             verdict = f"{'PASS' if passed else 'MISS'} ({stats['p99_ms'] / QUERY_TARGET_MS:.0%} of target)"
-            checks.append({"case": case.label, "metric": "p99_ms", "value": stats["p99_ms"],
-                           "limit_ms": QUERY_TARGET_MS, "pass": passed})
+            checks.append(
+                {
+                    "case": case.label,
+                    "metric": "p99_ms",
+                    "value": stats["p99_ms"],
+                    "limit_ms": QUERY_TARGET_MS,
+                    "pass": passed,
+                }
+            )
         rows.append((case, stats, service, target, verdict, passed))
 
     def cell(stats, key):
         return f"{stats[key]:8.2f}" if stats else f"{'-':>8}"
 
     print()
-    print_header(f"{'case (times in ms)':<48} {'p50':>8} {'p99':>8} {'mean':>8} {'svc p50':>8}  "
-                 f"{'answer':<16} {'target':<26} verdict")
-    for label, stats in (("AMQP floor: kombu echo, direct reply-to", floor),
-                         ("  same, nameko delivery (confirm+persist)", guaranteed_floor)):
+    print_header(
+        f"{'case (times in ms)':<48} {'p50':>8} {'p99':>8} {'mean':>8} {'svc p50':>8}  "
+        f"{'answer':<16} {'target':<26} verdict"
+    )
+    for label, stats in (
+        ("AMQP floor: kombu echo, direct reply-to", floor),
+        ("  same, nameko delivery (confirm+persist)", guaranteed_floor),
+    ):
         print(f"{label:<48} {cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')}")
     for case, stats, service, target, verdict, _passed in rows:
-        print(f"{case.label:<48} {cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')} "
-              f"{cell(service, 'p50_ms')}  {case.answer:<16} {target:<26} {verdict}")
-    print(f"\n{sum(c['pass'] for c in checks)}/{len(checks)} targets met. svc p50 = the service's own time per "
-          f"call (its log; includes publishing the reply).\nLoad average {loads[0][0]:.2f} before, "
-          f"{loads[1][0]:.2f} after; {os.cpu_count()} CPUs.")
+        print(
+            f"{case.label:<48} {cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')} "
+            f"{cell(service, 'p50_ms')}  {case.answer:<16} {target:<26} {verdict}"
+        )
+    print(
+        f"\n{sum(c['pass'] for c in checks)}/{len(checks)} targets met. svc p50 = the service's own time per "
+        f"call (its log; includes publishing the reply).\nLoad average {loads[0][0]:.2f} before, "
+        f"{loads[1][0]:.2f} after; {os.cpu_count()} CPUs."
+    )
 
     plans = {}
     for case, _stats, _service, _target, _verdict, passed in rows:
@@ -427,9 +492,16 @@ def report(database_url, targets, resident_count, cases, floors, requests, warmu
         "environment": environment(loads),
         "floor": floor,
         "floor_nameko_delivery": guaranteed_floor,
-        "cases": {case.label: {"method": case.method, "kwargs": case.kwargs, "answer": case.answer, **stats,
-                               "service": service}
-                  for case, stats, service, *_ in rows},
+        "cases": {
+            case.label: {
+                "method": case.method,
+                "kwargs": case.kwargs,
+                "answer": case.answer,
+                **stats,
+                "service": service,
+            }
+            for case, stats, service, *_ in rows
+        },
         "checks": checks,
         "plans": plans,
     }

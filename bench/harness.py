@@ -12,6 +12,7 @@ green socket and time.
   RabbitMQ and this process), ``ServiceProcess.memory`` (VmHWM);
 * results: ``environment``, ``print_header`` (and ``bench.save_json``).
 """
+
 import json
 import math
 import os
@@ -113,7 +114,8 @@ def claim_rpc_queues(amqp_uri, names):
             raise SystemExit(
                 f"{consumers} consumer(s) already on 'rpc-{name}' at {amqp_uri}: another {name} service (e.g. "
                 "`make run` / `python -m shared.suite run`) would take some of the calls and skew the run.\n"
-                "Stop it, or point --amqp-uri at another vhost.")
+                "Stop it, or point --amqp-uri at another vhost."
+            )
         existed[name] = exists
     return existed
 
@@ -137,8 +139,9 @@ def free_port():
 
 def start_nameko(args, env, output):
     """``nameko ARGS`` with this interpreter in the repository root; stdout and stderr to ``output``."""
-    return subprocess.Popen([sys.executable, "-m", "nameko", *args], cwd=ROOT, env=env,
-                            stdout=output, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nameko", *args], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+    )
 
 
 def stop_process(process, sig=signal.SIGTERM, timeout=20.0):
@@ -182,8 +185,9 @@ class ServiceProcess:
 
     def start(self):
         with open(self.log_path, "w") as log:
-            self.process = start_nameko(["run", "--config", f"services/{self.name}/config.yml",
-                                         f"services.{self.name}.service"], self.env, log)
+            self.process = start_nameko(
+                ["run", "--config", f"services/{self.name}/config.yml", f"services.{self.name}.service"], self.env, log
+            )
 
     def ready(self):
         try:
@@ -233,9 +237,13 @@ class ServiceProcess:
 
     def finished_calls(self, entrypoint=None):
         """The records of the "call finished" lines (only of ``entrypoint``, e.g. "rpc", if given), in log order."""
-        return [record for record, _line in self.log_lines()
-                if record is not None and record.get("message") == "call finished"
-                and (entrypoint is None or record.get("entrypoint") == entrypoint)]
+        return [
+            record
+            for record, _line in self.log_lines()
+            if record is not None
+            and record.get("message") == "call finished"
+            and (entrypoint is None or record.get("entrypoint") == entrypoint)
+        ]
 
     def problems(self, describe):
         """Warning and error lines the service logged, each as ``describe(record)`` (the run is suspect if any)."""
@@ -264,8 +272,10 @@ def wait_ready(services, amqp_uri, timeout=SERVICE_START_TIMEOUT):
                 elif consumers > 1:
                     raise RuntimeError(f"{consumers} consumers on {service.rpc_queue}: something else serves it")
         if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}; "
-                               f"see {', '.join(s.log_path for s in pending.values())}")
+            raise RuntimeError(
+                f"not ready after {timeout:.0f} s: {', '.join(pending)}; "
+                f"see {', '.join(s.log_path for s in pending.values())}"
+            )
         eventlet.sleep(0.2)
 
 
@@ -274,8 +284,10 @@ def start_services(services, amqp_uri):
     for service in services.values():
         service.start()
     wait_ready(services, amqp_uri)
-    print("  services up: " + ", ".join(f"{name} pid {s.process.pid} (log {s.log_path})"
-                                        for name, s in services.items()), flush=True)
+    print(
+        "  services up: " + ", ".join(f"{name} pid {s.process.pid} (log {s.log_path})" for name, s in services.items()),
+        flush=True,
+    )
 
 
 def stop_services(services, amqp_uri, existed):
@@ -342,8 +354,12 @@ def cpu_used(before, after):
 
 def environment(loads):
     """The machine beside a run's figures: CPUs, Python, and the load averages (before, after) of the run."""
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "load_avg_before": loads[0], "load_avg_after": loads[1]}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_before": loads[0],
+        "load_avg_after": loads[1],
+    }
 
 
 def print_header(header):

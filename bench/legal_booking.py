@@ -43,6 +43,7 @@ No targets are set; figures are printed, with the machine's CPUs and load.
 Written: var/bench_legal_results.json and the services' logs,
 var/bench_legal_grid.log and var/bench_legal_legal.log.
 """
+
 import warnings
 
 # eventlet warns on import that it is deprecated (a plain Warning subclass); we know.
@@ -130,22 +131,32 @@ REGIONS = ("370102", "370103", "370104", "370105", "370112")
 
 def legal_service(name, amqp_uri, env):
     """``nameko run`` of one service, its output in var/bench_legal_<name>.log."""
-    return ServiceProcess(name, amqp_uri, f"bench_legal_{name}.log", {
-        "LOG_LEVEL": "INFO",  # the "call finished" lines carry the service's own time per call
-        **env,
-    })
+    return ServiceProcess(
+        name,
+        amqp_uri,
+        f"bench_legal_{name}.log",
+        {
+            "LOG_LEVEL": "INFO",  # the "call finished" lines carry the service's own time per call
+            **env,
+        },
+    )
 
 
 def rpc_calls(service):
     """(method, outcome, duration_ms) of every RPC call the service logged, in the order logged."""
-    return [(record.get("method"), record.get("outcome"), record["duration_ms"])
-            for record in service.finished_calls("rpc")]
+    return [
+        (record.get("method"), record.get("outcome"), record["duration_ms"]) for record in service.finished_calls("rpc")
+    ]
 
 
 def service_problems(service):
     """Warning and error lines the service logged."""
-    return service.problems(lambda record: f"{service.name} {record.get('level')}: {record.get('message')} "
-                                           f"{record.get('method') or ''} {record.get('error_type') or ''}".strip())
+    return service.problems(
+        lambda record: (
+            f"{service.name} {record.get('level')}: {record.get('message')} "
+            f"{record.get('method') or ''} {record.get('error_type') or ''}".strip()
+        )
+    )
 
 
 def stats_ms(samples):
@@ -182,8 +193,9 @@ class World:
 
 
 def seed_grid(grid, rng, world):
-    district = grid.create_unit(parent_id=None, level="district", name="律所测试区 Legal bench district",
-                                code="BENCH-LEGAL-DISTRICT")
+    district = grid.create_unit(
+        parent_id=None, level="district", name="律所测试区 Legal bench district", code="BENCH-LEGAL-DISTRICT"
+    )
     street = grid.create_unit(parent_id=district["id"], level="street", name="法援街道 Legal bench street")
     world.district, world.street = district["id"], street["id"]
     for c in range(COMMUNITIES):
@@ -197,15 +209,26 @@ def seed_grid(grid, rng, world):
     sequence = 0
     for h in range(RESIDENTS // RESIDENTS_PER_HOUSEHOLD):
         _community, unit_id = world.small_grids[h % len(world.small_grids)]
-        household = grid.register_household(unit_id=unit_id, address={
-            "compound": "法援小区", "building": str(1 + h // 20), "entrance": str(1 + h % 4), "room": f"{101 + h}"})
+        household = grid.register_household(
+            unit_id=unit_id,
+            address={
+                "compound": "法援小区",
+                "building": str(1 + h // 20),
+                "entrance": str(1 + h % 4),
+                "room": f"{101 + h}",
+            },
+        )
         for _ in range(RESIDENTS_PER_HOUSEHOLD):
             sequence += 1
             birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 65))
             id_number = make_id_number(rng.choice(REGIONS), birth, sequence % 1000)
             resident = grid.register_resident(
-                household_id=household["id"], name=rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN),
-                id_number=id_number, phone="139" + f"{rng.randrange(10 ** 8):08d}", birth_date=birth.isoformat())
+                household_id=household["id"],
+                name=rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN),
+                id_number=id_number,
+                phone="139" + f"{rng.randrange(10**8):08d}",
+                birth_date=birth.isoformat(),
+            )
             world.residents.append(resident["id"])
 
 
@@ -226,8 +249,9 @@ def weekly_plans(rng, station_count):
 def seed_legal(legal, rng, world, lawyer_count, date_from, date_to):
     for index, community in enumerate(world.communities):
         for s in range(STATIONS_PER_COMMUNITY):
-            station = legal.create_station(unit_id=community, name=f"法律服务站 {index + 1}-{s + 1}",
-                                           address=f"法援路{index * 10 + s + 1}号")
+            station = legal.create_station(
+                unit_id=community, name=f"法律服务站 {index + 1}-{s + 1}", address=f"法援路{index * 10 + s + 1}号"
+            )
             world.stations.append((station["id"], community))
     station_ids = [sid for sid, _ in world.stations]
     for i in range(lawyer_count):
@@ -238,14 +262,20 @@ def seed_legal(legal, rng, world, lawyer_count, date_from, date_to):
             specialties = rng.sample(OTHER_SPECIALTIES, count)
         stations = rng.sample(station_ids, rng.choice((1, 2)))
         lawyer = legal.register_lawyer(
-            name=rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN) + "律师", firm=rng.choice(FIRMS),
-            license_no=f"BENCH-L{i + 1:05d}", specialties=specialties, station_ids=stations)
+            name=rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN) + "律师",
+            firm=rng.choice(FIRMS),
+            license_no=f"BENCH-L{i + 1:05d}",
+            specialties=specialties,
+            station_ids=stations,
+        )
         slot, buffer = rng.choice((30, 45)), rng.choice((0, 5, 10))
         for station_id, weekly in zip(stations, weekly_plans(rng, len(stations)), strict=True):
-            legal.set_schedule(lawyer_id=lawyer["id"], station_id=station_id, weekly=weekly, slot_minutes=slot,
-                               buffer_minutes=buffer)
-        world.lawyers.append({"id": lawyer["id"], "specialties": specialties, "stations": stations,
-                              "slot": slot, "buffer": buffer})
+            legal.set_schedule(
+                lawyer_id=lawyer["id"], station_id=station_id, weekly=weekly, slot_minutes=slot, buffer_minutes=buffer
+            )
+        world.lawyers.append(
+            {"id": lawyer["id"], "specialties": specialties, "stations": stations, "slot": slot, "buffer": buffer}
+        )
     # Time off: a day off for some, a three-day leave for a few (local days inside the searched range).
     span = (date_to - date_from).days + 1
     for lawyer in world.lawyers:
@@ -255,19 +285,29 @@ def seed_legal(legal, rng, world, lawyer_count, date_from, date_to):
             first = date_from + dt.timedelta(days=rng.randrange(span - length + 1))
             starts = dt.datetime.combine(first, dt.time(0), tzinfo=ZONE)
             ends = starts + dt.timedelta(days=length)
-            legal.add_time_off(lawyer_id=lawyer["id"], starts_at=starts.isoformat(), ends_at=ends.isoformat(),
-                               reason="年假" if length > 1 else "事假")
+            legal.add_time_off(
+                lawyer_id=lawyer["id"],
+                starts_at=starts.isoformat(),
+                ends_at=ends.isoformat(),
+                reason="年假" if length > 1 else "事假",
+            )
             world.time_off.append((lawyer["id"], starts.isoformat(), ends.isoformat()))
 
 
 def book_existing(legal, rng, world, date_from, date_to):
     """A few hundred bookings made before timing, spread over the range (busy intervals for find_slots)."""
-    answer = legal.find_slots(specialty="family", date_from=date_from.isoformat(), date_to=date_to.isoformat(),
-                              limit=5000)
+    answer = legal.find_slots(
+        specialty="family", date_from=date_from.isoformat(), date_to=date_to.isoformat(), limit=5000
+    )
     for n, slot in enumerate(rng.sample(answer, EXISTING_BOOKINGS)):
-        legal.book(lawyer_id=slot["lawyer_id"], station_id=slot["station_id"], starts_at=slot["starts_at"],
-                   resident_id=world.residents[n % len(world.residents)], topic=f"bench existing {n}",
-                   mode=rng.choice(("in_person", "phone", "video")))
+        legal.book(
+            lawyer_id=slot["lawyer_id"],
+            station_id=slot["station_id"],
+            starts_at=slot["starts_at"],
+            resident_id=world.residents[n % len(world.residents)],
+            topic=f"bench existing {n}",
+            mode=rng.choice(("in_person", "phone", "video")),
+        )
     world.existing_bookings = EXISTING_BOOKINGS
 
 
@@ -375,12 +415,19 @@ def verify(legal_url, legal, phases, existing):
     try:
         with conn.cursor() as cur:
             for phase in phases:
-                cur.execute("SELECT count(*), count(DISTINCT (lawyer_id, starts_at)) FROM consultations "
-                            "WHERE status = 'booked' AND topic LIKE %s", (f"bench {phase.label} %",))
+                cur.execute(
+                    "SELECT count(*), count(DISTINCT (lawyer_id, starts_at)) FROM consultations "
+                    "WHERE status = 'booked' AND topic LIKE %s",
+                    (f"bench {phase.label} %",),
+                )
                 rows, distinct = one_row(cur)
-                checks[phase.label] = {"expected": len(phase.jobs), "succeeded": len(phase.booked_ids),
-                                       "in_database": rows, "distinct_slots": distinct,
-                                       "ok": rows == len(phase.jobs) == len(phase.booked_ids) == distinct}
+                checks[phase.label] = {
+                    "expected": len(phase.jobs),
+                    "succeeded": len(phase.booked_ids),
+                    "in_database": rows,
+                    "distinct_slots": distinct,
+                    "ok": rows == len(phase.jobs) == len(phase.booked_ids) == distinct,
+                }
             cur.execute("SELECT count(*) FROM consultations WHERE status = 'booked'")
             total = one_row(cur)[0]
             cur.execute("""SELECT count(*) FROM consultations a JOIN consultations b
@@ -403,11 +450,21 @@ def verify(legal_url, legal, phases, existing):
             break
         page += 1
     expected_total = existing + sum(len(p.jobs) for p in phases)
-    return {"phases": checks, "booked_total": total, "expected_total": expected_total,
-            "listed_by_rpc": listed, "overlapping_pairs": overlapping, "booked_in_time_off": in_time_off,
-            "booked_events": events,
-            "ok": (all(c["ok"] for c in checks.values()) and total == expected_total == listed == events
-                   and overlapping == 0 and in_time_off == 0)}
+    return {
+        "phases": checks,
+        "booked_total": total,
+        "expected_total": expected_total,
+        "listed_by_rpc": listed,
+        "overlapping_pairs": overlapping,
+        "booked_in_time_off": in_time_off,
+        "booked_events": events,
+        "ok": (
+            all(c["ok"] for c in checks.values())
+            and total == expected_total == listed == events
+            and overlapping == 0
+            and in_time_off == 0
+        ),
+    }
 
 
 # ---- service-side times ------------------------------------------------------------
@@ -427,7 +484,7 @@ def attach_service_times(legal_calls, cases, phases, log_calls):
     position = EXISTING_BOOKINGS
     if len(books) == EXISTING_BOOKINGS + sum(len(p.jobs) for p in phases):
         for phase in phases:
-            phase.service_ms = books[position:position + len(phase.jobs)]
+            phase.service_ms = books[position : position + len(phase.jobs)]
             position += len(phase.jobs)
     else:
         print(f"  (legal log has {len(books)} book lines, expected more: no service-side book times)")
@@ -445,14 +502,28 @@ def breakdown(legal_url, kwargs, repeats=5):
     from services.legal.models import Station
     from shared.db import make_engine, utcnow
 
-    config = {"TIMEZONE": "Asia/Shanghai", "MIN_NOTICE_MINUTES": LEGAL_SETTINGS["LEGAL_MIN_NOTICE_MINUTES"],
-              "BOOKING_HORIZON_DAYS": LEGAL_SETTINGS["LEGAL_BOOKING_HORIZON_DAYS"]}
+    config = {
+        "TIMEZONE": "Asia/Shanghai",
+        "MIN_NOTICE_MINUTES": LEGAL_SETTINGS["LEGAL_MIN_NOTICE_MINUTES"],
+        "BOOKING_HORIZON_DAYS": LEGAL_SETTINGS["LEGAL_BOOKING_HORIZON_DAYS"],
+    }
     policy = bookings.Policy(config)
     date_from = dt.date.fromisoformat(kwargs["date_from"])
     date_to = dt.date.fromisoformat(kwargs["date_to"])
     engine = make_engine(legal_url, pool_size=1)
-    steps: dict[str, list[float]] = {name: [] for name in ("stations_sql", "plans_sql", "busy_sql", "generate", "sort",
-                                                           "total_domain", "json_encode", "json_decode")}
+    steps: dict[str, list[float]] = {
+        name: []
+        for name in (
+            "stations_sql",
+            "plans_sql",
+            "busy_sql",
+            "generate",
+            "sort",
+            "total_domain",
+            "json_encode",
+            "json_decode",
+        )
+    }
     profile_text = ""
     try:
         for attempt in range(repeats + 1):
@@ -469,11 +540,18 @@ def breakdown(legal_url, kwargs, repeats=5):
                 t3 = time.perf_counter()
                 found = []
                 for plan, lawyer in plans:
-                    for start, end in slots.open_slots(plan, busy[plan.lawyer_id], date_from, date_to, policy.zone,
-                                                       earliest, latest):
-                        found.append({"lawyer_id": str(lawyer.id), "lawyer_name": lawyer.name,
-                                      "station_id": str(plan.station_id), "starts_at": start.isoformat(),
-                                      "ends_at": end.isoformat()})
+                    for start, end in slots.open_slots(
+                        plan, busy[plan.lawyer_id], date_from, date_to, policy.zone, earliest, latest
+                    ):
+                        found.append(
+                            {
+                                "lawyer_id": str(lawyer.id),
+                                "lawyer_name": lawyer.name,
+                                "station_id": str(plan.station_id),
+                                "starts_at": start.isoformat(),
+                                "ends_at": end.isoformat(),
+                            }
+                        )
                 t4 = time.perf_counter()
                 found.sort(key=lambda slot: (slot["starts_at"], int(slot["lawyer_id"])))
                 t5 = time.perf_counter()
@@ -483,9 +561,16 @@ def breakdown(legal_url, kwargs, repeats=5):
             t7 = time.perf_counter()
             if attempt == 0:
                 continue  # warm-up
-            for name, (a, b) in {"stations_sql": (t0, t1), "plans_sql": (t1, t2), "busy_sql": (t2, t3),
-                                 "generate": (t3, t4), "sort": (t4, t5), "total_domain": (t0, t5),
-                                 "json_encode": (t5, t6), "json_decode": (t6, t7)}.items():
+            for name, (a, b) in {
+                "stations_sql": (t0, t1),
+                "plans_sql": (t1, t2),
+                "busy_sql": (t2, t3),
+                "generate": (t3, t4),
+                "sort": (t4, t5),
+                "total_domain": (t0, t5),
+                "json_encode": (t5, t6),
+                "json_decode": (t6, t7),
+            }.items():
                 steps[name].append((b - a) * 1000)
         slot_count, plan_count = len(found), len(plans)
         busy_intervals = sum(len(b.intervals) for b in busy.values())
@@ -496,8 +581,7 @@ def breakdown(legal_url, kwargs, repeats=5):
         profiler = cProfile.Profile()
         with Session(engine) as session:
             profiler.enable()
-            result = bookings.find_slots(session, NoGrid(), policy, kwargs["specialty"], date_from, date_to,
-                                         None, None)
+            result = bookings.find_slots(session, NoGrid(), policy, kwargs["specialty"], date_from, date_to, None, None)
             kombu_json.dumps({"result": result, "error": None})
             profiler.disable()
         out = io.StringIO()
@@ -506,8 +590,15 @@ def breakdown(legal_url, kwargs, repeats=5):
     finally:
         engine.dispose()
     medians = {name: round(statistics.median(values), 1) for name, values in steps.items()}
-    return {"kwargs": kwargs, "slots": slot_count, "plans": plan_count, "busy_intervals": busy_intervals,
-            "median_ms": medians, "repeats": repeats, "cprofile_tottime": profile_text}
+    return {
+        "kwargs": kwargs,
+        "slots": slot_count,
+        "plans": plan_count,
+        "busy_intervals": busy_intervals,
+        "median_ms": medians,
+        "repeats": repeats,
+        "cprofile_tottime": profile_text,
+    }
 
 
 # ---- report ---------------------------------------------------------------------------
@@ -534,60 +625,86 @@ def cell(stats, key, width=9):
 
 def report(args, world, cases, phases, checks, profile, problems, loads, setup_s, date_from, date_to):
     print()
-    print(f"Legal bench: {len(world.lawyers)} lawyers at {len(world.stations)} stations, "
-          f"{len(world.residents)} residents, {world.existing_bookings} bookings and {len(world.time_off)} "
-          f"time-offs before timing; find_slots over {date_from} .. {date_to} ({DAYS} days). Setup {setup_s:.0f} s.")
+    print(
+        f"Legal bench: {len(world.lawyers)} lawyers at {len(world.stations)} stations, "
+        f"{len(world.residents)} residents, {world.existing_bookings} bookings and {len(world.time_off)} "
+        f"time-offs before timing; find_slots over {date_from} .. {date_to} ({DAYS} days). Setup {setup_s:.0f} s."
+    )
     family = sum("family" in lawyer["specialties"] for lawyer in world.lawyers)
     rare = sum(RARE_SPECIALTY in lawyer["specialties"] for lawyer in world.lawyers)
     print(f"Lawyers with family: {family}; with {RARE_SPECIALTY}: {rare}.")
     print()
-    print_header(f"{'find_slots (ms)':<36} {'p50':>9} {'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9} "
-                 f"{'slots':>7} {'lawyers':>8} {'stations':>8} {'reply':>9}")
+    print_header(
+        f"{'find_slots (ms)':<36} {'p50':>9} {'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9} "
+        f"{'slots':>7} {'lawyers':>8} {'stations':>8} {'reply':>9}"
+    )
     for case in cases:
         stats, service = stats_ms(case.samples), stats_ms(case.service_ms)
-        print(f"{case.label:<36} {cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')} "
-              f"{cell(service, 'p50_ms')} {cell(service, 'p99_ms')} {case.slots:>7,} {case.lawyers:>8} "
-              f"{case.stations:>8} {case.reply_bytes / 1e6:>7.2f}MB")
-    print(f"({args.requests} sequential calls per case after {args.warmup} warm-up; svc = the legal service's own "
-          f"time per call from its log, reply serialisation and publishing included)")
+        print(
+            f"{case.label:<36} {cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')} "
+            f"{cell(service, 'p50_ms')} {cell(service, 'p99_ms')} {case.slots:>7,} {case.lawyers:>8} "
+            f"{case.stations:>8} {case.reply_bytes / 1e6:>7.2f}MB"
+        )
+    print(
+        f"({args.requests} sequential calls per case after {args.warmup} warm-up; svc = the legal service's own "
+        f"time per call from its log, reply serialisation and publishing included)"
+    )
     print("CPU seconds used during the timed calls:")
     for case in cases:
-        print(f"    {case.label:<32} " + ", ".join(f"{k} {v:.1f}" for k, v in case.cpu.items() if k != "wall_s")
-              + f" (wall {case.cpu['wall_s']:.1f} s)")
+        print(
+            f"    {case.label:<32} "
+            + ", ".join(f"{k} {v:.1f}" for k, v in case.cpu.items() if k != "wall_s")
+            + f" (wall {case.cpu['wall_s']:.1f} s)"
+        )
     print()
-    print_header(f"{'book (distinct slots)':<36} {'calls':>7} {'ok':>6} {'failed':>7} {'book/s':>8} {'p50':>9} "
-                 f"{'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9}")
+    print_header(
+        f"{'book (distinct slots)':<36} {'calls':>7} {'ok':>6} {'failed':>7} {'book/s':>8} {'p50':>9} "
+        f"{'p99':>9} {'mean':>9} {'svc p50':>9} {'svc p99':>9}"
+    )
     for phase in phases:
         stats, service = stats_ms(phase.samples), stats_ms(phase.service_ms)
         rate = len(phase.booked_ids) / phase.wall_s if phase.wall_s else 0.0
         failed = sum(phase.errors.values())
-        print(f"{phase.label:<36} {len(phase.jobs):>7} {len(phase.booked_ids):>6} {failed:>7} {rate:>8.1f} "
-              f"{cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')} "
-              f"{cell(service, 'p50_ms')} {cell(service, 'p99_ms')}")
+        print(
+            f"{phase.label:<36} {len(phase.jobs):>7} {len(phase.booked_ids):>6} {failed:>7} {rate:>8.1f} "
+            f"{cell(stats, 'p50_ms')} {cell(stats, 'p99_ms')} {cell(stats, 'mean_ms')} "
+            f"{cell(service, 'p50_ms')} {cell(service, 'p99_ms')}"
+        )
         if phase.errors:
             print(f"    errors: {phase.errors}")
-        print("    CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in phase.cpu.items() if k != "wall_s")
-              + f" (wall {phase.cpu['wall_s']:.1f} s)")
+        print(
+            "    CPU s: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in phase.cpu.items() if k != "wall_s")
+            + f" (wall {phase.cpu['wall_s']:.1f} s)"
+        )
     print()
-    print(f"Verification: {'OK' if checks['ok'] else 'FAILED'} - booked in DB {checks['booked_total']} "
-          f"(expected {checks['expected_total']}), listed by list_consultations {checks['listed_by_rpc']}, "
-          f"consultation_booked events {checks['booked_events']}, overlapping pairs per lawyer "
-          f"{checks['overlapping_pairs']}, booked inside time off {checks['booked_in_time_off']}; "
-          + "; ".join(f"{label}: {c['in_database']}/{c['expected']} in DB, {c['distinct_slots']} distinct"
-                      for label, c in checks["phases"].items()))
+    print(
+        f"Verification: {'OK' if checks['ok'] else 'FAILED'} - booked in DB {checks['booked_total']} "
+        f"(expected {checks['expected_total']}), listed by list_consultations {checks['listed_by_rpc']}, "
+        f"consultation_booked events {checks['booked_events']}, overlapping pairs per lawyer "
+        f"{checks['overlapping_pairs']}, booked inside time off {checks['booked_in_time_off']}; "
+        + "; ".join(
+            f"{label}: {c['in_database']}/{c['expected']} in DB, {c['distinct_slots']} distinct"
+            for label, c in checks["phases"].items()
+        )
+    )
     if profile:
         m = profile["median_ms"]
         print()
-        print(f"In-process breakdown of bookings.find_slots({profile['kwargs']['specialty']}, all stations): "
-              f"{profile['plans']} plans, {profile['busy_intervals']} busy intervals, {profile['slots']:,} slots; "
-              f"median of {profile['repeats']} (ms):")
-        print(f"  stations SQL {m['stations_sql']}, plans SQL+filter {m['plans_sql']}, busy SQL {m['busy_sql']}, "
-              f"slot generation+dicts {m['generate']}, sort {m['sort']} => domain {m['total_domain']}; "
-              f"kombu JSON encode {m['json_encode']}, decode (client) {m['json_decode']}")
+        print(
+            f"In-process breakdown of bookings.find_slots({profile['kwargs']['specialty']}, all stations): "
+            f"{profile['plans']} plans, {profile['busy_intervals']} busy intervals, {profile['slots']:,} slots; "
+            f"median of {profile['repeats']} (ms):"
+        )
+        print(
+            f"  stations SQL {m['stations_sql']}, plans SQL+filter {m['plans_sql']}, busy SQL {m['busy_sql']}, "
+            f"slot generation+dicts {m['generate']}, sort {m['sort']} => domain {m['total_domain']}; "
+            f"kombu JSON encode {m['json_encode']}, decode (client) {m['json_decode']}"
+        )
         print("  cProfile (tottime) of one domain call + encode:")
         lines = [line for line in profile["cprofile_tottime"].splitlines() if line.strip()]
         start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-        for line in lines[start:start + 15]:
+        for line in lines[start : start + 15]:
             print("   " + line)
     if problems:
         print()
@@ -595,37 +712,66 @@ def report(args, world, cases, phases, checks, profile, problems, loads, setup_s
         for line in problems[:10]:
             print("  " + line)
     print()
-    print(f"Load average {loads[0][0]:.2f} before, {loads[1][0]:.2f} after; {os.cpu_count()} CPUs; "
-          f"Python {platform.python_version()}.")
+    print(
+        f"Load average {loads[0][0]:.2f} before, {loads[1][0]:.2f} after; {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}."
+    )
 
 
 def write_results(args, world, cases, phases, checks, profile, problems, loads, setup_s, date_from, date_to):
     results = {
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "databases": {"grid": GRID_DATABASE, "legal": LEGAL_DATABASE},
-        "settings": {**LEGAL_SETTINGS, "lawyers": args.lawyers, "requests": args.requests, "warmup": args.warmup,
-                     "bookings": args.bookings, "concurrency": args.concurrency, "seed": args.seed,
-                     "date_from": date_from.isoformat(), "date_to": date_to.isoformat()},
-        "world": {"stations": len(world.stations), "lawyers": len(world.lawyers), "residents": len(world.residents),
-                  "time_off": len(world.time_off), "existing_bookings": world.existing_bookings,
-                  "lawyers_with_family": sum("family" in x["specialties"] for x in world.lawyers),
-                  f"lawyers_with_{RARE_SPECIALTY}": sum(RARE_SPECIALTY in x["specialties"] for x in world.lawyers),
-                  "lawyers_at_two_stations": sum(len(x["stations"]) == 2 for x in world.lawyers),
-                  "setup_s": round(setup_s, 1)},
+        "settings": {
+            **LEGAL_SETTINGS,
+            "lawyers": args.lawyers,
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "bookings": args.bookings,
+            "concurrency": args.concurrency,
+            "seed": args.seed,
+            "date_from": date_from.isoformat(),
+            "date_to": date_to.isoformat(),
+        },
+        "world": {
+            "stations": len(world.stations),
+            "lawyers": len(world.lawyers),
+            "residents": len(world.residents),
+            "time_off": len(world.time_off),
+            "existing_bookings": world.existing_bookings,
+            "lawyers_with_family": sum("family" in x["specialties"] for x in world.lawyers),
+            f"lawyers_with_{RARE_SPECIALTY}": sum(RARE_SPECIALTY in x["specialties"] for x in world.lawyers),
+            "lawyers_at_two_stations": sum(len(x["stations"]) == 2 for x in world.lawyers),
+            "setup_s": round(setup_s, 1),
+        },
         "environment": environment(loads),
-        "find_slots": {case.label: {"kwargs": case.kwargs, "slots": case.slots, "lawyers": case.lawyers,
-                                    "stations": case.stations, "reply_bytes": case.reply_bytes,
-                                    "client": stats_ms(case.samples), "service": stats_ms(case.service_ms),
-                                    "cpu_s": case.cpu}
-                       for case in cases},
-        "book": {phase.label: {"concurrency": phase.concurrency, "calls": len(phase.jobs),
-                               "succeeded": len(phase.booked_ids), "errors": phase.errors,
-                               "wall_s": round(phase.wall_s, 3),
-                               "bookings_per_s": round(len(phase.booked_ids) / phase.wall_s, 2) if phase.wall_s
-                               else None,
-                               "client": stats_ms(phase.samples), "service": stats_ms(phase.service_ms),
-                               "cpu_s": phase.cpu}
-                 for phase in phases},
+        "find_slots": {
+            case.label: {
+                "kwargs": case.kwargs,
+                "slots": case.slots,
+                "lawyers": case.lawyers,
+                "stations": case.stations,
+                "reply_bytes": case.reply_bytes,
+                "client": stats_ms(case.samples),
+                "service": stats_ms(case.service_ms),
+                "cpu_s": case.cpu,
+            }
+            for case in cases
+        },
+        "book": {
+            phase.label: {
+                "concurrency": phase.concurrency,
+                "calls": len(phase.jobs),
+                "succeeded": len(phase.booked_ids),
+                "errors": phase.errors,
+                "wall_s": round(phase.wall_s, 3),
+                "bookings_per_s": round(len(phase.booked_ids) / phase.wall_s, 2) if phase.wall_s else None,
+                "client": stats_ms(phase.samples),
+                "service": stats_ms(phase.service_ms),
+                "cpu_s": phase.cpu,
+            }
+            for phase in phases
+        },
         "verification": checks,
         "find_slots_breakdown": profile,
         "service_problems": problems,
@@ -672,13 +818,19 @@ def run(args):
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=120) as proxy:
             grid, legal = proxy.grid, proxy.legal
             seed_grid(grid, rng, world)
-            print(f"  grid seeded: {len(world.communities)} communities, {len(world.small_grids)} small grids, "
-                  f"{len(world.residents)} residents", flush=True)
+            print(
+                f"  grid seeded: {len(world.communities)} communities, {len(world.small_grids)} small grids, "
+                f"{len(world.residents)} residents",
+                flush=True,
+            )
             seed_legal(legal, rng, world, args.lawyers, date_from, date_to)
             book_existing(legal, rng, world, date_from, date_to)
             log_calls.append(None)  # book_existing's find_slots
-            print(f"  legal seeded: {len(world.stations)} stations, {len(world.lawyers)} lawyers, "
-                  f"{len(world.time_off)} time-offs, {world.existing_bookings} bookings", flush=True)
+            print(
+                f"  legal seeded: {len(world.stations)} stations, {len(world.lawyers)} lawyers, "
+                f"{len(world.time_off)} time-offs, {world.existing_bookings} bookings",
+                flush=True,
+            )
             setup_s = time.monotonic() - setup_started
             eventlet.sleep(1.0)  # let the outbox relay publish the seeding's events
 
@@ -688,21 +840,34 @@ def run(args):
                 answer = time_find_slots(legal, case, args.requests, args.warmup, services, log_calls)
                 if case.label == "family, all stations, limit 5000":
                     pool = answer
-                print(f"  find_slots {case.label}: {case.slots:,} slots, "
-                      f"p50 {stats_ms(case.samples)['p50_ms']:.1f} ms", flush=True)
+                print(
+                    f"  find_slots {case.label}: {case.slots:,} slots, p50 {stats_ms(case.samples)['p50_ms']:.1f} ms",
+                    flush=True,
+                )
 
             # Booking: distinct slots from the "family" answer (taken after the existing bookings).
             picked = random.Random(args.seed + 1).sample(pool, 2 * args.bookings)
             for index, (label, concurrency) in enumerate(((f"c{args.concurrency}", args.concurrency), ("c1", 1))):
-                chunk = picked[index * args.bookings:(index + 1) * args.bookings]
-                jobs = [{"lawyer_id": s["lawyer_id"], "station_id": s["station_id"], "starts_at": s["starts_at"],
-                         "resident_id": world.residents[n % len(world.residents)], "topic": f"bench {label} {n}",
-                         "idempotency_key": f"bench-{label}-{n}"} for n, s in enumerate(chunk)]
+                chunk = picked[index * args.bookings : (index + 1) * args.bookings]
+                jobs = [
+                    {
+                        "lawyer_id": s["lawyer_id"],
+                        "station_id": s["station_id"],
+                        "starts_at": s["starts_at"],
+                        "resident_id": world.residents[n % len(world.residents)],
+                        "topic": f"bench {label} {n}",
+                        "idempotency_key": f"bench-{label}-{n}",
+                    }
+                    for n, s in enumerate(chunk)
+                ]
                 phase = BookPhase(f"{label}", concurrency, jobs)
                 phases.append(phase)
                 run_book_phase(amqp_uri, token, phase, services)
-                print(f"  book {label}: {len(phase.booked_ids)}/{len(jobs)} in {phase.wall_s:.1f} s "
-                      f"({len(phase.booked_ids) / phase.wall_s:.1f}/s)", flush=True)
+                print(
+                    f"  book {label}: {len(phase.booked_ids)}/{len(jobs)} in {phase.wall_s:.1f} s "
+                    f"({len(phase.booked_ids) / phase.wall_s:.1f}/s)",
+                    flush=True,
+                )
             eventlet.sleep(2.0)  # the outbox relay publishes the last events
             checks = verify(legal_url, legal, phases, world.existing_bookings)
     finally:
@@ -722,8 +887,11 @@ def run(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.legal_booking", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,
-                        help="any database URL of the PostgreSQL server; the bench databases are made beside it")
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="any database URL of the PostgreSQL server; the bench databases are made beside it",
+    )
     parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))
     parser.add_argument("--lawyers", type=int, default=200)
     parser.add_argument("--requests", type=int, default=100, help="timed find_slots calls per case")

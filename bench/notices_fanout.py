@@ -28,6 +28,7 @@ Written: var/bench_notices_results.json and the services' logs,
 var/bench_notices_grid.log and var/bench_notices_notices.log (and with
 --py-spy, var/bench_notices_profile_<service>.txt in py-spy's raw format).
 """
+
 import warnings
 
 # eventlet warns on import that it is deprecated (a plain Warning subclass); we know.
@@ -91,9 +92,14 @@ SMS_RATE = 1_000_000  # far above what is reachable: the limiter must not be wha
 def summarise_ms(samples):
     if not samples:
         return None
-    return {"n": len(samples), "sum_ms": round(sum(samples), 1), "mean_ms": round(statistics.fmean(samples), 2),
-            "p50_ms": round(percentile(samples, 50), 2), "p99_ms": round(percentile(samples, 99), 2),
-            "max_ms": round(max(samples), 2)}
+    return {
+        "n": len(samples),
+        "sum_ms": round(sum(samples), 1),
+        "mean_ms": round(statistics.fmean(samples), 2),
+        "p50_ms": round(percentile(samples, 50), 2),
+        "p99_ms": round(percentile(samples, 99), 2),
+        "max_ms": round(max(samples), 2),
+    }
 
 
 def parse_log_time(stamp):
@@ -110,16 +116,23 @@ def mib(kib):
 
 def notices_service(name, amqp_uri, env):
     """``nameko run`` of one service, its output in var/bench_notices_<name>.log."""
-    return ServiceProcess(name, amqp_uri, f"bench_notices_{name}.log", {
-        "LOG_LEVEL": "INFO",  # the breakdown reads the "call finished" lines
-        **env,
-    })
+    return ServiceProcess(
+        name,
+        amqp_uri,
+        f"bench_notices_{name}.log",
+        {
+            "LOG_LEVEL": "INFO",  # the breakdown reads the "call finished" lines
+            **env,
+        },
+    )
 
 
 def logged_calls(service):
     """Every "call finished" line the service logged: (end time, entrypoint, method, duration_ms)."""
-    return [(parse_log_time(record["time"]), record.get("entrypoint"), record.get("method"), record["duration_ms"])
-            for record in service.finished_calls()]
+    return [
+        (parse_log_time(record["time"]), record.get("entrypoint"), record.get("method"), record["duration_ms"])
+        for record in service.finished_calls()
+    ]
 
 
 def describe_problem(record):
@@ -135,15 +148,19 @@ def grid_facts(grid_url):
     try:
         conn = psycopg2.connect(libpq_url(grid_url))
     except psycopg2.OperationalError as exc:
-        raise SystemExit(f"cannot open the grid bench database ({exc.pgerror or str(exc).strip()}).\n"
-                         f"Seed it first: python -m bench.seed_grid --database-url {grid_url}") from None
+        raise SystemExit(
+            f"cannot open the grid bench database ({exc.pgerror or str(exc).strip()}).\n"
+            f"Seed it first: python -m bench.seed_grid --database-url {grid_url}"
+        ) from None
     try:
         with conn.cursor() as cur:
             try:
                 targets = bench_targets(cur)
             except (RuntimeError, psycopg2.Error):
-                raise SystemExit(f"{make_url(grid_url).database} holds no bench district. Seed it first: "
-                                 f"python -m bench.seed_grid --database-url {grid_url}") from None
+                raise SystemExit(
+                    f"{make_url(grid_url).database} holds no bench district. Seed it first: "
+                    f"python -m bench.seed_grid --database-url {grid_url}"
+                ) from None
             street = targets["street"]
             cur.execute("SELECT path FROM units WHERE id = %s", (street,))
             path = one_row(cur)[0]
@@ -256,8 +273,11 @@ def duration_delta(before, after):
         calls = int(now["count"] - then["count"])
         if calls:
             cumulative = {le: int(n - then["buckets"].get(le, 0.0)) for le, n in now["buckets"].items()}
-            delta[f"{key[0]}:{key[1]}"] = {"calls": calls, "seconds": round(now["sum"] - then["sum"], 3),
-                                           "calls_up_to_s": cumulative}
+            delta[f"{key[0]}:{key[1]}"] = {
+                "calls": calls,
+                "seconds": round(now["sum"] - then["sum"], 3),
+                "calls_up_to_s": cumulative,
+            }
     return delta
 
 
@@ -298,9 +318,14 @@ def fan_out(run, services, amqp_uri, notices_url, street, token, poll_interval, 
     with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=30) as proxy:
         run.t_create = time.monotonic()
         notice = proxy.notices.create_notice(
-            title="Bench: water supply interruption", body="Water is off 09:00-17:00 tomorrow on the whole street.",
-            category="policy", severity="moderate", urgency="expected",
-            audience={"under": [street]}, channels=["sms"])
+            title="Bench: water supply interruption",
+            body="Water is off 09:00-17:00 tomorrow on the whole street.",
+            category="policy",
+            severity="moderate",
+            urgency="expected",
+            audience={"under": [street]},
+            channels=["sms"],
+        )
         run.notice_id = int(notice["id"])
         approved = proxy.notices.approve_notice(notice_id=notice["id"])
         run.t_approved = time.monotonic()
@@ -314,8 +339,9 @@ def fan_out(run, services, amqp_uri, notices_url, street, token, poll_interval, 
             progress = watcher.poll()
             run.t_last = progress.at
             since = progress.at - run.t_approved
-            run.polls.append((round(since, 3), progress.status, progress.recipients, progress.any_queued,
-                              progress.any_sent))
+            run.polls.append(
+                (round(since, 3), progress.status, progress.recipients, progress.any_queued, progress.any_sent)
+            )
             if run.t_published is None and progress.status == "published":
                 run.t_published = progress.at
             if run.t_first_sent is None and progress.any_sent:
@@ -340,8 +366,9 @@ def fan_out(run, services, amqp_uri, notices_url, street, token, poll_interval, 
     cpu_after = cpu_now(services)
     run.cpu = {"window_s": round(cpu_after.at - cpu_before.at, 3), **cpu_used(cpu_before, cpu_after)}
     run.memory = {name: service.memory() for name, service in services.items()}
-    run.metrics = {name: duration_delta(metrics_before[name], scrape_durations(service.port))
-                   for name, service in services.items()}
+    run.metrics = {
+        name: duration_delta(metrics_before[name], scrape_durations(service.port)) for name, service in services.items()
+    }
 
 
 # ---- where the time went ----------------------------------------------------
@@ -354,14 +381,21 @@ def service_stamps(notices_url, notice_id):
     conn = psycopg2.connect(libpq_url(notices_url))
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT created_at, approved_at, published_at, recipient_count FROM notices WHERE id = %s",
-                        (notice_id,))
+            cur.execute(
+                "SELECT created_at, approved_at, published_at, recipient_count FROM notices WHERE id = %s", (notice_id,)
+            )
             created_at, approved_at, published_at, recipient_count = one_row(cur)
-            cur.execute("SELECT created_at, count(*) FROM deliveries WHERE notice_id = %s "
-                        "GROUP BY created_at ORDER BY created_at", (notice_id,))
+            cur.execute(
+                "SELECT created_at, count(*) FROM deliveries WHERE notice_id = %s "
+                "GROUP BY created_at ORDER BY created_at",
+                (notice_id,),
+            )
             pages = cur.fetchall()
-            cur.execute("SELECT sent_at, count(*) FROM deliveries WHERE notice_id = %s AND sent_at IS NOT NULL "
-                        "GROUP BY sent_at ORDER BY sent_at", (notice_id,))
+            cur.execute(
+                "SELECT sent_at, count(*) FROM deliveries WHERE notice_id = %s AND sent_at IS NOT NULL "
+                "GROUP BY sent_at ORDER BY sent_at",
+                (notice_id,),
+            )
             batches = cur.fetchall()
             cur.execute("SELECT status, count(*) FROM deliveries WHERE notice_id = %s GROUP BY status", (notice_id,))
             statuses = dict(cur.fetchall())
@@ -369,9 +403,16 @@ def service_stamps(notices_url, notice_id):
             sizes = one_row(cur)
     finally:
         conn.close()
-    return {"created_at": created_at, "approved_at": approved_at, "published_at": published_at,
-            "recipient_count": recipient_count, "pages": pages, "batches": batches, "statuses": statuses,
-            "table_bytes": {"recipients": sizes[0], "deliveries": sizes[1]}}
+    return {
+        "created_at": created_at,
+        "approved_at": approved_at,
+        "published_at": published_at,
+        "recipient_count": recipient_count,
+        "pages": pages,
+        "batches": batches,
+        "statuses": statuses,
+        "table_bytes": {"recipients": sizes[0], "deliveries": sizes[1]},
+    }
 
 
 def seconds_after(later, earlier):
@@ -394,8 +435,11 @@ def breakdown(stamps, grid_calls, metrics):
     approved = stamps["approved_at"]
     page_stamps = [stamp for stamp, _count in stamps["pages"]]
     page_gaps = gaps_ms(page_stamps)
-    grid_ms = [ms for end, entrypoint, method, ms in grid_calls
-               if entrypoint == "rpc" and method == "find_residents" and end >= approved]
+    grid_ms = [
+        ms
+        for end, entrypoint, method, ms in grid_calls
+        if entrypoint == "rpc" and method == "find_residents" and end >= approved
+    ]
     publish = metrics["notices"].get("timer:publish_due")
     resolution = {
         "pages": len(page_stamps),
@@ -449,9 +493,23 @@ class Profiler:
         self.service = service.name
         self.path = var_path(f"bench_notices_profile_{service.name}.txt")
         self.process = subprocess.Popen(
-            [py_spy, "record", "--pid", str(service.process.pid), "--rate", str(rate), "--format", "raw",
-             "--idle", "--nonblocking", "--output", self.path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(service.process.pid),
+                "--rate",
+                str(rate),
+                "--format",
+                "raw",
+                "--idle",
+                "--nonblocking",
+                "--output",
+                self.path,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def stop(self):
         stop_process(self.process, signal.SIGINT, timeout=30)  # py-spy writes its output on Ctrl-C
@@ -486,8 +544,13 @@ class Profiler:
         def ranked(counts):
             return [(name, round(100 * n / total, 1)) for name, n in sorted(counts.items(), key=lambda i: -i[1])[:top]]
 
-        return {"samples": total, "busy_pct": round(100 * (total - idle) / total, 1),
-                "project_inclusive_pct": ranked(inclusive), "leaf_self_pct": ranked(leaves), "raw": self.path}
+        return {
+            "samples": total,
+            "busy_pct": round(100 * (total - idle) / total, 1),
+            "project_inclusive_pct": ranked(inclusive),
+            "leaf_self_pct": ranked(leaves),
+            "raw": self.path,
+        }
 
 
 # ---- report -----------------------------------------------------------------
@@ -508,26 +571,38 @@ def print_summary(run, facts, analysis, profiles, problems, loads):
     else:
         verdict = f"MISS (incomplete after {elapsed:.0f} s: {counts.sent:,} of {run.expected:,} sent)"
 
-    print(f"\nNotices fan-out: 1 notice -> street {facts['street']} ({facts['expected']:,} of "
-          f"{facts['residents']:,} residents), channel sms -> stub adapter")
-    print(f"  publish/dispatch interval {settings['publish_interval']:g}/{settings['dispatch_interval']:g} s, "
-          f"dispatch batch {settings['dispatch_batch']:,}, sms rate {settings['sms_rate']:,}/s, "
-          f"poll every {settings['poll_interval']:g} s; {os.cpu_count()} CPUs")
+    print(
+        f"\nNotices fan-out: 1 notice -> street {facts['street']} ({facts['expected']:,} of "
+        f"{facts['residents']:,} residents), channel sms -> stub adapter"
+    )
+    print(
+        f"  publish/dispatch interval {settings['publish_interval']:g}/{settings['dispatch_interval']:g} s, "
+        f"dispatch batch {settings['dispatch_batch']:,}, sms rate {settings['sms_rate']:,}/s, "
+        f"poll every {settings['poll_interval']:g} s; {os.cpu_count()} CPUs"
+    )
     rows = [
-        ("recipients / deliveries / sent",
-         f"{counts.recipients:,} / {counts.deliveries:,} / {counts.sent:,} (expected {run.expected:,})"),
-        ("audience resolved (published)",
-         f"{fmt_s(resolved)} after approve (service stamps: "
-         f"{fmt_s(analysis['resolution']['approve_to_published_s'])})"),
+        (
+            "recipients / deliveries / sent",
+            f"{counts.recipients:,} / {counts.deliveries:,} / {counts.sent:,} (expected {run.expected:,})",
+        ),
+        (
+            "audience resolved (published)",
+            f"{fmt_s(resolved)} after approve (service stamps: "
+            f"{fmt_s(analysis['resolution']['approve_to_published_s'])})",
+        ),
         ("first delivery handed to the stub adapter", f"{fmt_s(first_sent)} after approve"),
-        ("all handed to the stub adapters",
-         f"{fmt_s(elapsed)} after approve ({fmt_s((run.t_done or run.t_last) - run.t_create)} after create)"),
+        (
+            "all handed to the stub adapters",
+            f"{fmt_s(elapsed)} after approve ({fmt_s((run.t_done or run.t_last) - run.t_create)} after create)",
+        ),
         ("deliveries/s (sent / time from approve)", f"{rate:,.0f}"),
         ("peak RSS notices (VmHWM)", f"{mib(memory['notices']['peak_kib']):.1f} MiB (pid {memory['notices']['pid']})"),
         ("peak RSS grid (VmHWM)", f"{mib(memory['grid']['peak_kib']):.1f} MiB (pid {memory['grid']['pid']})"),
-        ("CPU s notices / grid / postgres / rabbitmq / bench",
-         f"{cpu['notices']:.1f} / {cpu['grid']:.1f} / {cpu['postgres']:.1f} / {cpu['rabbitmq']:.1f} / "
-         f"{cpu['bench']:.1f} in {cpu['window_s']:.1f} s"),
+        (
+            "CPU s notices / grid / postgres / rabbitmq / bench",
+            f"{cpu['notices']:.1f} / {cpu['grid']:.1f} / {cpu['postgres']:.1f} / {cpu['rabbitmq']:.1f} / "
+            f"{cpu['bench']:.1f} in {cpu['window_s']:.1f} s",
+        ),
         (f"target: all sent <= {TARGET_S:g} s (>= {run.expected / TARGET_S:,.0f}/s)", verdict),
     ]
     width = max(len(label) for label, _ in rows)
@@ -539,49 +614,68 @@ def print_summary(run, facts, analysis, profiles, problems, loads):
 
     res, dis = analysis["resolution"], analysis["dispatch"]
     print("\nWhere the time went (the services' own stamps, the grid's call log, both services' metrics):")
-    print(f"  resolution: {res['pages']} pages; approve -> first page {fmt_s(res['approve_to_first_page_s'])}, "
-          f"first -> last page {fmt_s(res['first_to_last_page_s'])}")
+    print(
+        f"  resolution: {res['pages']} pages; approve -> first page {fmt_s(res['approve_to_first_page_s'])}, "
+        f"first -> last page {fmt_s(res['first_to_last_page_s'])}"
+    )
     gap, grid_page, publish = res["page_gap"], res["grid_find_residents"], res["publish_due_timer"]
     if gap:
-        print(f"    one page, stamp to stamp:      mean {gap['mean_ms']:6.1f} ms, p50 {gap['p50_ms']:6.1f}, "
-              f"p99 {gap['p99_ms']:6.1f}, max {gap['max_ms']:6.1f}")
+        print(
+            f"    one page, stamp to stamp:      mean {gap['mean_ms']:6.1f} ms, p50 {gap['p50_ms']:6.1f}, "
+            f"p99 {gap['p99_ms']:6.1f}, max {gap['max_ms']:6.1f}"
+        )
     if grid_page:
-        print(f"    grid find_residents (its log): mean {grid_page['mean_ms']:6.1f} ms, "
-              f"p50 {grid_page['p50_ms']:6.1f}, "
-              f"p99 {grid_page['p99_ms']:6.1f}, max {grid_page['max_ms']:6.1f}; {grid_page['n']} calls, "
-              f"{grid_page['sum_ms'] / 1000:.2f} s in all")
+        print(
+            f"    grid find_residents (its log): mean {grid_page['mean_ms']:6.1f} ms, "
+            f"p50 {grid_page['p50_ms']:6.1f}, "
+            f"p99 {grid_page['p99_ms']:6.1f}, max {grid_page['max_ms']:6.1f}; {grid_page['n']} calls, "
+            f"{grid_page['sum_ms'] / 1000:.2f} s in all"
+        )
     if "notices_side_per_page_ms" in res:
         print(f"    notices side (page - grid):    mean {res['notices_side_per_page_ms']:6.1f} ms")
     if publish:
         print(f"    publish_due timer: {publish['calls']} ticks, {publish['seconds']:.2f} s busy")
-    print(f"  dispatch: {dis['batches']} batches; first starts {fmt_s(dis['approve_to_first_batch_s'])}, "
-          f"last starts {fmt_s(dis['approve_to_last_batch_s'])} after approve")
+    print(
+        f"  dispatch: {dis['batches']} batches; first starts {fmt_s(dis['approve_to_first_batch_s'])}, "
+        f"last starts {fmt_s(dis['approve_to_last_batch_s'])} after approve"
+    )
     if dis["batch_sizes"]:
         sizes = dis["batch_sizes"]
         batch_gap = dis["batch_gap"]
-        gap_text = (f"; batch start to next: mean {batch_gap['mean_ms']:.0f} ms, p50 {batch_gap['p50_ms']:.0f}, "
-                    f"max {batch_gap['max_ms']:.0f}") if batch_gap else ""
+        gap_text = (
+            (
+                f"; batch start to next: mean {batch_gap['mean_ms']:.0f} ms, p50 {batch_gap['p50_ms']:.0f}, "
+                f"max {batch_gap['max_ms']:.0f}"
+            )
+            if batch_gap
+            else ""
+        )
         print(f"    batch size mean {statistics.fmean(sizes):,.0f}, max {max(sizes):,}{gap_text}")
     timer = dis["dispatch_timer"]
     if timer:
-        print(f"    dispatch timer: {timer['calls']} ticks, {timer['seconds']:.2f} s busy, "
-              f"{dis['ticks_over_0.5_s']} of them over 0.5 s")
+        print(
+            f"    dispatch timer: {timer['calls']} ticks, {timer['seconds']:.2f} s busy, "
+            f"{dis['ticks_over_0.5_s']} of them over 0.5 s"
+        )
     for name, profile in profiles.items():
         if not profile:
             print(f"  profile of {name}: no samples")
             continue
-        print(f"  profile of {name} (py-spy, {profile['samples']:,} samples, busy {profile['busy_pct']:.0f}%; "
-              f"% of all samples):")
-        print("    own code, inclusive: " + "; ".join(f"{frame} {pct}%" for frame, pct in
-                                                     profile["project_inclusive_pct"]))
+        print(
+            f"  profile of {name} (py-spy, {profile['samples']:,} samples, busy {profile['busy_pct']:.0f}%; "
+            f"% of all samples):"
+        )
+        print(
+            "    own code, inclusive: "
+            + "; ".join(f"{frame} {pct}%" for frame, pct in profile["project_inclusive_pct"])
+        )
         print("    leaf functions:      " + "; ".join(f"{frame} {pct}%" for frame, pct in profile["leaf_self_pct"]))
     poll = summarise_ms(run.poll_ms)
     print(f"  watcher: {poll['n']} polls, query mean {poll['mean_ms']:.2f} ms, max {poll['max_ms']:.1f} ms")
     if problems:
         print(f"  WARNING: the services logged {len(problems)} warning/error lines, first: {problems[0]}")
     print(f"  load average {loads[0][0]:.2f} before, {loads[1][0]:.2f} after")
-    return {"rate": rate, "resolved": resolved, "first_sent": first_sent,
-            "pass": run.complete and elapsed <= TARGET_S}
+    return {"rate": rate, "resolved": resolved, "first_sent": first_sent, "pass": run.complete and elapsed <= TARGET_S}
 
 
 def write_results(run, facts, stamps, analysis, profiles, summary, problems, loads):
@@ -614,8 +708,10 @@ def write_results(run, facts, stamps, analysis, profiles, summary, problems, loa
         "cpu_seconds": run.cpu,
         "service_metrics": run.metrics,
         "service_stamps": {
-            "approved_at": stamps["approved_at"], "published_at": stamps["published_at"],
-            "recipient_count": stamps["recipient_count"], "delivery_statuses": stamps["statuses"],
+            "approved_at": stamps["approved_at"],
+            "published_at": stamps["published_at"],
+            "recipient_count": stamps["recipient_count"],
+            "delivery_statuses": stamps["statuses"],
             "table_bytes": stamps["table_bytes"],
         },
         "breakdown": analysis,
@@ -641,22 +737,35 @@ def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, ti
     recreate_database(notices_url)
     upgrade("notices", notices_url)
 
-    settings = {"publish_interval": PUBLISH_INTERVAL, "dispatch_interval": DISPATCH_INTERVAL,
-                "dispatch_batch": dispatch_batch, "sms_rate": SMS_RATE, "poll_interval": poll_interval}
+    settings = {
+        "publish_interval": PUBLISH_INTERVAL,
+        "dispatch_interval": DISPATCH_INTERVAL,
+        "dispatch_batch": dispatch_batch,
+        "sms_rate": SMS_RATE,
+        "poll_interval": poll_interval,
+    }
     services = {
-        "grid": notices_service("grid", amqp_uri, {
-            "GRID_DATABASE_URL": grid_url,
-            # Housekeeping would expire tags in the shared bench database; keep it out of the run.
-            "GRID_HOUSEKEEPING_INTERVAL": "3600",
-        }),
-        "notices": notices_service("notices", amqp_uri, {
-            "NOTICES_DATABASE_URL": notices_url,
-            "NOTICES_SMS_GATEWAY_URL": "stub",
-            "NOTICES_SMS_RATE": str(SMS_RATE),
-            "NOTICES_PUBLISH_INTERVAL": str(PUBLISH_INTERVAL),
-            "NOTICES_DISPATCH_INTERVAL": str(DISPATCH_INTERVAL),
-            "NOTICES_DISPATCH_BATCH": str(dispatch_batch),
-        }),
+        "grid": notices_service(
+            "grid",
+            amqp_uri,
+            {
+                "GRID_DATABASE_URL": grid_url,
+                # Housekeeping would expire tags in the shared bench database; keep it out of the run.
+                "GRID_HOUSEKEEPING_INTERVAL": "3600",
+            },
+        ),
+        "notices": notices_service(
+            "notices",
+            amqp_uri,
+            {
+                "NOTICES_DATABASE_URL": notices_url,
+                "NOTICES_SMS_GATEWAY_URL": "stub",
+                "NOTICES_SMS_RATE": str(SMS_RATE),
+                "NOTICES_PUBLISH_INTERVAL": str(PUBLISH_INTERVAL),
+                "NOTICES_DISPATCH_INTERVAL": str(DISPATCH_INTERVAL),
+                "NOTICES_DISPATCH_BATCH": str(dispatch_batch),
+            },
+        ),
     }
     run = Run(expected=facts["expected"], settings=settings)
     token = mint_token(secret, "bench", ["admin"], ttl=3600)
@@ -688,26 +797,45 @@ def main(argv=None):
     # A plain SIGTERM would end this process without its finally blocks, leaving the services running.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(128 + signal.SIGTERM))
     parser = argparse.ArgumentParser(prog="python -m bench.notices_fanout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid-database-url", default=DEFAULT_GRID_DATABASE_URL,
-                        help="PostgreSQL URL of the database seeded by bench.seed_grid")
-    parser.add_argument("--notices-database-url",
-                        help=f"database to (re)create for the notices service (default: {NOTICES_DATABASE} "
-                             "on the grid database's server)")
+    parser.add_argument(
+        "--grid-database-url",
+        default=DEFAULT_GRID_DATABASE_URL,
+        help="PostgreSQL URL of the database seeded by bench.seed_grid",
+    )
+    parser.add_argument(
+        "--notices-database-url",
+        help=f"database to (re)create for the notices service (default: {NOTICES_DATABASE} "
+        "on the grid database's server)",
+    )
     parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))
-    parser.add_argument("--dispatch-batch", type=int, default=DEFAULT_DISPATCH_BATCH,
-                        help="NOTICES_DISPATCH_BATCH: deliveries per channel per dispatcher tick")
+    parser.add_argument(
+        "--dispatch-batch",
+        type=int,
+        default=DEFAULT_DISPATCH_BATCH,
+        help="NOTICES_DISPATCH_BATCH: deliveries per channel per dispatcher tick",
+    )
     parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between progress polls")
     parser.add_argument("--timeout", type=float, default=180.0, help="give up this many seconds after approval")
-    parser.add_argument("--py-spy", metavar="PATH",
-                        help="profile both services during the fan-out with this py-spy binary (slows the run)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="profile both services during the fan-out with this py-spy binary (slows the run)",
+    )
     args = parser.parse_args(argv)
     notices_url = args.notices_database_url or libpq_url(args.grid_database_url, NOTICES_DATABASE)
     if make_url(notices_url).database == make_url(args.grid_database_url).database:
         parser.error("the notices database must not be the grid database: it is dropped and recreated")
     if args.dispatch_batch < 1 or args.poll_interval <= 0 or args.timeout <= 0:
         parser.error("--dispatch-batch, --poll-interval and --timeout must be positive")
-    results = run_bench(args.grid_database_url, notices_url, args.amqp_uri, args.dispatch_batch,
-                        args.poll_interval, args.timeout, args.py_spy)
+    results = run_bench(
+        args.grid_database_url,
+        notices_url,
+        args.amqp_uri,
+        args.dispatch_batch,
+        args.poll_interval,
+        args.timeout,
+        args.py_spy,
+    )
     return 0 if results["pass"] else 1
 
 

@@ -5,6 +5,7 @@
 Separates what the framework costs (client proxy, dispatch, worker, reply) from what
 a grid method adds, beside the same run's raw kombu direct reply-to floor.
 """
+
 import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
@@ -51,7 +52,8 @@ def main():
     env = {**os.environ, "AMQP_URI": args.amqp_uri, "PYTHONWARNINGS": "ignore"}
     service = start_nameko(
         ["run", "--broker", args.amqp_uri, "bench.rpc_floor:NoopNamekoRpc", "bench.rpc_floor:NoopServiceRpc"],
-        env, subprocess.DEVNULL,
+        env,
+        subprocess.DEVNULL,
     )
     try:
         with ClusterRpcProxy({"AMQP_URI": args.amqp_uri}, timeout=30) as proxy:
@@ -66,8 +68,10 @@ def main():
                         raise
                     time.sleep(0.5)
             print(f"{'no-op RPC (ms)':<40} {'p50':>6} {'p99':>6}")
-            for label, method in (("nameko @rpc (confirmed, persistent reply)", proxy.bench_noop_nameko.ping),
-                                  ("suite @rpc (shared.rpc replies)", proxy.bench_noop_service.ping)):
+            for label, method in (
+                ("nameko @rpc (confirmed, persistent reply)", proxy.bench_noop_nameko.ping),
+                ("suite @rpc (shared.rpc replies)", proxy.bench_noop_service.ping),
+            ):
                 samples = timed(method, args.requests, warmup=50)
                 print(f"{label:<40} {percentile(samples, 50):>6.2f} {percentile(samples, 99):>6.2f}")
     finally:

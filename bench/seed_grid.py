@@ -23,6 +23,7 @@ Everything except the ciphertexts (random nonces) and quarantine end dates is a
 function of ``--seed``. The PII key comes from GRASSROOTS_PII_KEY (default: the
 bench key in ``bench/__init__.py``); the RPC bench must run with the same key.
 """
+
 import argparse
 import datetime as dt
 import io
@@ -86,12 +87,34 @@ ELDERLY_ALONE_RATE = TAG_RATES["elderly_alone"] / ELDERLY_SHARE
 
 # Six-digit administrative region codes (Jinan, Shandong); one ID number is
 # region + birth date + a 3-digit sequence, so a (region, date) pair has 999 slots.
-REGIONS = ("370102", "370103", "370104", "370105", "370112", "370113", "370114", "370115",
-           "370116", "370117", "370124", "370126")
+REGIONS = (
+    "370102",
+    "370103",
+    "370104",
+    "370105",
+    "370112",
+    "370113",
+    "370114",
+    "370115",
+    "370116",
+    "370117",
+    "370124",
+    "370126",
+)
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建国文志海燕鹏飞宇浩然晨阳雪梅琳丹"
-COMPOUNDS = ("阳光花园", "幸福小区", "和谐家园", "锦绣苑", "翠湖小区", "泉城新居", "明湖花园", "文化东路宿舍",
-             "山大南路小区", "舜耕苑")
+COMPOUNDS = (
+    "阳光花园",
+    "幸福小区",
+    "和谐家园",
+    "锦绣苑",
+    "翠湖小区",
+    "泉城新居",
+    "明湖花园",
+    "文化东路宿舍",
+    "山大南路小区",
+    "舜耕苑",
+)
 
 COPY_CHUNK_ROWS = 50_000  # residents per COPY round (households and tags ride along)
 COPY_READ_SIZE = 1 << 16
@@ -104,8 +127,17 @@ UnitRow = namedtuple("UnitRow", "id parent_id level name path label")
 
 UNIT_COLUMNS = ("id", "parent_id", "level", "name", "code", "path", "closed", "party_org_name", "created_at")
 HOUSEHOLD_COLUMNS = ("id", "unit_id", "unit_path", "compound", "building", "entrance", "room", "created_at")
-RESIDENT_COLUMNS = ("id", "household_id", "unit_path", "name", "id_number_enc", "id_number_hash", "phone_enc",
-                    "birth_date", "created_at")
+RESIDENT_COLUMNS = (
+    "id",
+    "household_id",
+    "unit_path",
+    "name",
+    "id_number_enc",
+    "id_number_hash",
+    "phone_enc",
+    "birth_date",
+    "created_at",
+)
 TAG_COLUMNS = ("resident_id", "tag", "unit_path", "until", "note", "tagged_at")
 
 NULL = r"\N"  # COPY text format
@@ -147,8 +179,10 @@ def drop_bulk_constraints(cur):
         cur.execute(f"DROP INDEX {name}")
     rebuild = [definition for definition, _name in indexes]
     # Unique constraints before the foreign keys that might rely on them.
-    rebuild += [f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
-                for table, name, definition, kind in sorted(constraints, key=lambda c: c[3] != "u")]
+    rebuild += [
+        f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
+        for table, name, definition, kind in sorted(constraints, key=lambda c: c[3] != "u")
+    ]
     return rebuild
 
 
@@ -217,8 +251,9 @@ def build_units():
         for parent in parents:
             for n in range(1, fanout + 1):
                 label = f"{parent.label}.{n}" if parent.label else str(n)
-                children.append(UnitRow(next_id, parent.id, level, f"{prefix} {label}",
-                                        child_path(parent.path, next_id), label))
+                children.append(
+                    UnitRow(next_id, parent.id, level, f"{prefix} {label}", child_path(parent.path, next_id), label)
+                )
                 next_id += 1
         units += children
         parents = children
@@ -308,10 +343,20 @@ def load_people(stream, rng, vault, small_grids, residents, chunk_rows):
         for household_id, (grid, size) in enumerate(plan, start=1):
             created = (REGISTRATION_START + step * (household_id - 1)).isoformat()
             path = grid.path
-            households.append("\t".join((
-                str(household_id), str(grid.id), path, choice(COMPOUNDS), str(randrange(1, 31)),
-                str(randrange(1, 7)), f"{randrange(1, 19)}0{randrange(1, 5)}", created,
-            )))
+            households.append(
+                "\t".join(
+                    (
+                        str(household_id),
+                        str(grid.id),
+                        path,
+                        choice(COMPOUNDS),
+                        str(randrange(1, 31)),
+                        str(randrange(1, 7)),
+                        f"{randrange(1, 19)}0{randrange(1, 5)}",
+                        created,
+                    )
+                )
+            )
             for _ in range(size):
                 resident_id += 1
                 age_days = randrange(1, max_age_days)
@@ -319,11 +364,21 @@ def load_people(stream, rng, vault, small_grids, residents, chunk_rows):
                 id_number = ids.issue(randrange(n_regions), birth, age_days)
                 phone = f"13{randrange(10**9):09d}"
                 name = choice(SURNAMES) + "".join(choice(GIVEN) for _ in range(randrange(1, 3)))
-                people.append("\t".join((
-                    str(resident_id), str(household_id), path, name,
-                    bytea(encrypt(id_number, ID_INDEX)), blind_index(id_number, ID_INDEX),
-                    bytea(encrypt(phone, PHONE_CONTEXT)), birth.isoformat(), created,
-                )))
+                people.append(
+                    "\t".join(
+                        (
+                            str(resident_id),
+                            str(household_id),
+                            path,
+                            name,
+                            bytea(encrypt(id_number, ID_INDEX)),
+                            blind_index(id_number, ID_INDEX),
+                            bytea(encrypt(phone, PHONE_CONTEXT)),
+                            birth.isoformat(),
+                            created,
+                        )
+                    )
+                )
                 rid = str(resident_id)
                 if age_days >= elderly_days and random_() < ELDERLY_ALONE_RATE:
                     tags.append("\t".join((rid, "elderly_alone", path, NULL, NULL, created)))
@@ -433,14 +488,22 @@ def seed(url, residents, seed_value, chunk_rows=COPY_CHUNK_ROWS):
     elapsed = time.perf_counter() - started
     assert counts["residents"] == loaded["residents"] == residents, (counts, loaded)
     print(f"Done in {elapsed:.1f} s", flush=True)
-    print(f"  units          {counts['units']:>10,}  "
-          + ", ".join(f"{level} {counts['units_by_level'].get(level, 0):,}"
-                      for level in ["district"] + [level for level, *_ in SHAPE]))
-    print(f"  households     {counts['households']:>10,}  "
-          f"({counts['residents'] / max(counts['households'], 1):.2f} residents per household)")
+    print(
+        f"  units          {counts['units']:>10,}  "
+        + ", ".join(
+            f"{level} {counts['units_by_level'].get(level, 0):,}"
+            for level in ["district"] + [level for level, *_ in SHAPE]
+        )
+    )
+    print(
+        f"  households     {counts['households']:>10,}  "
+        f"({counts['residents'] / max(counts['households'], 1):.2f} residents per household)"
+    )
     print(f"  residents      {counts['residents']:>10,}")
-    print(f"  resident_tags  {counts['resident_tags']:>10,}  "
-          + ", ".join(f"{tag} {n:,} ({n / residents:.1%})" for tag, n in counts["tags"].items()))
+    print(
+        f"  resident_tags  {counts['resident_tags']:>10,}  "
+        + ", ".join(f"{tag} {n:,} ({n / residents:.1%})" for tag, n in counts["tags"].items())
+    )
     print(f"  bench targets  {targets}")
 
     summary = {
@@ -458,13 +521,15 @@ def seed(url, residents, seed_value, chunk_rows=COPY_CHUNK_ROWS):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.seed_grid", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", required=True,
-                        help="PostgreSQL URL of the bench database (dropped and recreated)")
+    parser.add_argument(
+        "--database-url", required=True, help="PostgreSQL URL of the bench database (dropped and recreated)"
+    )
     parser.add_argument("--residents", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--chunk-rows", type=int, default=COPY_CHUNK_ROWS, help="residents per COPY round")
-    parser.add_argument("--force", action="store_true",
-                        help="allow dropping a database whose name does not contain 'bench'")
+    parser.add_argument(
+        "--force", action="store_true", help="allow dropping a database whose name does not contain 'bench'"
+    )
     args = parser.parse_args(argv)
     url = make_url(args.database_url)
     if not url.drivername.startswith("postgresql"):

@@ -43,6 +43,7 @@ at their task limit.
 Written: var/bench_volunteer_results.json and the services' logs,
 var/bench_volunteer_grid.log and var/bench_volunteer_volunteer.log.
 """
+
 import warnings
 
 # eventlet warns on import that it is deprecated (a plain Warning subclass); we know.
@@ -116,11 +117,40 @@ PHONE_CONTEXT = b"phone"  # as services/volunteer/people.py
 NULL = r"\N"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建国文志海燕鹏飞宇浩然晨阳雪梅琳丹"
-VOLUNTEER_COLUMNS = ("id", "name", "phone_enc", "home_unit_id", "home_path", "skills", "availability",
-                     "max_active_tasks", "resident_id", "household_id", "party_member", "active", "created_at")
-REQUEST_COLUMNS = ("id", "unit_id", "unit_path", "kind", "details", "urgency", "needed_by", "household_id",
-                   "resident_id", "status", "volunteer_id", "created_by", "created_at", "matched_at",
-                   "completed_at", "note", "rating")
+VOLUNTEER_COLUMNS = (
+    "id",
+    "name",
+    "phone_enc",
+    "home_unit_id",
+    "home_path",
+    "skills",
+    "availability",
+    "max_active_tasks",
+    "resident_id",
+    "household_id",
+    "party_member",
+    "active",
+    "created_at",
+)
+REQUEST_COLUMNS = (
+    "id",
+    "unit_id",
+    "unit_path",
+    "kind",
+    "details",
+    "urgency",
+    "needed_by",
+    "household_id",
+    "resident_id",
+    "status",
+    "volunteer_id",
+    "created_by",
+    "created_at",
+    "matched_at",
+    "completed_at",
+    "note",
+    "rating",
+)
 OFFER_COLUMNS = ("id", "request_id", "volunteer_id", "status", "offered_at", "expires_at", "responded_at")
 
 
@@ -164,14 +194,19 @@ def grid_facts(grid_url):
             targets = bench_targets(cur)
             cur.execute("SELECT path FROM units WHERE id = %s", (targets["district"],))
             district_path = one_row(cur)[0]
-            cur.execute("SELECT id, path FROM units WHERE level = 'grid_small' AND NOT closed AND path LIKE %s "
-                        "ORDER BY id", (district_path + "%",))
+            cur.execute(
+                "SELECT id, path FROM units WHERE level = 'grid_small' AND NOT closed AND path LIKE %s ORDER BY id",
+                (district_path + "%",),
+            )
             small_grids = cur.fetchall()
-            cur.execute("""SELECT unit_path, id, household_id FROM (
+            cur.execute(
+                """SELECT unit_path, id, household_id FROM (
                              SELECT unit_path, id, household_id,
                                     row_number() OVER (PARTITION BY unit_path ORDER BY id) AS rn
                              FROM residents WHERE unit_path LIKE %s) s
-                           WHERE rn <= 40 ORDER BY unit_path, id""", (district_path + "%",))
+                           WHERE rn <= 40 ORDER BY unit_path, id""",
+                (district_path + "%",),
+            )
             pool = defaultdict(list)
             for path, resident_id, household_id in cur:
                 pool[path].append((resident_id, household_id))
@@ -179,8 +214,13 @@ def grid_facts(grid_url):
             residents = one_row(cur)[0]
     finally:
         conn.close()
-    return {"targets": targets, "district_path": district_path, "small_grids": small_grids,
-            "pool": pool, "residents": residents}
+    return {
+        "targets": targets,
+        "district_path": district_path,
+        "small_grids": small_grids,
+        "pool": pool,
+        "residents": residents,
+    }
 
 
 def grid_residents(grid_url, paths):
@@ -188,8 +228,10 @@ def grid_residents(grid_url, paths):
     conn = psycopg2.connect(libpq_url(grid_url))
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT unit_path, id, household_id FROM residents WHERE unit_path = ANY(%s) ORDER BY id",
-                        (sorted(set(paths)),))
+            cur.execute(
+                "SELECT unit_path, id, household_id FROM residents WHERE unit_path = ANY(%s) ORDER BY id",
+                (sorted(set(paths)),),
+            )
             found = defaultdict(list)
             for path, resident_id, household_id in cur:
                 found[path].append((resident_id, household_id))
@@ -205,8 +247,11 @@ def quarantined_among(grid_url, resident_ids):
     conn = psycopg2.connect(libpq_url(grid_url))
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT resident_id FROM resident_tags WHERE tag = 'quarantined' AND resident_id = ANY(%s) "
-                        "AND (until IS NULL OR until > now())", (list(resident_ids),))
+            cur.execute(
+                "SELECT resident_id FROM resident_tags WHERE tag = 'quarantined' AND resident_id = ANY(%s) "
+                "AND (until IS NULL OR until > now())",
+                (list(resident_ids),),
+            )
             return {row[0] for row in cur}
     finally:
         conn.close()
@@ -227,13 +272,31 @@ def make_volunteers(rng, facts, vault, now):
         windows = []
         for _ in range(rng.randint(1, 4)):
             start = rng.randint(6, 20)
-            windows.append({"weekday": rng.randrange(7), "start": f"{start:02d}:{rng.choice((0, 30)):02d}",
-                            "end": f"{min(start + rng.randint(2, 4), 23):02d}:00"})
-        phone = f"1{rng.choice('3578')}{rng.randrange(10 ** 9):09d}"
-        rows.append((volunteer_id, rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.randint(1, 2))),
-                     vault.encrypt(phone, PHONE_CONTEXT), unit_id, path, rng.sample(SKILLS, rng.randint(1, 3)),
-                     windows, rng.randint(1, 3), resident_id, household_id, rng.random() < PARTY_SHARE,
-                     rng.random() < ACTIVE_SHARE, now - dt.timedelta(days=rng.uniform(1, 400))))
+            windows.append(
+                {
+                    "weekday": rng.randrange(7),
+                    "start": f"{start:02d}:{rng.choice((0, 30)):02d}",
+                    "end": f"{min(start + rng.randint(2, 4), 23):02d}:00",
+                }
+            )
+        phone = f"1{rng.choice('3578')}{rng.randrange(10**9):09d}"
+        rows.append(
+            (
+                volunteer_id,
+                rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.randint(1, 2))),
+                vault.encrypt(phone, PHONE_CONTEXT),
+                unit_id,
+                path,
+                rng.sample(SKILLS, rng.randint(1, 3)),
+                windows,
+                rng.randint(1, 3),
+                resident_id,
+                household_id,
+                rng.random() < PARTY_SHARE,
+                rng.random() < ACTIVE_SHARE,
+                now - dt.timedelta(days=rng.uniform(1, 400)),
+            )
+        )
     return rows
 
 
@@ -259,12 +322,30 @@ def make_history(rng, volunteers, now):
             created = matched - dt.timedelta(minutes=rng.uniform(1, 30))
             done = None if status == "matched" else matched + dt.timedelta(hours=rng.uniform(1, 6))
             final = "matched" if status == "matched" else rng.choice(("completed", "confirmed"))
-            requests_.append((request_id, volunteer[3], volunteer[4], rng.choice(REQUEST_KINDS), "history",
-                              "normal", matched + dt.timedelta(hours=2), None, None, final, volunteer[0], "bench",
-                              created, matched, done, None if done is None else "done",
-                              rng.randint(3, 5) if final == "confirmed" else None))
-            offers.append((request_id, request_id, volunteer[0], "accepted", created,
-                           created + dt.timedelta(minutes=10), matched))
+            requests_.append(
+                (
+                    request_id,
+                    volunteer[3],
+                    volunteer[4],
+                    rng.choice(REQUEST_KINDS),
+                    "history",
+                    "normal",
+                    matched + dt.timedelta(hours=2),
+                    None,
+                    None,
+                    final,
+                    volunteer[0],
+                    "bench",
+                    created,
+                    matched,
+                    done,
+                    None if done is None else "done",
+                    rng.randint(3, 5) if final == "confirmed" else None,
+                )
+            )
+            offers.append(
+                (request_id, request_id, volunteer[0], "accepted", created, created + dt.timedelta(minutes=10), matched)
+            )
     return requests_, offers
 
 
@@ -302,8 +383,13 @@ def make_specs(rng, grids, volunteers, residents_of, needed_by):
             linked[v[4]].append(v)
     specs = []
     for i, (unit_id, path) in enumerate(grids):
-        kwargs = {"unit_id": str(unit_id), "kind": rng.choice(REQUEST_KINDS), "details": f"bench request {i}",
-                  "urgency": "normal", "needed_by": needed_by}
+        kwargs = {
+            "unit_id": str(unit_id),
+            "kind": rng.choice(REQUEST_KINDS),
+            "details": f"bench request {i}",
+            "urgency": "normal",
+            "needed_by": needed_by,
+        }
         variant = ("unit", "resident", "volunteer_household")[i % 3]
         people = residents_of[path]
         if variant == "resident":
@@ -349,8 +435,20 @@ class GcWatchedService(ServiceProcess):
     def start(self):
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", GC_HOOK, "run", "--config", f"services/{self.name}/config.yml",
-                 f"services.{self.name}.service"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-c",
+                    GC_HOOK,
+                    "run",
+                    "--config",
+                    f"services/{self.name}/config.yml",
+                    f"services.{self.name}.service",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def collections(self, since, until):
         """(end time, generation, pause ms) of the logged collections between two unix times."""
@@ -376,10 +474,14 @@ def gc_report(service, calls, since, until, target_ms):
         else:
             clean.append(call["duration_ms"])
     slow = [index for index, call in enumerate(calls) if call["duration_ms"] > target_ms]
-    return {"gen2_collections": len(full), "gen2_pause": summarise(full),
-            "other_pauses_over_2ms": sum(1 for _at, generation, _p in collections if generation != 2),
-            "calls_over_target": len(slow), "of_which_during_a_gen2_collection": len(hit.intersection(slow)),
-            "calls_without_gen2_collection": summarise(clean)}
+    return {
+        "gen2_collections": len(full),
+        "gen2_pause": summarise(full),
+        "other_pauses_over_2ms": sum(1 for _at, generation, _p in collections if generation != 2),
+        "calls_over_target": len(slow),
+        "of_which_during_a_gen2_collection": len(hit.intersection(slow)),
+        "calls_without_gen2_collection": summarise(clean),
+    }
 
 
 class NoticesStub:
@@ -413,6 +515,7 @@ class Stopwatch:
                 return function(*args, **kwargs)
             finally:
                 self.add(label(args, kwargs) if callable(label) else label, (time.perf_counter() - started) * 1000)
+
         return timed
 
 
@@ -423,8 +526,9 @@ class TimedProxy:
         self._proxy, self._service, self._watch, self._where = proxy, service, watch, where
 
     def __getattr__(self, method):
-        return self._watch.wrap(lambda _a, _k: f"rpc {self._service}.{method}{self._where()}",
-                                getattr(self._proxy, method))
+        return self._watch.wrap(
+            lambda _a, _k: f"rpc {self._service}.{method}{self._where()}", getattr(self._proxy, method)
+        )
 
 
 class _Provider:
@@ -477,8 +581,7 @@ def breakdown(volunteer_url, amqp_uri, specs, profile_specs, policy):
             inside["quarantine"] = False
 
     volunteer_requests._candidates = watch.wrap("candidates (3 SELECTs + Candidate rows)", originals[0])
-    volunteer_requests._drop_quarantined = watch.wrap("quarantine check (grid.get_residents batches)",
-                                                      drop_quarantined)
+    volunteer_requests._drop_quarantined = watch.wrap("quarantine check (grid.get_residents batches)", drop_quarantined)
     matching.rank = watch.wrap("matching.rank (pure Python)", originals[2])
     token = mint_token(jwt_secret(), "service:volunteer", ["service"], ttl=3600)
     caller = Caller(sub="bench", roles=frozenset({"admin"}))
@@ -525,12 +628,20 @@ def breakdown(volunteer_url, amqp_uri, specs, profile_specs, policy):
     steps = {label: part(label) for label in sorted(top, key=lambda label: -watch.ms[label])}
     steps["remainder (ORM, SQL outside the steps above, BEGIN/pre-ping)"] = {
         "per_request_ms": round(total["mean_ms"] - sum(watch.ms[label] for label in top) / n, 3),
-        "calls_per_request": 1}
+        "calls_per_request": 1,
+    }
     nested = {label: part(label) for label in watch.ms if label.endswith("(quarantine)")}
-    sql = {label: part(label) for label in sorted(watch.ms, key=lambda label: -watch.ms[label])
-           if label.startswith("sql ")}
-    return {"requests": n, "total": total, "steps": steps, "inside_quarantine_check": nested, "sql": sql,
-            "cpu_hotspots": hotspots(profiler, len(profile_specs))}
+    sql = {
+        label: part(label) for label in sorted(watch.ms, key=lambda label: -watch.ms[label]) if label.startswith("sql ")
+    }
+    return {
+        "requests": n,
+        "total": total,
+        "steps": steps,
+        "inside_quarantine_check": nested,
+        "sql": sql,
+        "cpu_hotspots": hotspots(profiler, len(profile_specs)),
+    }
 
 
 def hotspots(profiler, n, top=15):
@@ -543,8 +654,14 @@ def hotspots(profiler, n, top=15):
     out = {"cpu_ms_per_request": round(total * 1000 / n, 3), "functions": []}
     for (filename, line, name), (_cc, calls, own, cumulative, _callers) in rows:
         where = filename.split("site-packages/")[-1].replace(ROOT + "/", "")
-        out["functions"].append({"function": f"{where}:{line}({name})", "calls_per_request": round(calls / n, 1),
-                                 "own_ms": round(own * 1000 / n, 3), "cumulative_ms": round(cumulative * 1000 / n, 3)})
+        out["functions"].append(
+            {
+                "function": f"{where}:{line}({name})",
+                "calls_per_request": round(calls / n, 1),
+                "own_ms": round(own * 1000 / n, 3),
+                "cumulative_ms": round(cumulative * 1000 / n, 3),
+            }
+        )
     return out
 
 
@@ -566,8 +683,11 @@ def ranking_reference(volunteer_url, facts, policy, needed_by):
                     matching.rank(candidates, grid_path, "groceries", needed_by, policy.zone, None, ())
                     samples.append((time.perf_counter() - started) * 1000)
                 level = "community" if scope != facts["district_path"] else "district"
-                found[level] = {"candidates": len(candidates), "load_candidates_ms": round(load_ms, 2),
-                                "rank": summarise(samples)}
+                found[level] = {
+                    "candidates": len(candidates),
+                    "load_candidates_ms": round(load_ms, 2),
+                    "rank": summarise(samples),
+                }
     finally:
         engine.dispose()
     return found
@@ -580,13 +700,16 @@ def verify(volunteer_url, grid_url, request_ids, specs):
     conn = psycopg2.connect(libpq_url(volunteer_url))
     try:
         with conn.cursor() as cur:
-            cur.execute("""SELECT r.id, r.status, r.unit_path, r.household_id, o.volunteer_id, o.status,
+            cur.execute(
+                """SELECT r.id, r.status, r.unit_path, r.household_id, o.volunteer_id, o.status,
                                   v.household_id, v.resident_id, v.home_path, v.active, v.max_active_tasks,
                                   (SELECT count(*) FROM help_requests m WHERE m.volunteer_id = v.id
                                      AND m.status = 'matched')
                            FROM help_requests r LEFT JOIN offers o ON o.request_id = r.id
                            LEFT JOIN volunteers v ON v.id = o.volunteer_id
-                           WHERE r.id = ANY(%s) ORDER BY r.id""", (request_ids,))
+                           WHERE r.id = ANY(%s) ORDER BY r.id""",
+                (request_ids,),
+            )
             rows = cur.fetchall()
             cur.execute("SELECT resident_id, home_path FROM volunteers WHERE resident_id IS NOT NULL AND active")
             linked_active = cur.fetchall()
@@ -598,8 +721,20 @@ def verify(volunteer_url, grid_url, request_ids, specs):
     quarantined_volunteers = quarantined_among(grid_url, [resident for resident, _path in linked_active])
     grids_with_quarantined = {path for resident, path in linked_active if resident in quarantined_volunteers}
     problems = []
-    for (request_id, status, _path, household, volunteer, offer_status, v_household, v_resident, _home, active,
-         limit, load_now) in rows:
+    for (
+        request_id,
+        status,
+        _path,
+        household,
+        volunteer,
+        offer_status,
+        v_household,
+        v_resident,
+        _home,
+        active,
+        limit,
+        load_now,
+    ) in rows:
         if status not in ("offered", "unmatched"):
             problems.append(f"request {request_id} ended {status}")
         if status == "offered" and offer_status != "pending":
@@ -611,26 +746,38 @@ def verify(volunteer_url, grid_url, request_ids, specs):
         if v_resident in quarantined:
             problems.append(f"request {request_id} offered to quarantined volunteer {volunteer}")
         if not active or load_now >= limit:
-            problems.append(f"request {request_id} offered to volunteer {volunteer} (active={active}, "
-                            f"{load_now}/{limit} tasks)")
-    depth_names = {6: "same small grid", 5: "same medium grid", 4: "same large grid", 3: "same community",
-                   2: "same street", 1: "same district"}
+            problems.append(
+                f"request {request_id} offered to volunteer {volunteer} (active={active}, {load_now}/{limit} tasks)"
+            )
+    depth_names = {
+        6: "same small grid",
+        5: "same medium grid",
+        4: "same large grid",
+        3: "same community",
+        2: "same street",
+        1: "same district",
+    }
     distance = Counter(depth_names.get(matching.shared_depth(row[8], row[2]), "?") for row in offered)
     offers_per_request = Counter(row[0] for row in offered)
     if any(n > 1 for n in offers_per_request.values()):
         problems.append("more than one offer for a request (OFFER_FANOUT is 1)")
     by_request = {row[0]: row for row in rows}
-    household_cases = [rid for rid, spec in zip(request_ids, specs, strict=True)
-                       if spec["variant"] == "volunteer_household"]
+    household_cases = [
+        rid for rid, spec in zip(request_ids, specs, strict=True) if spec["variant"] == "volunteer_household"
+    ]
     quarantine_cases = sum(1 for spec in specs if spec["path"] in grids_with_quarantined)
     expected_notices = {str(by_request[rid][7]) for rid in request_ids if by_request[rid][7]}
     notified = {r for call in NoticesStub.calls for r in call.get("resident_ids", [])}
     if not expected_notices <= notified:
         problems.append(f"{len(expected_notices - notified)} linked volunteers offered but not notified")
-    return {"statuses": dict(statuses), "offer_distance": dict(distance), "problems": problems,
-            "household_exclusion_cases": len(household_cases),
-            "requests_in_grids_with_a_quarantined_volunteer": quarantine_cases,
-            "notifications": len(NoticesStub.calls)}
+    return {
+        "statuses": dict(statuses),
+        "offer_distance": dict(distance),
+        "problems": problems,
+        "household_exclusion_cases": len(household_cases),
+        "requests_in_grids_with_a_quarantined_volunteer": quarantine_cases,
+        "notifications": len(NoticesStub.calls),
+    }
 
 
 def other_benches():
@@ -665,31 +812,45 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
     rng = random.Random(SEED)
     facts = grid_facts(grid_url)
     existed = claim_rpc_queues(amqp_uri, ["grid", "volunteer", "notices"])
-    print(f"Volunteer matching bench: seeding {make_url(volunteer_url).database} with {VOLUNTEERS:,} volunteers "
-          f"over {len(facts['small_grids']):,} small grids of district {facts['targets']['district']} "
-          f"({make_url(grid_url).database}, {facts['residents']:,} residents)", flush=True)
+    print(
+        f"Volunteer matching bench: seeding {make_url(volunteer_url).database} with {VOLUNTEERS:,} volunteers "
+        f"over {len(facts['small_grids']):,} small grids of district {facts['targets']['district']} "
+        f"({make_url(grid_url).database}, {facts['residents']:,} residents)",
+        flush=True,
+    )
     volunteers, seed_s = seed(volunteer_url, facts, rng)
     print(f"  seeded in {seed_s} s", flush=True)
 
     needed_by = (now_utc() + dt.timedelta(hours=2)).isoformat()
     spec_rng = random.Random(SEED + 1)
-    grids = [spec_rng.choice(facts["small_grids"])
-             for _ in range(warmup + requests + BREAKDOWN_REQUESTS + PROFILE_REQUESTS)]
+    grids = [
+        spec_rng.choice(facts["small_grids"]) for _ in range(warmup + requests + BREAKDOWN_REQUESTS + PROFILE_REQUESTS)
+    ]
     residents_of = grid_residents(grid_url, [path for _id, path in grids])
     specs = make_specs(spec_rng, grids, volunteers, residents_of, needed_by)
-    timed_specs, extra_specs = specs[:warmup + requests], specs[warmup + requests:]
+    timed_specs, extra_specs = specs[: warmup + requests], specs[warmup + requests :]
     extra_specs, profile_specs = extra_specs[:BREAKDOWN_REQUESTS], extra_specs[BREAKDOWN_REQUESTS:]
 
     services = {
-        "grid": GcWatchedService("grid", amqp_uri, "bench_volunteer_grid.log", {
-            "GRID_DATABASE_URL": grid_url,
-            "GRID_HOUSEKEEPING_INTERVAL": "3600",  # would expire tags in the shared grid bench database
-        }),
-        "volunteer": GcWatchedService("volunteer", amqp_uri, "bench_volunteer_volunteer.log", {
-            "VOLUNTEER_DATABASE_URL": volunteer_url,
-            "VOLUNTEER_OFFER_SWEEP_INTERVAL": "3600",
-            "VOLUNTEER_SHIFT_CHECK_INTERVAL": "3600",
-        }),
+        "grid": GcWatchedService(
+            "grid",
+            amqp_uri,
+            "bench_volunteer_grid.log",
+            {
+                "GRID_DATABASE_URL": grid_url,
+                "GRID_HOUSEKEEPING_INTERVAL": "3600",  # would expire tags in the shared grid bench database
+            },
+        ),
+        "volunteer": GcWatchedService(
+            "volunteer",
+            amqp_uri,
+            "bench_volunteer_volunteer.log",
+            {
+                "VOLUNTEER_DATABASE_URL": volunteer_url,
+                "VOLUNTEER_OFFER_SWEEP_INTERVAL": "3600",
+                "VOLUNTEER_SHIFT_CHECK_INTERVAL": "3600",
+            },
+        ),
     }
     stub = ServiceContainer(NoticesStub, {"AMQP_URI": amqp_uri})
     token = mint_token(jwt_secret(), "bench", ["admin"], ttl=3600)
@@ -724,8 +885,9 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
         eventlet.sleep(0.5)  # the services log each call after replying
         notified = len(NoticesStub.calls)
         grid_calls = services["grid"].finished_calls("rpc")
-        volunteer_calls = [r for r in services["volunteer"].finished_calls("rpc")
-                           if r.get("method") == "create_request"]
+        volunteer_calls = [
+            r for r in services["volunteer"].finished_calls("rpc") if r.get("method") == "create_request"
+        ]
         print(f"  timed; breaking {len(extra_specs)} more requests down in this process ...", flush=True)
         parts = breakdown(volunteer_url, amqp_uri, extra_specs, profile_specs, policy)
     finally:
@@ -737,37 +899,58 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
     request_ids = [int(r["id"]) for r in results]
     checks = verify(volunteer_url, grid_url, request_ids, timed_specs)
     checks["notifications"] = notified
-    service_ms = [r["duration_ms"] for r in volunteer_calls[warmup:warmup + requests]] \
-        if len(volunteer_calls) == warmup + requests else []
+    service_ms = (
+        [r["duration_ms"] for r in volunteer_calls[warmup : warmup + requests]]
+        if len(volunteer_calls) == warmup + requests
+        else []
+    )
     per_method = defaultdict(list)  # readiness probes are HTTP: every grid RPC came from a create_request
     for record in grid_calls:
         per_method[record.get("method")].append(record["duration_ms"])
-    grid_summary = {method: {"calls_per_request": round(len(ms) / len(timed_specs), 2),
-                             "service_ms": summarise(ms)} for method, ms in sorted(per_method.items())}
+    grid_summary = {
+        method: {"calls_per_request": round(len(ms) / len(timed_specs), 2), "service_ms": summarise(ms)}
+        for method, ms in sorted(per_method.items())
+    }
     by_variant = defaultdict(list)
     for spec, ms in zip(timed_specs[warmup:], latencies, strict=True):
         by_variant[spec["variant"]].append(ms)
-    return report({
-        "at": now_utc().isoformat(timespec="seconds"),
-        "grid_database": make_url(grid_url).database,
-        "volunteer_database": make_url(volunteer_url).database,
-        "volunteers": VOLUNTEERS, "history": HISTORY, "seed": SEED, "seed_s": seed_s,
-        "small_grids": len(facts["small_grids"]), "requests": requests, "warmup": warmup,
-        "environment": environment(loads),
-        "client": summarise(latencies),
-        "by_variant": {variant: summarise(ms) for variant, ms in sorted(by_variant.items())},
-        "service": summarise(service_ms),
-        "grid_calls": grid_summary,
-        "gc": {name: gc_report(service, calls, window_start, window_end, TARGET_P99_MS)
-               for name, service, calls in (("volunteer", services["volunteer"], volunteer_calls[warmup:]),
-                                            ("grid", services["grid"], grid_calls))},
-        "breakdown": parts,
-        "ranking": ranking,
-        "checks": checks,
-        "service_problems": [problem for service in services.values() for problem in service.problems(
-            lambda record: f"{record.get('service')}: {record.get('level')} {record.get('message')}")],
-        "target_p99_ms": TARGET_P99_MS,
-    })
+    return report(
+        {
+            "at": now_utc().isoformat(timespec="seconds"),
+            "grid_database": make_url(grid_url).database,
+            "volunteer_database": make_url(volunteer_url).database,
+            "volunteers": VOLUNTEERS,
+            "history": HISTORY,
+            "seed": SEED,
+            "seed_s": seed_s,
+            "small_grids": len(facts["small_grids"]),
+            "requests": requests,
+            "warmup": warmup,
+            "environment": environment(loads),
+            "client": summarise(latencies),
+            "by_variant": {variant: summarise(ms) for variant, ms in sorted(by_variant.items())},
+            "service": summarise(service_ms),
+            "grid_calls": grid_summary,
+            "gc": {
+                name: gc_report(service, calls, window_start, window_end, TARGET_P99_MS)
+                for name, service, calls in (
+                    ("volunteer", services["volunteer"], volunteer_calls[warmup:]),
+                    ("grid", services["grid"], grid_calls),
+                )
+            },
+            "breakdown": parts,
+            "ranking": ranking,
+            "checks": checks,
+            "service_problems": [
+                problem
+                for service in services.values()
+                for problem in service.problems(
+                    lambda record: f"{record.get('service')}: {record.get('level')} {record.get('message')}"
+                )
+            ],
+            "target_p99_ms": TARGET_P99_MS,
+        }
+    )
 
 
 def report(results):
@@ -779,36 +962,50 @@ def report(results):
         if not stats:
             print(f"{label:<52} {'-':>8}")
             return
-        print(f"{label:<52} {stats['p50_ms']:8.2f} {stats['p99_ms']:8.2f} {stats['mean_ms']:8.2f} "
-              f"{stats['max_ms']:8.2f}  {verdict}")
+        print(
+            f"{label:<52} {stats['p50_ms']:8.2f} {stats['p99_ms']:8.2f} {stats['mean_ms']:8.2f} "
+            f"{stats['max_ms']:8.2f}  {verdict}"
+        )
 
     print()
     print_header(f"{'matching, create_request (ms)':<52} {'p50':>8} {'p99':>8} {'mean':>8} {'max':>8}  verdict")
-    row(f"client, {client['n']} sequential calls", client,
-        f"{'PASS' if passed else 'MISS'} (p99 <= {TARGET_P99_MS:g}: {client['p99_ms'] / TARGET_P99_MS:.0%})")
+    row(
+        f"client, {client['n']} sequential calls",
+        client,
+        f"{'PASS' if passed else 'MISS'} (p99 <= {TARGET_P99_MS:g}: {client['p99_ms'] / TARGET_P99_MS:.0%})",
+    )
     for variant, stats in results["by_variant"].items():
         row(f"  requests for {variant.replace('_', ' ')} (n={stats['n']})", stats)
     row("service's own time (its log)", service)
     for method, info in results["grid_calls"].items():
         row(f"  grid.{method}: {info['calls_per_request']} per request (grid's time)", info["service_ms"])
     for level, info in results["ranking"].items():
-        row(f"matching.rank alone, {level} ({info['candidates']:,} candidates)", info["rank"],
-            f"(loading them once, cold: {info['load_candidates_ms']:.0f} ms)")
+        row(
+            f"matching.rank alone, {level} ({info['candidates']:,} candidates)",
+            info["rank"],
+            f"(loading them once, cold: {info['load_candidates_ms']:.0f} ms)",
+        )
 
     for name, info in results["gc"].items():
         pause = info["gen2_pause"] or {"p50_ms": 0, "max_ms": 0}
-        print(f"{name} service during the timed calls: {info['gen2_collections']} full (gen-2) garbage collections, "
-              f"pause p50 {pause['p50_ms']:.1f} ms, max {pause['max_ms']:.1f} ms; "
-              + (f"{info['of_which_during_a_gen2_collection']} of its {info['calls_over_target']} calls over "
-                 f"{TARGET_P99_MS:g} ms had one inside; the calls without one: p50 "
-                 f"{info['calls_without_gen2_collection']['p50_ms']:.2f}, p99 "
-                 f"{info['calls_without_gen2_collection']['p99_ms']:.2f} ms "
-                 f"(n={info['calls_without_gen2_collection']['n']})."
-                 if name == "volunteer" else
-                 f"{info['other_pauses_over_2ms']} younger collections over 2 ms."))
+        print(
+            f"{name} service during the timed calls: {info['gen2_collections']} full (gen-2) garbage collections, "
+            f"pause p50 {pause['p50_ms']:.1f} ms, max {pause['max_ms']:.1f} ms; "
+            + (
+                f"{info['of_which_during_a_gen2_collection']} of its {info['calls_over_target']} calls over "
+                f"{TARGET_P99_MS:g} ms had one inside; the calls without one: p50 "
+                f"{info['calls_without_gen2_collection']['p50_ms']:.2f}, p99 "
+                f"{info['calls_without_gen2_collection']['p99_ms']:.2f} ms "
+                f"(n={info['calls_without_gen2_collection']['n']})."
+                if name == "volunteer"
+                else f"{info['other_pauses_over_2ms']} younger collections over 2 ms."
+            )
+        )
     parts = results["breakdown"]
-    print(f"\nWhere the time goes: {parts['requests']} more requests run in this process (mean total "
-          f"{parts['total']['mean_ms']:.2f} ms, p99 {parts['total']['p99_ms']:.2f}); per request:")
+    print(
+        f"\nWhere the time goes: {parts['requests']} more requests run in this process (mean total "
+        f"{parts['total']['mean_ms']:.2f} ms, p99 {parts['total']['p99_ms']:.2f}); per request:"
+    )
     for label, info in parts["steps"].items():
         print(f"  {label:<62} {info['per_request_ms']:7.2f} ms  ({info['calls_per_request']:g} calls)")
         if label.startswith("quarantine check"):
@@ -818,24 +1015,38 @@ def report(results):
     for label, info in parts["sql"].items():
         print(f"    {label:<60} {info['per_request_ms']:7.2f} ms  ({info['calls_per_request']:g} calls)")
     cpu = parts["cpu_hotspots"]
-    print(f"  Profiled pass ({PROFILE_REQUESTS} more, cProfile roughly doubles the time): CPU of this process per "
-          f"request {cpu['cpu_ms_per_request']:.2f} ms; most own CPU (ms per request, own / cumulative):")
+    print(
+        f"  Profiled pass ({PROFILE_REQUESTS} more, cProfile roughly doubles the time): CPU of this process per "
+        f"request {cpu['cpu_ms_per_request']:.2f} ms; most own CPU (ms per request, own / cumulative):"
+    )
     for item in cpu["functions"]:
-        print(f"    {item['function'][-72:]:<72} {item['own_ms']:6.2f} / {item['cumulative_ms']:6.2f}  "
-              f"({item['calls_per_request']:g} calls)")
+        print(
+            f"    {item['function'][-72:]:<72} {item['own_ms']:6.2f} / {item['cumulative_ms']:6.2f}  "
+            f"({item['calls_per_request']:g} calls)"
+        )
 
     checks = results["checks"]
-    print(f"\nChecks: statuses {checks['statuses']}; offers by distance {checks['offer_distance']}; "
-          f"{checks['household_exclusion_cases']} requests from a volunteer's household, "
-          f"{checks['requests_in_grids_with_a_quarantined_volunteer']} in grids with a quarantined volunteer; "
-          f"{checks['notifications']} offer notifications sent (to the stub).")
-    print("  " + ("; ".join(checks["problems"]) if checks["problems"] else "no offer to the requester's household, "
-                  "a quarantined volunteer or one at their task limit: OK"))
+    print(
+        f"\nChecks: statuses {checks['statuses']}; offers by distance {checks['offer_distance']}; "
+        f"{checks['household_exclusion_cases']} requests from a volunteer's household, "
+        f"{checks['requests_in_grids_with_a_quarantined_volunteer']} in grids with a quarantined volunteer; "
+        f"{checks['notifications']} offer notifications sent (to the stub)."
+    )
+    print(
+        "  "
+        + (
+            "; ".join(checks["problems"])
+            if checks["problems"]
+            else "no offer to the requester's household, a quarantined volunteer or one at their task limit: OK"
+        )
+    )
     problems = results["service_problems"]
     print(f"Service logs: {len(problems)} warnings or errors" + (": " + "; ".join(problems[:5]) if problems else "."))
     env = results["environment"]
-    print(f"Load average {env['load_avg_before'][0]:.2f} before, {env['load_avg_after'][0]:.2f} after; "
-          f"{env['cpus']} CPUs.")
+    print(
+        f"Load average {env['load_avg_before'][0]:.2f} before, {env['load_avg_after'][0]:.2f} after; "
+        f"{env['cpus']} CPUs."
+    )
     print(f"Results written to {save_json(RESULTS_FILE, results)}")
     return results
 
@@ -844,11 +1055,16 @@ def main(argv=None):
     # A plain SIGTERM would end this process without its finally blocks, leaving the services running.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(128 + signal.SIGTERM))
     parser = argparse.ArgumentParser(prog="python -m bench.volunteer_matching", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid-database-url", default=DEFAULT_GRID_DATABASE_URL,
-                        help="PostgreSQL URL of the database seeded by bench.seed_grid (read only)")
-    parser.add_argument("--volunteer-database-url",
-                        help=f"database to (re)create for the volunteer service (default: {VOLUNTEER_DATABASE} "
-                             "on the grid database's server)")
+    parser.add_argument(
+        "--grid-database-url",
+        default=DEFAULT_GRID_DATABASE_URL,
+        help="PostgreSQL URL of the database seeded by bench.seed_grid (read only)",
+    )
+    parser.add_argument(
+        "--volunteer-database-url",
+        help=f"database to (re)create for the volunteer service (default: {VOLUNTEER_DATABASE} "
+        "on the grid database's server)",
+    )
     parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))
     parser.add_argument("--requests", type=int, default=300, help="timed create_request calls")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls first")

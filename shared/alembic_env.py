@@ -1,4 +1,5 @@
 """The Alembic environment every service's migrations/env.py runs (configured by shared.migrate)."""
+
 from alembic import context
 from sqlalchemy import create_engine, pool
 

@@ -18,6 +18,7 @@ operation per event type, and the marshmallow schemas as JSON Schema under
 ``components/schemas``. The YAML is deterministic (sorted keys, no anchors), so a test can
 compare the committed file with a fresh generation.
 """
+
 import argparse
 import difflib
 import importlib
@@ -172,8 +173,12 @@ class SchemaConverter:
         if isinstance(field, validation.Id):
             if mode == "dump":
                 return {"type": "string", "pattern": ID_PATTERN_OUT}
-            return {"oneOf": [{"type": "string", "pattern": ID_PATTERN_IN},
-                              {"type": "integer", "minimum": 1, "maximum": validation.MAX_ID}]}
+            return {
+                "oneOf": [
+                    {"type": "string", "pattern": ID_PATTERN_IN},
+                    {"type": "integer", "minimum": 1, "maximum": validation.MAX_ID},
+                ]
+            }
         if isinstance(field, (fields.Function, fields.Method)):
             return {"description": "Computed by the service."}
         if isinstance(field, fields.Nested):
@@ -189,8 +194,12 @@ class SchemaConverter:
                 result["uniqueItems"] = True
             return result
         if isinstance(field, fields.Tuple):
-            return {"type": "array", "items": [self.field(f, mode) for f in field.tuple_fields],
-                    "minItems": len(field.tuple_fields), "maxItems": len(field.tuple_fields)}
+            return {
+                "type": "array",
+                "items": [self.field(f, mode) for f in field.tuple_fields],
+                "minItems": len(field.tuple_fields),
+                "maxItems": len(field.tuple_fields),
+            }
         if isinstance(field, fields.Dict):
             result = {"type": "object"}
             if field.key_field is not None:
@@ -241,8 +250,11 @@ class SchemaConverter:
             low, high = validator.min, validator.max
             if validator.equal is not None:
                 low = high = validator.equal
-            names = {"string": ("minLength", "maxLength"), "array": ("minItems", "maxItems"),
-                     "object": ("minProperties", "maxProperties")}.get(kind)
+            names = {
+                "string": ("minLength", "maxLength"),
+                "array": ("minItems", "maxItems"),
+                "object": ("minProperties", "maxProperties"),
+            }.get(kind)
             if names:
                 if low:
                     result[names[0]] = low
@@ -300,8 +312,12 @@ def service_classes():
             continue
         module = importlib.import_module(f"services.{info.name}.service")
         for _, cls in sorted(vars(module).items()):
-            if (isinstance(cls, type) and issubclass(cls, ServiceBase) and cls.__module__ == module.__name__
-                    and isinstance(getattr(cls, "name", None), str)):
+            if (
+                isinstance(cls, type)
+                and issubclass(cls, ServiceBase)
+                and cls.__module__ == module.__name__
+                and isinstance(getattr(cls, "name", None), str)
+            ):
                 if cls.name in found:
                     raise ContractError(f"two service classes are named {cls.name!r}")
                 found[cls.name] = cls
@@ -352,9 +368,13 @@ def entrypoints(cls):
 
 
 def _amqp_channel(exchange, exchange_type="topic"):
-    return {"amqp": {"is": "routingKey", "bindingVersion": AMQP_BINDING_VERSION,
-                     "exchange": {"name": exchange, "type": exchange_type, "durable": True,
-                                  "autoDelete": False, "vhost": "/"}}}
+    return {
+        "amqp": {
+            "is": "routingKey",
+            "bindingVersion": AMQP_BINDING_VERSION,
+            "exchange": {"name": exchange, "type": exchange_type, "durable": True, "autoDelete": False, "vhost": "/"},
+        }
+    }
 
 
 def _summary(doc):
@@ -366,18 +386,24 @@ def _fixed_components():
         ENVELOPE: {
             "type": "object",
             "description": "The CloudEvents-shaped envelope every event travels in (``shared.outbox.envelope``); "
-                           "``data`` is the event's payload. Consumers deduplicate by ``id``: delivery is at "
-                           "least once (transactional outbox, publisher confirms).",
+            "``data`` is the event's payload. Consumers deduplicate by ``id``: delivery is at "
+            "least once (transactional outbox, publisher confirms).",
             "required": ["data", "datacontenttype", "id", "source", "specversion", "subject", "time", "type"],
             "properties": {
                 "specversion": {"type": "string", "const": SPEC_VERSION},
                 "id": {"type": "string", "format": "uuid", "description": "Unique per event; the dedup key."},
-                "source": {"type": "string", "pattern": "^grassroots/[a-z_]+$",
-                           "description": "``grassroots/<service>``."},
+                "source": {
+                    "type": "string",
+                    "pattern": "^grassroots/[a-z_]+$",
+                    "description": "``grassroots/<service>``.",
+                },
                 "type": {"type": "string", "description": "The event type, also the AMQP routing key."},
                 "time": {"type": "string", "format": "date-time", "description": "When the change happened (UTC)."},
-                "subject": {"type": ["string", "null"], "maxLength": 300,
-                            "description": "What changed, e.g. ``resident/42``."},
+                "subject": {
+                    "type": ["string", "null"],
+                    "maxLength": 300,
+                    "description": "What changed, e.g. ``resident/42``.",
+                },
                 "datacontenttype": {"type": "string", "const": "application/json"},
                 "data": {"type": "object"},
             },
@@ -388,26 +414,35 @@ def _fixed_components():
             "required": ["nameko.auth_token"],
             "properties": {
                 "nameko.auth_token": {"type": "string", "description": "The caller's JWT (HS256); see README."},
-                "nameko.call_id_stack": {"type": "array", "items": {"type": "string"},
-                                         "description": "The chain of call ids across services and events."},
+                "nameko.call_id_stack": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The chain of call ids across services and events.",
+                },
             },
         },
         EVENT_HEADERS: {
             "type": "object",
             "properties": {
-                "nameko.call_id_stack": {"type": "array", "items": {"type": "string"},
-                                         "description": "The call ids of the call that emitted the event."},
+                "nameko.call_id_stack": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The call ids of the call that emitted the event.",
+                },
             },
         },
         REMOTE_ERROR: {
             "type": "object",
             "description": "A serialised exception; callers see a nameko ``RemoteError`` (``shared.errors`` "
-                           "gives typed subclasses).",
+            "gives typed subclasses).",
             "required": ["exc_type", "value"],
             "properties": {
-                "exc_type": {"type": "string", "description": "``ValidationError`` (``value`` is JSON naming each "
-                                                              "bad field), ``NotFound``, ``Conflict``, ``Forbidden``, "
-                                                              "``Unauthenticated``, ``InternalError``."},
+                "exc_type": {
+                    "type": "string",
+                    "description": "``ValidationError`` (``value`` is JSON naming each "
+                    "bad field), ``NotFound``, ``Conflict``, ``Forbidden``, "
+                    "``Unauthenticated``, ``InternalError``.",
+                },
                 "exc_path": {"type": "string"},
                 "exc_args": {"type": "array"},
                 "value": {"type": "string"},
@@ -417,8 +452,10 @@ def _fixed_components():
             "type": "object",
             "required": ["error", "result"],
             "properties": {
-                "result": {"description": "The method's JSON-safe result (ids as strings, ISO-8601 dates); "
-                                          "null when ``error`` is set."},
+                "result": {
+                    "description": "The method's JSON-safe result (ids as strings, ISO-8601 dates); "
+                    "null when ``error`` is set."
+                },
                 "error": {"oneOf": [_ref(REMOTE_ERROR), {"type": "null"}]},
             },
         },
@@ -437,15 +474,19 @@ def build(services=None):
         "address": None,
         "title": "RPC replies",
         "description": f"Replies are published to ``{RPC_EXCHANGE}`` with the request's ``reply_to`` property as "
-                       "routing key (the caller's reply queue) and its ``correlation_id``.",
+        "routing key (the caller's reply queue) and its ``correlation_id``.",
         "messages": {"reply": {"$ref": f"#/components/messages/{REPLY_CHANNEL}"}},
         "bindings": _amqp_channel(RPC_EXCHANGE),
     }
     messages[REPLY_CHANNEL] = {
-        "name": "reply", "title": "RPC reply", "contentType": "application/json",
+        "name": "reply",
+        "title": "RPC reply",
+        "contentType": "application/json",
         "payload": _ref(RPC_REPLY),
-        "correlationId": {"location": "$message.header#/correlation_id",
-                          "description": "The AMQP ``correlation_id`` property of the request."},
+        "correlationId": {
+            "location": "$message.header#/correlation_id",
+            "description": "The AMQP ``correlation_id`` property of the request.",
+        },
     }
 
     for service, cls in sorted(services.items()):
@@ -459,8 +500,12 @@ def build(services=None):
             roles = list(contract["roles"])
             schema = contract["schema"]
             if schema is None:
-                kwargs = {"type": "object", "additionalProperties": False, "properties": {},
-                          "description": "No arguments."}
+                kwargs = {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {},
+                    "description": "No arguments.",
+                }
             else:
                 kwargs = _ref(converter.component(schema, "load"))
             doc = _clean_doc(contract.get("doc"))
@@ -475,13 +520,20 @@ def build(services=None):
                 "title": f"{service}.{method} request",
                 "contentType": "application/json",
                 "headers": _ref(RPC_HEADERS),
-                "correlationId": {"location": "$message.header#/correlation_id",
-                                  "description": "The AMQP ``correlation_id`` property; the reply carries it."},
+                "correlationId": {
+                    "location": "$message.header#/correlation_id",
+                    "description": "The AMQP ``correlation_id`` property; the reply carries it.",
+                },
                 "payload": {
-                    "type": "object", "required": ["args", "kwargs"], "additionalProperties": False,
+                    "type": "object",
+                    "required": ["args", "kwargs"],
+                    "additionalProperties": False,
                     "properties": {
-                        "args": {"type": "array", "maxItems": 0,
-                                 "description": "Positional arguments are refused; pass arguments by keyword."},
+                        "args": {
+                            "type": "array",
+                            "maxItems": 0,
+                            "description": "Positional arguments are refused; pass arguments by keyword.",
+                        },
                         "kwargs": kwargs,
                     },
                 },
@@ -496,8 +548,10 @@ def build(services=None):
                 "channel": {"$ref": f"#/channels/{key}"},
                 "messages": [{"$ref": f"#/channels/{key}/messages/request"}],
                 "reply": {
-                    "address": {"location": "$message.header#/reply_to",
-                                "description": "The AMQP ``reply_to`` property of the request."},
+                    "address": {
+                        "location": "$message.header#/reply_to",
+                        "description": "The AMQP ``reply_to`` property of the request.",
+                    },
                     "channel": {"$ref": f"#/channels/{REPLY_CHANNEL}"},
                     "messages": [{"$ref": f"#/channels/{REPLY_CHANNEL}/messages/reply"}],
                 },
@@ -509,8 +563,9 @@ def build(services=None):
         for event_type, schema in sorted(events_of[service].items()):
             key = f"events.{service}.{event_type}"
             data = converter.component(schema, "dump")
-            doc = _clean_doc(type(schema).__dict__.get("__doc__") if not isinstance(schema, type)
-                             else schema.__dict__.get("__doc__"))
+            doc = _clean_doc(
+                type(schema).__dict__.get("__doc__") if not isinstance(schema, type) else schema.__dict__.get("__doc__")
+            )
             channels[key] = {
                 "address": event_type,
                 "title": f"{service} {event_type}",
@@ -524,11 +579,19 @@ def build(services=None):
                 **({"summary": _summary(doc), "description": doc} if doc else {}),
                 "contentType": "application/json",
                 "headers": _ref(EVENT_HEADERS),
-                "payload": {"allOf": [_ref(ENVELOPE), {
-                    "type": "object",
-                    "properties": {"source": {"const": f"grassroots/{service}"}, "type": {"const": event_type},
-                                   "data": _ref(data)},
-                }]},
+                "payload": {
+                    "allOf": [
+                        _ref(ENVELOPE),
+                        {
+                            "type": "object",
+                            "properties": {
+                                "source": {"const": f"grassroots/{service}"},
+                                "type": {"const": event_type},
+                                "data": _ref(data),
+                            },
+                        },
+                    ]
+                },
             }
             operations[f"{service}.emit.{event_type}"] = {
                 "action": "send",
@@ -547,15 +610,23 @@ def build(services=None):
             if key not in channels:
                 raise ContractError(
                     f"{service}.{method} handles {source}.{event_type}, which services/{source}/events.py does not "
-                    f"document: add its schema to EVENTS there")
+                    f"document: add its schema to EVENTS there"
+                )
             doc = _clean_doc(contract.get("doc"))
             operation = {
                 "action": "receive",
                 "title": f"{service} handles {source} {event_type}",
                 **({"summary": _summary(doc)} if doc else {}),
-                "description": "\n\n".join(filter(None, [
-                    doc, f"Queue ``evt-{source}-{event_type}--{service}.{method}``; deduplicated by envelope id, "
-                         f"retried with backoff, then parked in the queue's ``.dead`` twin."])),
+                "description": "\n\n".join(
+                    filter(
+                        None,
+                        [
+                            doc,
+                            f"Queue ``evt-{source}-{event_type}--{service}.{method}``; deduplicated by envelope id, "
+                            f"retried with backoff, then parked in the queue's ``.dead`` twin.",
+                        ],
+                    )
+                ),
                 "channel": {"$ref": f"#/channels/{key}"},
                 "messages": [{"$ref": f"#/channels/{key}/messages/{event_type}"}],
                 "tags": [{"name": service}, {"name": "event"}],
@@ -582,7 +653,8 @@ def build(services=None):
                 "``nameko.auth_token`` header) and events (CloudEvents-shaped envelopes on each service's "
                 "``<service>.events`` topic exchange, routing key = event type, published through a "
                 "transactional outbox: at least once, deduplicated by envelope id).\n\n"
-                "Generated from the code by ``python -m shared.asyncapi`` (``make asyncapi``); do not edit."),
+                "Generated from the code by ``python -m shared.asyncapi`` (``make asyncapi``); do not edit."
+            ),
             "tags": tags,
         },
         "defaultContentType": "application/json",
@@ -611,8 +683,7 @@ class _Dumper(yaml.SafeDumper):
 
 def render(document):
     """Deterministic YAML: sorted keys, no anchors, wide lines."""
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True,
-                     width=100)
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True, width=100)
 
 
 def generate():
@@ -621,8 +692,9 @@ def generate():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m shared.asyncapi", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 and show the difference when the committed file is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 and show the difference when the committed file is stale"
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     try:
@@ -636,8 +708,13 @@ def main(argv=None):
         if current == text:
             print(f"{output} is up to date")
             return 0
-        diff = difflib.unified_diff(current.splitlines(keepends=True), text.splitlines(keepends=True),
-                                    fromfile=f"{output} (committed)", tofile="generated", n=2)
+        diff = difflib.unified_diff(
+            current.splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            fromfile=f"{output} (committed)",
+            tofile="generated",
+            n=2,
+        )
         sys.stdout.writelines(diff)
         print(f"\n{output} is stale: run `make asyncapi` and commit it", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ data unmasked), ``exp``.
 Tokens for operators and tests: ``grassroots token --sub alice --role officer --unit 12``
 (shared.cli.tokens), which reads var/dev.env when the secret is not in the environment.
 """
+
 import os
 import sys
 import time
@@ -21,9 +22,7 @@ from shared.errors import Forbidden, Unauthenticated
 TOKEN_CONTEXT_KEY = "auth_token"
 SECRET_ENV = "GRASSROOTS_JWT_SECRET"
 ALGORITHM = "HS256"
-ROLES = frozenset(
-    {"admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service"}
-)
+ROLES = frozenset({"admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service"})
 # Roles that act across the whole district when their token names no unit.
 UNSCOPED_ROLES = frozenset({"admin", "service"})
 # Roles that act on their own records (identified by ``sub``), so need no unit claim.
@@ -83,9 +82,7 @@ def decode_token(secret, token):
     if not token or not isinstance(token, str):
         raise Unauthenticated("missing auth_token")
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "roles"]}
-        )
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "roles"]})
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("token expired") from None
     except jwt.InvalidTokenError:
@@ -164,5 +161,7 @@ class Auth(DependencyProvider):
 
 
 if __name__ == "__main__":
-    sys.exit("mint tokens with `.venv/bin/grassroots token --sub S --role ROLE [--unit ID]` "
-             "(or `python -m shared.cli token ...`)")
+    sys.exit(
+        "mint tokens with `.venv/bin/grassroots token --sub S --role ROLE [--unit ID]` "
+        "(or `python -m shared.cli token ...`)"
+    )

@@ -5,6 +5,7 @@ included — and waits for a reply forever. ``ServiceClient`` calls with the
 calling service's own ``service`` token (minted from the shared secret and
 renewed before it expires) and raises ``ServiceUnavailable`` after ``timeout``.
 """
+
 import time
 
 import eventlet
@@ -81,8 +82,9 @@ class ServiceClient(DependencyProvider):
 
     def token(self):
         if time.time() > self._token_expires - 300:
-            self._token = mint_token(self.secret, f"service:{self.container.service_name}", ["service"],
-                                     pii=self.pii, ttl=TOKEN_TTL)
+            self._token = mint_token(
+                self.secret, f"service:{self.container.service_name}", ["service"], pii=self.pii, ttl=TOKEN_TTL
+            )
             self._token_expires = time.time() + TOKEN_TTL
         return self._token
 

@@ -5,6 +5,7 @@ PostgreSQL goes through psycopg2 made cooperative with psycogreen, so a query
 waits on the eventlet hub instead of blocking it. SQLite (the embedded default
 for `make run`) cannot interleave writers, so its units of work are serialised.
 """
+
 import datetime as dt
 import logging
 import os
@@ -42,9 +43,9 @@ def make_green():
 
 def normalise_url(url):
     if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
     return url
 
 
@@ -80,8 +81,7 @@ def make_engine(url, pool_size=10, pre_ping=True):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               hide_parameters=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         engine.dialect.colspecs = {**engine.dialect.colspecs, sqltypes.DateTime: UtcSqliteDateTime}
 
         @event.listens_for(engine, "connect")
@@ -94,7 +94,11 @@ def make_engine(url, pool_size=10, pre_ping=True):
         return engine
     # hide_parameters: SQL errors end up in logs, and their parameters can be personal data.
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, pool_recycle=1800,
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        pool_recycle=1800,
         hide_parameters=True,
     )
 
@@ -170,9 +174,7 @@ class UnitOfWork:
         """
         processed = self._provider.processed_model
         seen = self.session.scalar(
-            select(processed.event_id).where(
-                processed.handler == handler, processed.event_id == event_id
-            )
+            select(processed.event_id).where(processed.handler == handler, processed.event_id == event_id)
         )
         if seen:
             return False
@@ -225,7 +227,8 @@ class Database(DependencyProvider):
             make_green()
         config = self.container.config
         self.engine = make_engine(
-            self.url, pool_size=int(config.get("DB_POOL_SIZE", 10)),
+            self.url,
+            pool_size=int(config.get("DB_POOL_SIZE", 10)),
             # Pre-ping costs a round trip per checkout; without it a database restart fails one call per
             # pooled connection (then the pool is recycled).
             pre_ping=str(config.get("DB_PRE_PING", "true")).lower() not in ("false", "0", "no"),
@@ -234,9 +237,7 @@ class Database(DependencyProvider):
         self.read_sessionmaker = sessionmaker(
             bind=self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )
-        self._serial = (
-            eventlet.semaphore.Semaphore(1) if self.engine.dialect.name == "sqlite" else None
-        )
+        self._serial = eventlet.semaphore.Semaphore(1) if self.engine.dialect.name == "sqlite" else None
 
     def stop(self):
         self.engine.dispose()
@@ -336,8 +337,10 @@ def serialize_on(session, namespace, key):
     """Hold a transaction-scoped lock on (namespace, key): concurrent transactions on the same key
     run one after another (PostgreSQL advisory lock; SQLite units of work are serial already)."""
     if session.bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:namespace), :key)"),
-                        {"namespace": namespace, "key": int(key) & 0x7FFFFFFF})
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:namespace), :key)"),
+            {"namespace": namespace, "key": int(key) & 0x7FFFFFFF},
+        )
 
 
 def locking(query, session, *, skip_locked=False):

@@ -15,6 +15,7 @@ terminal), printed step by step.
 Every effect another service produces is polled for until it appears; one that does not appear
 within ``--timeout`` seconds is reported as a failure, and the exit status is then 1.
 """
+
 import argparse
 import datetime as dt
 import json
@@ -36,8 +37,15 @@ from shared.demo_seed import find_district
 from shared.errors import Conflict
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
-HEALTH_TAGS = ("quarantined", "elderly_alone", "disabled", "chronic_illness", "pregnant", "low_income",
-               "needs_assistance")
+HEALTH_TAGS = (
+    "quarantined",
+    "elderly_alone",
+    "disabled",
+    "chronic_illness",
+    "pregnant",
+    "low_income",
+    "needs_assistance",
+)
 CARE_KINDS = ("groceries", "check_in")
 ZONE = ZoneInfo("Asia/Shanghai")
 LIVE_STATUSES = ("open", "offered", "matched")
@@ -91,8 +99,9 @@ class Demo:
         console.rule(f"[bold]{title}", align="left")
 
     def show(self, title, data):
-        console.print(Panel(json.dumps(data, ensure_ascii=False, indent=2), title=title, expand=False,
-                            border_style="cyan"))
+        console.print(
+            Panel(json.dumps(data, ensure_ascii=False, indent=2), title=title, expand=False, border_style="cyan")
+        )
 
     def wait_for(self, what, probe, timeout=None):
         """Poll ``probe()`` until it returns something truthy; Failed after the timeout."""
@@ -134,8 +143,10 @@ class Demo:
     def worker_of(self, unit):
         """A token-bearing proxy for the small grid's grid worker (or an officer of it)."""
         staff = self.admin.grid.list_staff(unit_id=unit["id"])
-        person = next((s for s in staff if s["role"] == "grid_worker"), None) or \
-            {"user_id": f"grid-worker-{unit['id']}", "name": "网格员"}
+        person = next((s for s in staff if s["role"] == "grid_worker"), None) or {
+            "user_id": f"grid-worker-{unit['id']}",
+            "name": "网格员",
+        }
         return person, self.as_(person["user_id"], ("grid_worker",), unit=unit["id"])
 
     def unit_label(self, unit_id):
@@ -193,34 +204,49 @@ class Demo:
         unit, household_id, members, crew = picked
         resident = members[0]
         worker, as_worker = self.worker_of(unit)
-        self.log(f"Small grid [bold]{self.unit_label(unit['id'])}[/] (unit {unit['id']}): "
-                 f"{len(crew)} volunteers live here")
+        self.log(
+            f"Small grid [bold]{self.unit_label(unit['id'])}[/] (unit {unit['id']}): {len(crew)} volunteers live here"
+        )
         self.log(f"Household {household_id}: " + ", ".join(f"{m['name']} (resident {m['id']})" for m in members))
         before_notices = {n["id"] for n in self._direct_notices(unit["id"], quiet=True)}
         until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=14)).replace(microsecond=0)
-        tagged = as_worker.grid.tag_resident(resident_id=resident["id"], tag="quarantined", until=until.isoformat(),
-                                             note=None)
-        self.log(f"Grid worker {worker['name']} ({worker['user_id']}) tags {resident['name']} "
-                 f"[bold red]quarantined[/] until {local(tagged['until'])}")
+        tagged = as_worker.grid.tag_resident(
+            resident_id=resident["id"], tag="quarantined", until=until.isoformat(), note=None
+        )
+        self.log(
+            f"Grid worker {worker['name']} ({worker['user_id']}) tags {resident['name']} "
+            f"[bold red]quarantined[/] until {local(tagged['until'])}"
+        )
 
         def instructions():
-            return [n for n in self._direct_notices(unit["id"])
-                    if n["id"] not in before_notices and n.get("template") == "quarantine_instructions"]
+            return [
+                n
+                for n in self._direct_notices(unit["id"])
+                if n["id"] not in before_notices and n.get("template") == "quarantine_instructions"
+            ]
 
         notice = self.wait_for("notices: quarantine instructions sent to the household", instructions)[0]
-        self.log(f"  direct message {notice['id']} «{notice['title']}», template {notice['template']}, "
-                 f"{notice['recipient_count']} recipients (the household has {len(members)})")
+        self.log(
+            f"  direct message {notice['id']} «{notice['title']}», template {notice['template']}, "
+            f"{notice['recipient_count']} recipients (the household has {len(members)})"
+        )
 
         def care_requests():
-            mine = [r for r in self.admin.volunteer.list_requests(under=unit["id"], page_size=500)["items"]
-                    if r.get("household_id") == household_id and r["kind"] in CARE_KINDS
-                    and r["status"] in LIVE_STATUSES + ("unmatched",)]
+            mine = [
+                r
+                for r in self.admin.volunteer.list_requests(under=unit["id"], page_size=500)["items"]
+                if r.get("household_id") == household_id
+                and r["kind"] in CARE_KINDS
+                and r["status"] in LIVE_STATUSES + ("unmatched",)
+            ]
             return mine if {r["kind"] for r in mine} >= set(CARE_KINDS) else None
 
         requests = self.wait_for("volunteer: groceries and check-in requests opened for the household", care_requests)
         for request in sorted(requests, key=lambda r: r["kind"]):
-            self.log(f"  request {request['id']}: [bold]{request['kind']}[/], {request['status']}, urgency "
-                     f"{request['urgency']}, needed by {local(request['needed_by'])}, origin {request.get('origin')}")
+            self.log(
+                f"  request {request['id']}: [bold]{request['kind']}[/], {request['status']}, urgency "
+                f"{request['urgency']}, needed by {local(request['needed_by'])}, origin {request.get('origin')}"
+            )
         for request in sorted(requests, key=lambda r: r["kind"]):
             self._match(request, district)
         self.step("Quarantine lifted")
@@ -229,12 +255,17 @@ class Demo:
         ids = {r["id"] for r in requests}
 
         def cancelled():
-            now = {r["id"]: r for r in self.admin.volunteer.list_requests(under=unit["id"], page_size=500)["items"]
-                   if r["id"] in ids}
+            now = {
+                r["id"]: r
+                for r in self.admin.volunteer.list_requests(under=unit["id"], page_size=500)["items"]
+                if r["id"] in ids
+            }
             return now if now and all(r["status"] == "cancelled" for r in now.values()) else None
 
-        for request in sorted(self.wait_for("volunteer: the household's open requests cancelled", cancelled).values(),
-                              key=lambda r: r["kind"]):
+        for request in sorted(
+            self.wait_for("volunteer: the household's open requests cancelled", cancelled).values(),
+            key=lambda r: r["kind"],
+        ):
             self.log(f"  request {request['id']} ({request['kind']}): {request['status']}")
 
     def _direct_notices(self, unit_id, quiet=False):
@@ -254,16 +285,21 @@ class Demo:
             volunteer = self.admin.volunteer.get_volunteer(volunteer_id=request["volunteer_id"])
             self.log(f"  {kind}: already matched to {volunteer['name']} (volunteer {volunteer['id']})")
         else:
-            volunteer, offer = self.wait_for(f"volunteer: the {kind} request's offer",
-                                             lambda: self.find_offer(request, district))
-            self.log(f"  {kind}: offered to [bold]{volunteer['name']}[/] (volunteer {volunteer['id']}, skills "
-                     f"{', '.join(volunteer['skills'])}, home unit {volunteer['home_unit_id']}); offer {offer['id']} "
-                     f"expires {local(offer['expires_at'])}")
+            volunteer, offer = self.wait_for(
+                f"volunteer: the {kind} request's offer", lambda: self.find_offer(request, district)
+            )
+            self.log(
+                f"  {kind}: offered to [bold]{volunteer['name']}[/] (volunteer {volunteer['id']}, skills "
+                f"{', '.join(volunteer['skills'])}, home unit {volunteer['home_unit_id']}); offer {offer['id']} "
+                f"expires {local(offer['expires_at'])}"
+            )
             as_volunteer = self.as_(volunteer["id"], ("volunteer",))
             try:
                 answer = as_volunteer.volunteer.respond_offer(offer_id=offer["id"], accept=True)
-                self.log(f"  {volunteer['name']} accepts: request {answer['request']['id']} is "
-                         f"[bold]{answer['request']['status']}[/]")
+                self.log(
+                    f"  {volunteer['name']} accepts: request {answer['request']['id']} is "
+                    f"[bold]{answer['request']['status']}[/]"
+                )
             except Conflict as exc:
                 self.log(f"  [yellow]{volunteer['name']} was too late: {exc.value}[/]")
                 return
@@ -299,9 +335,13 @@ class Demo:
         today = dt.date.today()
         found: dict[str, tuple] = {}
         for specialty in ("neighbour_dispute", "family", "housing_property"):
-            for slot in self.admin.legal.find_slots(specialty=specialty, date_from=today.isoformat(),
-                                                    date_to=(today + dt.timedelta(days=14)).isoformat(),
-                                                    unit_id=unit["id"], limit=200):
+            for slot in self.admin.legal.find_slots(
+                specialty=specialty,
+                date_from=today.isoformat(),
+                date_to=(today + dt.timedelta(days=14)).isoformat(),
+                unit_id=unit["id"],
+                limit=200,
+            ):
                 found.setdefault(slot["lawyer_id"], slot["lawyer_name"])
         if not found:
             raise Failed(f"no lawyer serves unit {unit['id']} or its street (is the demo district seeded?)")
@@ -311,12 +351,16 @@ class Demo:
         self.step("Scenario 2 — a neighbour dispute mediated (矛盾纠纷调解)")
         (unit, a, b), (unit2, c, d) = self.pick_parties(district, 2)
         incident, case, lawyer = self._open_case(
-            unit, a, b, "楼上卫生间漏水，楼下天花板发霉，双方多次协商未果 (water leaking into the flat below)")
+            unit, a, b, "楼上卫生间漏水，楼下天花板发霉，双方多次协商未果 (water leaking into the flat below)"
+        )
         as_lawyer = self.as_(lawyer[0], ("lawyer",))
         held = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).replace(microsecond=0)
-        as_lawyer.legal.record_session(case_id=case["id"], held_at=held.isoformat(),
-                                       attendees=[a["name"], b["name"], lawyer[1]],
-                                       notes="双方到场，查看漏水点，协商维修及赔偿方案。")
+        as_lawyer.legal.record_session(
+            case_id=case["id"],
+            held_at=held.isoformat(),
+            attendees=[a["name"], b["name"], lawyer[1]],
+            notes="双方到场，查看漏水点，协商维修及赔偿方案。",
+        )
         self.log(f"Lawyer {lawyer[1]} records a mediation session held at {local(held.isoformat())}")
         agreement = "楼上住户一周内修复防水层，并承担楼下天花板修复费用1500元；双方和解。"
         as_lawyer.legal.close_mediation(case_id=case["id"], outcome="agreement", agreement=agreement)
@@ -332,37 +376,56 @@ class Demo:
 
         self.step("Scenario 2b — a dispute referred to court")
         incident, case, lawyer = self._open_case(
-            unit2, c, d, "宅基地边界纠纷，一方拒绝调解，要求起诉 (a boundary dispute; one party wants to sue)")
+            unit2, c, d, "宅基地边界纠纷，一方拒绝调解，要求起诉 (a boundary dispute; one party wants to sue)"
+        )
         self.as_(lawyer[0], ("lawyer",)).legal.close_mediation(case_id=case["id"], outcome="referred_to_court")
         self.log(f"Lawyer {lawyer[1]} closes case {case['id']}: [bold yellow]referred_to_court[/]")
 
         def escalated():
             found = self.admin.grid.get_incident(incident_id=incident["id"])
-            return found if (found["status"], found["handling_level"], found["department"]) == (
-                "escalated", "department", "political_legal") else None
+            return (
+                found
+                if (found["status"], found["handling_level"], found["department"])
+                == ("escalated", "department", "political_legal")
+                else None
+            )
 
-        found = self.wait_for(f"grid: incident {incident['id']} escalated to the political-legal department",
-                              escalated)
-        self.log(f"  incident {found['id']}: [bold]{found['status']}[/], handled by {found['handling_level']} "
-                 f"[bold]{found['department']}[/]")
+        found = self.wait_for(f"grid: incident {incident['id']} escalated to the political-legal department", escalated)
+        self.log(
+            f"  incident {found['id']}: [bold]{found['status']}[/], handled by {found['handling_level']} "
+            f"[bold]{found['department']}[/]"
+        )
         self._steps(found)
 
     def _open_case(self, unit, a, b, description):
         worker, as_worker = self.worker_of(unit)
-        self.log(f"Small grid [bold]{self.unit_label(unit['id'])}[/] (unit {unit['id']}): {a['name']} "
-                 f"(household {a['household_id']}) and {b['name']} (household {b['household_id']})")
-        incident = as_worker.grid.report_incident(unit_id=unit["id"], category="dispute", description=description,
-                                                  party_resident_ids=[a["id"], b["id"]])
-        self.log(f"Grid worker {worker['name']} reports incident {incident['id']}: dispute, department "
-                 f"{incident['department']}, handled at {incident['handling_level']}")
+        self.log(
+            f"Small grid [bold]{self.unit_label(unit['id'])}[/] (unit {unit['id']}): {a['name']} "
+            f"(household {a['household_id']}) and {b['name']} (household {b['household_id']})"
+        )
+        incident = as_worker.grid.report_incident(
+            unit_id=unit["id"], category="dispute", description=description, party_resident_ids=[a["id"], b["id"]]
+        )
+        self.log(
+            f"Grid worker {worker['name']} reports incident {incident['id']}: dispute, department "
+            f"{incident['department']}, handled at {incident['handling_level']}"
+        )
 
         def case_opened():
-            return next((c for c in self.admin.legal.list_cases(under=unit["id"], page_size=100)["items"]
-                         if c.get("source_incident_id") == incident["id"]), None)
+            return next(
+                (
+                    c
+                    for c in self.admin.legal.list_cases(under=unit["id"], page_size=100)["items"]
+                    if c.get("source_incident_id") == incident["id"]
+                ),
+                None,
+            )
 
         case = self.wait_for(f"legal: mediation case opened for incident {incident['id']}", case_opened)
-        self.log(f"  case {case['id']}: {case['category']}, {case['status']}, parties "
-                 f"{', '.join(case['party_resident_ids'])}")
+        self.log(
+            f"  case {case['id']}: {case['category']}, {case['status']}, parties "
+            f"{', '.join(case['party_resident_ids'])}"
+        )
         for lawyer in self.lawyers_near(unit):
             try:
                 self.admin.legal.assign_mediator(case_id=case["id"], mediator_id=lawyer[0], kind="judicial")
@@ -374,11 +437,25 @@ class Demo:
         raise Failed(f"no lawyer could be assigned to case {case['id']}")
 
     def _steps(self, incident):
-        table = Table("at (CST)", "action", "from", "to", "by", "note", title=f"incident {incident['id']} steps",
-                      title_justify="left")
+        table = Table(
+            "at (CST)",
+            "action",
+            "from",
+            "to",
+            "by",
+            "note",
+            title=f"incident {incident['id']} steps",
+            title_justify="left",
+        )
         for s in incident.get("steps", []):
-            table.add_row(local(s["at"])[6:11], s["action"], s["from_level"] or "", s["to_level"] or "", s["actor"],
-                          (s["note"] or "")[:60])
+            table.add_row(
+                local(s["at"])[6:11],
+                s["action"],
+                s["from_level"] or "",
+                s["to_level"] or "",
+                s["actor"],
+                (s["note"] or "")[:60],
+            )
         console.print(table)
 
 
@@ -397,12 +474,16 @@ def main(argv=None):
         try:
             district = demo.district()
         except (OSError, RpcTimeout, UnknownService, AMQPError) as exc:
-            console.print(f"[red]Cannot reach the suite at {amqp_uri} ({type(exc).__name__}: {exc}): start it with "
-                          "`make run` in another terminal (same AMQP_URI) and try again.[/]")
+            console.print(
+                f"[red]Cannot reach the suite at {amqp_uri} ({type(exc).__name__}: {exc}): start it with "
+                "`make run` in another terminal (same AMQP_URI) and try again.[/]"
+            )
             return 2
         if district is None:
-            console.print(f"[red]No demo district ({DISTRICT_CODE}) in the grid at {amqp_uri}: start the suite with "
-                          "`make run` (it seeds the district) and try again.[/]")
+            console.print(
+                f"[red]No demo district ({DISTRICT_CODE}) in the grid at {amqp_uri}: start the suite with "
+                "`make run` (it seeds the district) and try again.[/]"
+            )
             return 2
         demo.log(f"Demo district [bold]{district['name']}[/] (unit {district['id']}) at {amqp_uri}")
         for name in ("quarantine", "dispute"):

@@ -1,6 +1,7 @@
 """What the demo seeders (``services/<name>/seed.py``) share: an admin proxy, calls sent in
 overlapping batches with a progress bar, and the lookups that turn the demo data's keys (unit
 codes, resident phone numbers) back into the grid's ids."""
+
 import contextlib
 import json
 import os
@@ -31,14 +32,21 @@ def token(sub="demo-seeder", roles=("admin",), unit=None, pii=False, ttl=3600):
 
 @contextlib.contextmanager
 def proxy(amqp_uri, auth_token=None, timeout=60):
-    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": auth_token or token()},
-                         timeout=timeout) as rpc:
+    with ClusterRpcProxy(
+        {"AMQP_URI": amqp_uri}, context_data={"auth_token": auth_token or token()}, timeout=timeout
+    ) as rpc:
         yield rpc
 
 
 def progress():
-    return Progress(TextColumn("  {task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("  {task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def batch(method, calls, bar=None, label=None, window=WINDOW, errors="raise"):
@@ -151,11 +159,14 @@ def where_to_start(amqp_uri):
     campaign = f" --campaign {known['campaign']}" if "campaign" in known else ""
     lines = [f"{cli} tree {known['district']} --depth 2{campaign}    # the district, its streets and communities"]
     if "street" in known:
-        lines.append(f"{cli} call grid.count_residents "
-                     f"'{{\"under\": \"{known['street']}\", \"tags_any\": [\"elderly_alone\"]}}'")
+        lines.append(
+            f'{cli} call grid.count_residents \'{{"under": "{known["street"]}", "tags_any": ["elderly_alone"]}}\''
+        )
     if "small_grid" in known:
-        lines.append(f"{cli} call volunteer.list_volunteers '{{\"under\": \"{known['small_grid']}\"}}'"
-                     "    # the small grid with the most volunteers")
+        lines.append(
+            f'{cli} call volunteer.list_volunteers \'{{"under": "{known["small_grid"]}"}}\''
+            "    # the small grid with the most volunteers"
+        )
     lines.append(f"{cli} tail    # events as they happen;  make demo    # two scenarios across the services")
     return lines
 

@@ -10,6 +10,7 @@
 The unit of work is committed before the reply is sent, so a failed commit
 reaches the caller as an error rather than after a success.
 """
+
 import functools
 import logging
 
@@ -66,7 +67,12 @@ def endpoint(*, roles, schema=None, read_only=False):
         wrapper.allowed_roles = roles  # type: ignore[attr-defined]
         # Read by shared.asyncapi to document the RPC contract.
         wrapper.__contract__ = {  # type: ignore[attr-defined]
-            "kind": "rpc", "roles": roles, "schema": schema, "read_only": read_only, "doc": method.__doc__}
+            "kind": "rpc",
+            "roles": roles,
+            "schema": schema,
+            "read_only": read_only,
+            "doc": method.__doc__,
+        }
         return wrapper
 
     return decorate
@@ -120,8 +126,12 @@ def on_event(source_service, event_type, schema=None, **handler_options):
             return result
 
         wrapper.__contract__ = {  # type: ignore[attr-defined]  # python/mypy#2087, as above
-            "kind": "event_handler", "source": source_service, "event_type": event_type,
-            "schema": schema, "doc": method.__doc__}
+            "kind": "event_handler",
+            "source": source_service,
+            "event_type": event_type,
+            "schema": schema,
+            "doc": method.__doc__,
+        }
         return entrypoint(wrapper)
 
     return decorate

@@ -7,6 +7,7 @@ exception registry, so:
   whose ``value`` is a readable message (for ValidationError: JSON naming each
   bad field and why).
 """
+
 import json
 
 from nameko.exceptions import RemoteError, deserialize_to_instance

@@ -3,6 +3,7 @@
 An unknown id is the caller's mistake, so it becomes a ValidationError naming the field.
 ``grid`` is a ``shared.clients.ServiceClient("grid")`` dependency.
 """
+
 from shared.errors import NotFound, ValidationError
 from shared.paths import as_path
 

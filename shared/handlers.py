@@ -6,6 +6,7 @@ queue whose TTL dead-letters it back to the handler's queue; after
 ``max_attempts`` — or at once for a malformed message — it goes to the
 handler's ``.dead`` queue and ``grassroots_dead_letters_total`` counts it.
 """
+
 import logging
 from functools import partial
 
@@ -118,8 +119,6 @@ class ReliableEventHandler(EventHandler):
             "event message dead-lettered",
             extra={"method": self.method_name, "event_type": self.event_type, "outcome": "dead_letter"},
         )
-        telemetry = next(
-            (d for d in self.container.dependencies if hasattr(d, "count_dead_letter")), None
-        )
+        telemetry = next((d for d in self.container.dependencies if hasattr(d, "count_dead_letter")), None)
         if telemetry is not None:
             telemetry.count_dead_letter(self.method_name)

@@ -6,6 +6,7 @@
 The settings come from the environment that services/<service>/config.yml reads (``${VAR:default}``),
 in Kubernetes from the service's ConfigMap and Secrets (k8s/base/<service>/).
 """
+
 import argparse
 import os
 import sys
@@ -31,15 +32,23 @@ def run_argv(service):
     shared.runner is `nameko run` with a stop that a start cannot swallow and that is bounded.
     """
     check_service(service)
-    return [sys.executable, "-m", "shared.runner", "--config", os.path.join(ROOT, "services", service, "config.yml"),
-            f"services.{service}.service:{service_class(service)}"]
+    return [
+        sys.executable,
+        "-m",
+        "shared.runner",
+        "--config",
+        os.path.join(ROOT, "services", service, "config.yml"),
+        f"services.{service}.service:{service_class(service)}",
+    ]
 
 
 def credential_urls(service):
     """(URL variable, username variable, password variable) that Kubernetes assembles by `$(VAR)`
     interpolation (k8s/base/<service>/deployment.yaml)."""
-    return (("AMQP_URI", "AMQP_USERNAME", "AMQP_PASSWORD"),
-            (f"{service.upper()}_DATABASE_URL", "DB_USERNAME", "DB_PASSWORD"))
+    return (
+        ("AMQP_URI", "AMQP_USERNAME", "AMQP_PASSWORD"),
+        (f"{service.upper()}_DATABASE_URL", "DB_USERNAME", "DB_PASSWORD"),
+    )
 
 
 def quote_credentials(environ, service):
@@ -58,7 +67,7 @@ def quote_credentials(environ, service):
         scheme, sep, rest = url.partition("://")
         raw = f"{user}:{password}@"
         if sep and rest.startswith(raw):
-            env[url_var] = f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest[len(raw):]}"
+            env[url_var] = f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest[len(raw) :]}"
     return env
 
 
@@ -90,8 +99,9 @@ def migrate(service):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m shared.launch",
-                                     description="Run or migrate one Grassroots service.")
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.launch", description="Run or migrate one Grassroots service."
+    )
     parser.add_argument("command", choices=["run", "migrate"])
     parser.add_argument("service", help="one of: " + ", ".join(present_services()))
     args = parser.parse_args(argv)

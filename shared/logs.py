@@ -2,6 +2,7 @@
 
 Log records never carry call arguments: personal data stays out of logs.
 """
+
 import json
 import logging
 import sys
@@ -13,8 +14,17 @@ _context = corolocal.local()
 
 # Attributes a log call may add with ``extra=``; anything else is dropped.
 EXTRA_FIELDS = (
-    "service", "entrypoint", "method", "outcome", "duration_ms", "error_type",
-    "event_type", "event_id", "attempt", "count", "unit_id",
+    "service",
+    "entrypoint",
+    "method",
+    "outcome",
+    "duration_ms",
+    "error_type",
+    "event_type",
+    "event_id",
+    "attempt",
+    "count",
+    "unit_id",
 )
 
 

@@ -7,6 +7,7 @@ Each service's URL comes from <SERVICE>_DATABASE_URL (default: SQLite under var/
 upgrade holds an advisory lock, so replicas that start together (each pod's migration
 initContainer) migrate one at a time: the first upgrades, the others then find the database at head.
 """
+
 import argparse
 import hashlib
 import importlib
@@ -26,8 +27,7 @@ SERVICES_DIR = os.path.join(ROOT, "services")
 
 def services():
     return sorted(
-        name for name in os.listdir(SERVICES_DIR)
-        if os.path.isdir(os.path.join(SERVICES_DIR, name, "migrations"))
+        name for name in os.listdir(SERVICES_DIR) if os.path.isdir(os.path.join(SERVICES_DIR, name, "migrations"))
     )
 
 
@@ -42,7 +42,7 @@ def alembic_config(service, url=None):
 def upgrade(service, url=None, revision="head"):
     url = normalise_url(url or database_url({}, service))
     if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///") :])), exist_ok=True)
     with migration_lock(service, url):
         command.upgrade(alembic_config(service, url), revision)
 

@@ -5,6 +5,7 @@ An event goes out if and only if its transaction committed (at least once:
 a crash between publish and marking it sent republishes it, and handlers
 deduplicate by the envelope id).
 """
+
 import datetime as dt
 import logging
 import uuid
@@ -92,9 +93,7 @@ class OutboxRelay(DependencyProvider):
         self.retention = dt.timedelta(days=retention_days)
 
     def setup(self):
-        self.database = next(
-            dep for dep in self.container.dependencies if dep.attr_name == self.database_attr
-        )
+        self.database = next(dep for dep in self.container.dependencies if dep.attr_name == self.database_attr)
         self.model = self.database.outbox_model
         self.exchange = get_event_exchange(self.container.service_name, self.container.config)
         self.publisher = Publisher(
@@ -176,9 +175,7 @@ class OutboxRelay(DependencyProvider):
 
     def pending_count(self):
         with self.database.session_scope() as session:
-            return session.scalar(
-                select(func.count()).select_from(self.model).where(self.model.published_at.is_(None))
-            )
+            return session.scalar(select(func.count()).select_from(self.model).where(self.model.published_at.is_(None)))
 
     def purge_published(self):
         cutoff = utcnow() - self.retention

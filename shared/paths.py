@@ -2,6 +2,7 @@
 
 Every service that keeps a copy of a grid path (for subtree queries and scope checks) uses these.
 """
+
 from sqlalchemy import Text, func, literal
 
 # Byte-wise ordering makes "every path starting with /1/5/" one contiguous index range.

@@ -5,6 +5,7 @@ ID and phone numbers are stored encrypted (AES-256-GCM) beside a keyed hash
 exact matches without holding the plaintext. Callers without the ``pii`` claim
 get masked values.
 """
+
 import hashlib
 import hmac
 import os

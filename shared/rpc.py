@@ -5,6 +5,7 @@ round trip and a disk write per call, which bought nothing — a reply that is l
 leaves its caller timing out either way, confirmed or not. Replies here are
 transient and unconfirmed; requests keep the caller's own settings.
 """
+
 from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
@@ -30,9 +31,12 @@ class ReplyingRpcConsumer(RpcConsumer):
     def handle_result(self, message, result, exc_info):
         config = self.container.config
         responder = ReplyResponder(
-            config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
-            config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
-            ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+            config[AMQP_URI_CONFIG_KEY],
+            get_rpc_exchange(config),
+            config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER),
+            message,
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
         result, exc_info = responder.send_response(result, exc_info)
         self.queue_consumer.ack_message(message)

@@ -18,6 +18,7 @@ Gaps in `nameko run` (2.14) this fills:
   config's ``LOGGING`` is applied first, warnings go through logging, and a start-up failure is
   one log line: a missing secret names the variables and how to load the local ones.
 """
+
 import argparse
 import errno
 import logging
@@ -82,7 +83,8 @@ def check_config(config):
         raise StartupError(
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
             "for a local run load the ones `make run` generated with `set -a; . var/dev.env; set +a`, "
-            "elsewhere set them from your secret store")
+            "elsewhere set them from your secret store"
+        )
 
 
 def import_services(paths):
@@ -168,8 +170,11 @@ def serve(service_classes, config, stop_timeout=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m shared.runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="the service's YAML config (reads ${VAR:default})")
-    parser.add_argument("--stop-timeout", type=float, help=f"seconds (default: config {STOP_TIMEOUT_KEY}, else "
-                                                           f"{DEFAULT_STOP_TIMEOUT:g})")
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        help=f"seconds (default: config {STOP_TIMEOUT_KEY}, else {DEFAULT_STOP_TIMEOUT:g})",
+    )
     parser.add_argument("services", nargs="+", metavar="module:Class")
     args = parser.parse_args(argv)
     if "" not in sys.path and os.getcwd() not in sys.path:

@@ -3,6 +3,7 @@
 A service adds its own ``db = Database(...)``, ``telemetry = Telemetry(gauges=...)`` and any
 ``ServiceClient``s, then its entrypoints.
 """
+
 from nameko.dependency_providers import Config
 
 from shared.auth import Auth

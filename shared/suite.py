@@ -1,8 +1,9 @@
 """Run the whole suite locally (what `make run` does).
 
-    python -m shared.suite run      # broker check, migrations, every service, demo data; Ctrl-C stops
-    python -m shared.suite broker   # only make sure a broker is reachable (starting a local one if needed)
+python -m shared.suite run      # broker check, migrations, every service, demo data; Ctrl-C stops
+python -m shared.suite broker   # only make sure a broker is reachable (starting a local one if needed)
 """
+
 import argparse
 import importlib
 import os
@@ -29,8 +30,7 @@ def say(message):
 
 
 def present_services():
-    return [name for name in SERVICE_PORTS
-            if os.path.exists(os.path.join(ROOT, "services", name, "service.py"))]
+    return [name for name in SERVICE_PORTS if os.path.exists(os.path.join(ROOT, "services", name, "service.py"))]
 
 
 def load_dev_secrets():
@@ -72,8 +72,11 @@ def broker_problem(amqp_uri, timeout=5.0):
 def is_default_local_broker(amqp_uri):
     """True for the broker `make run` may start itself: the default URI's on this machine."""
     url, default = urlparse(amqp_uri), urlparse(DEFAULT_AMQP_URI)
-    return (is_local_host(url.hostname or "localhost") and (url.port or 5672) == default.port
-            and url.scheme == default.scheme)
+    return (
+        is_local_host(url.hostname or "localhost")
+        and (url.port or 5672) == default.port
+        and url.scheme == default.scheme
+    )
 
 
 def port_open(url, default_port, timeout=2.0):
@@ -92,13 +95,17 @@ def ensure_broker(amqp_uri):
     if problem is None:
         return
     if not is_default_local_broker(amqp_uri) or port_open(amqp_uri, 5672):
-        sys.exit(f"[grassroots] the AMQP broker at AMQP_URI={masked(amqp_uri)} does not answer: {problem}\n"
-                 "Start that broker or fix AMQP_URI (user, password, host, port, vhost); unset it to use, "
-                 f"or start, the local default {DEFAULT_AMQP_URI}.")
+        sys.exit(
+            f"[grassroots] the AMQP broker at AMQP_URI={masked(amqp_uri)} does not answer: {problem}\n"
+            "Start that broker or fix AMQP_URI (user, password, host, port, vhost); unset it to use, "
+            f"or start, the local default {DEFAULT_AMQP_URI}."
+        )
     if not shutil.which("rabbitmq-server"):
-        sys.exit(f"[grassroots] no RabbitMQ at {DEFAULT_AMQP_URI} ({problem}) and none installed here.\n"
-                 "Install it (Debian/Ubuntu: `apt-get install rabbitmq-server`) or point AMQP_URI at a running "
-                 "broker, then run `make run` again.")
+        sys.exit(
+            f"[grassroots] no RabbitMQ at {DEFAULT_AMQP_URI} ({problem}) and none installed here.\n"
+            "Install it (Debian/Ubuntu: `apt-get install rabbitmq-server`) or point AMQP_URI at a running "
+            "broker, then run `make run` again."
+        )
     say(f"nothing listens at {DEFAULT_AMQP_URI}; starting the local rabbitmq-server")
     subprocess.run(["rabbitmq-server", "-detached"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = time.monotonic()
@@ -109,8 +116,10 @@ def ensure_broker(amqp_uri):
             say(f"RabbitMQ is up ({time.monotonic() - started:.0f} s)")
             return
         say(f"  waiting for RabbitMQ… {time.monotonic() - started:.0f} s")
-    sys.exit(f"[grassroots] the local rabbitmq-server did not answer within 90 s ({problem}); "
-             "see `rabbitmqctl status` and /var/log/rabbitmq/.")
+    sys.exit(
+        f"[grassroots] the local rabbitmq-server did not answer within 90 s ({problem}); "
+        "see `rabbitmqctl status` and /var/log/rabbitmq/."
+    )
 
 
 def database_problem(url, timeout=5):
@@ -142,9 +151,11 @@ def ensure_databases(services):
             continue  # a local file: the migration creates it
         problem = database_problem(url)
         if problem is not None:
-            sys.exit(f"[grassroots] {name}: its database does not answer at "
-                     f"{name.upper()}_DATABASE_URL={masked(url)} ({problem}).\n"
-                     "Start that database or fix the variable; unset it for a local SQLite file under var/.")
+            sys.exit(
+                f"[grassroots] {name}: its database does not answer at "
+                f"{name.upper()}_DATABASE_URL={masked(url)} ({problem}).\n"
+                "Start that database or fix the variable; unset it for a local SQLite file under var/."
+            )
 
 
 def is_local_host(host):
@@ -167,14 +178,21 @@ def wait_ready(port, timeout=90):
 def start_service(name, port):
     # Each service gets its own port; WEB_SERVER_ADDRESS is for running one service alone.
     # A short stop bound: Ctrl-C should not wait the 45 s a pod may take (the suite waits 20).
-    env = {**os.environ, "WEB_SERVER_ADDRESS": f"0.0.0.0:{port}",
-           "GRASSROOTS_STOP_TIMEOUT": os.environ.get("GRASSROOTS_STOP_TIMEOUT", "15")}
+    env = {
+        **os.environ,
+        "WEB_SERVER_ADDRESS": f"0.0.0.0:{port}",
+        "GRASSROOTS_STOP_TIMEOUT": os.environ.get("GRASSROOTS_STOP_TIMEOUT", "15"),
+    }
     from shared import launch  # it imports this module
 
     # One JSON line per call would bury the terminal: each service logs to its own file.
     with open(log_path(name), "ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
-            launch.run_argv(name), cwd=ROOT, env=launch.run_env(name, env), stdout=log, stderr=subprocess.STDOUT,
+            launch.run_argv(name),
+            cwd=ROOT,
+            env=launch.run_env(name, env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             # Own process group: a terminal's Ctrl-C reaches only the suite, which then stops
             # each service once, gracefully (a second signal would make the runner kill its workers).
             start_new_session=True,
@@ -243,8 +261,10 @@ def run():
         say("suite running — Ctrl-C stops it")
         for name in services:
             port = SERVICE_PORTS[name]
-            say(f"  {name:<10} health http://127.0.0.1:{port}/healthz  ready http://127.0.0.1:{port}/readyz  "
-                f"metrics http://127.0.0.1:{port}/metrics")
+            say(
+                f"  {name:<10} health http://127.0.0.1:{port}/healthz  ready http://127.0.0.1:{port}/readyz  "
+                f"metrics http://127.0.0.1:{port}/metrics"
+            )
         say("  logs: var/log/<service>.log (JSON lines); tokens are signed with the secrets in var/dev.env")
         say("where to start (in another terminal):")
         from shared.demo_seed import where_to_start
@@ -254,8 +274,10 @@ def run():
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
-                    raise SystemExit(f"{name} exited with status {process.returncode}; the end of "
-                                     f"{log_path(name)}:\n{log_tail(name)}")
+                    raise SystemExit(
+                        f"{name} exited with status {process.returncode}; the end of "
+                        f"{log_path(name)}:\n{log_tail(name)}"
+                    )
             time.sleep(1)
     except KeyboardInterrupt:
         say("stopping…")

@@ -4,6 +4,7 @@ structured log line per call.
 Each container gets its own Prometheus registry, so several services can share
 a process (tests) without clashing metric names.
 """
+
 import logging
 import time
 
@@ -93,7 +94,9 @@ class Telemetry(DependencyProvider):
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "grassroots_requests_in_flight", "Entrypoint calls being handled now.", ["service"],
+            "grassroots_requests_in_flight",
+            "Entrypoint calls being handled now.",
+            ["service"],
             registry=self.registry,
         )
         self.dead_letters = Counter(
@@ -104,9 +107,7 @@ class Telemetry(DependencyProvider):
         )
         self.service = service
         self._started = {}
-        database = next(
-            (d for d in self.container.dependencies if d.attr_name == self.database_attr), None
-        )
+        database = next((d for d in self.container.dependencies if d.attr_name == self.database_attr), None)
         if database is not None:
             gauges = list(self.gauges)
             if getattr(database, "outbox_model", None) is not None:

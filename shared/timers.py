@@ -1,4 +1,5 @@
 """A nameko timer whose interval comes from the service's config (tests shorten it)."""
+
 from nameko.timer import Timer
 
 

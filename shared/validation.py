@@ -3,6 +3,7 @@
 All schemas reject unknown fields and every string has an upper bound, so a
 1 MB value is refused with a field error before it reaches the database.
 """
+
 import datetime as dt
 import re
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """HTTP endpoints every service serves: /metrics, /healthz, /readyz."""
+
 import json
 from typing import Any
 
@@ -30,7 +31,6 @@ class ObservableMixin:
     config: Any
     telemetry: Any
     db: Any
-
 
     @http("GET", "/metrics")
     def http_metrics(self, request):

@@ -1,5 +1,6 @@
 """Fixtures: a real RabbitMQ vhost per test (nameko's rabbit_config) and a real
 PostgreSQL database per test, cloned from a migrated template."""
+
 import os
 
 import pytest
@@ -69,10 +70,18 @@ volunteer = _running("volunteer", "VolunteerService", needs=("grid",))
 def volunteer_config(grid_config, volunteer_db):
     from tests.support import free_port
 
-    return {**grid_config, "DATABASE_URL": volunteer_db, "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
-            "OFFER_TIMEOUT_SECONDS": 600, "OFFER_FANOUT": 1, "OFFER_SWEEP_INTERVAL": 0.2,
-            "SHIFT_CHECK_INTERVAL": 0.2, "UNDERSTAFFED_LEAD_MINUTES": 120, "RPC_TIMEOUT": 5,
-            "TIMEZONE": "Asia/Shanghai"}
+    return {
+        **grid_config,
+        "DATABASE_URL": volunteer_db,
+        "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
+        "OFFER_TIMEOUT_SECONDS": 600,
+        "OFFER_FANOUT": 1,
+        "OFFER_SWEEP_INTERVAL": 0.2,
+        "SHIFT_CHECK_INTERVAL": 0.2,
+        "UNDERSTAFFED_LEAD_MINUTES": 120,
+        "RPC_TIMEOUT": 5,
+        "TIMEZONE": "Asia/Shanghai",
+    }
 
 
 @pytest.fixture
@@ -111,10 +120,19 @@ def notices_config(grid_config, notices_db, receiver):
 def legal_config(grid_config, legal_db):
     from tests.support import free_port
 
-    return {**grid_config, "DATABASE_URL": legal_db, "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
-            "MIN_NOTICE_MINUTES": 60, "BOOKING_HORIZON_DAYS": 14, "MAX_UPCOMING_BOOKINGS": 3,
-            "REMINDER_LEAD_MINUTES": 24 * 60, "REMINDER_INTERVAL": 0.2, "TIMEZONE": "Asia/Shanghai",
-            "max_workers": 20, "DB_POOL_SIZE": 20}
+    return {
+        **grid_config,
+        "DATABASE_URL": legal_db,
+        "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
+        "MIN_NOTICE_MINUTES": 60,
+        "BOOKING_HORIZON_DAYS": 14,
+        "MAX_UPCOMING_BOOKINGS": 3,
+        "REMINDER_LEAD_MINUTES": 24 * 60,
+        "REMINDER_INTERVAL": 0.2,
+        "TIMEZONE": "Asia/Shanghai",
+        "max_workers": 20,
+        "DB_POOL_SIZE": 20,
+    }
 
 
 @pytest.fixture

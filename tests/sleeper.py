@@ -3,6 +3,7 @@
 ``work(seconds)`` sleeps ``seconds × SLEEP_SCALE`` (config): one instance can be made to hang
 on a call that another instance, started with a scale of 0, answers at once.
 """
+
 import eventlet
 from eventlet.event import Event
 from nameko.dependency_providers import Config

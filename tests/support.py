@@ -1,4 +1,5 @@
 """Helpers shared by the tests: real PostgreSQL databases, tokens, free ports."""
+
 import os
 import socket
 import uuid
@@ -14,8 +15,9 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@
 
 
 def admin_engine():
-    return create_engine(POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://", 1),
-                         isolation_level="AUTOCOMMIT")
+    return create_engine(
+        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://", 1), isolation_level="AUTOCOMMIT"
+    )
 
 
 def database_url(name):
@@ -69,8 +71,9 @@ def build_district(grid):
         large = grid.create_unit(parent_id=community, level="grid_large", name=f"Large {tag}")["id"]
         medium = grid.create_unit(parent_id=large, level="grid_medium", name=f"Medium {tag}")["id"]
         small = grid.create_unit(parent_id=medium, level="grid_small", name=f"Small {tag}")["id"]
-        ids.update({f"community_{tag}": community, f"large_{tag}": large, f"medium_{tag}": medium,
-                    f"small_{tag}": small})
+        ids.update(
+            {f"community_{tag}": community, f"large_{tag}": large, f"medium_{tag}": medium, f"small_{tag}": small}
+        )
     return ids
 
 
@@ -86,8 +89,13 @@ def add_resident(grid, household_id, seq, name=None):
     import datetime as dt
 
     birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-    return grid.register_resident(household_id=household_id, name=name or f"Resident {seq}", id_number=number,
-                                  phone=f"138{seq:08d}", birth_date=birth.isoformat())
+    return grid.register_resident(
+        household_id=household_id,
+        name=name or f"Resident {seq}",
+        id_number=number,
+        phone=f"138{seq:08d}",
+        birth_date=birth.isoformat(),
+    )
 
 
 class Receiver:
@@ -120,8 +128,11 @@ class Receiver:
         body = json.loads(environ["wsgi.input"].read(length) or b"null")
         path = environ["PATH_INFO"]
         for rule in self.rules:
-            if (rule["path"] == path and (rule["when"] is None or rule["when"](body))
-                    and (rule["times"] is None or rule["times"] > 0)):
+            if (
+                rule["path"] == path
+                and (rule["when"] is None or rule["when"](body))
+                and (rule["times"] is None or rule["times"] > 0)
+            ):
                 if rule["times"] is not None:
                     rule["times"] -= 1
                 self.requests.append((path, body, rule["status"]))
@@ -211,8 +222,7 @@ class EventTap:
 
         self.connection = Connection(amqp_uri)
         self.exchange = Exchange(f"{service}.events", type="topic", durable=True)
-        queue = Queue(f"tap-{uuid.uuid4().hex}", exchange=self.exchange, routing_key=routing_key,
-                      auto_delete=True)
+        queue = Queue(f"tap-{uuid.uuid4().hex}", exchange=self.exchange, routing_key=routing_key, auto_delete=True)
         queue(self.connection.default_channel).declare()
         self.queue = self.connection.SimpleQueue(queue)
 
@@ -232,8 +242,13 @@ class EventTap:
 
     def republish(self, envelope, **changes):
         producer = self.connection.Producer()
-        producer.publish({**envelope, **changes}, exchange=self.exchange, routing_key=envelope["type"],
-                         serializer="json", declare=[self.exchange])
+        producer.publish(
+            {**envelope, **changes},
+            exchange=self.exchange,
+            routing_key=envelope["type"],
+            serializer="json",
+            declare=[self.exchange],
+        )
 
     def close(self):
         self.queue.close()

@@ -13,6 +13,7 @@
 Installing needs root (or password-less sudo) and Debian's apt; otherwise the message says
 exactly what to install.
 """
+
 import argparse
 import base64
 import json
@@ -50,6 +51,7 @@ def wait_for(check, seconds, what):
 
 # --- RabbitMQ's management API -------------------------------------------------------------------
 
+
 def management_api_up(api_uri):
     api = urlparse(api_uri)
     request = urllib.request.Request(f"http://{api.hostname}:{api.port or 15672}/api/overview")
@@ -67,16 +69,23 @@ def ensure_management_api(api_uri):
         return
     host = urlparse(api_uri).hostname
     if not (is_local_host(host) and shutil.which("rabbitmq-plugins")):
-        fail(f"RabbitMQ's management API does not answer at {masked(api_uri)}: enable it on that broker "
-             "(`rabbitmq-plugins enable rabbitmq_management`) or set RABBIT_CTL_URI.")
+        fail(
+            f"RabbitMQ's management API does not answer at {masked(api_uri)}: enable it on that broker "
+            "(`rabbitmq-plugins enable rabbitmq_management`) or set RABBIT_CTL_URI."
+        )
     say("enabling the RabbitMQ management plugin (nameko's test fixtures use its API)")
-    subprocess.run(["rabbitmq-plugins", "enable", "rabbitmq_management"], check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["rabbitmq-plugins", "enable", "rabbitmq_management"],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if not wait_for(lambda: management_api_up(api_uri), 60, "the management API"):
         fail(f"the management API did not come up at {masked(api_uri)} within 60 s: see `rabbitmq-plugins list`.")
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------------
+
 
 def ensure_postgres(url):
     pg = urlparse(url)
@@ -96,11 +105,13 @@ def ensure_postgres(url):
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False)
         if wait_for(up, 60, "PostgreSQL"):
             return
-    fail(f"no PostgreSQL answers at TEST_POSTGRES_URL={masked(url)}: the tests need one whose role may "
-         "create databases.")
+    fail(
+        f"no PostgreSQL answers at TEST_POSTGRES_URL={masked(url)}: the tests need one whose role may create databases."
+    )
 
 
 # --- tools from Debian's packages ------------------------------------------------------------------
+
 
 def apt_install(package, why):
     """Install a Debian package without starting any service it ships; False if it cannot be done here."""
@@ -117,11 +128,19 @@ def apt_install(package, why):
     env: dict[str, str] = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         if own_policy:
-            subprocess.run([*sudo, "sh", "-c", f"printf '#!/bin/sh\\nexit 101\\n' > {policy} && chmod 755 {policy}"],
-                           check=True)
+            subprocess.run(
+                [*sudo, "sh", "-c", f"printf '#!/bin/sh\\nexit 101\\n' > {policy} && chmod 755 {policy}"], check=True
+            )
+
         def apt_get(*args):
-            return subprocess.run([*sudo, "apt-get", *args], check=False, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, env=env)
+            return subprocess.run(
+                [*sudo, "apt-get", *args],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
 
         apt_get("update", "-qq")
         result = apt_get("install", "-y", "-qq", "--no-install-recommends", package)
@@ -138,17 +157,22 @@ def ensure_promtool():
     if shutil.which("promtool"):
         return
     if not apt_install("prometheus", "promtool") or not shutil.which("promtool"):
-        fail("promtool is missing (tests/deploy checks the alerting rules with it): install Debian's package "
-             "prometheus as root, e.g. `sudo apt-get install --no-install-recommends prometheus`, "
-             "then stop the server it may start (`systemctl disable --now prometheus`).")
+        fail(
+            "promtool is missing (tests/deploy checks the alerting rules with it): install Debian's package "
+            "prometheus as root, e.g. `sudo apt-get install --no-install-recommends prometheus`, "
+            "then stop the server it may start (`systemctl disable --now prometheus`)."
+        )
     if os.path.isdir("/run/systemd/system"):  # a systemd machine may have started it regardless
-        subprocess.run(["systemctl", "disable", "--now", "prometheus"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["systemctl", "disable", "--now", "prometheus"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def kubectl_version(kubectl):
-    result = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True, check=False)
     try:
         client = json.loads(result.stdout)["clientVersion"]
         return int(client["major"]), int("".join(ch for ch in client["minor"] if ch.isdigit()))
@@ -161,20 +185,25 @@ def ensure_kubectl():
     if kubectl is None and apt_install("kubectl", "kubectl"):
         kubectl = shutil.which("kubectl")
     if kubectl is None:
-        fail("kubectl is missing (tests/deploy renders k8s/ with `kubectl kustomize`): install kubectl "
-             f">= {'.'.join(map(str, MIN_KUBECTL))} (Debian package kubectl from the Kubernetes apt "
-             "repository, or https://kubernetes.io/docs/tasks/tools/).")
+        fail(
+            "kubectl is missing (tests/deploy renders k8s/ with `kubectl kustomize`): install kubectl "
+            f">= {'.'.join(map(str, MIN_KUBECTL))} (Debian package kubectl from the Kubernetes apt "
+            "repository, or https://kubernetes.io/docs/tasks/tools/)."
+        )
     version = kubectl_version(kubectl)
     if version is None or version < MIN_KUBECTL:
-        fail(f"{kubectl} is version {version or 'unknown'}: tests/deploy needs >= "
-             f"{'.'.join(map(str, MIN_KUBECTL))} (kustomize 5).")
+        fail(
+            f"{kubectl} is version {version or 'unknown'}: tests/deploy needs >= "
+            f"{'.'.join(map(str, MIN_KUBECTL))} (kustomize 5)."
+        )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.test_prereqs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rabbit-api-uri", default="http://guest:guest@localhost:15672")
-    parser.add_argument("--postgres-url", default=os.environ.get(
-        "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
     args = parser.parse_args(argv)
     ensure_broker(os.environ.get("AMQP_URI", DEFAULT_AMQP_URI))
     ensure_management_api(args.rabbit_api_uri)

@@ -6,6 +6,7 @@ docs/asyncapi.yaml) and list exactly the fields the grid writes: ids as strings 
 unit paths as lists of id strings from the district down, timestamps as ISO-8601 strings. No
 names, ID numbers or phone numbers ever travel in an event.
 """
+
 from marshmallow import EXCLUDE, Schema, fields
 
 from services.grid import vocabulary as v
@@ -73,8 +74,9 @@ class ResidentTagged(ResidentTagEvent):
     """Emitted by ``tag_resident`` when a resident gets a tag they did not have (re-tagging only updates
     ``until``/``note`` and emits nothing)."""
 
-    until = UtcDateTime(required=True, allow_none=True,
-                        metadata={"description": "When the tag lapses by itself; null for no end."})
+    until = UtcDateTime(
+        required=True, allow_none=True, metadata={"description": "When the tag lapses by itself; null for no end."}
+    )
 
 
 class ResidentUntagged(ResidentTagEvent):
@@ -107,17 +109,22 @@ class IncidentEvent(EventPayload):
     category = OneOf(v.INCIDENT_CATEGORIES, required=True)
     department = OneOf(v.DEPARTMENTS, required=True)
     status = OneOf(v.INCIDENT_STATUSES, required=True)
-    handling_level = OneOf(HANDLING_LEVELS, required=True,
-                           metadata={"description": "The level handling it now, or ``department``."})
-    handling_unit_id = Id(required=True, allow_none=True,
-                          metadata={"description": "The unit handling it now; null once with the department."})
+    handling_level = OneOf(
+        HANDLING_LEVELS, required=True, metadata={"description": "The level handling it now, or ``department``."}
+    )
+    handling_unit_id = Id(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The unit handling it now; null once with the department."},
+    )
 
 
 class IncidentReported(IncidentEvent):
     """Emitted when an incident is opened: by ``report_incident``, or raised by the grid itself."""
 
-    party_resident_ids = fields.List(Id(), required=True,
-                                     metadata={"description": "Residents party to the incident (may be empty)."})
+    party_resident_ids = fields.List(
+        Id(), required=True, metadata={"description": "Residents party to the incident (may be empty)."}
+    )
 
 
 class IncidentEscalated(IncidentEvent):
@@ -125,8 +132,7 @@ class IncidentEscalated(IncidentEvent):
     deadline passes, or when it is referred straight to a department."""
 
     from_level = OneOf(v.LEVELS, required=True, metadata={"description": "The level that handled it before."})
-    automatic = fields.Boolean(required=True,
-                               metadata={"description": "True when the grid escalated it by itself."})
+    automatic = fields.Boolean(required=True, metadata={"description": "True when the grid escalated it by itself."})
 
 
 class IncidentResolved(IncidentEvent):

@@ -1,4 +1,5 @@
 """PRC resident identity numbers (GB 11643-1999)."""
+
 import datetime as dt
 import re
 

@@ -1,4 +1,5 @@
 """Incidents (问题联办): reported at a unit, climbing level by level to a department."""
+
 import datetime as dt
 
 from sqlalchemy import select
@@ -29,9 +30,12 @@ class Policy:
 
 def _event(incident, **extra):
     return {
-        "incident_id": str(incident.id), "unit_id": str(incident.unit_id),
-        "unit_path": [str(i) for i in tree.path_ids(incident.unit_path)], "category": incident.category,
-        "department": incident.department, "status": incident.status,
+        "incident_id": str(incident.id),
+        "unit_id": str(incident.unit_id),
+        "unit_path": [str(i) for i in tree.path_ids(incident.unit_path)],
+        "category": incident.category,
+        "department": incident.department,
+        "status": incident.status,
         "handling_level": incident.handling_level,
         "handling_unit_id": str(incident.handling_unit_id) if incident.handling_unit_id else None,
         **extra,
@@ -39,24 +43,44 @@ def _event(incident, **extra):
 
 
 def _step(session, incident, action, actor, note=None, from_level=None, to_level=None, at=None):
-    session.add(IncidentStep(incident_id=incident.id, action=action, from_level=from_level, to_level=to_level,
-                             note=note, actor=actor, at=at or utcnow()))
+    session.add(
+        IncidentStep(
+            incident_id=incident.id,
+            action=action,
+            from_level=from_level,
+            to_level=to_level,
+            note=note,
+            actor=actor,
+            at=at or utcnow(),
+        )
+    )
 
 
 def _open(uow, policy, unit, category, description, parties, reporter, origin=None):
     session = uow.session
     now = utcnow()
     incident = Incident(
-        unit_id=unit.id, unit_path=unit.path, category=category, description=description,
-        department=policy.departments[category], party_resident_ids=parties, status="open",
-        handling_unit_id=unit.id, handling_level=unit.level, escalations=0, due_at=policy.due(unit.level, now),
-        reported_by=reporter, reported_at=now, origin=origin,
+        unit_id=unit.id,
+        unit_path=unit.path,
+        category=category,
+        description=description,
+        department=policy.departments[category],
+        party_resident_ids=parties,
+        status="open",
+        handling_unit_id=unit.id,
+        handling_level=unit.level,
+        escalations=0,
+        due_at=policy.due(unit.level, now),
+        reported_by=reporter,
+        reported_at=now,
+        origin=origin,
     )
     session.add(incident)
     session.flush()
     _step(session, incident, "reported", reporter, to_level=unit.level, at=now)
-    uow.emit("incident_reported", f"incident/{incident.id}",
-             _event(incident, party_resident_ids=[str(p) for p in parties]))
+    uow.emit(
+        "incident_reported", f"incident/{incident.id}", _event(incident, party_resident_ids=[str(p) for p in parties])
+    )
     return incident
 
 
@@ -109,10 +133,21 @@ def _climb(uow, policy, incident, actor, reason, now):
     incident.status = "escalated"
     incident.escalations += 1
     incident.due_at = policy.due(incident.handling_level, now)
-    _step(session, incident, "escalated", actor, note=reason, from_level=from_level,
-          to_level=incident.handling_level, at=now)
-    uow.emit("incident_escalated", f"incident/{incident.id}",
-             _event(incident, from_level=from_level, automatic=actor == SYSTEM_ACTOR))
+    _step(
+        session,
+        incident,
+        "escalated",
+        actor,
+        note=reason,
+        from_level=from_level,
+        to_level=incident.handling_level,
+        at=now,
+    )
+    uow.emit(
+        "incident_escalated",
+        f"incident/{incident.id}",
+        _event(incident, from_level=from_level, automatic=actor == SYSTEM_ACTOR),
+    )
     return incident
 
 
@@ -124,8 +159,12 @@ def escalate_incident(uow, caller, policy, incident_id, reason):
 def escalate_overdue(uow, policy, now, limit=200):
     """Climb every unresolved incident past its deadline one level; returns how many."""
     session = uow.session
-    query = (select(Incident).where(Incident.status != "resolved", Incident.due_at <= now)
-             .order_by(Incident.due_at).limit(limit))
+    query = (
+        select(Incident)
+        .where(Incident.status != "resolved", Incident.due_at <= now)
+        .order_by(Incident.due_at)
+        .limit(limit)
+    )
     overdue = session.scalars(locking(query, session, skip_locked=True)).all()
     for incident in overdue:
         _climb(uow, policy, incident, SYSTEM_ACTOR, "deadline passed", now)
@@ -135,16 +174,28 @@ def escalate_overdue(uow, policy, now, limit=200):
 
 def raise_for_unmatched_request(uow, policy, request_id, unit_id, kind, urgency):
     """Nobody could take a help request: the unit it came from takes it up."""
-    return raise_incident(uow, policy, f"volunteer:request/{request_id}", unit_id, "resident_need",
-                          f"Help request {request_id} ({kind}, urgency {urgency}) found no volunteer.",
-                          "system:volunteer")
+    return raise_incident(
+        uow,
+        policy,
+        f"volunteer:request/{request_id}",
+        unit_id,
+        "resident_need",
+        f"Help request {request_id} ({kind}, urgency {urgency}) found no volunteer.",
+        "system:volunteer",
+    )
 
 
 def raise_for_understaffed_shift(uow, policy, shift_id, post_id, unit_id, starts_at, needed, signed):
     """A duty post will be short of volunteers: its unit has to find people."""
-    return raise_incident(uow, policy, f"volunteer:shift/{shift_id}", unit_id, "other",
-                          f"Shift {shift_id} at duty post {post_id} starting {starts_at} has {signed} of "
-                          f"{needed} volunteers.", "system:volunteer")
+    return raise_incident(
+        uow,
+        policy,
+        f"volunteer:shift/{shift_id}",
+        unit_id,
+        "other",
+        f"Shift {shift_id} at duty post {post_id} starting {starts_at} has {signed} of {needed} volunteers.",
+        "system:volunteer",
+    )
 
 
 def refer_to_department(uow, policy, incident, department, actor, reason):
@@ -156,8 +207,9 @@ def refer_to_department(uow, policy, incident, department, actor, reason):
     incident.department, incident.handling_unit_id, incident.handling_level = department, None, DEPARTMENT_LEVEL
     incident.status, incident.due_at = "escalated", policy.due(DEPARTMENT_LEVEL, now)
     incident.escalations += 1
-    _step(uow.session, incident, "escalated", actor, note=reason, from_level=from_level, to_level=DEPARTMENT_LEVEL,
-          at=now)
+    _step(
+        uow.session, incident, "escalated", actor, note=reason, from_level=from_level, to_level=DEPARTMENT_LEVEL, at=now
+    )
     uow.emit("incident_escalated", f"incident/{incident.id}", _event(incident, from_level=from_level, automatic=True))
     return incident
 
@@ -173,8 +225,9 @@ def settle_from_mediation(uow, policy, incident_id, case_id, outcome, actor):
     if outcome == "referred_to_court":
         if incident.handling_level == DEPARTMENT_LEVEL and incident.department == COURT_DEPARTMENT:
             return None  # already there (climbed on its deadlines, or this event came twice)
-        return refer_to_department(uow, policy, incident, COURT_DEPARTMENT, actor,
-                                   f"mediation case {case_id} referred to court")
+        return refer_to_department(
+            uow, policy, incident, COURT_DEPARTMENT, actor, f"mediation case {case_id} referred to court"
+        )
     now = utcnow()
     resolution = f"mediation case {case_id} closed: {outcome}"
     incident.status, incident.resolution, incident.resolved_at, incident.due_at = "resolved", resolution, now, None
@@ -193,7 +246,7 @@ def resolve_incident(uow, caller, incident_id, resolution):
     if incident.handling_unit_id is None:
         handling_ids = origin_ids[:1]
     else:
-        handling_ids = origin_ids[:origin_ids.index(incident.handling_unit_id) + 1]
+        handling_ids = origin_ids[: origin_ids.index(incident.handling_unit_id) + 1]
     caller.require_reach(handling_ids, f"incident handled at {incident.handling_level}")
     now = utcnow()
     incident.status, incident.resolution, incident.resolved_at, incident.due_at = "resolved", resolution, now, None
@@ -214,4 +267,3 @@ def list_incidents(session, caller, under, status, page, page_size):
     if status is not None:
         query = query.where(Incident.status == status)
     return paged(session, query.order_by(Incident.id.desc()), page, page_size)
-

@@ -1,6 +1,7 @@
 """Grid tables. Subtree queries use a materialised path (``/1/5/23/``, ids from
 the district down) copied onto households, residents and tags, so a count under
 any unit is one index range scan with no joins up the tree."""
+
 import datetime as dt
 
 from sqlalchemy import (

@@ -1,4 +1,5 @@
 """Households, residents and their tags; audience queries over a subtree."""
+
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -57,10 +58,19 @@ class HouseholdView:
 
 def household_view(session, caller, household_id):
     household = load_household(session, caller, household_id)
-    members = session.scalars(select(Resident.id).where(Resident.household_id == household.id)
-                              .order_by(Resident.id)).all()
-    return HouseholdView(household.id, household.unit_id, household.unit_path, household.compound,
-                         household.building, household.entrance, household.room, list(members))
+    members = session.scalars(
+        select(Resident.id).where(Resident.household_id == household.id).order_by(Resident.id)
+    ).all()
+    return HouseholdView(
+        household.id,
+        household.unit_id,
+        household.unit_path,
+        household.compound,
+        household.building,
+        household.entrance,
+        household.room,
+        list(members),
+    )
 
 
 def move_household(uow, caller, household_id, unit_id):
@@ -70,15 +80,24 @@ def move_household(uow, caller, household_id, unit_id):
     old_path = household.unit_path
     household.unit_id, household.unit_path = unit.id, unit.path
     members = select(Resident.id).where(Resident.household_id == household.id)
-    for model, where in ((Resident, Resident.household_id == household.id),
-                         (ResidentTag, ResidentTag.resident_id.in_(members))):
-        session.execute(update(model).where(where).values(unit_path=unit.path)
-                        .execution_options(synchronize_session=False))
+    for model, where in (
+        (Resident, Resident.household_id == household.id),
+        (ResidentTag, ResidentTag.resident_id.in_(members)),
+    ):
+        session.execute(
+            update(model).where(where).values(unit_path=unit.path).execution_options(synchronize_session=False)
+        )
     session.flush()
-    uow.emit("household_moved", f"household/{household.id}", {
-        "household_id": str(household.id), "unit_id": str(unit.id),
-        "unit_path": _path_list(unit.path), "old_unit_path": _path_list(old_path),
-    })
+    uow.emit(
+        "household_moved",
+        f"household/{household.id}",
+        {
+            "household_id": str(household.id),
+            "unit_id": str(unit.id),
+            "unit_path": _path_list(unit.path),
+            "old_unit_path": _path_list(old_path),
+        },
+    )
     return household
 
 
@@ -89,9 +108,14 @@ def register_resident(uow, caller, vault, household_id, name, id_number, phone, 
     if session.scalar(select(Resident.id).where(Resident.id_number_hash == id_hash)) is not None:
         raise Conflict("a resident with this id_number is already registered")
     resident = Resident(
-        household_id=household.id, unit_path=household.unit_path, name=name,
-        id_number_enc=vault.encrypt(id_number, ID_INDEX), id_number_hash=id_hash,
-        phone_enc=vault.encrypt(phone, b"phone"), birth_date=birth_date, created_at=utcnow(),
+        household_id=household.id,
+        unit_path=household.unit_path,
+        name=name,
+        id_number_enc=vault.encrypt(id_number, ID_INDEX),
+        id_number_hash=id_hash,
+        phone_enc=vault.encrypt(phone, b"phone"),
+        birth_date=birth_date,
+        created_at=utcnow(),
     )
     session.add(resident)
     session.flush()
@@ -150,8 +174,10 @@ def get_resident(session, caller, vault, resident_id):
 
 def tag_event(resident, tag):
     return {
-        "resident_id": str(resident.id), "household_id": str(resident.household_id),
-        "unit_id": str(tree.path_ids(resident.unit_path)[-1]), "unit_path": _path_list(resident.unit_path),
+        "resident_id": str(resident.id),
+        "household_id": str(resident.household_id),
+        "unit_id": str(tree.path_ids(resident.unit_path)[-1]),
+        "unit_path": _path_list(resident.unit_path),
         "tag": tag,
     }
 
@@ -165,12 +191,16 @@ def tag_resident(uow, caller, resident_id, tag, until, note):
     if existing is not None:
         existing.until, existing.note = until, note
         return existing, False
-    row = ResidentTag(resident_id=resident.id, tag=tag, unit_path=resident.unit_path, until=until,
-                      note=note, tagged_at=utcnow())
+    row = ResidentTag(
+        resident_id=resident.id, tag=tag, unit_path=resident.unit_path, until=until, note=note, tagged_at=utcnow()
+    )
     session.add(row)
     session.flush()
-    uow.emit("resident_tagged", f"resident/{resident.id}", {**tag_event(resident, tag),
-                                                            "until": until.isoformat() if until else None})
+    uow.emit(
+        "resident_tagged",
+        f"resident/{resident.id}",
+        {**tag_event(resident, tag), "until": until.isoformat() if until else None},
+    )
     return row, True
 
 
@@ -207,10 +237,12 @@ def _matching_ids(path, tags_any, tags_all):
         return None
     in_scope = tree.in_subtree(ResidentTag.unit_path, path)
     if tags_all:
-        query = (select(ResidentTag.resident_id)
-                 .where(in_scope, ResidentTag.tag.in_(tags_all))
-                 .group_by(ResidentTag.resident_id)
-                 .having(func.count() == len(set(tags_all))))
+        query = (
+            select(ResidentTag.resident_id)
+            .where(in_scope, ResidentTag.tag.in_(tags_all))
+            .group_by(ResidentTag.resident_id)
+            .having(func.count() == len(set(tags_all)))
+        )
         if tags_any:
             any_tag = select(ResidentTag.resident_id).where(in_scope, ResidentTag.tag.in_(tags_any))
             query = query.where(ResidentTag.resident_id.in_(any_tag))
@@ -247,7 +279,8 @@ def _summaries(session, caller, vault, rows):
     if rows:
         for resident_id, tag in session.execute(
             select(ResidentTag.resident_id, ResidentTag.tag)
-            .where(ResidentTag.resident_id.in_([r.id for r in rows])).order_by(ResidentTag.tag)
+            .where(ResidentTag.resident_id.in_([r.id for r in rows]))
+            .order_by(ResidentTag.tag)
         ):
             tags.setdefault(resident_id, []).append(tag)
     return [view_resident(r, tags.get(r.id, []), vault, caller.pii, with_id_number=False) for r in rows]

@@ -1,4 +1,5 @@
 """Input and output schemas of the grid RPC contract."""
+
 from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
 
 from services.grid import vocabulary as v
@@ -210,8 +211,9 @@ class UnitOut(StrictSchema):
     path = fields.Function(lambda unit: [str(i) for i in unit.path.strip("/").split("/")])
     closed = fields.Boolean()
     party_org = fields.Function(
-        lambda unit: {"name": unit.party_org_name, "type": v.PARTY_ORG_TYPES[unit.level]}
-        if unit.party_org_name else None
+        lambda unit: (
+            {"name": unit.party_org_name, "type": v.PARTY_ORG_TYPES[unit.level]} if unit.party_org_name else None
+        )
     )
 
 

@@ -1,4 +1,5 @@
 """Door-to-door screening campaigns (摸排) and their progress per unit."""
+
 from collections import defaultdict
 
 from sqlalchemy import func, select
@@ -15,8 +16,15 @@ from shared.errors import Conflict, ValidationError
 
 def start_screening(uow, caller, under, title, starts_on, ends_on):
     unit = reachable_unit(uow.session, caller, under)
-    campaign = ScreeningCampaign(unit_id=unit.id, unit_path=unit.path, title=title, starts_on=starts_on,
-                                 ends_on=ends_on, created_by=caller.sub, created_at=utcnow())
+    campaign = ScreeningCampaign(
+        unit_id=unit.id,
+        unit_path=unit.path,
+        title=title,
+        starts_on=starts_on,
+        ends_on=ends_on,
+        created_by=caller.sub,
+        created_at=utcnow(),
+    )
     uow.session.add(campaign)
     uow.session.flush()
     return campaign
@@ -44,21 +52,39 @@ def record_visit(uow, caller, policy, campaign_id, household_id, outcome, note):
     now = utcnow()
     if not campaign.starts_on <= now.date() <= campaign.ends_on:
         raise Conflict(f"campaign runs {campaign.starts_on} to {campaign.ends_on}")
-    visit = ScreeningVisit(campaign_id=campaign.id, household_id=household.id, outcome=outcome, note=note,
-                           visited_by=caller.sub, visited_at=now)
+    visit = ScreeningVisit(
+        campaign_id=campaign.id,
+        household_id=household.id,
+        outcome=outcome,
+        note=note,
+        visited_by=caller.sub,
+        visited_at=now,
+    )
     session.add(visit)
     session.flush()
-    uow.emit("screening_visit_recorded", f"household/{household.id}", {
-        "campaign_id": str(campaign.id), "visit_id": str(visit.id), "household_id": str(household.id),
-        "unit_id": str(household.unit_id), "unit_path": [str(i) for i in tree.path_ids(household.unit_path)],
-        "outcome": outcome,
-    })
+    uow.emit(
+        "screening_visit_recorded",
+        f"household/{household.id}",
+        {
+            "campaign_id": str(campaign.id),
+            "visit_id": str(visit.id),
+            "household_id": str(household.id),
+            "unit_id": str(household.unit_id),
+            "unit_path": [str(i) for i in tree.path_ids(household.unit_path)],
+            "outcome": outcome,
+        },
+    )
     if outcome == CONCERN_OUTCOME:
         # Ids only in the description: the visit's note stays with the visit.
         incidents.raise_incident(
-            uow, policy, f"grid:visit/{visit.id}", household.unit_id, CONCERN_CATEGORY,
+            uow,
+            policy,
+            f"grid:visit/{visit.id}",
+            household.unit_id,
+            CONCERN_CATEGORY,
             f"Screening visit {visit.id} (campaign {campaign.id}) found a concern at household {household.id}.",
-            caller.sub)
+            caller.sub,
+        )
     return visit
 
 
@@ -85,14 +111,18 @@ def screening_progress(session, caller, campaign_id, level):
 
     households: defaultdict[int | None, int] = defaultdict(int)
     for path, count in session.execute(
-        select(Household.unit_path, func.count()).where(tree.in_subtree(Household.unit_path, root.path))
+        select(Household.unit_path, func.count())
+        .where(tree.in_subtree(Household.unit_path, root.path))
         .group_by(Household.unit_path)
     ):
         households[group_of(path)] += count
 
-    latest = (select(func.max(ScreeningVisit.id).label("visit_id"))
-              .where(ScreeningVisit.campaign_id == campaign.id)
-              .group_by(ScreeningVisit.household_id).subquery())
+    latest = (
+        select(func.max(ScreeningVisit.id).label("visit_id"))
+        .where(ScreeningVisit.campaign_id == campaign.id)
+        .group_by(ScreeningVisit.household_id)
+        .subquery()
+    )
     outcomes: defaultdict[int | None, dict[str, int]] = defaultdict(lambda: dict.fromkeys(VISIT_OUTCOMES, 0))
     for path, outcome, count in session.execute(
         select(Household.unit_path, ScreeningVisit.outcome, func.count())
@@ -107,11 +137,17 @@ def screening_progress(session, caller, campaign_id, level):
         counts = outcomes.get(unit.id, dict.fromkeys(VISIT_OUTCOMES, 0))
         total = households.get(unit.id, 0)
         visited = sum(counts.values())
-        rows.append({
-            "unit_id": str(unit.id), "name": unit.name, "level": unit.level, "households": total,
-            "visited": visited, "outcomes": counts,
-            "coverage_percent": round(100.0 * visited / total, 1) if total else 0.0,
-        })
+        rows.append(
+            {
+                "unit_id": str(unit.id),
+                "name": unit.name,
+                "level": unit.level,
+                "households": total,
+                "visited": visited,
+                "outcomes": counts,
+                "coverage_percent": round(100.0 * visited / total, 1) if total else 0.0,
+            }
+        )
     totals = dict.fromkeys(VISIT_OUTCOMES, 0)
     for counts in outcomes.values():
         for key, value in counts.items():
@@ -119,8 +155,12 @@ def screening_progress(session, caller, campaign_id, level):
     all_households = sum(households.values())
     all_visited = sum(totals.values())
     return {
-        "campaign_id": str(campaign.id), "title": campaign.title, "level": level,
-        "households": all_households, "visited": all_visited, "outcomes": totals,
+        "campaign_id": str(campaign.id),
+        "title": campaign.title,
+        "level": level,
+        "households": all_households,
+        "visited": all_visited,
+        "outcomes": totals,
         "coverage_percent": round(100.0 * all_visited / all_households, 1) if all_households else 0.0,
         "units": rows,
     }

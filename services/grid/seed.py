@@ -4,6 +4,7 @@ door-to-door screening with visits, a few incidents. Idempotent: skipped when th
 
     python -m services.grid.seed   # needs the grid service running, AMQP_URI and GRASSROOTS_JWT_SECRET
 """
+
 import datetime as dt
 import os
 
@@ -20,8 +21,10 @@ def seed_demo(amqp_uri, district=None):
         grid = rpc.grid
         existing = find_district(grid)
         if existing:
-            say(f"grid: demo district {existing['name']} already present (unit {existing['id']}); "
-                "`make clean` and `make run` to seed it afresh")
+            say(
+                f"grid: demo district {existing['name']} already present (unit {existing['id']}); "
+                "`make clean` and `make run` to seed it afresh"
+            )
             return existing["id"]
         clock = Stopwatch()
         say(f"grid: seeding the demo district {data.root.name} (seed {data.seed})")
@@ -32,39 +35,95 @@ def seed_demo(amqp_uri, district=None):
             parents = {data.root.code: data.root}
             for level in LEVELS_BELOW:
                 units = [(parent_code, child) for parent_code, parent in parents.items() for child in parent.children]
-                made = batch(grid.create_unit, [
-                    {"parent_id": ids[parent_code], "level": level, "name": unit.name, "code": unit.code}
-                    for parent_code, unit in units], bar, f"units: {level}")
+                made = batch(
+                    grid.create_unit,
+                    [
+                        {"parent_id": ids[parent_code], "level": level, "name": unit.name, "code": unit.code}
+                        for parent_code, unit in units
+                    ],
+                    bar,
+                    f"units: {level}",
+                )
                 ids.update({unit.code: answer["id"] for (_, unit), answer in zip(units, made, strict=True)})
                 parents = {unit.code: unit for _, unit in units}
             units = data.units()
-            batch(grid.set_party_org, [{"unit_id": ids[u.code], "name": u.party_org} for u in units if u.party_org],
-                  bar, "party organisations")
-            batch(grid.assign_staff, [
-                {"unit_id": ids[u.code], "user_id": s.user_id, "role": s.role, "name": s.name}
-                for u in units for s in u.staff], bar, "staff")
+            batch(
+                grid.set_party_org,
+                [{"unit_id": ids[u.code], "name": u.party_org} for u in units if u.party_org],
+                bar,
+                "party organisations",
+            )
+            batch(
+                grid.assign_staff,
+                [
+                    {"unit_id": ids[u.code], "user_id": s.user_id, "role": s.role, "name": s.name}
+                    for u in units
+                    for s in u.staff
+                ],
+                bar,
+                "staff",
+            )
             households = data.households()
-            made = batch(grid.register_household, [
-                {"unit_id": ids[h.unit_code], "address": h.address} for h in households], bar, "households")
+            made = batch(
+                grid.register_household,
+                [{"unit_id": ids[h.unit_code], "address": h.address} for h in households],
+                bar,
+                "households",
+            )
             household_ids = {h.key: answer["id"] for h, answer in zip(households, made, strict=True)}
             people = [(h, r) for h in households for r in h.residents]
-            made = batch(grid.register_resident, [
-                {"household_id": household_ids[h.key], "name": r.name, "id_number": r.id_number, "phone": r.phone,
-                 "birth_date": r.birth_date.isoformat()} for h, r in people], bar, "residents")
+            made = batch(
+                grid.register_resident,
+                [
+                    {
+                        "household_id": household_ids[h.key],
+                        "name": r.name,
+                        "id_number": r.id_number,
+                        "phone": r.phone,
+                        "birth_date": r.birth_date.isoformat(),
+                    }
+                    for h, r in people
+                ],
+                bar,
+                "residents",
+            )
             resident_ids = {r.phone: answer["id"] for (_, r), answer in zip(people, made, strict=True)}
-            batch(grid.tag_resident, [{"resident_id": resident_ids[r.phone], "tag": tag}
-                                      for _, r in people for tag in r.tags], bar, "tags")
+            batch(
+                grid.tag_resident,
+                [{"resident_id": resident_ids[r.phone], "tag": tag} for _, r in people for tag in r.tags],
+                bar,
+                "tags",
+            )
             today = dt.date.today()
             campaign = grid.start_screening(
-                under=root["id"], title="入户大走访：独居老人与重点人群摸排",
+                under=root["id"],
+                title="入户大走访：独居老人与重点人群摸排",
                 starts_on=(today - dt.timedelta(days=3)).isoformat(),
-                ends_on=(today + dt.timedelta(days=25)).isoformat())
-            batch(grid.record_visit, [
-                {"campaign_id": campaign["id"], "household_id": household_ids[v.household_key], "outcome": v.outcome,
-                 "note": v.note} for v in data.visits], bar, "screening visits")
-            incidents = batch(grid.report_incident, [
-                {"unit_id": ids[i.unit_code], "category": i.category, "description": i.description}
-                for i in data.incidents], bar, "incidents")
+                ends_on=(today + dt.timedelta(days=25)).isoformat(),
+            )
+            batch(
+                grid.record_visit,
+                [
+                    {
+                        "campaign_id": campaign["id"],
+                        "household_id": household_ids[v.household_key],
+                        "outcome": v.outcome,
+                        "note": v.note,
+                    }
+                    for v in data.visits
+                ],
+                bar,
+                "screening visits",
+            )
+            incidents = batch(
+                grid.report_incident,
+                [
+                    {"unit_id": ids[i.unit_code], "category": i.category, "description": i.description}
+                    for i in data.incidents
+                ],
+                bar,
+                "incidents",
+            )
             remember(district=root["id"], street=ids[data.root.children[0].code], campaign=campaign["id"])
             for incident, reported in zip(data.incidents, incidents, strict=True):
                 if incident.resolution:
@@ -75,12 +134,14 @@ def seed_demo(amqp_uri, district=None):
         raised = [i for i in listed if (i["origin"] or "").startswith("grid:visit/")]
         reported_ids = {r["id"] for r in incidents}
         resolved = sum(1 for i in listed if i["id"] in reported_ids and i["status"] == "resolved")
-        say(f"grid: seeded {data.root.name} (unit {root['id']}) in {clock}: "
+        say(
+            f"grid: seeded {data.root.name} (unit {root['id']}) in {clock}: "
             + ", ".join(f"{n} {level}" for level, n in counts["units"].items())
             + f"; {counts['households']} households, {counts['residents']} residents, "
             f"{sum(counts['tags'].values())} tags, {counts['staff']} staff, {len(data.visits)} visits "
             f"(campaign {campaign['id']}); incidents: {len(incidents)} reported ({resolved} resolved) "
-            f"and {len(raised)} raised by visits that found a concern (seen_concern)")
+            f"and {len(raised)} raised by visits that found a concern (seen_concern)"
+        )
         return root["id"]
 
 

@@ -19,20 +19,34 @@ STAFF_AND_SERVICES = ("admin", "officer", "grid_worker", "service")
 EVERYONE = ("admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service")
 
 GAUGES = [
-    SqlGauge("grassroots_grid_units", "Open units by level.",
-             "SELECT level, count(*) FROM units WHERE closed = false GROUP BY level", labels=["level"]),
+    SqlGauge(
+        "grassroots_grid_units",
+        "Open units by level.",
+        "SELECT level, count(*) FROM units WHERE closed = false GROUP BY level",
+        labels=["level"],
+    ),
     SqlGauge("grassroots_grid_residents", "Registered residents.", "SELECT count(*) FROM residents"),
-    SqlGauge("grassroots_grid_tagged_residents", "Residents carrying each tag.",
-             "SELECT tag, count(*) FROM resident_tags GROUP BY tag", labels=["tag"]),
-    SqlGauge("grassroots_grid_open_incidents", "Unresolved incidents by the level handling them.",
-             "SELECT handling_level, count(*) FROM incidents WHERE status <> 'resolved' GROUP BY handling_level",
-             labels=["handling_level"]),
+    SqlGauge(
+        "grassroots_grid_tagged_residents",
+        "Residents carrying each tag.",
+        "SELECT tag, count(*) FROM resident_tags GROUP BY tag",
+        labels=["tag"],
+    ),
+    SqlGauge(
+        "grassroots_grid_open_incidents",
+        "Unresolved incidents by the level handling them.",
+        "SELECT handling_level, count(*) FROM incidents WHERE status <> 'resolved' GROUP BY handling_level",
+        labels=["handling_level"],
+    ),
     # Households visited at least once over households in the area, for campaigns running today.
-    SqlGauge("grassroots_grid_screening_coverage_ratio", "Screening coverage of each running campaign (0-1).",
-             "SELECT c.id, (SELECT count(DISTINCT v.household_id) FROM screening_visits v WHERE v.campaign_id = c.id)"
-             " * 1.0 / NULLIF((SELECT count(*) FROM households h WHERE h.unit_path LIKE c.unit_path || '%'), 0)"
-             " FROM screening_campaigns c WHERE c.starts_on <= CURRENT_DATE AND c.ends_on >= CURRENT_DATE",
-             labels=["campaign_id"]),
+    SqlGauge(
+        "grassroots_grid_screening_coverage_ratio",
+        "Screening coverage of each running campaign (0-1).",
+        "SELECT c.id, (SELECT count(DISTINCT v.household_id) FROM screening_visits v WHERE v.campaign_id = c.id)"
+        " * 1.0 / NULLIF((SELECT count(*) FROM households h WHERE h.unit_path LIKE c.unit_path || '%'), 0)"
+        " FROM screening_campaigns c WHERE c.starts_on <= CURRENT_DATE AND c.ends_on >= CURRENT_DATE",
+        labels=["campaign_id"],
+    ),
 ]
 
 
@@ -141,8 +155,9 @@ class GridService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents(), read_only=True)
     def find_residents(self, caller, page, page_size, **args):
-        rows, more = residents.find_residents(self.db.session, caller, self.vault, page=page,
-                                              page_size=page_size, **args)
+        rows, more = residents.find_residents(
+            self.db.session, caller, self.vault, page=page, page_size=page_size, **args
+        )
         result = page_of(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
         result["next_after"] = str(rows[-1].id) if more else None
         return result
@@ -224,8 +239,9 @@ class GridService(base.ServiceBase):
         """A dispute's mediation ended: resolve its incident, or send it on to political_legal (court)."""
         if data["source_incident_id"] is None:
             return "not from an incident"
-        incident = incidents.settle_from_mediation(self.db, self.policy, data["source_incident_id"],
-                                                   data["case_id"], data["outcome"], "system:legal")
+        incident = incidents.settle_from_mediation(
+            self.db, self.policy, data["source_incident_id"], data["case_id"], data["outcome"], "system:legal"
+        )
         return "settled" if incident is not None else "already settled"
 
     # ---- housekeeping -----------------------------------------------------

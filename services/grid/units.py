@@ -1,4 +1,5 @@
 """The unit tree: units, their staff and Party organisations."""
+
 from sqlalchemy import select, update
 
 from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
@@ -8,9 +9,14 @@ from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 
 # Tables carrying a copy of their unit's path; a move rewrites them all.
-PATH_COPIES = ((Unit, Unit.path), (Household, Household.unit_path), (Resident, Resident.unit_path),
-               (ResidentTag, ResidentTag.unit_path), (ScreeningCampaign, ScreeningCampaign.unit_path),
-               (Incident, Incident.unit_path))
+PATH_COPIES = (
+    (Unit, Unit.path),
+    (Household, Household.unit_path),
+    (Resident, Resident.unit_path),
+    (ResidentTag, ResidentTag.unit_path),
+    (ScreeningCampaign, ScreeningCampaign.unit_path),
+    (Incident, Incident.unit_path),
+)
 
 
 def reachable_unit(session, caller, unit_id, *, lock=False):
@@ -40,8 +46,7 @@ def create_unit(uow, caller, parent_id, level, name, code):
         parent_path = parent.path
     if code is not None and session.scalar(select(Unit.id).where(Unit.code == code)) is not None:
         raise Conflict(f"unit code {code!r} is taken")
-    unit = Unit(parent_id=parent_id, level=level, name=name, code=code, path="", closed=False,
-                created_at=utcnow())
+    unit = Unit(parent_id=parent_id, level=level, name=name, code=code, path="", closed=False, created_at=utcnow())
     session.add(unit)
     session.flush()
     unit.path = tree.child_path(parent_path, unit.id)
@@ -97,8 +102,9 @@ def move_unit(uow, caller, unit_id, new_parent_id):
     unit = fetch(session, Unit, unit_id, "unit")
     unit.parent_id = parent.id
     session.flush()
-    uow.emit("unit_moved", f"unit/{unit.id}",
-             {**unit_event(unit), "old_path": [str(i) for i in tree.path_ids(old_path)]})
+    uow.emit(
+        "unit_moved", f"unit/{unit.id}", {**unit_event(unit), "old_path": [str(i) for i in tree.path_ids(old_path)]}
+    )
     return unit
 
 

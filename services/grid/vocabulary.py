@@ -16,8 +16,14 @@ PARTY_ORG_TYPES = {
 STAFF_ROLES = ("grid_worker", "grid_leader", "party_secretary", "officer")
 
 TAGS = (
-    "quarantined", "elderly_alone", "disabled", "chronic_illness",
-    "pregnant", "low_income", "party_member", "needs_assistance",
+    "quarantined",
+    "elderly_alone",
+    "disabled",
+    "chronic_illness",
+    "pregnant",
+    "low_income",
+    "party_member",
+    "needs_assistance",
 )
 
 VISIT_OUTCOMES = ("seen_ok", "seen_concern", "absent", "refused")

@@ -1,5 +1,6 @@
 """Finding slots and booking them: never a double booking (the database refuses it),
 idempotent by key, atomic reschedules; confidential summaries with an audit trail."""
+
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -32,26 +33,40 @@ class Policy:
 
 
 def _plans(session, specialty, station_ids, lawyer_id=None):
-    query = (select(Schedule, Lawyer).join(Lawyer, Lawyer.id == Schedule.lawyer_id)
-             .join(LawyerStation, (LawyerStation.lawyer_id == Schedule.lawyer_id)
-                   & (LawyerStation.station_id == Schedule.station_id))
-             .where(Schedule.station_id.in_(station_ids)))
+    query = (
+        select(Schedule, Lawyer)
+        .join(Lawyer, Lawyer.id == Schedule.lawyer_id)
+        .join(
+            LawyerStation,
+            (LawyerStation.lawyer_id == Schedule.lawyer_id) & (LawyerStation.station_id == Schedule.station_id),
+        )
+        .where(Schedule.station_id.in_(station_ids))
+    )
     if lawyer_id is not None:
         query = query.where(Schedule.lawyer_id == lawyer_id)
     rows = session.execute(query).all()
-    return [(slots.Plan(s.lawyer_id, s.station_id, tuple(s.weekly), s.slot_minutes, s.buffer_minutes), lawyer)
-            for s, lawyer in rows if specialty is None or specialty in lawyer.specialties]
+    return [
+        (slots.Plan(s.lawyer_id, s.station_id, tuple(s.weekly), s.slot_minutes, s.buffer_minutes), lawyer)
+        for s, lawyer in rows
+        if specialty is None or specialty in lawyer.specialties
+    ]
 
 
 def _busy(session, lawyer_ids, start, end, exclude_consultation=None):
     """Busy intervals per lawyer between start and end: time off and booked consultations."""
     busy: dict[int, list[tuple[dt.datetime, dt.datetime]]] = {lawyer_id: [] for lawyer_id in lawyer_ids}
-    for row in session.execute(select(TimeOff.lawyer_id, TimeOff.starts_at, TimeOff.ends_at).where(
-            TimeOff.lawyer_id.in_(lawyer_ids), TimeOff.ends_at > start, TimeOff.starts_at < end)):
+    for row in session.execute(
+        select(TimeOff.lawyer_id, TimeOff.starts_at, TimeOff.ends_at).where(
+            TimeOff.lawyer_id.in_(lawyer_ids), TimeOff.ends_at > start, TimeOff.starts_at < end
+        )
+    ):
         busy[row[0]].append((row[1], row[2]))
     query = select(Consultation.lawyer_id, Consultation.starts_at, Consultation.ends_at).where(
-        Consultation.lawyer_id.in_(lawyer_ids), Consultation.status == "booked",
-        Consultation.ends_at > start, Consultation.starts_at < end)
+        Consultation.lawyer_id.in_(lawyer_ids),
+        Consultation.status == "booked",
+        Consultation.ends_at > start,
+        Consultation.starts_at < end,
+    )
     if exclude_consultation is not None:
         query = query.where(Consultation.id != exclude_consultation)
     for row in session.execute(query):
@@ -90,9 +105,16 @@ def find_slots(session, grid, policy, specialty, date_from, date_to, station_id,
             eventlet.sleep(0)  # a cooperative pause: other calls on this process keep flowing
         day += dt.timedelta(days=1)
     found.sort(key=lambda slot: (slot[0], slot[1]))
-    return [{"lawyer_id": str(lawyer_id), "lawyer_name": name, "station_id": str(station),
-             "starts_at": start.isoformat(), "ends_at": end.isoformat()}
-            for start, lawyer_id, name, station, end in found[:limit]]
+    return [
+        {
+            "lawyer_id": str(lawyer_id),
+            "lawyer_name": name,
+            "station_id": str(station),
+            "starts_at": start.isoformat(),
+            "ends_at": end.isoformat(),
+        }
+        for start, lawyer_id, name, station, end in found[:limit]
+    ]
 
 
 def _authorize_for_resident(caller, grid, resident_id):
@@ -139,14 +161,28 @@ def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_i
     # One booking at a time per resident, so two concurrent ones cannot both pass the cap.
     serialize_on(session, "legal.book.resident", resident_id)
     now = utcnow()
-    upcoming = session.scalar(select(func.count()).select_from(Consultation).where(
-        Consultation.resident_id == resident_id, Consultation.status == "booked", Consultation.starts_at > now))
+    upcoming = session.scalar(
+        select(func.count())
+        .select_from(Consultation)
+        .where(Consultation.resident_id == resident_id, Consultation.status == "booked", Consultation.starts_at > now)
+    )
     if upcoming >= policy.max_upcoming:
         raise Conflict(f"resident already holds {upcoming} upcoming bookings (the most allowed)")
     consultation = Consultation(
-        lawyer_id=lawyer_id, station_id=station.id, station_path=station.unit_path, resident_id=resident_id,
-        starts_at=start, ends_at=end, topic=topic, mode=mode, status="booked", idempotency_key=idempotency_key,
-        booked_by=caller.sub, created_at=now, updated_at=now)
+        lawyer_id=lawyer_id,
+        station_id=station.id,
+        station_path=station.unit_path,
+        resident_id=resident_id,
+        starts_at=start,
+        ends_at=end,
+        topic=topic,
+        mode=mode,
+        status="booked",
+        idempotency_key=idempotency_key,
+        booked_by=caller.sub,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(consultation)
     session.flush()  # the database's constraint decides a race for the slot here
     uow.emit("consultation_booked", f"consultation/{consultation.id}", _event(consultation))
@@ -154,9 +190,15 @@ def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_i
 
 
 def _event(consultation, **extra):
-    return {"consultation_id": str(consultation.id), "lawyer_id": str(consultation.lawyer_id),
-            "station_id": str(consultation.station_id), "resident_id": str(consultation.resident_id),
-            "starts_at": consultation.starts_at.isoformat(), "status": consultation.status, **extra}
+    return {
+        "consultation_id": str(consultation.id),
+        "lawyer_id": str(consultation.lawyer_id),
+        "station_id": str(consultation.station_id),
+        "resident_id": str(consultation.resident_id),
+        "starts_at": consultation.starts_at.isoformat(),
+        "status": consultation.status,
+        **extra,
+    }
 
 
 def reachable_consultation(session, caller, consultation_id, *, lock=False):
@@ -189,8 +231,9 @@ def reschedule(uow, caller, policy, consultation_id, starts_at, lawyer_id):
     consultation = reachable_consultation(session, caller, consultation_id, lock=True)
     _booked(consultation)
     lawyer_id = lawyer_id or consultation.lawyer_id
-    _, (start, end) = _check_slot(session, policy, lawyer_id, consultation.station_id, starts_at,
-                                  exclude=consultation.id)
+    _, (start, end) = _check_slot(
+        session, policy, lawyer_id, consultation.station_id, starts_at, exclude=consultation.id
+    )
     consultation.lawyer_id, consultation.starts_at, consultation.ends_at = lawyer_id, start, end
     consultation.reminded_at, consultation.updated_at = None, utcnow()
     session.flush()  # a racing booking of the new slot fails here; the transaction keeps the old one
@@ -222,16 +265,22 @@ def complete(uow, caller, vault, consultation_id, summary, outcome):
 
 
 def may_read_summary(caller, consultation):
-    return (is_lawyer(caller, consultation.lawyer_id) or caller.has_role("admin")
-            or (caller.has_role("resident") and caller.sub == str(consultation.resident_id)))
+    return (
+        is_lawyer(caller, consultation.lawyer_id)
+        or caller.has_role("admin")
+        or (caller.has_role("resident") and caller.sub == str(consultation.resident_id))
+    )
 
 
 def read_summary(uow, caller, vault, consultation):
     """The summary for those allowed (audited), else None."""
     if consultation.summary_enc is None or not may_read_summary(caller, consultation):
         return None
-    uow.session.add(SummaryRead(consultation_id=consultation.id, reader=caller.sub,
-                                reader_roles=sorted(caller.roles), read_at=utcnow()))
+    uow.session.add(
+        SummaryRead(
+            consultation_id=consultation.id, reader=caller.sub, reader_roles=sorted(caller.roles), read_at=utcnow()
+        )
+    )
     return vault.decrypt(consultation.summary_enc, SUMMARY_CONTEXT)
 
 
@@ -244,20 +293,30 @@ def list_consultations(session, caller, resident_id, lawyer_id, station_id, stat
     elif not caller.unrestricted:
         # the caller's unit on the station's path: the station is in the caller's subtree
         query = query.where(Consultation.station_path.contains(f"/{caller.unit}/"))
-    for column, value in ((Consultation.resident_id, resident_id), (Consultation.lawyer_id, lawyer_id),
-                          (Consultation.station_id, station_id), (Consultation.status, status)):
+    for column, value in (
+        (Consultation.resident_id, resident_id),
+        (Consultation.lawyer_id, lawyer_id),
+        (Consultation.station_id, station_id),
+        (Consultation.status, status),
+    ):
         if value is not None:
             query = query.where(column == value)
-    return paged(session, query.order_by(Consultation.starts_at, Consultation.id)
-                           , page, page_size)
+    return paged(session, query.order_by(Consultation.starts_at, Consultation.id), page, page_size)
 
 
 def next_due_reminder(session, policy, now):
     """One booked consultation due a reminder, locked so that one replica sends it."""
-    query = (select(Consultation).where(Consultation.status == "booked", Consultation.reminded_at.is_(None),
-                                        Consultation.starts_at > now,
-                                        Consultation.starts_at <= now + policy.reminder_lead)
-             .order_by(Consultation.starts_at).limit(1))
+    query = (
+        select(Consultation)
+        .where(
+            Consultation.status == "booked",
+            Consultation.reminded_at.is_(None),
+            Consultation.starts_at > now,
+            Consultation.starts_at <= now + policy.reminder_lead,
+        )
+        .order_by(Consultation.starts_at)
+        .limit(1)
+    )
     return session.scalar(locking(query, session, skip_locked=True))
 
 
@@ -267,6 +326,7 @@ def send_reminder(notices, session, policy, consultation):
     lawyer = session.get(Lawyer, consultation.lawyer_id)
     recipients = [str(consultation.resident_id)] + ([str(lawyer.resident_id)] if lawyer.resident_id else [])
     local = consultation.starts_at.astimezone(policy.zone).strftime("%Y-%m-%d %H:%M")
-    notices.send_direct(resident_ids=recipients, template="consultation_reminder",
-                        params={"station": station.name, "starts_at": local})
+    notices.send_direct(
+        resident_ids=recipients, template="consultation_reminder", params={"station": station.name, "starts_at": local}
+    )
     consultation.reminded_at = utcnow()

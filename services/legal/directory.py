@@ -1,4 +1,5 @@
 """Stations, lawyers, their weekly schedules and time off."""
+
 from sqlalchemy import select
 
 from services.legal.models import Lawyer, LawyerStation, Schedule, Station, TimeOff
@@ -45,8 +46,14 @@ def register_lawyer(uow, caller, name, firm, license_no, specialties, station_id
     if session.scalar(select(Lawyer.id).where(Lawyer.license_no == license_no)) is not None:
         raise Conflict(f"license {license_no} is already registered")
     stations = [reachable_station(session, caller, station_id) for station_id in station_ids]
-    lawyer = Lawyer(name=name, firm=firm, license_no=license_no, specialties=list(specialties),
-                    resident_id=resident_id, created_at=utcnow())
+    lawyer = Lawyer(
+        name=name,
+        firm=firm,
+        license_no=license_no,
+        specialties=list(specialties),
+        resident_id=resident_id,
+        created_at=utcnow(),
+    )
     session.add(lawyer)
     session.flush()
     for station in stations:
@@ -56,8 +63,9 @@ def register_lawyer(uow, caller, name, firm, license_no, specialties, station_id
 
 
 def station_ids_of(session, lawyer_id):
-    return session.scalars(select(LawyerStation.station_id).where(LawyerStation.lawyer_id == lawyer_id)
-                           .order_by(LawyerStation.station_id)).all()
+    return session.scalars(
+        select(LawyerStation.station_id).where(LawyerStation.lawyer_id == lawyer_id).order_by(LawyerStation.station_id)
+    ).all()
 
 
 def _manage_lawyer(session, caller, lawyer_id):
@@ -67,8 +75,11 @@ def _manage_lawyer(session, caller, lawyer_id):
         return lawyer
     if not caller.has_role("officer", "admin"):
         raise Forbidden("only the lawyer or an officer manages this lawyer's plan")
-    stations = session.scalars(select(Station).join(LawyerStation, LawyerStation.station_id == Station.id)
-                               .where(LawyerStation.lawyer_id == lawyer.id)).all()
+    stations = session.scalars(
+        select(Station)
+        .join(LawyerStation, LawyerStation.station_id == Station.id)
+        .where(LawyerStation.lawyer_id == lawyer.id)
+    ).all()
     if not any(caller.reaches(path_ids(station.unit_path)) for station in stations):
         raise Forbidden("lawyer serves no station in the caller's scope")
     return lawyer
@@ -80,14 +91,20 @@ def set_schedule(uow, caller, lawyer_id, station_id, weekly, slot_minutes, buffe
     if station_id not in station_ids_of(session, lawyer.id):
         raise ValidationError({"station_id": [f"Lawyer {lawyer.id} does not serve station {station_id}."]})
     # A lawyer is in one place at a time: plans at other stations must not overlap this one.
-    for other in session.scalars(select(Schedule).where(Schedule.lawyer_id == lawyer.id,
-                                                        Schedule.station_id != station_id)):
+    for other in session.scalars(
+        select(Schedule).where(Schedule.lawyer_id == lawyer.id, Schedule.station_id != station_id)
+    ):
         for mine in weekly:
             for theirs in other.weekly:
-                if (mine["weekday"] == theirs["weekday"] and mine["start"] < theirs["end"]
-                        and theirs["start"] < mine["end"]):
-                    raise Conflict(f"overlaps the lawyer's plan at station {other.station_id} "
-                                   f"(weekday {mine['weekday']} {theirs['start']}-{theirs['end']})")
+                if (
+                    mine["weekday"] == theirs["weekday"]
+                    and mine["start"] < theirs["end"]
+                    and theirs["start"] < mine["end"]
+                ):
+                    raise Conflict(
+                        f"overlaps the lawyer's plan at station {other.station_id} "
+                        f"(weekday {mine['weekday']} {theirs['start']}-{theirs['end']})"
+                    )
     schedule = session.get(Schedule, (lawyer.id, station_id)) or Schedule(lawyer_id=lawyer.id, station_id=station_id)
     schedule.weekly, schedule.slot_minutes, schedule.buffer_minutes = list(weekly), slot_minutes, buffer_minutes
     schedule.updated_at = utcnow()

@@ -5,6 +5,7 @@ schemas describe its ``data`` (documented in docs/asyncapi.yaml by ``shared.asyn
 strings of digits, unit paths as lists of id strings from the district down, timestamps as
 ISO-8601 strings. Topics, summaries and agreements never travel in an event.
 """
+
 from marshmallow import EXCLUDE, Schema, fields
 
 from services.legal import vocabulary as v
@@ -53,13 +54,15 @@ class MediationEvent(EventPayload):
 
     case_id = Id(required=True)
     unit_id = Id(required=True)
-    unit_path = fields.List(Id(), required=True,
-                            metadata={"description": "Unit ids from the district down to the case's unit."})
+    unit_path = fields.List(
+        Id(), required=True, metadata={"description": "Unit ids from the district down to the case's unit."}
+    )
     category = OneOf(v.CASE_CATEGORIES, required=True)
     status = OneOf(v.CASE_STATUSES, required=True)
     party_resident_ids = fields.List(Id(), required=True)
-    source_incident_id = Id(required=True, allow_none=True,
-                            metadata={"description": "The grid incident the case was opened from, if any."})
+    source_incident_id = Id(
+        required=True, allow_none=True, metadata={"description": "The grid incident the case was opened from, if any."}
+    )
 
 
 class MediationOpened(MediationEvent):

@@ -1,5 +1,6 @@
 """Mediation cases (司法调解 + 社会调解): opened for residents in dispute, given judicial (lawyer)
 or social (community) mediators free of conflicts of interest, closed with an outcome."""
+
 import logging
 
 from sqlalchemy import select
@@ -23,10 +24,17 @@ def open_mediation(uow, caller, grid, unit_id, category, party_resident_ids, des
     if len(parties) < 2:
         raise ValidationError({"party_resident_ids": ["A dispute needs at least two different parties."]})
     case = MediationCase(
-        unit_id=unit_id, unit_path=path, category=category, description=description,
+        unit_id=unit_id,
+        unit_path=path,
+        category=category,
+        description=description,
         party_resident_ids=[int(p["id"]) for p in parties],
         party_household_ids=sorted({int(p["household_id"]) for p in parties}),
-        source_incident_id=source_incident_id, status="open", opened_by=caller.sub, opened_at=utcnow())
+        source_incident_id=source_incident_id,
+        status="open",
+        opened_by=caller.sub,
+        opened_at=utcnow(),
+    )
     uow.session.add(case)
     uow.session.flush()
     uow.emit("mediation_opened", f"mediation/{case.id}", _event(case))
@@ -45,8 +53,9 @@ def open_from_incident(uow, caller, grid, incident_id, unit_id, party_resident_i
         log.warning("dispute incident %s names fewer than two parties: no mediation case opened", incident_id)
         return None
     description = grid.get_incident(incident_id=str(incident_id))["description"]
-    return open_mediation(uow, caller, grid, unit_id, INCIDENT_CASE_CATEGORY, party_resident_ids,
-                          description, incident_id)
+    return open_mediation(
+        uow, caller, grid, unit_id, INCIDENT_CASE_CATEGORY, party_resident_ids, description, incident_id
+    )
 
 
 def may_contact_parties(session, caller, case):
@@ -57,27 +66,41 @@ def may_contact_parties(session, caller, case):
 def parties_of(grid, case, reveal):
     """The parties' names and phones (phones masked unless ``reveal``); never ID numbers or tags."""
     found = grid.get_residents(resident_ids=[str(i) for i in case.party_resident_ids])["items"]
-    return [{"resident_id": p["id"], "household_id": p["household_id"], "name": p["name"],
-             "phone": p["phone"] if reveal else mask_phone(p["phone"])} for p in found]
+    return [
+        {
+            "resident_id": p["id"],
+            "household_id": p["household_id"],
+            "name": p["name"],
+            "phone": p["phone"] if reveal else mask_phone(p["phone"]),
+        }
+        for p in found
+    ]
 
 
 def _event(case, **extra):
-    return {"case_id": str(case.id), "unit_id": str(case.unit_id),
-            "unit_path": [str(i) for i in path_ids(case.unit_path)],
-            "category": case.category, "status": case.status,
-            "party_resident_ids": [str(i) for i in case.party_resident_ids],
-            "source_incident_id": str(case.source_incident_id) if case.source_incident_id else None, **extra}
+    return {
+        "case_id": str(case.id),
+        "unit_id": str(case.unit_id),
+        "unit_path": [str(i) for i in path_ids(case.unit_path)],
+        "category": case.category,
+        "status": case.status,
+        "party_resident_ids": [str(i) for i in case.party_resident_ids],
+        "source_incident_id": str(case.source_incident_id) if case.source_incident_id else None,
+        **extra,
+    }
 
 
 def mediator_ids(session, case):
-    return {(m.kind, m.mediator_id)
-            for m in session.scalars(select(CaseMediator).where(CaseMediator.case_id == case.id))}
+    return {
+        (m.kind, m.mediator_id) for m in session.scalars(select(CaseMediator).where(CaseMediator.case_id == case.id))
+    }
 
 
 def _is_assigned(session, caller, case):
     assigned = mediator_ids(session, case)
-    return ((caller.has_role("mediator") and ("social", caller.sub) in assigned)
-            or (caller.has_role("lawyer") and ("judicial", caller.sub) in assigned))
+    return (caller.has_role("mediator") and ("social", caller.sub) in assigned) or (
+        caller.has_role("lawyer") and ("judicial", caller.sub) in assigned
+    )
 
 
 def reachable_case(session, caller, case_id, *, lock=False):
@@ -123,8 +146,9 @@ def record_session(uow, caller, case_id, held_at, attendees, notes):
         raise Conflict(f"case {case.id} is closed")
     if held_at > utcnow():
         raise ValidationError({"held_at": ["A session is recorded after it is held."]})
-    record = MediationSession(case_id=case.id, held_at=held_at, attendees=list(attendees), notes=notes,
-                              recorded_by=caller.sub)
+    record = MediationSession(
+        case_id=case.id, held_at=held_at, attendees=list(attendees), notes=notes, recorded_by=caller.sub
+    )
     session.add(record)
     session.flush()
     return record
@@ -140,8 +164,9 @@ def close_mediation(uow, caller, case_id, outcome, agreement):
 
 
 def sessions_of(session, case):
-    return session.scalars(select(MediationSession).where(MediationSession.case_id == case.id)
-                           .order_by(MediationSession.held_at)).all()
+    return session.scalars(
+        select(MediationSession).where(MediationSession.case_id == case.id).order_by(MediationSession.held_at)
+    ).all()
 
 
 def list_cases(session, caller, grid, under, status, page, page_size):

@@ -1,6 +1,7 @@
 """Legal tables. A consultation's time is a half-open range; PostgreSQL refuses two booked
 ranges that overlap for one lawyer (an exclusion constraint), SQLite a second booking at the
 same start (a partial unique index)."""
+
 import datetime as dt
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, text
@@ -73,8 +74,14 @@ class TimeOff(Base):
 class Consultation(Base):
     __tablename__ = "consultations"
     __table_args__ = (
-        Index("uq_consultations_lawyer_start_booked", "lawyer_id", "starts_at", unique=True,
-              postgresql_where=text("status = 'booked'"), sqlite_where=text("status = 'booked'")),
+        Index(
+            "uq_consultations_lawyer_start_booked",
+            "lawyer_id",
+            "starts_at",
+            unique=True,
+            postgresql_where=text("status = 'booked'"),
+            sqlite_where=text("status = 'booked'"),
+        ),
         Index("ix_consultations_reminders", "status", "starts_at"),
     )
 

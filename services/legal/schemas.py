@@ -1,4 +1,5 @@
 """Input and output schemas of the legal RPC contract."""
+
 import itertools
 
 from marshmallow import ValidationError as FieldError, fields, validate, validates_schema

@@ -1,5 +1,6 @@
 """The legal service: community legal stations, lawyer advisers and their schedules, appointment
 booking, confidential consultations, and mediation cases."""
+
 import logging
 
 from services.legal import bookings, directory, mediation, schemas
@@ -23,12 +24,23 @@ PARTICIPANTS = ("admin", "officer", "grid_worker", "lawyer", "resident", "servic
 CASE_WORKERS = ("admin", "officer", "grid_worker", "mediator", "lawyer", "service")
 
 GAUGES = [
-    SqlGauge("grassroots_legal_consultations", "Consultations by status.",
-             "SELECT status, count(*) FROM consultations GROUP BY status", labels=["status"]),
-    SqlGauge("grassroots_legal_upcoming_consultations", "Booked consultations still to come.",
-             "SELECT count(*) FROM consultations WHERE status = 'booked' AND starts_at > CURRENT_TIMESTAMP"),
-    SqlGauge("grassroots_legal_mediation_cases", "Mediation cases by status.",
-             "SELECT status, count(*) FROM mediation_cases GROUP BY status", labels=["status"]),
+    SqlGauge(
+        "grassroots_legal_consultations",
+        "Consultations by status.",
+        "SELECT status, count(*) FROM consultations GROUP BY status",
+        labels=["status"],
+    ),
+    SqlGauge(
+        "grassroots_legal_upcoming_consultations",
+        "Booked consultations still to come.",
+        "SELECT count(*) FROM consultations WHERE status = 'booked' AND starts_at > CURRENT_TIMESTAMP",
+    ),
+    SqlGauge(
+        "grassroots_legal_mediation_cases",
+        "Mediation cases by status.",
+        "SELECT status, count(*) FROM mediation_cases GROUP BY status",
+        labels=["status"],
+    ),
     SqlGauge("grassroots_legal_lawyers", "Registered lawyers.", "SELECT count(*) FROM lawyers"),
 ]
 
@@ -69,16 +81,25 @@ class LegalService(base.ServiceBase):
     @endpoint(roles=PLANNERS, schema=schemas.SetSchedule())
     def set_schedule(self, caller, **args):
         schedule = directory.set_schedule(self.db, caller, **args)
-        return {"lawyer_id": str(schedule.lawyer_id), "station_id": str(schedule.station_id),
-                "weekly": schedule.weekly, "slot_minutes": schedule.slot_minutes,
-                "buffer_minutes": schedule.buffer_minutes}
+        return {
+            "lawyer_id": str(schedule.lawyer_id),
+            "station_id": str(schedule.station_id),
+            "weekly": schedule.weekly,
+            "slot_minutes": schedule.slot_minutes,
+            "buffer_minutes": schedule.buffer_minutes,
+        }
 
     @rpc
     @endpoint(roles=PLANNERS, schema=schemas.AddTimeOff())
     def add_time_off(self, caller, **args):
         leave = directory.add_time_off(self.db, caller, **args)
-        return {"id": str(leave.id), "lawyer_id": str(leave.lawyer_id), "starts_at": leave.starts_at.isoformat(),
-                "ends_at": leave.ends_at.isoformat(), "reason": leave.reason}
+        return {
+            "id": str(leave.id),
+            "lawyer_id": str(leave.lawyer_id),
+            "starts_at": leave.starts_at.isoformat(),
+            "ends_at": leave.ends_at.isoformat(),
+            "reason": leave.reason,
+        }
 
     # ---- booking ----------------------------------------------------------
 
@@ -144,8 +165,12 @@ class LegalService(base.ServiceBase):
     @endpoint(roles=CASE_WORKERS, schema=schemas.RecordSession())
     def record_session(self, caller, **args):
         record = mediation.record_session(self.db, caller, **args)
-        return {"id": str(record.id), "case_id": str(record.case_id), "held_at": record.held_at.isoformat(),
-                "attendees": record.attendees}
+        return {
+            "id": str(record.id),
+            "case_id": str(record.case_id),
+            "held_at": record.held_at.isoformat(),
+            "attendees": record.attendees,
+        }
 
     @rpc
     @endpoint(roles=CASE_WORKERS, schema=schemas.CloseMediation())
@@ -158,12 +183,17 @@ class LegalService(base.ServiceBase):
         case = mediation.reachable_case(self.db.session, caller, case_id)
         sessions = mediation.sessions_of(self.db.session, case)
         reveal = mediation.may_contact_parties(self.db.session, caller, case)
-        return {**schemas.CASE.dump(case),
-                "parties": mediation.parties_of(self.grid_contacts, case, reveal),
-                "mediators": [{"mediator_id": m_id, "kind": kind}
-                              for kind, m_id in sorted(mediation.mediator_ids(self.db.session, case))],
-                "sessions": [{"held_at": s.held_at.isoformat(), "attendees": s.attendees, "notes": s.notes}
-                             for s in sessions]}
+        return {
+            **schemas.CASE.dump(case),
+            "parties": mediation.parties_of(self.grid_contacts, case, reveal),
+            "mediators": [
+                {"mediator_id": m_id, "kind": kind}
+                for kind, m_id in sorted(mediation.mediator_ids(self.db.session, case))
+            ],
+            "sessions": [
+                {"held_at": s.held_at.isoformat(), "attendees": s.attendees, "notes": s.notes} for s in sessions
+            ],
+        }
 
     @rpc
     @endpoint(roles=CASE_WORKERS, schema=schemas.ListCases(), read_only=True)
@@ -177,8 +207,13 @@ class LegalService(base.ServiceBase):
         if data["category"] != "dispute":
             return "not a dispute"
         case = mediation.open_from_incident(
-            self.db, system_caller(self.name), self.grid, data["incident_id"], data["unit_id"],
-            data["party_resident_ids"])
+            self.db,
+            system_caller(self.name),
+            self.grid,
+            data["incident_id"],
+            data["unit_id"],
+            data["party_resident_ids"],
+        )
         return str(case.id) if case is not None else "too few parties"
 
     # ---- reminders --------------------------------------------------------

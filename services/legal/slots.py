@@ -1,6 +1,7 @@
 """Slot generation: weekly plans in local time, cut into slots of ``slot_minutes`` with
 ``buffer_minutes`` between them, minus time off and existing bookings, inside the window
 between minimum notice and the booking horizon. Pure functions: no database here."""
+
 import bisect
 import datetime as dt
 import itertools

@@ -1,7 +1,15 @@
 """The legal service's fixed vocabularies."""
 
-SPECIALTIES = ("family", "labour", "housing_property", "contract", "neighbour_dispute", "consumer",
-               "administrative", "criminal_defence")
+SPECIALTIES = (
+    "family",
+    "labour",
+    "housing_property",
+    "contract",
+    "neighbour_dispute",
+    "consumer",
+    "administrative",
+    "criminal_defence",
+)
 MODES = ("in_person", "phone", "video")
 CONSULTATION_STATUSES = ("booked", "cancelled", "completed", "no_show")
 OUTCOMES = ("advice_given", "referred", "mediation", "legal_aid_application", "litigation")

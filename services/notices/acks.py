@@ -1,4 +1,5 @@
 """Acknowledgements, the per-unit delivery report, and following up who did not acknowledge."""
+
 from collections import defaultdict
 
 from sqlalchemy import case, func, select
@@ -16,8 +17,9 @@ def acknowledge(uow, caller, notice_id, resident_id):
     if caller.roles == {"resident"} and caller.sub != str(resident_id):
         raise Forbidden("residents acknowledge only for themselves")
     notice = fetch(session, Notice, notice_id, "notice")
-    recipient = session.scalar(select(Recipient).where(Recipient.notice_id == notice.id,
-                                                       Recipient.resident_id == resident_id))
+    recipient = session.scalar(
+        select(Recipient).where(Recipient.notice_id == notice.id, Recipient.resident_id == resident_id)
+    )
     if recipient is None:
         raise NotFound(f"resident {resident_id} is not a recipient of notice {notice.id}")
     if not caller.has_role("resident"):
@@ -39,19 +41,32 @@ def delivery_report(session, caller, grid, notice, level):
     Aggregated by small grid in SQL, rolled up to the requested units here.
     """
     per_recipient = (
-        select(Recipient.id.label("rid"), Recipient.unit_path.label("path"),
-               func.max(case((Delivery.status.in_(("sent", "delivered")), 1), else_=0)).label("sent"),
-               func.max(case((Delivery.status == "delivered", 1), else_=0)).label("delivered"),
-               func.min(case((Delivery.status == "failed", 1), else_=0)).label("failed"),
-               func.max(case((Acknowledgement.resident_id.is_not(None), 1), else_=0)).label("acked"))
+        select(
+            Recipient.id.label("rid"),
+            Recipient.unit_path.label("path"),
+            func.max(case((Delivery.status.in_(("sent", "delivered")), 1), else_=0)).label("sent"),
+            func.max(case((Delivery.status == "delivered", 1), else_=0)).label("delivered"),
+            func.min(case((Delivery.status == "failed", 1), else_=0)).label("failed"),
+            func.max(case((Acknowledgement.resident_id.is_not(None), 1), else_=0)).label("acked"),
+        )
         .outerjoin(Delivery, Delivery.recipient_id == Recipient.id)
-        .outerjoin(Acknowledgement, (Acknowledgement.notice_id == Recipient.notice_id)
-                   & (Acknowledgement.resident_id == Recipient.resident_id))
-        .where(Recipient.notice_id == notice.id).group_by(Recipient.id, Recipient.unit_path).subquery()
+        .outerjoin(
+            Acknowledgement,
+            (Acknowledgement.notice_id == Recipient.notice_id) & (Acknowledgement.resident_id == Recipient.resident_id),
+        )
+        .where(Recipient.notice_id == notice.id)
+        .group_by(Recipient.id, Recipient.unit_path)
+        .subquery()
     )
     by_path = session.execute(
-        select(per_recipient.c.path, func.count(), func.sum(per_recipient.c.sent), func.sum(per_recipient.c.delivered),
-               func.sum(per_recipient.c.failed), func.sum(per_recipient.c.acked)).group_by(per_recipient.c.path)
+        select(
+            per_recipient.c.path,
+            func.count(),
+            func.sum(per_recipient.c.sent),
+            func.sum(per_recipient.c.delivered),
+            func.sum(per_recipient.c.failed),
+            func.sum(per_recipient.c.acked),
+        ).group_by(per_recipient.c.path)
     ).all()
     groups = _groups(grid, notice, level)
     empty = {"targeted": 0, "sent": 0, "delivered": 0, "failed": 0, "acknowledged": 0}
@@ -64,11 +79,17 @@ def delivery_report(session, caller, grid, notice, level):
             totals[key] += int(value or 0)
             if group is not None:
                 rows[group][key] += int(value or 0)
-    chat = dict(session.execute(
-        select(Delivery.status, func.count()).where(Delivery.notice_id == notice.id, Delivery.channel == "chat_group")
-        .group_by(Delivery.status)).all())
+    chat = dict(
+        session.execute(
+            select(Delivery.status, func.count())
+            .where(Delivery.notice_id == notice.id, Delivery.channel == "chat_group")
+            .group_by(Delivery.status)
+        ).all()
+    )
     return {
-        "notice_id": str(notice.id), "level": level, **totals,
+        "notice_id": str(notice.id),
+        "level": level,
+        **totals,
         "units": [{"unit_id": str(g), **rows[g]} for g in sorted(groups)],
         "chat_groups": {status: chat.get(status, 0) for status in ("queued", "sent", "delivered", "failed")},
     }
@@ -95,8 +116,16 @@ def _groups(grid, notice, level):
 
 
 def due_ack_checks(session, now, limit=10):
-    query = (select(Notice).where(Notice.requires_ack.is_(True), Notice.ack_checked.is_(False),
-                                  Notice.status == "published", Notice.ack_deadline <= now).limit(limit))
+    query = (
+        select(Notice)
+        .where(
+            Notice.requires_ack.is_(True),
+            Notice.ack_checked.is_(False),
+            Notice.status == "published",
+            Notice.ack_deadline <= now,
+        )
+        .limit(limit)
+    )
     return session.scalars(locking(query, session, skip_locked=True)).all()
 
 
@@ -106,16 +135,27 @@ def report_unacknowledged(uow, notice):
     missing = session.execute(
         select(Recipient.resident_id, Recipient.household_id, Recipient.unit_path)
         .where(Recipient.notice_id == notice.id, Recipient.vulnerable.is_(True))
-        .where(~select(Acknowledgement.resident_id).where(
-            Acknowledgement.notice_id == notice.id, Acknowledgement.resident_id == Recipient.resident_id).exists())
+        .where(
+            ~select(Acknowledgement.resident_id)
+            .where(Acknowledgement.notice_id == notice.id, Acknowledgement.resident_id == Recipient.resident_id)
+            .exists()
+        )
         .order_by(Recipient.resident_id)
     ).all()
     notice.ack_checked = True
-    chunks = [missing[i:i + EVENT_CHUNK] for i in range(0, len(missing), EVENT_CHUNK)]
+    chunks = [missing[i : i + EVENT_CHUNK] for i in range(0, len(missing), EVENT_CHUNK)]
     for index, chunk in enumerate(chunks, start=1):
-        uow.emit("notice_unacknowledged", f"notice/{notice.id}", {
-            "notice_id": str(notice.id), "chunk": index, "chunks": len(chunks),
-            "residents": [{"resident_id": str(r), "household_id": str(h), "unit_id": str(path_ids(p)[-1])}
-                          for r, h, p in chunk],
-        })
+        uow.emit(
+            "notice_unacknowledged",
+            f"notice/{notice.id}",
+            {
+                "notice_id": str(notice.id),
+                "chunk": index,
+                "chunks": len(chunks),
+                "residents": [
+                    {"resident_id": str(r), "household_id": str(h), "unit_id": str(path_ids(p)[-1])}
+                    for r, h, p in chunk
+                ],
+            },
+        )
     return len(missing)

@@ -5,6 +5,7 @@ Resolution is resumable: the notice keeps a cursor (audience unit, last resident
 committed with each batch of pages, so the dispatcher can start on the first pages while the
 rest resolve, and a restart continues where it stopped.
 """
+
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -69,8 +70,12 @@ def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):
 
     def request(at):
         return grid.find_residents.call_async(
-            under=str(under[at["unit"]]), tags_any=notice.audience.get("tags_any") or None,
-            tags_all=notice.audience.get("tags_all") or None, page_size=PAGE_SIZE, after=at["after"])
+            under=str(under[at["unit"]]),
+            tags_any=notice.audience.get("tags_any") or None,
+            tags_all=notice.audience.get("tags_all") or None,
+            page_size=PAGE_SIZE,
+            after=at["after"],
+        )
 
     pending = request(cursor) if cursor["unit"] < len(under) else None
     for pages in range(1, max_pages + 1):
@@ -93,8 +98,11 @@ def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):
 
 def _still_ours(session, notice, cursor):
     """Lock the notice again for the next page; False if another replica has moved on with it."""
-    query = (select(Notice).where(Notice.id == notice.id, Notice.status == "approved")
-             .execution_options(populate_existing=True))
+    query = (
+        select(Notice)
+        .where(Notice.id == notice.id, Notice.status == "approved")
+        .execution_options(populate_existing=True)
+    )
     current = session.scalar(locking(query, session, skip_locked=True))
     return current is not None and current.resolve_cursor == cursor
 
@@ -111,19 +119,34 @@ def add_recipients(uow, vault, notice, plan, residents, now=None):
     for resident in residents:
         tags = [t for t in resident.get("tags", []) if t in VULNERABLE_TAGS]
         phone = resident.get("phone")
-        rows.append({
-            "notice_id": notice.id, "resident_id": int(resident["id"]), "household_id": int(resident["household_id"]),
-            "unit_path": as_path(resident["unit_path"]), "vulnerable_tags": tags, "vulnerable": bool(tags),
-            "address_enc": vault.encrypt(phone, PHONE_CONTEXT) if phone and "*" not in phone else None,
-        })
+        rows.append(
+            {
+                "notice_id": notice.id,
+                "resident_id": int(resident["id"]),
+                "household_id": int(resident["household_id"]),
+                "unit_path": as_path(resident["unit_path"]),
+                "vulnerable_tags": tags,
+                "vulnerable": bool(tags),
+                "address_enc": vault.encrypt(phone, PHONE_CONTEXT) if phone and "*" not in phone else None,
+            }
+        )
     inserted = bulk_insert(session, Recipient.__table__, rows, returning=("id", "resident_id", "unit_path"))
     deliveries = []
     for recipient_id, resident_id, unit_path in inserted:
         channels, due = plan.for_resident(preferences.get(resident_id), now)
         for channel in channels:
-            deliveries.append({"notice_id": notice.id, "recipient_id": recipient_id, "unit_path": unit_path,
-                               "channel": channel, "status": "queued", "attempts": 0, "next_attempt_at": due,
-                               "created_at": now})
+            deliveries.append(
+                {
+                    "notice_id": notice.id,
+                    "recipient_id": recipient_id,
+                    "unit_path": unit_path,
+                    "channel": channel,
+                    "status": "queued",
+                    "attempts": 0,
+                    "next_attempt_at": due,
+                    "created_at": now,
+                }
+            )
     bulk_insert(session, Delivery.__table__, deliveries)
     notice.recipient_count = (notice.recipient_count or 0) + len(inserted)
     return len(inserted)
@@ -135,11 +158,24 @@ def add_chat_groups(session, notice, now):
     if "chat_group" not in notice.channels or notice.audience.get("tags_any") or notice.audience.get("tags_all"):
         return 0
     paths = session.scalars(select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)).all()
-    groups = session.scalars(
-        select(ChatGroup).where(or_(*[in_subtree(ChatGroup.unit_path, path) for path in paths]))
-    ).all() if paths else []
-    rows = [{"notice_id": notice.id, "recipient_id": None, "unit_path": group.unit_path, "channel": "chat_group",
-             "status": "queued", "attempts": 0, "next_attempt_at": now, "created_at": now} for group in groups]
+    groups = (
+        session.scalars(select(ChatGroup).where(or_(*[in_subtree(ChatGroup.unit_path, path) for path in paths]))).all()
+        if paths
+        else []
+    )
+    rows = [
+        {
+            "notice_id": notice.id,
+            "recipient_id": None,
+            "unit_path": group.unit_path,
+            "channel": "chat_group",
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for group in groups
+    ]
     if rows:
         session.execute(insert(Delivery), rows)
     return len(rows)
@@ -149,13 +185,26 @@ def copy_reached_recipients(uow, cancel_notice, original_id, timezone):
     """A cancel goes to everyone the original reached (a delivery sent or delivered)."""
     session = uow.session
     reached = session.scalars(
-        select(Recipient).where(Recipient.notice_id == original_id, Recipient.id.in_(
-            select(Delivery.recipient_id).where(Delivery.notice_id == original_id,
-                                                Delivery.status.in_(("sent", "delivered")))))
+        select(Recipient).where(
+            Recipient.notice_id == original_id,
+            Recipient.id.in_(
+                select(Delivery.recipient_id).where(
+                    Delivery.notice_id == original_id, Delivery.status.in_(("sent", "delivered"))
+                )
+            ),
+        )
     ).all()
     plan = DeliveryPlan(cancel_notice, timezone)
-    residents = [{"id": r.resident_id, "household_id": r.household_id, "unit_path": path_ids(r.unit_path),
-                  "tags": r.vulnerable_tags, "phone": None} for r in reached]
+    residents = [
+        {
+            "id": r.resident_id,
+            "household_id": r.household_id,
+            "unit_path": path_ids(r.unit_path),
+            "tags": r.vulnerable_tags,
+            "phone": None,
+        }
+        for r in reached
+    ]
     added = add_recipients(uow, None, cancel_notice, plan, residents)
     # Carry the encrypted numbers over as they are (no need to decrypt them here).
     by_resident = {r.resident_id: r.address_enc for r in reached}

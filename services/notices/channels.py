@@ -5,6 +5,7 @@
   format (WeCom style: ``msgtype`` text or markdown; ``@all`` for severe notices).
 - ``StubChannel``: accepts and remembers every message; tests and load tests use it.
 """
+
 import logging
 import time
 from collections import deque
@@ -49,8 +50,13 @@ class HttpGateway:
             self.http.headers["Authorization"] = auth_header
 
     def payload(self, message):
-        return {"delivery_id": str(message.delivery_id), "to": message.to, "title": message.title,
-                "text": message.body, "severity": message.severity}
+        return {
+            "delivery_id": str(message.delivery_id),
+            "to": message.to,
+            "title": message.title,
+            "text": message.body,
+            "severity": message.severity,
+        }
 
     concurrency = 50
 
@@ -83,8 +89,10 @@ class ChatRobot(HttpGateway):
 
     def payload(self, message):
         if message.mention_all:
-            return {"msgtype": "text",
-                    "text": {"content": f"【{message.title}】\n{message.body}", "mentioned_list": ["@all"]}}
+            return {
+                "msgtype": "text",
+                "text": {"content": f"【{message.title}】\n{message.body}", "mentioned_list": ["@all"]},
+            }
         return {"msgtype": "markdown", "markdown": {"content": f"### {message.title}\n{message.body}"}}
 
     def send(self, message):

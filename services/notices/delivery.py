@@ -1,5 +1,6 @@
 """Sending: due deliveries go to their channel's adapter, under a per-channel rate limit, with
 retries and backoff, and a voice-call fallback for a failed SMS to a resident living alone."""
+
 import datetime as dt
 import logging
 
@@ -47,11 +48,22 @@ def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000):
         granted = limiter.take(channel, batch)
         if not granted:
             continue
-        query = (select(Delivery.id, Delivery.notice_id, Delivery.recipient_id, Delivery.unit_path,
-                        Delivery.attempts, Recipient.address_enc, Recipient.resident_id, Recipient.vulnerable_tags)
-                 .outerjoin(Recipient, Recipient.id == Delivery.recipient_id)
-                 .where(Delivery.status == "queued", Delivery.channel == channel, Delivery.next_attempt_at <= now)
-                 .order_by(Delivery.next_attempt_at, Delivery.id).limit(granted))
+        query = (
+            select(
+                Delivery.id,
+                Delivery.notice_id,
+                Delivery.recipient_id,
+                Delivery.unit_path,
+                Delivery.attempts,
+                Recipient.address_enc,
+                Recipient.resident_id,
+                Recipient.vulnerable_tags,
+            )
+            .outerjoin(Recipient, Recipient.id == Delivery.recipient_id)
+            .where(Delivery.status == "queued", Delivery.channel == channel, Delivery.next_attempt_at <= now)
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(granted)
+        )
         if session.bind.dialect.name == "postgresql":
             # OF: lock only the deliveries (the outer-joined side cannot be locked).
             query = query.with_for_update(of=Delivery, skip_locked=True)
@@ -59,9 +71,14 @@ def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000):
         limiter.give_back(channel, granted - len(rows))
         if not rows:
             continue
-        texts = {n.id: n for n in session.execute(
-            select(Notice.id, Notice.title, Notice.body, Notice.severity)
-            .where(Notice.id.in_({row.notice_id for row in rows})))}
+        texts = {
+            n.id: n
+            for n in session.execute(
+                select(Notice.id, Notice.title, Notice.body, Notice.severity).where(
+                    Notice.id.in_({row.notice_id for row in rows})
+                )
+            )
+        }
         groups = {}
         if channel == "chat_group":
             unit_ids = [path_ids(row.unit_path)[-1] for row in rows]
@@ -70,10 +87,18 @@ def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000):
         for row in rows:
             text = texts[row.notice_id]
             group = groups.get(path_ids(row.unit_path)[-1]) if channel == "chat_group" else None
-            messages.append(Outbound(
-                delivery_id=row.id, notice_id=row.notice_id, channel=channel,
-                to=_address(channel, row, group, vault), title=text.title, body=text.body,
-                severity=text.severity, mention_all=text.severity in URGENT_SEVERITIES))
+            messages.append(
+                Outbound(
+                    delivery_id=row.id,
+                    notice_id=row.notice_id,
+                    channel=channel,
+                    to=_address(channel, row, group, vault),
+                    title=text.title,
+                    body=text.body,
+                    severity=text.severity,
+                    mention_all=text.severity in URGENT_SEVERITIES,
+                )
+            )
         _record(session, retry, channel, rows, _send_all(adapter, messages), now)
         attempted += len(rows)
     return attempted
@@ -101,21 +126,31 @@ def _record(session, retry, channel, rows, outcomes, now):
     sent_ids = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome.ok]
     if sent_ids:
         # One statement for the common case: every accepted message in the batch.
-        session.execute(update(Delivery).where(Delivery.id.in_(sent_ids))
-                        .values(status="sent", attempts=Delivery.attempts + 1, sent_at=now, detail=None)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(sent_ids))
+            .values(status="sent", attempts=Delivery.attempts + 1, sent_at=now, detail=None)
+            .execution_options(synchronize_session=False)
+        )
     for row, outcome in zip(rows, outcomes, strict=True):
         if outcome.ok:
             continue
         attempts = row.attempts + 1
         if outcome.retryable and attempts < retry.max_attempts:
-            session.execute(update(Delivery).where(Delivery.id == row.id).values(
-                attempts=attempts, next_attempt_at=retry.next_attempt(attempts, now), detail=outcome.detail))
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == row.id)
+                .values(attempts=attempts, next_attempt_at=retry.next_attempt(attempts, now), detail=outcome.detail)
+            )
         else:
-            session.execute(update(Delivery).where(Delivery.id == row.id).values(
-                attempts=attempts, status="failed", failed_at=now, detail=outcome.detail))
-            fall_back(session, row.id, channel, row.notice_id, row.unit_path, row.recipient_id,
-                      row.vulnerable_tags, now)
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == row.id)
+                .values(attempts=attempts, status="failed", failed_at=now, detail=outcome.detail)
+            )
+            fall_back(
+                session, row.id, channel, row.notice_id, row.unit_path, row.recipient_id, row.vulnerable_tags, now
+            )
 
 
 def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id, vulnerable_tags, now):
@@ -124,9 +159,19 @@ def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id,
         return False
     if session.scalar(select(Delivery.id).where(Delivery.fallback_of == delivery_id)):
         return False
-    session.execute(insert(Delivery).values(
-        notice_id=notice_id, recipient_id=recipient_id, unit_path=unit_path, channel="voice_call",
-        status="queued", attempts=0, next_attempt_at=now, fallback_of=delivery_id, created_at=now))
+    session.execute(
+        insert(Delivery).values(
+            notice_id=notice_id,
+            recipient_id=recipient_id,
+            unit_path=unit_path,
+            channel="voice_call",
+            status="queued",
+            attempts=0,
+            next_attempt_at=now,
+            fallback_of=delivery_id,
+            created_at=now,
+        )
+    )
     return True
 
 
@@ -149,7 +194,15 @@ def record_delivery_status(uow, delivery_id, status, detail):
     else:
         delivery.failed_at = now
         recipient = session.get(Recipient, delivery.recipient_id) if delivery.recipient_id else None
-        fall_back(session, delivery.id, delivery.channel, delivery.notice_id, delivery.unit_path,
-                  delivery.recipient_id, recipient.vulnerable_tags if recipient else None, now)
+        fall_back(
+            session,
+            delivery.id,
+            delivery.channel,
+            delivery.notice_id,
+            delivery.unit_path,
+            delivery.recipient_id,
+            recipient.vulnerable_tags if recipient else None,
+            now,
+        )
     session.flush()
     return delivery

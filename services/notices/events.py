@@ -4,6 +4,7 @@ Each event travels in the CloudEvents-shaped envelope of ``shared.outbox.envelop
 schemas describe its ``data`` (documented in docs/asyncapi.yaml by ``shared.asyncapi``): ids as
 strings of digits. Titles, bodies and phone numbers never travel in an event.
 """
+
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from services.notices import vocabulary as v
@@ -26,10 +27,14 @@ class NoticePublished(EventPayload):
     category = OneOf(v.CATEGORIES, required=True)
     severity = OneOf(v.SEVERITIES, required=True)
     urgency = OneOf(v.URGENCIES, required=True)
-    references = Id(required=True, allow_none=True,
-                    metadata={"description": "The earlier notice an ``update`` or ``cancel`` refers to."})
-    audience_unit_ids = fields.List(Id(), required=True,
-                                    metadata={"description": "The units whose residents the notice reaches."})
+    references = Id(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The earlier notice an ``update`` or ``cancel`` refers to."},
+    )
+    audience_unit_ids = fields.List(
+        Id(), required=True, metadata={"description": "The units whose residents the notice reaches."}
+    )
     recipient_count = fields.Integer(required=True, validate=validate.Range(min=0))
     requires_ack = fields.Boolean(required=True)
 
@@ -56,12 +61,15 @@ class NoticeUnacknowledged(EventPayload):
     in chunks of up to 500 residents (one event per chunk)."""
 
     notice_id = Id(required=True)
-    chunk = fields.Integer(required=True, validate=validate.Range(min=1),
-                           metadata={"description": "This event's chunk, from 1."})
-    chunks = fields.Integer(required=True, validate=validate.Range(min=1),
-                            metadata={"description": "How many chunks the list came in."})
-    residents = fields.List(fields.Nested(UnacknowledgedResident), required=True,
-                            validate=validate.Length(min=1, max=500))
+    chunk = fields.Integer(
+        required=True, validate=validate.Range(min=1), metadata={"description": "This event's chunk, from 1."}
+    )
+    chunks = fields.Integer(
+        required=True, validate=validate.Range(min=1), metadata={"description": "How many chunks the list came in."}
+    )
+    residents = fields.List(
+        fields.Nested(UnacknowledgedResident), required=True, validate=validate.Length(min=1, max=500)
+    )
 
 
 EVENTS = {

@@ -1,5 +1,6 @@
 """Notices tables. Recipients are resolved once, at send time, and kept: who was
 targeted, where (unit path), with which vulnerable tags, and each delivery's fate."""
+
 import datetime as dt
 
 from sqlalchemy import (
@@ -91,8 +92,14 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         # What the dispatcher asks for: one channel's queued deliveries that are due, oldest first.
-        Index("ix_deliveries_queued_due", "channel", "next_attempt_at", "id",
-              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        Index(
+            "ix_deliveries_queued_due",
+            "channel",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
         Index("ix_deliveries_notice", "notice_id", "recipient_id"),
     )
 

@@ -1,5 +1,6 @@
 """The notice workflow: draft → approved → published (by a timer, at publish_at), with
 update and cancel messages that reference an earlier notice."""
+
 from sqlalchemy import select, update
 
 from services.notices import units
@@ -9,8 +10,20 @@ from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, Forbidden
 from shared.paths import in_subtree, path_ids
 
-NOTICE_FIELDS = ("title", "body", "category", "severity", "urgency", "channels", "publish_at", "expires_at",
-                 "requires_ack", "ack_deadline", "msg_type", "references")
+NOTICE_FIELDS = (
+    "title",
+    "body",
+    "category",
+    "severity",
+    "urgency",
+    "channels",
+    "publish_at",
+    "expires_at",
+    "requires_ack",
+    "ack_deadline",
+    "msg_type",
+    "references",
+)
 
 
 def create_notice(uow, caller, grid, audience, **fields):
@@ -23,8 +36,16 @@ def create_notice(uow, caller, grid, audience, **fields):
         original = fetch(session, Notice, fields["references"], "notice")
         if original.kind != "notice" or original.status in ("draft", "cancelled", "expired"):
             raise Conflict(f"notice {original.id} is {original.status} and cannot be {fields['msg_type']}d")
-    notice = Notice(kind="notice", audience={**audience, "under": sorted(paths)}, status="draft",
-                    author=caller.sub, created_at=utcnow(), recipient_count=0, ack_checked=False, **fields)
+    notice = Notice(
+        kind="notice",
+        audience={**audience, "under": sorted(paths)},
+        status="draft",
+        author=caller.sub,
+        created_at=utcnow(),
+        recipient_count=0,
+        ack_checked=False,
+        **fields,
+    )
     session.add(notice)
     session.flush()
     for unit_id, path in paths.items():
@@ -73,16 +94,21 @@ def list_notices(session, caller, grid, under, status, kind, page, page_size):
     if under is not None:
         path = units.unit_paths(grid, [under])[under]
         caller.require_reach(path_ids(path))
-        query = query.where(Notice.id.in_(
-            select(NoticeTarget.notice_id).where(in_subtree(NoticeTarget.unit_path, path))))
+        query = query.where(
+            Notice.id.in_(select(NoticeTarget.notice_id).where(in_subtree(NoticeTarget.unit_path, path)))
+        )
     if status is not None:
         query = query.where(Notice.status == status)
     return paged(session, query.order_by(Notice.id.desc()), page, page_size)
 
 
 def due_for_publishing(session, now, limit=5):
-    query = (select(Notice).where(Notice.status == "approved", Notice.publish_at <= now)
-             .order_by(Notice.publish_at).limit(limit))
+    query = (
+        select(Notice)
+        .where(Notice.status == "approved", Notice.publish_at <= now)
+        .order_by(Notice.publish_at)
+        .limit(limit)
+    )
     return session.scalars(locking(query, session, skip_locked=True)).all()
 
 
@@ -91,13 +117,17 @@ def cancel_original(uow, cancel_notice, now):
     session = uow.session
     original = fetch(session, Notice, cancel_notice.references, "notice", lock=True)
     session.execute(
-        update(Delivery).where(Delivery.notice_id == original.id, Delivery.status == "queued")
+        update(Delivery)
+        .where(Delivery.notice_id == original.id, Delivery.status == "queued")
         .values(status="failed", detail="cancelled", failed_at=now)
     )
     if original.status not in ("cancelled",):
         original.status, original.cancelled_at = "cancelled", now
-        uow.emit("notice_cancelled", f"notice/{original.id}",
-                 {"notice_id": str(original.id), "cancelled_by": str(cancel_notice.id)})
+        uow.emit(
+            "notice_cancelled",
+            f"notice/{original.id}",
+            {"notice_id": str(original.id), "cancelled_by": str(cancel_notice.id)},
+        )
     return original
 
 
@@ -108,9 +138,9 @@ def expire_notices(uow, now):
     expired = session.scalars(locking(query, session, skip_locked=True)).all()
     for notice in expired:
         session.execute(
-            update(Delivery).where(Delivery.notice_id == notice.id, Delivery.status == "queued")
+            update(Delivery)
+            .where(Delivery.notice_id == notice.id, Delivery.status == "queued")
             .values(status="failed", detail="expired", failed_at=now)
         )
         notice.status = "expired"
     return len(expired)
-

@@ -1,4 +1,5 @@
 """Residents' channel preferences and quiet hours; small grids' chat-group robots."""
+
 from services.notices.models import ChatGroup, Preference
 from shared import grid_lookup
 from shared.db import utcnow

@@ -1,4 +1,5 @@
 """Publishing approved notices (a timer drives it) and direct messages for the other services."""
+
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -31,13 +32,21 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
         if complete:
             audience.add_chat_groups(session, notice, now)
             notice.status, notice.published_at = "published", now
-            uow.emit("notice_published", f"notice/{notice.id}", {
-                "notice_id": str(notice.id), "msg_type": notice.msg_type, "category": notice.category,
-                "severity": notice.severity, "urgency": notice.urgency,
-                "references": str(notice.references) if notice.references else None,
-                "audience_unit_ids": [str(u) for u in notice.audience["under"]],
-                "recipient_count": notice.recipient_count, "requires_ack": notice.requires_ack,
-            })
+            uow.emit(
+                "notice_published",
+                f"notice/{notice.id}",
+                {
+                    "notice_id": str(notice.id),
+                    "msg_type": notice.msg_type,
+                    "category": notice.category,
+                    "severity": notice.severity,
+                    "urgency": notice.urgency,
+                    "references": str(notice.references) if notice.references else None,
+                    "audience_unit_ids": [str(u) for u in notice.audience["under"]],
+                    "recipient_count": notice.recipient_count,
+                    "requires_ack": notice.requires_ack,
+                },
+            )
             published += 1
         uow.commit()
     return published
@@ -48,16 +57,30 @@ def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, para
     return _direct(uow, caller.sub, vault, timezone, found, template, params, channels)
 
 
-def _direct(uow, author, vault, timezone, found, template, params, channels, *, extra=None, origin=None,
-            unit=None):
+def _direct(uow, author, vault, timezone, found, template, params, channels, *, extra=None, origin=None, unit=None):
     session = uow.session
     title, body = render(template, params)
     now = utcnow()
     message = Notice(
-        kind="direct", title=title, body=body, category="direct", severity="moderate", urgency="immediate",
-        msg_type="alert", audience={"under": [unit[0]] if unit else [], "template": template, **(extra or {})},
-        channels=channels or ["sms"], requires_ack=False, ack_checked=False, status="published", author=author,
-        approved_by=author, created_at=now, approved_at=now, publish_at=now, published_at=now, recipient_count=0,
+        kind="direct",
+        title=title,
+        body=body,
+        category="direct",
+        severity="moderate",
+        urgency="immediate",
+        msg_type="alert",
+        audience={"under": [unit[0]] if unit else [], "template": template, **(extra or {})},
+        channels=channels or ["sms"],
+        requires_ack=False,
+        ack_checked=False,
+        status="published",
+        author=author,
+        approved_by=author,
+        created_at=now,
+        approved_at=now,
+        publish_at=now,
+        published_at=now,
+        recipient_count=0,
         origin=origin,
     )
     session.add(message)
@@ -90,6 +113,16 @@ def quarantine_instructions(uow, author, grid, vault, timezone, household_id, un
         return None, "no longer quarantined"
     ends = until.astimezone(zone).date().isoformat() if until else "另行通知 further notice"
     unit_path = as_path([int(i) for i in household["unit_path"]])
-    return _direct(uow, author, vault, timezone, found, "quarantine_instructions", {"until": ends},
-                   QUARANTINE_CHANNELS, extra={"household_id": str(household_id)}, origin=origin,
-                   unit=(int(household["unit_id"]), unit_path)), None
+    return _direct(
+        uow,
+        author,
+        vault,
+        timezone,
+        found,
+        "quarantine_instructions",
+        {"until": ends},
+        QUARANTINE_CHANNELS,
+        extra={"household_id": str(household_id)},
+        origin=origin,
+        unit=(int(household["unit_id"]), unit_path),
+    ), None

@@ -1,4 +1,5 @@
 """Input and output schemas of the notices RPC contract."""
+
 import datetime as dt
 
 from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
@@ -96,16 +97,21 @@ class DeliveryReport(StrictSchema):
 class SendDirect(StrictSchema):
     resident_ids = ListOf(Id(), required=True, min_items=1, max_items=1000)
     template = OneOf(TEMPLATES, required=True)
-    params = fields.Dict(keys=Str(max_length=40), values=Str(max_length=500, min_length=0),
-                         required=True, validate=validate.Length(max=20))
+    params = fields.Dict(
+        keys=Str(max_length=40),
+        values=Str(max_length=500, min_length=0),
+        required=True,
+        validate=validate.Length(max=20),
+    )
     channels = ListOf(OneOf(v.PERSONAL_CHANNELS), load_default=None, allow_none=True, min_items=1, max_items=3)
 
 
 class RegisterChatGroup(StrictSchema):
     unit_id = Id(required=True)
     name = Str(required=True, max_length=100)
-    webhook_url = fields.Url(required=True, require_tld=False, schemes={"http", "https"},
-                             validate=validate.Length(max=500))
+    webhook_url = fields.Url(
+        required=True, require_tld=False, schemes={"http", "https"}, validate=validate.Length(max=500)
+    )
 
 
 # ---- events consumed from other services ---------------------------------

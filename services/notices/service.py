@@ -1,5 +1,6 @@
 """The notices service: CAP-style notices to grid audiences over several channels, with
 delivery tracking and acknowledgements; direct messages for the other services."""
+
 from nameko.extensions import DependencyProvider
 
 from services.notices import acks, delivery, notices, preferences, publishing, schemas
@@ -19,16 +20,30 @@ SERVICES = ("admin", "service")
 ACKERS = ("admin", "officer", "grid_worker", "service", "resident")
 
 GAUGES = [
-    SqlGauge("grassroots_notices_notices", "Notices by status.",
-             "SELECT status, count(*) FROM notices WHERE kind = 'notice' GROUP BY status", labels=["status"]),
-    SqlGauge("grassroots_notices_deliveries", "Deliveries by channel and status.",
-             "SELECT channel, status, count(*) FROM deliveries GROUP BY channel, status",
-             labels=["channel", "status"]),
-    SqlGauge("grassroots_notices_due_deliveries", "Queued deliveries whose time has come.",
-             "SELECT channel, count(*) FROM deliveries "
-             "WHERE status = 'queued' AND next_attempt_at <= CURRENT_TIMESTAMP GROUP BY channel", labels=["channel"]),
-    SqlGauge("grassroots_notices_acknowledgements", "Residents' acknowledgements of notices.",
-             "SELECT count(*) FROM acknowledgements"),
+    SqlGauge(
+        "grassroots_notices_notices",
+        "Notices by status.",
+        "SELECT status, count(*) FROM notices WHERE kind = 'notice' GROUP BY status",
+        labels=["status"],
+    ),
+    SqlGauge(
+        "grassroots_notices_deliveries",
+        "Deliveries by channel and status.",
+        "SELECT channel, status, count(*) FROM deliveries GROUP BY channel, status",
+        labels=["channel", "status"],
+    ),
+    SqlGauge(
+        "grassroots_notices_due_deliveries",
+        "Queued deliveries whose time has come.",
+        "SELECT channel, count(*) FROM deliveries "
+        "WHERE status = 'queued' AND next_attempt_at <= CURRENT_TIMESTAMP GROUP BY channel",
+        labels=["channel"],
+    ),
+    SqlGauge(
+        "grassroots_notices_acknowledgements",
+        "Residents' acknowledgements of notices.",
+        "SELECT count(*) FROM acknowledgements",
+    ),
 ]
 
 
@@ -38,10 +53,12 @@ class Channels(DependencyProvider):
     def setup(self):
         config = self.container.config.get("CHANNELS") or {}
         self.adapters = build_channels(config)
-        self.limiter = RateLimiter({name: float(settings.get("rate_per_second", 100))
-                                    for name, settings in config.items()})
-        self.retry = delivery.RetryPolicy(self.container.config.get("DELIVERY_MAX_ATTEMPTS", 4),
-                                          self.container.config.get("DELIVERY_RETRY_BASE", 2.0))
+        self.limiter = RateLimiter(
+            {name: float(settings.get("rate_per_second", 100)) for name, settings in config.items()}
+        )
+        self.retry = delivery.RetryPolicy(
+            self.container.config.get("DELIVERY_MAX_ATTEMPTS", 4), self.container.config.get("DELIVERY_RETRY_BASE", 2.0)
+        )
 
     def get_dependency(self, worker_ctx):
         return self
@@ -93,8 +110,11 @@ class NoticesService(base.ServiceBase):
     @endpoint(roles=ACKERS, schema=schemas.SetPreferences())
     def set_preferences(self, caller, **args):
         saved = preferences.set_preferences(self.db, caller, self.grid, **args)
-        quiet = ({"start": saved.quiet_start.strftime("%H:%M"), "end": saved.quiet_end.strftime("%H:%M")}
-                 if saved.quiet_start else None)
+        quiet = (
+            {"start": saved.quiet_start.strftime("%H:%M"), "end": saved.quiet_end.strftime("%H:%M")}
+            if saved.quiet_start
+            else None
+        )
         return {"resident_id": str(saved.resident_id), "channels": saved.channels, "quiet_hours": quiet}
 
     @rpc
@@ -109,8 +129,11 @@ class NoticesService(base.ServiceBase):
     @endpoint(roles=ACKERS, schema=schemas.Acknowledge())
     def acknowledge(self, caller, notice_id, resident_id):
         ack = acks.acknowledge(self.db, caller, notice_id, resident_id)
-        return {"notice_id": str(ack.notice_id), "resident_id": str(ack.resident_id),
-                "acknowledged_at": ack.acknowledged_at.isoformat()}
+        return {
+            "notice_id": str(ack.notice_id),
+            "resident_id": str(ack.resident_id),
+            "acknowledged_at": ack.acknowledged_at.isoformat(),
+        }
 
     @rpc
     @endpoint(roles=READERS, schema=schemas.DeliveryReport(), read_only=True)
@@ -134,7 +157,8 @@ class NoticesService(base.ServiceBase):
         if data["tag"] != "quarantined":
             return "not quarantine"
         message, not_sent = publishing.quarantine_instructions(
-            self.db, f"system:{self.name}", self.grid, self.vault, self.timezone, data["household_id"], data["until"])
+            self.db, f"system:{self.name}", self.grid, self.vault, self.timezone, data["household_id"], data["until"]
+        )
         return not_sent or str(message.id)
 
     # ---- timers -----------------------------------------------------------
@@ -147,8 +171,14 @@ class NoticesService(base.ServiceBase):
     @config_timer("DISPATCH_INTERVAL", 0.5)
     def dispatch(self):
         """Hand due deliveries to their channels."""
-        delivery.dispatch_due(self.db, self.channels.adapters, self.channels.limiter, self.vault,
-                              self.channels.retry, batch=int(self.config.get("DISPATCH_BATCH", 2000)))
+        delivery.dispatch_due(
+            self.db,
+            self.channels.adapters,
+            self.channels.limiter,
+            self.vault,
+            self.channels.retry,
+            batch=int(self.config.get("DISPATCH_BATCH", 2000)),
+        )
 
     @config_timer("HOUSEKEEPING_INTERVAL", 5.0)
     def housekeeping(self):

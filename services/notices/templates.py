@@ -1,4 +1,5 @@
 """Templates for send_direct: each names the params it needs, so a call is checked before it sends."""
+
 import string
 
 from shared.errors import ValidationError

@@ -12,8 +12,14 @@ DELIVERY_STATUSES = ("queued", "sent", "delivered", "failed")
 # Who is followed up when they do not acknowledge in time.
 VULNERABLE_TAGS = ("elderly_alone", "disabled", "chronic_illness", "quarantined")
 TAGS = (
-    "quarantined", "elderly_alone", "disabled", "chronic_illness",
-    "pregnant", "low_income", "party_member", "needs_assistance",
+    "quarantined",
+    "elderly_alone",
+    "disabled",
+    "chronic_illness",
+    "pregnant",
+    "low_income",
+    "party_member",
+    "needs_assistance",
 )
 LEVELS = ("district", "street", "community", "grid_large", "grid_medium", "grid_small")
 DIRECT = "direct"  # a notice row's kind for send_direct messages

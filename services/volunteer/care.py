@@ -4,6 +4,7 @@ home quarantine (居家隔离), and a door-knock for households that did not ack
 Every request opened here carries an ``origin`` (unique), so an event delivered twice, or a
 timer run again after a restart, opens nothing new.
 """
+
 import datetime as dt
 import logging
 
@@ -25,8 +26,10 @@ CARE_DETAILS = {
 }
 CARE_DUE_HOUR = {"groceries": 17, "check_in": 10}  # local time the help is wanted by
 MIN_LEAD = dt.timedelta(hours=2)
-DOOR_KNOCK_DETAILS = ("Door-knock check-in: someone in this household did not acknowledge an important notice; "
-                      "make sure they received it and are well.")
+DOOR_KNOCK_DETAILS = (
+    "Door-knock check-in: someone in this household did not acknowledge an important notice; "
+    "make sure they received it and are well."
+)
 SYSTEM = "system:volunteer"
 
 
@@ -41,8 +44,9 @@ def record_tag(session, resident_id, household_id, quarantined, at):
     if subject is not None and subject.changed_at > at:
         return False
     if subject is None:
-        session.add(CareSubject(resident_id=resident_id, household_id=household_id, quarantined=quarantined,
-                                changed_at=at))
+        session.add(
+            CareSubject(resident_id=resident_id, household_id=household_id, quarantined=quarantined, changed_at=at)
+        )
     else:
         subject.household_id, subject.quarantined, subject.changed_at = household_id, quarantined, at
     session.flush()
@@ -50,8 +54,14 @@ def record_tag(session, resident_id, household_id, quarantined, at):
 
 
 def household_quarantined(session, household_id):
-    return session.scalar(select(CareSubject.resident_id).where(
-        CareSubject.household_id == household_id, CareSubject.quarantined.is_(True)).limit(1)) is not None
+    return (
+        session.scalar(
+            select(CareSubject.resident_id)
+            .where(CareSubject.household_id == household_id, CareSubject.quarantined.is_(True))
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def start(uow, grid, notices, policy, household_id, now):
@@ -60,9 +70,15 @@ def start(uow, grid, notices, policy, household_id, now):
     plan = session.scalar(locking(select(CarePlan).where(CarePlan.household_id == household_id), session))
     if plan is None:
         household = grid.get_household(household_id=str(household_id))
-        plan = CarePlan(household_id=household_id, unit_id=int(household["unit_id"]),
-                        unit_path=as_path([int(i) for i in household["unit_path"]]), address=household["address"],
-                        kinds=list(CARE_KINDS), active=True, started_at=now)
+        plan = CarePlan(
+            household_id=household_id,
+            unit_id=int(household["unit_id"]),
+            unit_path=as_path([int(i) for i in household["unit_path"]]),
+            address=household["address"],
+            kinds=list(CARE_KINDS),
+            active=True,
+            started_at=now,
+        )
         session.add(plan)
     elif not plan.active:
         plan.active, plan.started_at, plan.stopped_at = True, now, None
@@ -81,8 +97,13 @@ def stop(uow, household_id, now, reason=STOP_REASON):
     if plan is None or not plan.active:
         return []
     plan.active, plan.stopped_at = False, now
-    return requests.cancel_requests(uow, select(HelpRequest).where(
-        HelpRequest.household_id == household_id, HelpRequest.origin.like(f"care:{household_id}:%")), reason)
+    return requests.cancel_requests(
+        uow,
+        select(HelpRequest).where(
+            HelpRequest.household_id == household_id, HelpRequest.origin.like(f"care:{household_id}:%")
+        ),
+        reason,
+    )
 
 
 def _care_origin(household_id, kind, day):
@@ -100,10 +121,23 @@ def open_today(uow, grid, notices, policy, plan, now):
     opened = []
     for kind in plan.kinds:
         request, created = requests.open_request(
-            uow, grid, notices, policy, _care_origin(plan.household_id, kind, day), created_by=SYSTEM,
-            unit_id=plan.unit_id, unit_path=plan.unit_path, kind=kind, details=CARE_DETAILS[kind], urgency="high",
-            needed_by=_needed_by(kind, day, policy, now), household_id=plan.household_id, resident_id=None,
-            address=plan.address, search_floor=policy.care_floor)
+            uow,
+            grid,
+            notices,
+            policy,
+            _care_origin(plan.household_id, kind, day),
+            created_by=SYSTEM,
+            unit_id=plan.unit_id,
+            unit_path=plan.unit_path,
+            kind=kind,
+            details=CARE_DETAILS[kind],
+            urgency="high",
+            needed_by=_needed_by(kind, day, policy, now),
+            household_id=plan.household_id,
+            resident_id=None,
+            address=plan.address,
+            search_floor=policy.care_floor,
+        )
         if created:
             opened.append(request)
     return opened
@@ -121,8 +155,11 @@ def open_due(uow, grid, notices, policy, now, limit=1000):
     have = set()
     origins = list(wanted)
     for start_at in range(0, len(origins), 1000):
-        have.update(session.scalars(select(HelpRequest.origin).where(
-            HelpRequest.origin.in_(origins[start_at:start_at + 1000]))))
+        have.update(
+            session.scalars(
+                select(HelpRequest.origin).where(HelpRequest.origin.in_(origins[start_at : start_at + 1000]))
+            )
+        )
     due: dict[int, CarePlan] = {}
     for origin, plan in wanted.items():
         if origin not in have:
@@ -131,8 +168,13 @@ def open_due(uow, grid, notices, policy, now, limit=1000):
     for household_id in list(due)[:limit]:
         # Claimed again one at a time: a plan stopped since the read above is skipped, and another
         # replica's timer working on the same household passes it by.
-        plan = session.scalar(locking(select(CarePlan).where(
-            CarePlan.household_id == household_id, CarePlan.active.is_(True)), session, skip_locked=True))
+        plan = session.scalar(
+            locking(
+                select(CarePlan).where(CarePlan.household_id == household_id, CarePlan.active.is_(True)),
+                session,
+                skip_locked=True,
+            )
+        )
         if plan is not None:
             opened += open_today(uow, grid, notices, policy, plan, now)
         uow.commit()
@@ -158,10 +200,23 @@ def door_knocks(uow, grid, notices, policy, notice_id, residents, now):
     opened = []
     for household_id, household in households.items():
         request, created = requests.open_request(
-            uow, grid, notices, policy, origins[household_id], created_by=SYSTEM,
-            unit_id=int(household["unit_id"]), unit_path=as_path([int(i) for i in household["unit_path"]]),
-            kind="check_in", details=DOOR_KNOCK_DETAILS, urgency="high", needed_by=now + policy.door_knock_within,
-            household_id=household_id, resident_id=None, address=household["address"], search_floor=None)
+            uow,
+            grid,
+            notices,
+            policy,
+            origins[household_id],
+            created_by=SYSTEM,
+            unit_id=int(household["unit_id"]),
+            unit_path=as_path([int(i) for i in household["unit_path"]]),
+            kind="check_in",
+            details=DOOR_KNOCK_DETAILS,
+            urgency="high",
+            needed_by=now + policy.door_knock_within,
+            household_id=household_id,
+            resident_id=None,
+            address=household["address"],
+            search_floor=None,
+        )
         if created:
             opened.append(request)
     return opened

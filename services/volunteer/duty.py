@@ -1,5 +1,6 @@
 """Duty posts (先锋岗) and their shifts: sign-ups without overlaps or overfilling, check-in and
 check-out with hours from the actual times, coverage gaps, and understaffed warnings."""
+
 import datetime as dt
 
 from sqlalchemy import func, select
@@ -26,16 +27,23 @@ def add_shift(uow, caller, post_id, starts_at, ends_at, needed):
     caller.require_reach(path_ids(post.unit_path), "post")
     if ends_at <= starts_at:
         raise ValidationError({"ends_at": ["Must be after starts_at."]})
-    shift = Shift(post_id=post.id, unit_path=post.unit_path, starts_at=starts_at, ends_at=ends_at, needed=needed,
-                  understaffed_reported=False)
+    shift = Shift(
+        post_id=post.id,
+        unit_path=post.unit_path,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        needed=needed,
+        understaffed_reported=False,
+    )
     uow.session.add(shift)
     uow.session.flush()
     return shift
 
 
 def signed_count(session, shift_id):
-    return session.scalar(select(func.count()).select_from(Signup).where(
-        Signup.shift_id == shift_id, Signup.status == "signed"))
+    return session.scalar(
+        select(func.count()).select_from(Signup).where(Signup.shift_id == shift_id, Signup.status == "signed")
+    )
 
 
 def sign_up(uow, caller, shift_id, volunteer_id):
@@ -51,9 +59,16 @@ def sign_up(uow, caller, shift_id, volunteer_id):
     if signed_count(session, shift.id) >= shift.needed:
         raise Conflict(f"shift {shift.id} is full")
     overlapping = session.scalar(
-        select(Shift.id).join(Signup, Signup.shift_id == Shift.id)
-        .where(Signup.volunteer_id == volunteer.id, Signup.status == "signed",
-               Shift.starts_at < shift.ends_at, Shift.ends_at > shift.starts_at).limit(1))
+        select(Shift.id)
+        .join(Signup, Signup.shift_id == Shift.id)
+        .where(
+            Signup.volunteer_id == volunteer.id,
+            Signup.status == "signed",
+            Shift.starts_at < shift.ends_at,
+            Shift.ends_at > shift.starts_at,
+        )
+        .limit(1)
+    )
     if overlapping is not None:
         raise Conflict(f"overlaps shift {overlapping} the volunteer already holds")
     signup = existing or Signup(shift_id=shift.id, volunteer_id=volunteer.id)
@@ -108,33 +123,62 @@ def coverage(session, caller, grid, zone, under, date):
     path = unit_path(grid, under, field="under")
     caller.require_reach(path_ids(path))
     start = dt.datetime.combine(date, dt.time(0), tzinfo=zone)
-    signed = (select(Signup.shift_id, func.count().label("signed")).where(Signup.status == "signed")
-              .group_by(Signup.shift_id).subquery())
+    signed = (
+        select(Signup.shift_id, func.count().label("signed"))
+        .where(Signup.status == "signed")
+        .group_by(Signup.shift_id)
+        .subquery()
+    )
     rows = session.execute(
         select(Shift, Post.name, func.coalesce(signed.c.signed, 0))
-        .join(Post, Post.id == Shift.post_id).outerjoin(signed, signed.c.shift_id == Shift.id)
-        .where(in_subtree(Shift.unit_path, path), Shift.starts_at >= start,
-               Shift.starts_at < start + dt.timedelta(days=1))
-        .order_by(Shift.starts_at, Shift.id)).all()
-    return [{"shift_id": str(shift.id), "post_id": str(shift.post_id), "post": name,
-             "starts_at": shift.starts_at.isoformat(), "ends_at": shift.ends_at.isoformat(),
-             "needed": shift.needed, "signed": count, "missing": shift.needed - count}
-            for shift, name, count in rows if count < shift.needed]
+        .join(Post, Post.id == Shift.post_id)
+        .outerjoin(signed, signed.c.shift_id == Shift.id)
+        .where(
+            in_subtree(Shift.unit_path, path), Shift.starts_at >= start, Shift.starts_at < start + dt.timedelta(days=1)
+        )
+        .order_by(Shift.starts_at, Shift.id)
+    ).all()
+    return [
+        {
+            "shift_id": str(shift.id),
+            "post_id": str(shift.post_id),
+            "post": name,
+            "starts_at": shift.starts_at.isoformat(),
+            "ends_at": shift.ends_at.isoformat(),
+            "needed": shift.needed,
+            "signed": count,
+            "missing": shift.needed - count,
+        }
+        for shift, name, count in rows
+        if count < shift.needed
+    ]
 
 
 def report_understaffed(uow, lead, now):
     """shift_understaffed for shifts starting within ``lead`` that are still short (once each)."""
     session = uow.session
-    query = select(Shift).where(Shift.understaffed_reported.is_(False), Shift.starts_at > now,
-                                Shift.starts_at <= now + lead).limit(100)
+    query = (
+        select(Shift)
+        .where(Shift.understaffed_reported.is_(False), Shift.starts_at > now, Shift.starts_at <= now + lead)
+        .limit(100)
+    )
     reported = 0
     for shift in session.scalars(locking(query, session, skip_locked=True)).all():
         count = signed_count(session, shift.id)
         if count < shift.needed:
-            uow.emit("shift_understaffed", f"shift/{shift.id}", {
-                "shift_id": str(shift.id), "post_id": str(shift.post_id),
-                "unit_id": str(path_ids(shift.unit_path)[-1]), "unit_path": [str(i) for i in path_ids(shift.unit_path)],
-                "starts_at": shift.starts_at.isoformat(), "needed": shift.needed, "signed": count})
+            uow.emit(
+                "shift_understaffed",
+                f"shift/{shift.id}",
+                {
+                    "shift_id": str(shift.id),
+                    "post_id": str(shift.post_id),
+                    "unit_id": str(path_ids(shift.unit_path)[-1]),
+                    "unit_path": [str(i) for i in path_ids(shift.unit_path)],
+                    "starts_at": shift.starts_at.isoformat(),
+                    "needed": shift.needed,
+                    "signed": count,
+                },
+            )
             reported += 1
         shift.understaffed_reported = True
     return reported

@@ -5,6 +5,7 @@ schemas describe its ``data`` (documented in docs/asyncapi.yaml by ``shared.asyn
 strings of digits, unit paths as lists of id strings from the district down, timestamps as
 ISO-8601 strings. A request's details and the resident's identity never travel in an event.
 """
+
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from services.volunteer import vocabulary as v

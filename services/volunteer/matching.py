@@ -5,6 +5,7 @@ skill fit, availability at the needed time, current load, then fairness (fewest 
 Never: the requester's own household, a volunteer quarantined in the grid, one at their task
 limit, one already offered this request.
 """
+
 import datetime as dt
 from dataclasses import dataclass
 
@@ -40,10 +41,12 @@ def shared_depth(path_a, path_b):
 
 
 def eligible(candidate, request_household_id, already_offered):
-    return not (candidate.quarantined
-                or candidate.volunteer_id in already_offered
-                or candidate.active_tasks >= candidate.max_active_tasks
-                or (request_household_id is not None and candidate.household_id == request_household_id))
+    return not (
+        candidate.quarantined
+        or candidate.volunteer_id in already_offered
+        or candidate.active_tasks >= candidate.max_active_tasks
+        or (request_household_id is not None and candidate.household_id == request_household_id)
+    )
 
 
 def rank(candidates, request_path, kind, needed_by, zone, request_household_id=None, already_offered=()):
@@ -57,8 +60,14 @@ def rank(candidates, request_path, kind, needed_by, zone, request_household_id=N
     def key(c):
         fits = bool(wanted & set(c.skills)) if wanted else True
         free = any(w["weekday"] == weekday and w["start"] <= clock < w["end"] for w in c.availability)
-        return (-common_prefix(path_ids(c.home_path), request_ids), not fits, not free, c.active_tasks,
-                c.recent_tasks, c.volunteer_id)
+        return (
+            -common_prefix(path_ids(c.home_path), request_ids),
+            not fits,
+            not free,
+            c.active_tasks,
+            c.recent_tasks,
+            c.volunteer_id,
+        )
 
     return sorted((c for c in candidates if eligible(c, request_household_id, offered)), key=key)
 

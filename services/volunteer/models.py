@@ -1,5 +1,6 @@
 """Volunteer tables. Volunteers, posts, shifts and requests carry their unit's path, so
 "nearest first" is a comparison of path prefixes and "under a unit" is one index range."""
+
 import datetime as dt
 
 from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String
@@ -114,8 +115,10 @@ class HelpRequest(Base):
 
 class Offer(Base):
     __tablename__ = "offers"
-    __table_args__ = (Index("ix_offers_pending_expiry", "status", "expires_at"),
-                      Index("uq_offers_request_volunteer", "request_id", "volunteer_id", unique=True))
+    __table_args__ = (
+        Index("ix_offers_pending_expiry", "status", "expires_at"),
+        Index("uq_offers_request_volunteer", "request_id", "volunteer_id", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     request_id: Mapped[int] = mapped_column(BigId, ForeignKey("help_requests.id"))

@@ -1,4 +1,5 @@
 """Volunteers, their public pledges (亮牌践诺) and their hours."""
+
 from collections import defaultdict
 
 from sqlalchemy import func, select
@@ -24,8 +25,20 @@ def reachable_volunteer(session, caller, volunteer_id, *, lock=False):
     return volunteer
 
 
-def register_volunteer(uow, caller, grid, vault, name, phone, home_unit_id, skills, availability,
-                       max_active_tasks, resident_id, party_member):
+def register_volunteer(
+    uow,
+    caller,
+    grid,
+    vault,
+    name,
+    phone,
+    home_unit_id,
+    skills,
+    availability,
+    max_active_tasks,
+    resident_id,
+    party_member,
+):
     session = uow.session
     path = unit_path(grid, home_unit_id, "home_unit_id")
     caller.require_reach(path_ids(path), "unit")
@@ -34,10 +47,20 @@ def register_volunteer(uow, caller, grid, vault, name, phone, home_unit_id, skil
         if session.scalar(select(Volunteer.id).where(Volunteer.resident_id == resident_id)) is not None:
             raise Conflict(f"resident {resident_id} is already a volunteer")
         household_id = int(grid_lookup.resident(grid, resident_id)["household_id"])
-    volunteer = Volunteer(name=name, phone_enc=vault.encrypt(phone, PHONE_CONTEXT), home_unit_id=home_unit_id,
-                          home_path=path, skills=list(skills), availability=list(availability),
-                          max_active_tasks=max_active_tasks, resident_id=resident_id, household_id=household_id,
-                          party_member=party_member, active=True, created_at=utcnow())
+    volunteer = Volunteer(
+        name=name,
+        phone_enc=vault.encrypt(phone, PHONE_CONTEXT),
+        home_unit_id=home_unit_id,
+        home_path=path,
+        skills=list(skills),
+        availability=list(availability),
+        max_active_tasks=max_active_tasks,
+        resident_id=resident_id,
+        household_id=household_id,
+        party_member=party_member,
+        active=True,
+        created_at=utcnow(),
+    )
     session.add(volunteer)
     session.flush()
     return volunteer
@@ -72,7 +95,7 @@ def list_volunteers(session, caller, grid, under, skill, page, page_size):
     if skill:  # skills are a JSON list: filtered here, portable across databases
         rows = [v for v in session.scalars(query.order_by(Volunteer.id)) if skill in v.skills]
         start = (page - 1) * page_size
-        return rows[start:start + page_size], len(rows) > start + page_size
+        return rows[start : start + page_size], len(rows) > start + page_size
     return paged(session, query.order_by(Volunteer.id), page, page_size)
 
 
@@ -80,8 +103,14 @@ def make_pledge(uow, caller, volunteer_id, text, due_on):
     volunteer = reachable_volunteer(uow.session, caller, volunteer_id)
     if due_on < utcnow().date():
         raise ValidationError({"due_on": ["Must not be in the past."]})
-    pledge = Pledge(volunteer_id=volunteer.id, unit_path=volunteer.home_path, text=text, due_on=due_on,
-                    status="open", made_at=utcnow())
+    pledge = Pledge(
+        volunteer_id=volunteer.id,
+        unit_path=volunteer.home_path,
+        text=text,
+        due_on=due_on,
+        status="open",
+        made_at=utcnow(),
+    )
     uow.session.add(pledge)
     uow.session.flush()
     return pledge
@@ -110,21 +139,32 @@ def list_pledges(session, grid, under, status):
         unit = ids[depth] if len(ids) > depth else ids[-1]
         totals[unit][0] += 1
         totals[unit][1] += pledge.status == "fulfilled"
-    rates = [{"unit_id": str(unit), "pledges": made, "fulfilled": done,
-              "fulfilment_rate": round(done / made, 3) if made else 0.0}
-             for unit, (made, done) in sorted(totals.items())]
+    rates = [
+        {
+            "unit_id": str(unit),
+            "pledges": made,
+            "fulfilled": done,
+            "fulfilment_rate": round(done / made, 3) if made else 0.0,
+        }
+        for unit, (made, done) in sorted(totals.items())
+    ]
     return pledges, rates
 
 
 def hours(session, caller, volunteer_id, since):
     volunteer = reachable_volunteer(session, caller, volunteer_id)
     query = select(func.coalesce(func.sum(Signup.hours), 0), func.count()).where(
-        Signup.volunteer_id == volunteer.id, Signup.checked_out_at.is_not(None))
+        Signup.volunteer_id == volunteer.id, Signup.checked_out_at.is_not(None)
+    )
     if since is not None:
         query = query.where(Signup.checked_out_at >= since)
     total, shifts = session.execute(query).one()
-    return {"volunteer_id": str(volunteer.id), "hours": round(float(total), 2), "shifts": shifts,
-            "since": since.isoformat() if since else None}
+    return {
+        "volunteer_id": str(volunteer.id),
+        "hours": round(float(total), 2),
+        "shifts": shifts,
+        "since": since.isoformat() if since else None,
+    }
 
 
 def guard_self_or_staff(caller, volunteer_id):

@@ -1,4 +1,5 @@
 """Help requests, matched to nearby volunteers one offer (or a few) at a time."""
+
 import datetime as dt
 import logging
 from zoneinfo import ZoneInfo
@@ -30,15 +31,22 @@ class Policy:
 
 
 def _event(request, **extra):
-    return {"request_id": str(request.id), "unit_id": str(request.unit_id),
-            "unit_path": [str(i) for i in path_ids(request.unit_path)], "kind": request.kind,
-            "urgency": request.urgency, "status": request.status,
-            "household_id": str(request.household_id) if request.household_id else None,
-            "volunteer_id": str(request.volunteer_id) if request.volunteer_id else None, **extra}
+    return {
+        "request_id": str(request.id),
+        "unit_id": str(request.unit_id),
+        "unit_path": [str(i) for i in path_ids(request.unit_path)],
+        "kind": request.kind,
+        "urgency": request.urgency,
+        "status": request.status,
+        "household_id": str(request.household_id) if request.household_id else None,
+        "volunteer_id": str(request.volunteer_id) if request.volunteer_id else None,
+        **extra,
+    }
 
 
-def create_request(uow, caller, grid, notices, policy, unit_id, kind, details, urgency, needed_by,
-                   household_id, resident_id):
+def create_request(
+    uow, caller, grid, notices, policy, unit_id, kind, details, urgency, needed_by, household_id, resident_id
+):
     path = grid_lookup.unit_path(grid, unit_id, "unit_id")
     if caller.roles == {"resident"}:
         if resident_id is None or caller.sub != str(resident_id):
@@ -48,9 +56,20 @@ def create_request(uow, caller, grid, notices, policy, unit_id, kind, details, u
     if resident_id is not None:
         household_id = household_id or int(grid_lookup.resident(grid, resident_id)["household_id"])
     address = grid.get_household(household_id=str(household_id))["address"] if household_id else None
-    request = HelpRequest(unit_id=unit_id, unit_path=path, kind=kind, details=details, urgency=urgency,
-                          needed_by=needed_by, household_id=household_id, resident_id=resident_id, status="open",
-                          address=address, created_by=caller.sub, created_at=utcnow())
+    request = HelpRequest(
+        unit_id=unit_id,
+        unit_path=path,
+        kind=kind,
+        details=details,
+        urgency=urgency,
+        needed_by=needed_by,
+        household_id=household_id,
+        resident_id=resident_id,
+        status="open",
+        address=address,
+        created_by=caller.sub,
+        created_at=utcnow(),
+    )
     return _submit(uow, grid, notices, policy, request)
 
 
@@ -81,8 +100,11 @@ def cancel_requests(uow, query, reason):
     now = utcnow()
     for request in cancelled:
         request.status, request.note = "cancelled", reason
-        session.execute(update(Offer).where(Offer.request_id == request.id, Offer.status == "pending")
-                        .values(status="withdrawn", responded_at=now))
+        session.execute(
+            update(Offer)
+            .where(Offer.request_id == request.id, Offer.status == "pending")
+            .values(status="withdrawn", responded_at=now)
+        )
         uow.emit("request_cancelled", f"request/{request.id}", _event(request, reason=reason))
     return cancelled
 
@@ -95,25 +117,51 @@ def isolated_households(session):
 
 def _candidates(session, scope, now, policy, isolated=None):
     rows = session.execute(
-        select(Volunteer.id, Volunteer.home_path, Volunteer.skills, Volunteer.availability,
-               Volunteer.max_active_tasks, Volunteer.household_id, Volunteer.resident_id)
-        .where(Volunteer.active.is_(True), in_subtree(Volunteer.home_path, scope))).all()
+        select(
+            Volunteer.id,
+            Volunteer.home_path,
+            Volunteer.skills,
+            Volunteer.availability,
+            Volunteer.max_active_tasks,
+            Volunteer.household_id,
+            Volunteer.resident_id,
+        ).where(Volunteer.active.is_(True), in_subtree(Volunteer.home_path, scope))
+    ).all()
     if not rows:
         return [], {}
     ids = [row.id for row in rows]
-    active = dict(session.execute(
-        select(HelpRequest.volunteer_id, func.count()).where(
-            HelpRequest.volunteer_id.in_(ids), HelpRequest.status.in_(ACTIVE_TASK_STATUSES))
-        .group_by(HelpRequest.volunteer_id)).all())
-    recent = dict(session.execute(
-        select(HelpRequest.volunteer_id, func.count()).where(
-            HelpRequest.volunteer_id.in_(ids), HelpRequest.matched_at >= now - dt.timedelta(days=policy.recent_days))
-        .group_by(HelpRequest.volunteer_id)).all())
+    active = dict(
+        session.execute(
+            select(HelpRequest.volunteer_id, func.count())
+            .where(HelpRequest.volunteer_id.in_(ids), HelpRequest.status.in_(ACTIVE_TASK_STATUSES))
+            .group_by(HelpRequest.volunteer_id)
+        ).all()
+    )
+    recent = dict(
+        session.execute(
+            select(HelpRequest.volunteer_id, func.count())
+            .where(
+                HelpRequest.volunteer_id.in_(ids), HelpRequest.matched_at >= now - dt.timedelta(days=policy.recent_days)
+            )
+            .group_by(HelpRequest.volunteer_id)
+        ).all()
+    )
     if isolated is None:
         isolated = isolated_households(session)
-    candidates = [matching.Candidate(row.id, row.home_path, row.skills, row.availability, row.max_active_tasks,
-                                     row.household_id, active.get(row.id, 0), recent.get(row.id, 0),
-                                     quarantined=row.household_id in isolated) for row in rows]
+    candidates = [
+        matching.Candidate(
+            row.id,
+            row.home_path,
+            row.skills,
+            row.availability,
+            row.max_active_tasks,
+            row.household_id,
+            active.get(row.id, 0),
+            recent.get(row.id, 0),
+            quarantined=row.household_id in isolated,
+        )
+        for row in rows
+    ]
     return candidates, {row.id: row.resident_id for row in rows}
 
 
@@ -121,7 +169,7 @@ def _drop_quarantined(grid, ranked, residents, wanted):
     """The first ``wanted`` of ``ranked`` not tagged quarantined in the grid (asked in small batches)."""
     chosen = []
     for start in range(0, len(ranked), QUARANTINE_CHECK_BATCH):
-        batch = ranked[start:start + QUARANTINE_CHECK_BATCH]
+        batch = ranked[start : start + QUARANTINE_CHECK_BATCH]
         linked = [str(residents[c.volunteer_id]) for c in batch if residents.get(c.volunteer_id)]
         quarantined = set()
         if linked:
@@ -144,8 +192,9 @@ def best_volunteers(session, grid, policy, request, now, wanted):
         candidates, found = _candidates(session, scope, now, policy, isolated)
         residents.update(found)
         taken = offered | {c.volunteer_id for c in chosen}
-        ranked = matching.rank(candidates, request.unit_path, request.kind, request.needed_by, policy.zone,
-                               request.household_id, taken)
+        ranked = matching.rank(
+            candidates, request.unit_path, request.kind, request.needed_by, policy.zone, request.household_id, taken
+        )
         chosen += _drop_quarantined(grid, ranked, residents, wanted - len(chosen))
         if len(chosen) >= wanted:
             break
@@ -163,8 +212,13 @@ def offer_next(uow, grid, notices, policy, request):
         return []
     offers = []
     for candidate in chosen:
-        offer = Offer(request_id=request.id, volunteer_id=candidate.volunteer_id, status="pending",
-                      offered_at=now, expires_at=now + policy.offer_timeout)
+        offer = Offer(
+            request_id=request.id,
+            volunteer_id=candidate.volunteer_id,
+            status="pending",
+            offered_at=now,
+            expires_at=now + policy.offer_timeout,
+        )
         session.add(offer)
         offers.append(offer)
     request.status = "offered"
@@ -173,8 +227,12 @@ def offer_next(uow, grid, notices, policy, request):
     if recipients:
         try:
             respond_by = (now + policy.offer_timeout).astimezone(policy.zone).strftime("%H:%M")
-            notices.send_direct(resident_ids=recipients, template="volunteer_offer",
-                                params={"kind": request.kind, "respond_by": respond_by}, channels=["app_push", "sms"])
+            notices.send_direct(
+                resident_ids=recipients,
+                template="volunteer_offer",
+                params={"kind": request.kind, "respond_by": respond_by},
+                channels=["app_push", "sms"],
+            )
         except Exception:
             # The offer stands (my_tasks shows it); only the push failed.
             log.warning("volunteer offer notification failed", exc_info=True)
@@ -201,26 +259,39 @@ def respond_offer(uow, caller, grid, notices, policy, offer_id, accept):
         raise Conflict(f"request {request.id} is already {request.status}")
     offer.status = "accepted"
     request.status, request.volunteer_id, request.matched_at = "matched", offer.volunteer_id, now
-    session.execute(update(Offer).where(Offer.request_id == request.id, Offer.status == "pending")
-                    .values(status="withdrawn", responded_at=now))
+    session.execute(
+        update(Offer)
+        .where(Offer.request_id == request.id, Offer.status == "pending")
+        .values(status="withdrawn", responded_at=now)
+    )
     uow.emit("request_matched", f"request/{request.id}", _event(request))
     return offer, request
 
 
 def _pending_offers(session, request_id):
-    return session.scalar(select(func.count()).select_from(Offer).where(
-        Offer.request_id == request_id, Offer.status == "pending"))
+    return session.scalar(
+        select(func.count()).select_from(Offer).where(Offer.request_id == request_id, Offer.status == "pending")
+    )
 
 
 def expire_offers(uow, grid, notices, policy, now):
     """Offers past their timeout expire; their requests move on to the next candidate."""
     session = uow.session
-    query = select(HelpRequest).where(HelpRequest.status == "offered", HelpRequest.id.in_(
-        select(Offer.request_id).where(Offer.status == "pending", Offer.expires_at <= now))).limit(50)
+    query = (
+        select(HelpRequest)
+        .where(
+            HelpRequest.status == "offered",
+            HelpRequest.id.in_(select(Offer.request_id).where(Offer.status == "pending", Offer.expires_at <= now)),
+        )
+        .limit(50)
+    )
     moved = 0
     for request in session.scalars(locking(query, session, skip_locked=True)).all():
-        session.execute(update(Offer).where(Offer.request_id == request.id, Offer.status == "pending",
-                                            Offer.expires_at <= now).values(status="expired"))
+        session.execute(
+            update(Offer)
+            .where(Offer.request_id == request.id, Offer.status == "pending", Offer.expires_at <= now)
+            .values(status="expired")
+        )
         if not _pending_offers(session, request.id):
             offer_next(uow, grid, notices, policy, request)
         moved += 1
@@ -232,8 +303,9 @@ def reachable_request(session, caller, request_id, *, lock=False):
     if caller.has_role("volunteer") and request.volunteer_id is not None and is_self(caller, request.volunteer_id):
         return request
     caller_volunteer = int(caller.sub) if caller.sub.isdigit() else -1
-    if caller.has_role("volunteer") and session.scalar(select(Offer.id).where(
-            Offer.request_id == request.id, Offer.volunteer_id == caller_volunteer)):
+    if caller.has_role("volunteer") and session.scalar(
+        select(Offer.id).where(Offer.request_id == request.id, Offer.volunteer_id == caller_volunteer)
+    ):
         return request
     if caller.has_role("resident") and request.resident_id is not None and caller.sub == str(request.resident_id):
         return request
@@ -243,8 +315,11 @@ def reachable_request(session, caller, request_id, *, lock=False):
 
 def complete_request(uow, caller, request_id, note):
     request = reachable_request(uow.session, caller, request_id, lock=True)
-    if caller.has_role("volunteer") and not is_self(caller, request.volunteer_id or -1) \
-            and not caller.has_role("admin", "officer", "grid_worker"):
+    if (
+        caller.has_role("volunteer")
+        and not is_self(caller, request.volunteer_id or -1)
+        and not caller.has_role("admin", "officer", "grid_worker")
+    ):
         raise Forbidden("only the assigned volunteer completes the request")
     if request.status != "matched":
         raise Conflict(f"request {request.id} is {request.status}")
@@ -273,9 +348,12 @@ def list_requests(session, caller, grid, under, status, page, page_size):
 
 
 def my_tasks(session, volunteer_id):
-    tasks = session.scalars(select(HelpRequest).where(HelpRequest.volunteer_id == volunteer_id,
-                                                      HelpRequest.status == "matched")
-                            .order_by(HelpRequest.needed_by)).all()
-    offers = session.scalars(select(Offer).where(Offer.volunteer_id == volunteer_id, Offer.status == "pending")
-                             .order_by(Offer.expires_at)).all()
+    tasks = session.scalars(
+        select(HelpRequest)
+        .where(HelpRequest.volunteer_id == volunteer_id, HelpRequest.status == "matched")
+        .order_by(HelpRequest.needed_by)
+    ).all()
+    offers = session.scalars(
+        select(Offer).where(Offer.volunteer_id == volunteer_id, Offer.status == "pending").order_by(Offer.expires_at)
+    ).all()
     return tasks, offers

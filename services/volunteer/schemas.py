@@ -1,4 +1,5 @@
 """Input and output schemas of the volunteer RPC contract."""
+
 from marshmallow import fields, validate
 
 from services.volunteer import vocabulary as v
@@ -153,8 +154,7 @@ class UnacknowledgedResident(EventData):
 
 class NoticeUnacknowledged(EventData):
     notice_id = Id(required=True)
-    residents = fields.List(fields.Nested(UnacknowledgedResident), required=True,
-                            validate=validate.Length(max=1000))
+    residents = fields.List(fields.Nested(UnacknowledgedResident), required=True, validate=validate.Length(max=1000))
 
 
 # ---- outputs --------------------------------------------------------------
@@ -241,5 +241,7 @@ def request_view(caller, many=False):
     if caller.has_role(*STAFF_ROLES):
         return STAFF_REQUESTS if many else STAFF_REQUEST
     return REQUESTS if many else REQUEST
+
+
 OFFER = OfferOut()
 OFFERS = OfferOut(many=True)

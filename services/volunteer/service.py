@@ -1,5 +1,6 @@
 """The volunteer service: volunteers and pledges, duty posts and shifts, and help requests
 matched to nearby volunteers."""
+
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -19,13 +20,23 @@ SELF_OR_STAFF = STAFF + ("volunteer", "service")
 EVERYONE = ("admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service")
 
 GAUGES = [
-    SqlGauge("grassroots_volunteer_volunteers", "Volunteers by active flag.",
-             "SELECT CASE WHEN active THEN 'active' ELSE 'inactive' END, count(*) FROM volunteers GROUP BY active",
-             labels=["state"]),
-    SqlGauge("grassroots_volunteer_requests", "Help requests by status.",
-             "SELECT status, count(*) FROM help_requests GROUP BY status", labels=["status"]),
-    SqlGauge("grassroots_volunteer_pending_offers", "Offers waiting for an answer.",
-             "SELECT count(*) FROM offers WHERE status = 'pending'"),
+    SqlGauge(
+        "grassroots_volunteer_volunteers",
+        "Volunteers by active flag.",
+        "SELECT CASE WHEN active THEN 'active' ELSE 'inactive' END, count(*) FROM volunteers GROUP BY active",
+        labels=["state"],
+    ),
+    SqlGauge(
+        "grassroots_volunteer_requests",
+        "Help requests by status.",
+        "SELECT status, count(*) FROM help_requests GROUP BY status",
+        labels=["status"],
+    ),
+    SqlGauge(
+        "grassroots_volunteer_pending_offers",
+        "Offers waiting for an answer.",
+        "SELECT count(*) FROM offers WHERE status = 'pending'",
+    ),
 ]
 
 
@@ -56,7 +67,8 @@ class VolunteerService(base.ServiceBase):
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.UpdateVolunteer())
     def update_volunteer(self, caller, volunteer_id, **changes):
         return schemas.VOLUNTEER.dump(
-            people.update_volunteer(self.db, caller, self.grid, self.vault, volunteer_id, **changes))
+            people.update_volunteer(self.db, caller, self.grid, self.vault, volunteer_id, **changes)
+        )
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)
@@ -182,8 +194,7 @@ class VolunteerService(base.ServiceBase):
         """A household member put under home quarantine: daily groceries and check-in for the household."""
         if data["tag"] != "quarantined":
             return "not quarantine"
-        if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], True,
-                               _event_time(envelope)):
+        if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], True, _event_time(envelope)):
             return "stale"
         _, opened = care.start(self.db, self.grid, self.notices, self.policy, data["household_id"], utcnow())
         return [str(r.id) for r in opened]
@@ -193,8 +204,9 @@ class VolunteerService(base.ServiceBase):
         """The last quarantined member released: the household's care stops and open requests close."""
         if data["tag"] != "quarantined":
             return "not quarantine"
-        if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], False,
-                               _event_time(envelope)):
+        if not care.record_tag(
+            self.db.session, data["resident_id"], data["household_id"], False, _event_time(envelope)
+        ):
             return "stale"
         if care.household_quarantined(self.db.session, data["household_id"]):
             return "household still quarantined"
@@ -203,8 +215,9 @@ class VolunteerService(base.ServiceBase):
     @on_event("notices", "notice_unacknowledged", schema=schemas.NoticeUnacknowledged())
     def on_notice_unacknowledged(self, envelope, data):
         """Vulnerable residents who did not acknowledge a notice get a door-knock, one per household."""
-        opened = care.door_knocks(self.db, self.grid, self.notices, self.policy, data["notice_id"],
-                                  data["residents"], utcnow())
+        opened = care.door_knocks(
+            self.db, self.grid, self.notices, self.policy, data["notice_id"], data["residents"], utcnow()
+        )
         return [str(r.id) for r in opened]
 
     # ---- timers -----------------------------------------------------------
@@ -234,7 +247,11 @@ def _event_time(envelope):
 
 
 def _signup(signup):
-    return {"shift_id": str(signup.shift_id), "volunteer_id": str(signup.volunteer_id), "status": signup.status,
-            "checked_in_at": signup.checked_in_at.isoformat() if signup.checked_in_at else None,
-            "checked_out_at": signup.checked_out_at.isoformat() if signup.checked_out_at else None,
-            "hours": signup.hours}
+    return {
+        "shift_id": str(signup.shift_id),
+        "volunteer_id": str(signup.volunteer_id),
+        "status": signup.status,
+        "checked_in_at": signup.checked_in_at.isoformat() if signup.checked_in_at else None,
+        "checked_out_at": signup.checked_out_at.isoformat() if signup.checked_out_at else None,
+        "hours": signup.hours,
+    }

@@ -1,7 +1,15 @@
 """The volunteer service's fixed vocabularies."""
 
-SKILLS = ("delivery", "medical", "elderly_care", "legal_aid", "translation", "driving",
-          "psychological_support", "it_support")
+SKILLS = (
+    "delivery",
+    "medical",
+    "elderly_care",
+    "legal_aid",
+    "translation",
+    "driving",
+    "psychological_support",
+    "it_support",
+)
 REQUEST_KINDS = ("groceries", "medicine", "masks", "escort", "check_in", "other")
 URGENCIES = ("low", "normal", "high", "critical")
 REQUEST_STATUSES = ("open", "offered", "matched", "completed", "confirmed", "unmatched", "cancelled")

@@ -1,4 +1,5 @@
 """The ``grassroots`` command (installed by ``make install``; also ``python -m shared.cli``)."""
+
 import argparse
 import logging
 import sys
@@ -14,9 +15,11 @@ def build_parser():
     from shared.cli.tree import add_tree_command
 
     parser = argparse.ArgumentParser(
-        prog="grassroots", description="Operator CLI for the Grassroots services.",
+        prog="grassroots",
+        description="Operator CLI for the Grassroots services.",
         epilog="Exit codes: 0 done, 1 the service refused the call, 2 bad usage or configuration, "
-               "3 broker or service unreachable.")
+        "3 broker or service unreachable.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_token_command(commands)
     add_call_command(commands)

@@ -1,4 +1,5 @@
 """``grassroots call <service>.<method> '<json kwargs>'``: call any RPC method, print the result."""
+
 import argparse
 import json
 import re
@@ -13,16 +14,28 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def add_call_command(commands):
     parser = commands.add_parser(
-        "call", help="call an RPC method and print its JSON result",
+        "call",
+        help="call an RPC method and print its JSON result",
         description="Call <service>.<method> with keyword arguments given as a JSON object, e.g. "
-                    """grassroots call grid.count_residents '{"under": "12", "tags_any": ["elderly_alone"]}'""")
+        """grassroots call grid.count_residents '{"under": "12", "tags_any": ["elderly_alone"]}'""",
+    )
     parser.add_argument("target", metavar="SERVICE.METHOD", type=parse_target, help="e.g. grid.get_unit")
-    parser.add_argument("kwargs", metavar="JSON", nargs="?", default="{}", type=parse_kwargs,
-                        help="keyword arguments as a JSON object (default {})")
+    parser.add_argument(
+        "kwargs",
+        metavar="JSON",
+        nargs="?",
+        default="{}",
+        type=parse_kwargs,
+        help="keyword arguments as a JSON object (default {})",
+    )
     add_caller_options(parser)
     add_amqp_option(parser)
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds to wait for the reply (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for the reply (default {DEFAULT_TIMEOUT:g})",
+    )
     parser.set_defaults(handler=run_call)
 
 
@@ -39,7 +52,7 @@ def parse_kwargs(value):
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
     if not isinstance(kwargs, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object of keyword arguments, e.g. '{\"unit_id\": \"12\"}'")
+        raise argparse.ArgumentTypeError('must be a JSON object of keyword arguments, e.g. \'{"unit_id": "12"}\'')
     return kwargs
 
 

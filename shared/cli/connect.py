@@ -1,4 +1,5 @@
 """The broker: the ``--amqp-uri`` option and an RPC proxy that carries the caller's token."""
+
 import os
 from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
@@ -58,9 +59,10 @@ def unreachable(exc, target, timeout):
     from nameko.exceptions import RpcTimeout, UnknownService
 
     if isinstance(exc, RpcTimeout):
-        return CliError(f"no reply from {target} within {timeout:g} s (is the service running?)",
-                        EXIT_UNREACHABLE)
+        return CliError(f"no reply from {target} within {timeout:g} s (is the service running?)", EXIT_UNREACHABLE)
     if isinstance(exc, UnknownService):
-        return CliError(f"no service named {target.split('.')[0]!r} listens on this broker "
-                        "(is it running? is the name right?)", EXIT_UNREACHABLE)
+        return CliError(
+            f"no service named {target.split('.')[0]!r} listens on this broker (is it running? is the name right?)",
+            EXIT_UNREACHABLE,
+        )
     return None

@@ -1,4 +1,5 @@
 """What the CLI prints: JSON results, readable remote errors, one-line failures."""
+
 import json
 import sys
 

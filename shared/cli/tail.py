@@ -5,6 +5,7 @@ no nameko), with routing key ``#`` or the exact event types asked for; glob patt
 (``incident_*``) bind ``#`` and are matched here. Only the envelope's own fields are printed
 (time, source, type, subject, data) — never headers or anything else a message carries.
 """
+
 import contextlib
 import datetime as dt
 import fnmatch
@@ -28,13 +29,24 @@ def suite_services():
 
 def add_tail_command(commands):
     parser = commands.add_parser(
-        "tail", help="print the suite's events as they happen (Ctrl-C stops)",
+        "tail",
+        help="print the suite's events as they happen (Ctrl-C stops)",
         description="Follow the events every service publishes on <service>.events: one line per "
-                    "event (time, source, type, subject, data) until Ctrl-C.")
-    parser.add_argument("--service", action="append", metavar="NAME",
-                        help="a service to follow (repeatable; default: every service of the suite)")
-    parser.add_argument("--type", action="append", metavar="PATTERN", dest="types",
-                        help="event types to show (repeatable; globs like 'incident_*' work)")
+        "event (time, source, type, subject, data) until Ctrl-C.",
+    )
+    parser.add_argument(
+        "--service",
+        action="append",
+        metavar="NAME",
+        help="a service to follow (repeatable; default: every service of the suite)",
+    )
+    parser.add_argument(
+        "--type",
+        action="append",
+        metavar="PATTERN",
+        dest="types",
+        help="event types to show (repeatable; globs like 'incident_*' work)",
+    )
     parser.add_argument("--count", type=int, metavar="N", help="stop after N events")
     parser.add_argument("--json", action="store_true", help="one JSON envelope per line instead")
     add_amqp_option(parser)
@@ -52,8 +64,12 @@ def run_tail(args, out, err):
         nonlocal shown
         shown += 1
         if args.json:
-            out.print(json.dumps(envelope_fields(body), ensure_ascii=False, sort_keys=True, default=str),
-                      soft_wrap=True, markup=False, highlight=False)
+            out.print(
+                json.dumps(envelope_fields(body), ensure_ascii=False, sort_keys=True, default=str),
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
         else:
             out.print(format_event(body, exchange, routing_key), soft_wrap=True)
 
@@ -79,8 +95,7 @@ def routing_keys(patterns):
 
 
 def matches(event_type, patterns):
-    return not patterns or "#" in patterns or any(
-        fnmatch.fnmatchcase(str(event_type), pattern) for pattern in patterns)
+    return not patterns or "#" in patterns or any(fnmatch.fnmatchcase(str(event_type), pattern) for pattern in patterns)
 
 
 def envelope_fields(body):
@@ -97,8 +112,11 @@ def format_time(value):
         return str(value)
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}" + (
-        "Z" if moment.tzinfo is not None else "")
+    return (
+        moment.strftime("%Y-%m-%d %H:%M:%S.")
+        + f"{moment.microsecond // 1000:03d}"
+        + ("Z" if moment.tzinfo is not None else "")
+    )
 
 
 def compact(value):
@@ -120,8 +138,9 @@ def format_event(body, exchange=None, routing_key=None):
     fields = envelope_fields(body)
     if "type" not in fields:
         where = f" on {exchange}" if exchange else ""
-        return Text(f"(a message{where} with routing key {routing_key!r} that is not an event envelope)",
-                    style="yellow")
+        return Text(
+            f"(a message{where} with routing key {routing_key!r} that is not an event envelope)", style="yellow"
+        )
     line = Text()
     line.append(format_time(fields.get("time", "-")), style="dim")
     line.append("  ")
@@ -158,8 +177,11 @@ def check_exchanges(connection, services):
             event_exchange(service).declare(passive=True, channel=channel)
         except NotFound:
             if service not in known:
-                raise CliError(f"no exchange {service}.events on this broker: is {service!r} a service "
-                               f"of the suite ({', '.join(sorted(known))})?", EXIT_USAGE) from None
+                raise CliError(
+                    f"no exchange {service}.events on this broker: is {service!r} a service "
+                    f"of the suite ({', '.join(sorted(known))})?",
+                    EXIT_USAGE,
+                ) from None
         finally:
             with contextlib.suppress(Exception):  # a passive declare that failed has closed it already
                 channel.close()
@@ -171,9 +193,13 @@ def follow(uri, services, patterns, count, on_event, on_ready=None, poll_seconds
     from kombu import Connection, Consumer, Queue, binding
 
     keys = routing_keys(patterns)
-    queue = Queue(f"grassroots-tail.{uuid.uuid4().hex[:12]}",
-                  bindings=[binding(event_exchange(service), routing_key=key) for service in services for key in keys],
-                  exclusive=True, auto_delete=True, durable=False)
+    queue = Queue(
+        f"grassroots-tail.{uuid.uuid4().hex[:12]}",
+        bindings=[binding(event_exchange(service), routing_key=key) for service in services for key in keys],
+        exclusive=True,
+        auto_delete=True,
+        durable=False,
+    )
     seen = 0
 
     def receive(body, message):
@@ -197,8 +223,9 @@ def follow(uri, services, patterns, count, on_event, on_ready=None, poll_seconds
             connection.connect()
             check_exchanges(connection, services)
             channel = connection.channel()
-            consumer = Consumer(channel, queues=[queue], callbacks=[receive], accept=["json"], no_ack=True,
-                                on_decode_error=undecodable)
+            consumer = Consumer(
+                channel, queues=[queue], callbacks=[receive], accept=["json"], no_ack=True, on_decode_error=undecodable
+            )
             consumer.consume()
         except (OSError, AMQPError) as exc:
             raise broker_error(uri, exc) from None

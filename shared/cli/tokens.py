@@ -4,6 +4,7 @@ The signing secret is ``GRASSROOTS_JWT_SECRET``, else the one ``make run`` wrote
 ``var/dev.env``. Unlike ``shared.suite.load_dev_secrets`` this never creates that file: a secret
 made up here would sign tokens no running service accepts.
 """
+
 import os
 
 from shared.auth import ROLES, SECRET_ENV, mint_token
@@ -48,11 +49,19 @@ def signing_secret(environ=None, dev_env=None):
 
 def add_token_command(commands):
     parser = commands.add_parser(
-        "token", help="mint a signed JWT for a caller",
-        description="Mint a JWT signed with GRASSROOTS_JWT_SECRET (else var/dev.env) and print it.")
+        "token",
+        help="mint a signed JWT for a caller",
+        description="Mint a JWT signed with GRASSROOTS_JWT_SECRET (else var/dev.env) and print it.",
+    )
     parser.add_argument("--sub", required=True, help="the caller's id (user, resident, lawyer, volunteer id)")
-    parser.add_argument("--role", action="append", required=True, choices=sorted(ROLES), metavar="ROLE",
-                        help=f"a role (repeatable): {', '.join(sorted(ROLES))}")
+    parser.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=sorted(ROLES),
+        metavar="ROLE",
+        help=f"a role (repeatable): {', '.join(sorted(ROLES))}",
+    )
     parser.add_argument("--unit", help="unit id whose subtree the caller may act on (omit for admin/service)")
     parser.add_argument("--pii", action="store_true", help="may see ID and phone numbers unmasked")
     parser.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
@@ -69,11 +78,18 @@ def run_token(args, out, err):
 def add_caller_options(parser):
     """Who a command calls as: a given token, or one minted here for a role."""
     group = parser.add_argument_group(
-        "caller", f"default: ${TOKEN_ENV} if set, else a short-lived admin token minted with the secret")
+        "caller", f"default: ${TOKEN_ENV} if set, else a short-lived admin token minted with the secret"
+    )
     who = group.add_mutually_exclusive_group()
     who.add_argument("--token", help="a JWT to call with")
-    who.add_argument("--as-role", action="append", choices=sorted(ROLES), metavar="ROLE", dest="as_role",
-                     help="mint a token with this role (repeatable)")
+    who.add_argument(
+        "--as-role",
+        action="append",
+        choices=sorted(ROLES),
+        metavar="ROLE",
+        dest="as_role",
+        help="mint a token with this role (repeatable)",
+    )
     group.add_argument("--unit", help="scope of the minted token (a unit id)")
     group.add_argument("--sub", default=DEFAULT_SUB, help=f"sub of the minted token (default {DEFAULT_SUB})")
     group.add_argument("--pii", action="store_true", help="the minted token may see personal data unmasked")
@@ -88,5 +104,4 @@ def caller_token(args, environ=None):
     if not args.as_role and not args.unit and not args.pii and environ.get(TOKEN_ENV):
         return environ[TOKEN_ENV]
     roles = args.as_role or ["admin"]
-    return mint_token(signing_secret(environ), args.sub, roles, unit=args.unit, pii=args.pii,
-                      ttl=CALL_TOKEN_TTL)
+    return mint_token(signing_secret(environ), args.sub, roles, unit=args.unit, pii=args.pii, ttl=CALL_TOKEN_TTL)

@@ -11,6 +11,7 @@ incidents per unit, composed from existing grid RPCs (no RPC of its own).
 ``--depth N`` counts levels (district → street is one), so a unit whose parent level was skipped
 still shows at its own level.
 """
+
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,14 +56,21 @@ class Subtree:
 
 def add_tree_command(commands):
     parser = commands.add_parser(
-        "tree", help="show a unit's subtree with residents, coverage and open incidents",
+        "tree",
+        help="show a unit's subtree with residents, coverage and open incidents",
         description="Show a unit's subtree: per unit its level, name, residents, screening coverage "
-                    "(with --campaign) and unresolved incidents (open / escalated) in its subtree.")
+        "(with --campaign) and unresolved incidents (open / escalated) in its subtree.",
+    )
     parser.add_argument("unit_id", help="the unit at the top")
-    parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
-                        help=f"levels to show below the unit (default {DEFAULT_DEPTH}; 5 shows a whole district)")
-    parser.add_argument("--campaign", metavar="ID",
-                        help="screening campaign for households and coverage (omitted without it)")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=DEFAULT_DEPTH,
+        help=f"levels to show below the unit (default {DEFAULT_DEPTH}; 5 shows a whole district)",
+    )
+    parser.add_argument(
+        "--campaign", metavar="ID", help="screening campaign for households and coverage (omitted without it)"
+    )
     parser.add_argument("--include-closed", action="store_true", help="show closed units too")
     add_caller_options(parser)
     add_amqp_option(parser)
@@ -76,8 +84,14 @@ def run_tree(args, out, err):
     uri = amqp_uri(args)
     with rpc_proxy(uri, caller_token(args), timeout=args.timeout) as rpc, walk_progress(err) as progress:
         try:
-            subtree = collect(rpc.grid, args.unit_id, args.depth, campaign_id=args.campaign,
-                              include_closed=args.include_closed, progress=progress)
+            subtree = collect(
+                rpc.grid,
+                args.unit_id,
+                args.depth,
+                campaign_id=args.campaign,
+                include_closed=args.include_closed,
+                progress=progress,
+            )
         except Exception as exc:
             problem = unreachable(exc, "grid", args.timeout)
             if problem is None:
@@ -94,8 +108,16 @@ def run_tree(args, out, err):
 
 def walk_progress(console):
     """A progress display on stderr, only when it is a terminal (its tasks are no-ops otherwise)."""
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 # ---- gathering ---------------------------------------------------------------
@@ -126,7 +148,7 @@ def collect(grid, root_id, depth, campaign_id=None, include_closed=False, progre
 
 def levels_below(level, depth):
     start = LEVELS.index(level) + 1
-    return list(LEVELS[start:start + depth])
+    return list(LEVELS[start : start + depth])
 
 
 def pages(method, progress, task, **kwargs):
@@ -144,8 +166,7 @@ def list_levels(grid, root, depth, include_closed, progress):
     task = progress.add_task("units", total=None)
     units = []
     for level in levels_below(root["level"], depth):
-        units += pages(grid.list_units, progress, task, under=root["id"], level=level,
-                       include_closed=include_closed)
+        units += pages(grid.list_units, progress, task, under=root["id"], level=level, include_closed=include_closed)
     progress.update(task, total=len(units))
     return units
 
@@ -203,8 +224,11 @@ def count_incidents(grid, subtree, progress):
     from nameko.exceptions import RemoteError
 
     task = progress.add_task("incidents", total=None)
-    incidents = [incident for status in OPEN_STATUSES
-                 for incident in pages(grid.list_incidents, progress, task, under=subtree.root["id"], status=status)]
+    incidents = [
+        incident
+        for status in OPEN_STATUSES
+        for incident in pages(grid.list_incidents, progress, task, under=subtree.root["id"], status=status)
+    ]
     progress.update(task, total=len(incidents))
     paths = {unit["id"]: unit["path"] for unit in subtree.units}
     unknown = sorted({i["unit_id"] for i in incidents} - set(paths), key=int)
@@ -246,8 +270,12 @@ def unit_label(unit, stats, subtree):
     if stats.households is not None:
         parts.append(Text(plural(stats.households, "household")))
         if stats.households:
-            parts.append(Text.assemble("screened ", (f"{stats.visited:,}/{stats.households:,} {stats.coverage:g}%",
-                                                     coverage_style(stats.coverage))))
+            parts.append(
+                Text.assemble(
+                    "screened ",
+                    (f"{stats.visited:,}/{stats.households:,} {stats.coverage:g}%", coverage_style(stats.coverage)),
+                )
+            )
     if subtree.show_incidents:
         opened, escalated = stats.incidents.get("open", 0), stats.incidents.get("escalated", 0)
         if opened or escalated:

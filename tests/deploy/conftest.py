@@ -1,5 +1,6 @@
 """Offline checks of the deployment: the kustomize overlays rendered with `kubectl kustomize`,
 validated against Kubernetes and the vendored CRD schemas, and checked against the code."""
+
 import os
 import shutil
 import subprocess
@@ -18,8 +19,9 @@ def render(overlay):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is not installed: the deployment checks need `kubectl kustomize` (see README)")
-    out = subprocess.run([kubectl, "kustomize", os.path.join(K8S, "overlays", overlay)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [kubectl, "kustomize", os.path.join(K8S, "overlays", overlay)], check=True, capture_output=True, text=True
+    ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 

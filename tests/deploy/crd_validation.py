@@ -29,6 +29,7 @@ the API server, and stricter where the API server is silent:
   field ObjectMeta does not have.
 - `x-kubernetes-validations` (CEL rules) are *not* evaluated: no CEL interpreter is used offline.
 """
+
 import base64
 import binascii
 import copy
@@ -46,21 +47,42 @@ SCHEMAS = os.path.join(ROOT, "k8s", "schemas")
 # API groups served by the Kubernetes API server itself (kube-apiserver and its aggregated
 # kube-aggregator); anything else comes from a CRD and needs a vendored schema. Groups that merely
 # end in .k8s.io (gateway.networking.k8s.io, snapshot.storage.k8s.io, ...) are CRDs, hence a list.
-BUILTIN_GROUPS = frozenset({
-    "", "admissionregistration.k8s.io", "apiextensions.k8s.io", "apiregistration.k8s.io", "apps",
-    "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io",
-    "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io", "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io", "networking.k8s.io", "node.k8s.io", "policy",
-    "rbac.authorization.k8s.io", "resource.k8s.io", "scheduling.k8s.io", "storage.k8s.io",
-    "storagemigration.k8s.io",
-})
+BUILTIN_GROUPS = frozenset(
+    {
+        "",
+        "admissionregistration.k8s.io",
+        "apiextensions.k8s.io",
+        "apiregistration.k8s.io",
+        "apps",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "autoscaling",
+        "batch",
+        "certificates.k8s.io",
+        "coordination.k8s.io",
+        "discovery.k8s.io",
+        "events.k8s.io",
+        "flowcontrol.apiserver.k8s.io",
+        "internal.apiserver.k8s.io",
+        "networking.k8s.io",
+        "node.k8s.io",
+        "policy",
+        "rbac.authorization.k8s.io",
+        "resource.k8s.io",
+        "scheduling.k8s.io",
+        "storage.k8s.io",
+        "storagemigration.k8s.io",
+    }
+)
 
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # [prefix/]name: prefix a DNS-1123 subdomain (<= 253), name <= 63 alphanumerics, '-', '_', '.'
-QUALIFIED_NAME = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                  r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 OBJECT_META = {
@@ -71,10 +93,16 @@ OBJECT_META = {
         "name": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS1123_SUBDOMAIN},
         "generateName": {"type": "string"},
         "namespace": {"type": "string", "maxLength": 63, "pattern": DNS1123_LABEL},
-        "labels": {"type": "object", "propertyNames": {"pattern": QUALIFIED_NAME, "maxLength": 317},
-                   "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE}},
-        "annotations": {"type": "object", "propertyNames": {"pattern": QUALIFIED_NAME, "maxLength": 317},
-                        "additionalProperties": {"type": "string"}},
+        "labels": {
+            "type": "object",
+            "propertyNames": {"pattern": QUALIFIED_NAME, "maxLength": 317},
+            "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
+        },
+        "annotations": {
+            "type": "object",
+            "propertyNames": {"pattern": QUALIFIED_NAME, "maxLength": 317},
+            "additionalProperties": {"type": "string"},
+        },
         "finalizers": {"type": "array", "items": {"type": "string"}},
         "ownerReferences": {"type": "array", "items": {"type": "object"}},
         "creationTimestamp": {"type": ["string", "null"]},
@@ -113,6 +141,7 @@ def describe(doc):
 
 
 # --- schema conversion ------------------------------------------------------------------------
+
 
 def _python_pattern(pattern):
     """A Go RE2 pattern for Python's `re`: \\d \\w \\s and \\b are ASCII-only in RE2, so (?a); RE2 also
@@ -174,6 +203,7 @@ def to_jsonschema(crd_schema):
 
 # --- keywords and formats the API server checks -----------------------------------------------
 
+
 def _list_type(validator, list_type, instance, schema):
     if list_type != "set" or not validator.is_type(instance, "array"):
         return
@@ -197,8 +227,10 @@ def _list_map_keys(validator, keys, instance, schema):
         key = tuple(json.dumps(item.get(k, defaults[k]), sort_keys=True) for k in keys)
         if key in seen:
             shown = ", ".join(f"{k}={item.get(k, defaults[k])!r}" for k in keys)
-            yield ValidationError(f"duplicate entries [{seen[key]}] and [{i}] with the same {shown} "
-                                  f"(x-kubernetes-list-type: map keyed by {list(keys)})")
+            yield ValidationError(
+                f"duplicate entries [{seen[key]}] and [{i}] with the same {shown} "
+                f"(x-kubernetes-list-type: map keyed by {list(keys)})"
+            )
         else:
             seen[key] = i
 
@@ -208,12 +240,12 @@ FORMATS = FormatChecker(formats=())
 
 @FORMATS.checks("int32")
 def _int32(value):
-    return not isinstance(value, int) or isinstance(value, bool) or -2**31 <= value < 2**31
+    return not isinstance(value, int) or isinstance(value, bool) or -(2**31) <= value < 2**31
 
 
 @FORMATS.checks("int64")
 def _int64(value):
-    return not isinstance(value, int) or isinstance(value, bool) or -2**63 <= value < 2**63
+    return not isinstance(value, int) or isinstance(value, bool) or -(2**63) <= value < 2**63
 
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -235,10 +267,13 @@ def _byte(value):
         return False
 
 
-KubernetesValidator = extend(Draft7Validator, {
-    "x-kubernetes-list-type": _list_type,
-    "x-kubernetes-list-map-keys": _list_map_keys,
-})
+KubernetesValidator = extend(
+    Draft7Validator,
+    {
+        "x-kubernetes-list-type": _list_type,
+        "x-kubernetes-list-map-keys": _list_map_keys,
+    },
+)
 
 
 @functools.cache
@@ -254,6 +289,7 @@ def validator_for_schema(crd_schema):
 
 # --- validation -------------------------------------------------------------------------------
 
+
 def _path(error):
     out = ""
     for part in error.absolute_path:
@@ -267,8 +303,9 @@ def _messages(error):
         known = set(error.schema.get("properties") or {})
         extras = sorted(k for k in error.instance if k not in known) if isinstance(error.instance, dict) else []
         where = f"{path}." if path != "<root>" else ""
-        return [f"{where}{extra}: unknown field (not in the schema; the API server would prune it)"
-                for extra in extras] or [f"{path}: {error.message}"]
+        return [
+            f"{where}{extra}: unknown field (not in the schema; the API server would prune it)" for extra in extras
+        ] or [f"{path}: {error.message}"]
     if error.validator in ("anyOf", "oneOf") and error.context:
         deepest = max(error.context, key=lambda e: len(e.absolute_path))
         return [f"{path}: {error.message}; e.g. {deepest.message}"]
@@ -304,4 +341,3 @@ def check_documents(documents):
         if messages:
             invalid[describe(doc)] = messages
     return missing, invalid
-

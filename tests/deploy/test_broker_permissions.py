@@ -2,6 +2,7 @@
 services, each logged in as its own user with exactly the rendered Permission, start (declaring
 and binding everything they use), call each other, publish and handle events and dead-letter a
 malformed one; and a service's user is refused another service's queue."""
+
 import json
 import uuid
 from urllib.parse import quote
@@ -47,12 +48,10 @@ def broker_users(rabbit_config, rabbit_manager, permissions):
 
 
 @pytest.fixture
-def restricted_suite(broker_users, container_factory, grid_config, notices_config, legal_config,
-                     volunteer_config):
+def restricted_suite(broker_users, container_factory, grid_config, notices_config, legal_config, volunteer_config):
     import importlib
 
-    configs = {"grid": grid_config, "notices": notices_config, "legal": legal_config,
-               "volunteer": volunteer_config}
+    configs = {"grid": grid_config, "notices": notices_config, "legal": legal_config, "volunteer": volunteer_config}
     containers = {}
     for service in SERVICES:
         cls = getattr(importlib.import_module(f"services.{service}.service"), f"{service.capitalize()}Service")
@@ -78,8 +77,12 @@ def test_services_work_with_only_their_own_permissions(restricted_suite, call_as
     # A malformed event is dead-lettered by legal through the default exchange (amq.default).
     queue = "evt-grid-incident_reported--legal.on_incident_reported"
     with Connection(rabbit_config["AMQP_URI"]) as conn:
-        conn.Producer().publish({"not": "an envelope"}, exchange=Exchange("grid.events", type="topic", durable=True),
-                                routing_key="incident_reported", serializer="json")
+        conn.Producer().publish(
+            {"not": "an envelope"},
+            exchange=Exchange("grid.events", type="topic", durable=True),
+            routing_key="incident_reported",
+            serializer="json",
+        )
     from requests.exceptions import HTTPError
 
     from tests.support import wait_until
@@ -102,6 +105,10 @@ def test_a_service_user_cannot_touch_another_services_queues(restricted_suite, b
     with Connection(broker_users["volunteer"]) as conn, pytest.raises(AccessRefused):
         conn.channel().basic_get("rpc-grid")  # consuming grid's RPC requests needs read
     with Connection(broker_users["volunteer"]) as conn, pytest.raises(AccessRefused):
-        conn.Producer().publish(json.dumps({}), exchange=Exchange("grid.events", type="topic", durable=True),
-                                routing_key="incident_reported", retry=False)
+        conn.Producer().publish(
+            json.dumps({}),
+            exchange=Exchange("grid.events", type="topic", durable=True),
+            routing_key="incident_reported",
+            retry=False,
+        )
         conn.default_channel.basic_qos(0, 1, False)  # flush: the refusal closes the channel

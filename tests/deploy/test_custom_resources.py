@@ -7,6 +7,7 @@ tests/deploy/crd_validation.py for how the Kubernetes extensions are handled. Th
 tests below run on tests/deploy/samples/custom-resources.yaml, so the check is known to fail when
 it should.
 """
+
 import copy
 import glob
 import hashlib
@@ -34,12 +35,14 @@ def _report(missing, invalid):
 
 # --- the overlays -----------------------------------------------------------------------------
 
+
 def test_every_custom_resource_has_a_vendored_schema(overlay):
     name, documents = overlay
     missing, _ = cv.check_documents(documents)
-    assert not missing, (f"overlay {name}: custom resources without a vendored CRD schema "
-                         f"(vendor it with k8s/schemas/vendor_crd.py, record it in SOURCES.md):\n"
-                         + "\n".join(missing))
+    assert not missing, (
+        f"overlay {name}: custom resources without a vendored CRD schema "
+        f"(vendor it with k8s/schemas/vendor_crd.py, record it in SOURCES.md):\n" + "\n".join(missing)
+    )
 
 
 def test_custom_resources_validate_against_their_crd_schemas(overlay):
@@ -50,12 +53,12 @@ def test_custom_resources_validate_against_their_crd_schemas(overlay):
 
 def test_custom_resources_have_a_name(overlay):
     name, documents = overlay
-    nameless = [cv.describe(d) for d in documents
-                if not cv.is_builtin(d) and not (d.get("metadata") or {}).get("name")]
+    nameless = [cv.describe(d) for d in documents if not cv.is_builtin(d) and not (d.get("metadata") or {}).get("name")]
     assert not nameless, f"overlay {name}: custom resources without metadata.name: {nameless}"
 
 
 # --- the vendored schemas ---------------------------------------------------------------------
+
 
 def _vendored():
     return sorted(os.path.relpath(p, cv.SCHEMAS) for p in glob.glob(os.path.join(cv.SCHEMAS, "*", "*.json")))
@@ -94,6 +97,7 @@ def test_vendored_schema_is_in_canonical_form_and_usable(rel):
 
 # --- the validator itself, on the samples -----------------------------------------------------
 
+
 def _samples():
     with open(SAMPLES, encoding="utf-8") as f:
         return [d for d in yaml.safe_load_all(f) if d]
@@ -125,8 +129,10 @@ def test_rejects_a_wrong_type_deep_in_an_embedded_pod_template():
     doc = _sample("RabbitmqCluster")
     pod = doc["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]
     pod["containers"][0]["ports"][0]["containerPort"] = "15692"
-    assert _errors(doc) == ["spec.override.statefulSet.spec.template.spec.containers[0].ports[0].containerPort: "
-                            "'15692' is not of type 'integer'"]
+    assert _errors(doc) == [
+        "spec.override.statefulSet.spec.template.spec.containers[0].ports[0].containerPort: "
+        "'15692' is not of type 'integer'"
+    ]
 
 
 def test_rejects_an_unknown_field():
@@ -147,11 +153,16 @@ def test_rejects_an_unknown_field_at_the_top_and_in_metadata():
 
 def test_rejects_an_unknown_field_in_an_object_without_properties():
     doc = _sample("Cluster")
-    doc["spec"]["ephemeralVolumeSource"] = {"volumeClaimTemplate": {
-        "metadata": {"labels": {"a": "b"}},  # `metadata: {type: object}` here: the API server prunes it all
-        "spec": {"accessModes": ["ReadWriteOnce"]}}}
-    assert _errors(doc) == ["spec.ephemeralVolumeSource.volumeClaimTemplate.metadata.labels: unknown field "
-                            "(not in the schema; the API server would prune it)"]
+    doc["spec"]["ephemeralVolumeSource"] = {
+        "volumeClaimTemplate": {
+            "metadata": {"labels": {"a": "b"}},  # `metadata: {type: object}` here: the API server prunes it all
+            "spec": {"accessModes": ["ReadWriteOnce"]},
+        }
+    }
+    assert _errors(doc) == [
+        "spec.ephemeralVolumeSource.volumeClaimTemplate.metadata.labels: unknown field "
+        "(not in the schema; the API server would prune it)"
+    ]
 
 
 def test_rejects_a_missing_required_field():
@@ -206,8 +217,9 @@ def test_rejects_duplicate_list_map_keys_with_defaults():
     container = doc["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]["containers"][0]
     container["ports"].append({"containerPort": 15692, "protocol": "TCP", "name": "again"})  # protocol defaults to TCP
     (error,) = _errors(doc)
-    assert error.startswith("spec.override.statefulSet.spec.template.spec.containers[0].ports: "
-                            "duplicate entries [0] and [1]")
+    assert error.startswith(
+        "spec.override.statefulSet.spec.template.spec.containers[0].ports: duplicate entries [0] and [1]"
+    )
     container["ports"][1]["protocol"] = "UDP"
     assert _errors(doc) == []
 
@@ -238,12 +250,18 @@ def test_preserve_unknown_fields_and_nullable():
         "type": "object",
         "properties": {
             "metadata": {"type": "object"},
-            "spec": {"type": "object", "properties": {
-                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                         "properties": {"known": {"type": "integer"}}},
-                "strict": {"type": "object", "properties": {"known": {"type": "integer"}}},
-                "maybe": {"type": "string", "nullable": True},
-            }},
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "free": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "properties": {"known": {"type": "integer"}},
+                    },
+                    "strict": {"type": "object", "properties": {"known": {"type": "integer"}}},
+                    "maybe": {"type": "string", "nullable": True},
+                },
+            },
         },
     }
     validator = cv.validator_for_schema(schema)
@@ -275,4 +293,3 @@ def test_builtin_groups():
     assert cv.is_builtin({"apiVersion": "networking.k8s.io/v1"})
     assert not cv.is_builtin({"apiVersion": "monitoring.coreos.com/v1"})
     assert not cv.is_builtin({"apiVersion": "snapshot.storage.k8s.io/v1"})
-

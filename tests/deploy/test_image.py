@@ -2,6 +2,7 @@
 what its build context keeps, that the runtime pins alone carry the services, and the launcher
 it runs (`python -m shared.launch run|migrate <service>`) — its argv, its refusals, the credentials
 it percent-encodes, and advisory-locked migrations against a real PostgreSQL."""
+
 import fnmatch
 import os
 import re
@@ -38,6 +39,7 @@ def pins(name):
 
 # --- the Dockerfile -----------------------------------------------------------------------------
 
+
 def dockerfile_problems(dockerfile):
     """What is wrong with a Dockerfile against the image's rules (an empty list: nothing)."""
     problems = []
@@ -54,7 +56,7 @@ def dockerfile_problems(dockerfile):
             continue
         if not re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", image):
             problems.append(f"base not pinned to an exact version: {image}")
-    final = instructions[instructions.index(stages[-1]):] if stages else instructions
+    final = instructions[instructions.index(stages[-1]) :] if stages else instructions
     users = [line.split(None, 1)[1] for line in final if line.upper().startswith("USER ")]
     if not users or not re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]):
         problems.append("the final stage does not run as a numeric non-root USER")
@@ -67,7 +69,7 @@ def dockerfile_problems(dockerfile):
     entrypoints = [line for line in final if line.upper().startswith("ENTRYPOINT ")]
     if not entrypoints or entrypoints[-1] != 'ENTRYPOINT ["python", "-m", "shared.launch"]':
         problems.append("the entrypoint is not the launcher")
-    builder = instructions[instructions.index(stages[0]):instructions.index(stages[-1])] if len(stages) > 1 else []
+    builder = instructions[instructions.index(stages[0]) : instructions.index(stages[-1])] if len(stages) > 1 else []
     if not any(re.search(r"pip wheel .*-r requirements\.txt", line) for line in builder):
         problems.append("the builder does not build wheels of requirements.txt")
     if not any(re.search(r"pip install .*--no-index .*-r \S*requirements\.txt", line) for line in final):
@@ -80,16 +82,21 @@ def test_dockerfile_properties():
 
 
 def test_dockerfile_check_can_fail():
-    bad = ("FROM python:3.11-slim\nRUN pip install -r requirements-dev.txt\nUSER root\n"
-           'ENTRYPOINT ["nameko", "run"]\n')
+    bad = 'FROM python:3.11-slim\nRUN pip install -r requirements-dev.txt\nUSER root\nENTRYPOINT ["nameko", "run"]\n'
     assert set(dockerfile_problems(bad)) == {
-        "not multi-stage", "base not pinned to an exact version: python:3.11-slim",
-        "the final stage does not run as a numeric non-root USER", "development requirements in the image",
-        "no PYTHONDONTWRITEBYTECODE=1", "no PYTHONUNBUFFERED=1", "the entrypoint is not the launcher",
+        "not multi-stage",
+        "base not pinned to an exact version: python:3.11-slim",
+        "the final stage does not run as a numeric non-root USER",
+        "development requirements in the image",
+        "no PYTHONDONTWRITEBYTECODE=1",
+        "no PYTHONUNBUFFERED=1",
+        "the entrypoint is not the launcher",
         "the builder does not build wheels of requirements.txt",
-        "the runtime does not install the builder's wheels (offline)"}
+        "the runtime does not install the builder's wheels (offline)",
+    }
     assert "the final stage does not run as a numeric non-root USER" in dockerfile_problems(
-        read("Dockerfile").replace("USER 10001:10001", "USER grassroots"))
+        read("Dockerfile").replace("USER 10001:10001", "USER grassroots")
+    )
 
 
 def test_base_image_is_the_python_the_pins_are_tested_on():
@@ -106,30 +113,43 @@ def ignored(path, patterns):
         pattern = pattern.lstrip("!").rstrip("/")
         parts = path.split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.replace("**/", "*/"))
-               or (pattern.startswith("**/") and fnmatch.fnmatch(parts[-1] if p == path else p.split("/")[-1],
-                                                                  pattern[3:]))
-               for p in prefixes):
+        if any(
+            fnmatch.fnmatch(p, pattern)
+            or fnmatch.fnmatch(p, pattern.replace("**/", "*/"))
+            or (
+                pattern.startswith("**/") and fnmatch.fnmatch(parts[-1] if p == path else p.split("/")[-1], pattern[3:])
+            )
+            for p in prefixes
+        ):
             keep = negate
     return not keep
 
 
 def dockerignore():
-    return [line.strip() for line in read(".dockerignore").splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [line.strip() for line in read(".dockerignore").splitlines() if line.strip() and not line.startswith("#")]
 
 
 def test_build_context_keeps_the_services_and_drops_the_rest():
     patterns = dockerignore()
     for service in SERVICES:
-        for path in (f"services/{service}/service.py", f"services/{service}/config.yml",
-                     f"services/{service}/migrations/env.py"):
+        for path in (
+            f"services/{service}/service.py",
+            f"services/{service}/config.yml",
+            f"services/{service}/migrations/env.py",
+        ):
             assert not ignored(path, patterns), path
         assert ignored(f"services/{service}/seed.py", patterns)
     for path in ("requirements.txt", "shared/launch.py", "shared/migrate.py", "shared/web.py"):
         assert not ignored(path, patterns), path
-    for path in ("requirements-dev.txt", "tests/support.py", "k8s/base/kustomization.yaml", ".venv/bin/python",
-                 "var/grid.db", "shared/cli/__main__.py", "shared/__pycache__/db.cpython-311.pyc"):
+    for path in (
+        "requirements-dev.txt",
+        "tests/support.py",
+        "k8s/base/kustomization.yaml",
+        ".venv/bin/python",
+        "var/grid.db",
+        "shared/cli/__main__.py",
+        "shared/__pycache__/db.cpython-311.pyc",
+    ):
         assert ignored(path, patterns), path
 
 
@@ -159,12 +179,19 @@ def test_runtime_imports_only_runtime_pins_and_files_in_the_image():
     owners = importlib.metadata.packages_distributions()
     runtime = pins("requirements.txt")
     dev_only = set(pins("requirements-dev.txt")) - set(runtime)
-    blocked = sorted(top for top, dists in owners.items()
-                     if {re.sub(r"[-_.]+", "-", d).lower() for d in dists} <= dev_only)
+    blocked = sorted(
+        top for top, dists in owners.items() if {re.sub(r"[-_.]+", "-", d).lower() for d in dists} <= dev_only
+    )
     assert {"pytest", "hypothesis", "rich", "pygments", "kubernetes_validate"} <= set(blocked)
     probe = RUNTIME_PROBE.format(services=SERVICES, blocked=set(blocked))
-    out = subprocess.run([PYTHON, "-W", "ignore", "-c", probe], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [PYTHON, "-W", "ignore", "-c", probe],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     modules = json.loads(out.strip().splitlines()[-1])
     used = set()
     for name, path in modules.items():
@@ -191,18 +218,29 @@ def test_requirements_split():
 
 # --- the launcher -------------------------------------------------------------------------------
 
+
 def test_run_builds_the_runner_command_line_of_each_service():
     for service in SERVICES:
         argv = launch.run_argv(service)
         assert argv[0] == PYTHON and os.access(argv[0], os.X_OK)
-        assert argv[1:] == ["-m", "shared.runner", "--config", os.path.join(ROOT, "services", service, "config.yml"),
-                            f"services.{service}.service:{service.capitalize()}Service"]
+        assert argv[1:] == [
+            "-m",
+            "shared.runner",
+            "--config",
+            os.path.join(ROOT, "services", service, "config.yml"),
+            f"services.{service}.service:{service.capitalize()}Service",
+        ]
 
 
 @pytest.mark.parametrize("command", ["run", "migrate"])
 def test_unknown_services_are_refused_clearly(command):
-    result = subprocess.run([PYTHON, "-W", "ignore", "-m", "shared.launch", command, "gird"], cwd=ROOT,
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    result = subprocess.run(
+        [PYTHON, "-W", "ignore", "-m", "shared.launch", command, "gird"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert result.returncode == 2
     assert "unknown service 'gird': choose one of grid, notices, legal, volunteer" in result.stderr
     with pytest.raises(SystemExit):
@@ -215,19 +253,30 @@ def test_credentials_pasted_by_kubernetes_are_percent_encoded():
 
     user, password = "Zm9v/YmFy+cXV4", "cGFz/c3dv+cmQ="  # base64, as the topology operator makes them
     pasted = {  # what `$(AMQP_USERNAME)`-style interpolation gives nameko
-        "AMQP_USERNAME": user, "AMQP_PASSWORD": password,
+        "AMQP_USERNAME": user,
+        "AMQP_PASSWORD": password,
         "AMQP_URI": f"amqp://{user}:{password}@grassroots-rabbitmq.grassroots.svc:5672/grassroots",
-        "DB_USERNAME": "grid", "DB_PASSWORD": "p@ss/w:rd#1",
+        "DB_USERNAME": "grid",
+        "DB_PASSWORD": "p@ss/w:rd#1",
         "GRID_DATABASE_URL": "postgresql://grid:p@ss/w:rd#1@grassroots-pg-rw.grassroots.svc:5432/grid",
     }
     assert url_to_parts(pasted["AMQP_URI"]).hostname != "grassroots-rabbitmq.grassroots.svc"  # broken as pasted
     env = launch.quote_credentials(pasted, "grid")
     amqp = url_to_parts(env["AMQP_URI"])
     assert (amqp.username, amqp.password, amqp.hostname, amqp.port, amqp.path) == (
-        user, password, "grassroots-rabbitmq.grassroots.svc", 5672, "grassroots")
+        user,
+        password,
+        "grassroots-rabbitmq.grassroots.svc",
+        5672,
+        "grassroots",
+    )
     db = make_url(env["GRID_DATABASE_URL"])
-    assert (db.username, db.password, db.host, db.database) == ("grid", "p@ss/w:rd#1",
-                                                                "grassroots-pg-rw.grassroots.svc", "grid")
+    assert (db.username, db.password, db.host, db.database) == (
+        "grid",
+        "p@ss/w:rd#1",
+        "grassroots-pg-rw.grassroots.svc",
+        "grid",
+    )
     # A URL the operator wrote by hand (not starting with those credentials) is left alone.
     own = {"AMQP_USERNAME": "a", "AMQP_PASSWORD": "b", "AMQP_URI": "amqp://guest:guest@localhost:5672/"}
     assert launch.quote_credentials(own, "grid")["AMQP_URI"] == own["AMQP_URI"]
@@ -254,9 +303,14 @@ def migrate_env(database, user, password):
     from tests.support import database_url
 
     address = database_url(database).split("@", 1)[1]
-    return {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore",
-            "DB_USERNAME": user, "DB_PASSWORD": password,
-            "GRID_DATABASE_URL": f"postgresql://{user}:{password}@{address}"}
+    return {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": ROOT,
+        "PYTHONWARNINGS": "ignore",
+        "DB_USERNAME": user,
+        "DB_PASSWORD": password,
+        "GRID_DATABASE_URL": f"postgresql://{user}:{password}@{address}",
+    }
 
 
 def admin_credentials():
@@ -297,9 +351,14 @@ def test_migrate_upgrades_a_database_to_head_with_pasted_credentials(login_role)
         with engine.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{database}" OWNER TO "{user}"'))
         engine.dispose()
-        result = subprocess.run([PYTHON, "-m", "shared.launch", "migrate", "grid"], cwd="/",
-                                env=migrate_env(database, user, password), capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            [PYTHON, "-m", "shared.launch", "migrate", "grid"],
+            cwd="/",
+            env=migrate_env(database, user, password),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         assert "grid: migrated to head" in result.stdout
         assert alembic_head(database) == list(expected_heads("grid"))
@@ -312,8 +371,17 @@ def test_replicas_migrating_at_once_take_turns():
 
     with scratch_database("grassroots_launch") as database:
         env = migrate_env(database, *admin_credentials())
-        processes = [subprocess.Popen([PYTHON, "-m", "shared.launch", "migrate", "grid"], cwd="/", env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        processes = [
+            subprocess.Popen(
+                [PYTHON, "-m", "shared.launch", "migrate", "grid"],
+                cwd="/",
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         errors = [p.communicate(timeout=120)[1] for p in processes]
         results = [(p.returncode, err) for p, err in zip(processes, errors, strict=True)]
         assert [status for status, _ in results] == [0, 0, 0], results
@@ -324,13 +392,19 @@ def test_a_migration_waits_for_the_advisory_lock():
     from tests.support import database_url, scratch_database
 
     with scratch_database("grassroots_launch") as database:
-        holder = create_engine(database_url(database).replace("postgresql://", "postgresql+psycopg2://", 1),
-                               isolation_level="AUTOCOMMIT")
+        holder = create_engine(
+            database_url(database).replace("postgresql://", "postgresql+psycopg2://", 1), isolation_level="AUTOCOMMIT"
+        )
         with holder.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": migrate.lock_key("grid")})
-            process = subprocess.Popen([PYTHON, "-m", "shared.launch", "migrate", "grid"], cwd="/",
-                                       env=migrate_env(database, *admin_credentials()),
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            process = subprocess.Popen(
+                [PYTHON, "-m", "shared.launch", "migrate", "grid"],
+                cwd="/",
+                env=migrate_env(database, *admin_credentials()),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             assert process.stderr is not None
             try:
                 time.sleep(4)
@@ -350,11 +424,24 @@ def launched_grid(rabbit_config, database):
     from tests.support import JWT_SECRET, PII_KEY, free_port
 
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "AMQP_URI": rabbit_config["AMQP_URI"],
-           "GRID_DATABASE_URL": database, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
-           "GRASSROOTS_JWT_SECRET": JWT_SECRET, "GRASSROOTS_PII_KEY": PII_KEY, "LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen([PYTHON, "-m", "shared.launch", "run", "grid"], cwd="/", env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": ROOT,
+        "AMQP_URI": rabbit_config["AMQP_URI"],
+        "GRID_DATABASE_URL": database,
+        "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
+        "GRASSROOTS_JWT_SECRET": JWT_SECRET,
+        "GRASSROOTS_PII_KEY": PII_KEY,
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [PYTHON, "-m", "shared.launch", "run", "grid"],
+        cwd="/",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return process, port
 
 

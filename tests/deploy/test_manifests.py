@@ -2,6 +2,7 @@
 the code (ports, probe paths, environment variables, launcher arguments, broker and database
 names). Custom resources are schema-checked in test_custom_resources.py, monitoring in
 test_monitoring.py; the image and the launcher in test_image.py."""
+
 import copy
 import importlib
 import os
@@ -23,6 +24,7 @@ APP_PORT = 8080
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
 
 def by_name(documents, kind):
     return {d["metadata"]["name"]: d for d in of_kind(documents, kind)}
@@ -56,14 +58,16 @@ def config_yml(service):
 
 def config_reads(service):
     """{NAME: default or None} for every ${NAME:default} in the service's config.yml."""
-    return {m.group(1): m.group(2) for m in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}",
-                                                        config_yml(service))}
+    return {
+        m.group(1): m.group(2) for m in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}", config_yml(service))
+    }
 
 
 def service_configmap(documents, service):
     deployment = service_deployments(documents)[service]
-    names = [ref["configMapRef"]["name"] for ref in app_container(deployment).get("envFrom", [])
-             if "configMapRef" in ref]
+    names = [
+        ref["configMapRef"]["name"] for ref in app_container(deployment).get("envFrom", []) if "configMapRef" in ref
+    ]
     assert len(names) == 1, f"{service}: envFrom one ConfigMap"
     configmaps = by_name(documents, "ConfigMap")
     assert names[0] in configmaps, f"{service}: ConfigMap {names[0]} is not in the render"
@@ -89,8 +93,11 @@ def undeclared_env(container, reads):
     """Env names a container sets (env, and its ConfigMap's keys passed as ``configmap_keys``) that
     the service does not read: not in config.yml, and not an intermediate used by a later $(NAME)."""
     used_in_interpolation = {name for item in env_list(container) for name in interpolations(item.get("value"))}
-    return [item["name"] for item in env_list(container)
-            if item["name"] not in reads and item["name"] not in used_in_interpolation]
+    return [
+        item["name"]
+        for item in env_list(container)
+        if item["name"] not in reads and item["name"] not in used_in_interpolation
+    ]
 
 
 def interpolation_errors(container):
@@ -123,7 +130,7 @@ def web_paths():
 def quantity(value):
     """A Kubernetes quantity as a float (cores or bytes)."""
     value = str(value)
-    units = {"m": 1e-3, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "k": 1e3, "M": 1e6, "G": 1e9}
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
     for suffix, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
         if value.endswith(suffix):
             return float(value[: -len(suffix)]) * factor
@@ -139,6 +146,7 @@ def setting(documents, service, name):
 
 
 # --- it renders, and Kubernetes would take it ---------------------------------------------------
+
 
 def test_every_overlay_renders_the_whole_suite(overlay):
     name, documents = overlay
@@ -164,8 +172,11 @@ def kubernetes_validate(documents, tmp_path):
     Returns (exit status, kinds that passed, error lines, kinds it had no schema for)."""
     path = tmp_path / f"render-{uuid.uuid4().hex}.yaml"
     path.write_text(yaml.safe_dump_all(documents))
-    result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", KUBERNETES_VERSION,
-                             str(path)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", KUBERNETES_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+    )
     lines = (result.stdout + result.stderr).splitlines()
     passed = [line for line in lines if line.startswith("INFO") and " passed " in line]
     errors = [line for line in lines if line.startswith(("ERROR", "FATAL"))]
@@ -198,6 +209,7 @@ def test_kubernetes_validate_catches_a_bad_object(overlay, tmp_path):
 
 
 # --- every Deployment is hardened and probed ----------------------------------------------------
+
 
 def test_probes_on_the_named_port(overlay):
     name, documents = overlay
@@ -272,7 +284,10 @@ def test_hardening_check_can_fail(overlay):
     container["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]
     pod_spec(deployment)["securityContext"]["runAsUser"] = 0
     assert set(hardening_problems(deployment)) >= {
-        "notices: readOnlyRootFilesystem", "notices: drop ALL", "pod runAsUser non-zero"}
+        "notices: readOnlyRootFilesystem",
+        "notices: drop ALL",
+        "pod runAsUser non-zero",
+    }
 
 
 def test_termination_grace_outlasts_the_longest_call(overlay):
@@ -349,22 +364,32 @@ def test_the_image_is_pinned_by_the_overlay(overlay):
 
 # --- no secrets in the repository ---------------------------------------------------------------
 
-SECRET_KEY = re.compile(r"(?im)^\s*-?\s*[\"']?(password|passwd|secret|token|api[_-]?key|private[_-]?key|"
-                        r"access[_-]?key|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?([^\s\"'#]+)")
+SECRET_KEY = re.compile(
+    r"(?im)^\s*-?\s*[\"']?(password|passwd|secret|token|api[_-]?key|private[_-]?key|"
+    r"access[_-]?key|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?([^\s\"'#]+)"
+)
 SECRET_ENV_LINE = re.compile(r"(?m)^\s*([A-Z0-9_]*(PASSWORD|SECRET|TOKEN|PII_KEY)[A-Z0-9_]*)\s*=\s*(\S+)")
 URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://([^/\s:@]+):([^@\s]+)@")
-HIGH_ENTROPY = re.compile(r"(?<![A-Za-z0-9+/=:])(?=[A-Za-z0-9+/]*[0-9])(?=[A-Za-z0-9+/]*[a-z])(?=[A-Za-z0-9+/]*[A-Z])"
-                          r"[A-Za-z0-9+/]{32,}={0,2}(?![A-Za-z0-9+/=])")
+HIGH_ENTROPY = re.compile(
+    r"(?<![A-Za-z0-9+/=:])(?=[A-Za-z0-9+/]*[0-9])(?=[A-Za-z0-9+/]*[a-z])(?=[A-Za-z0-9+/]*[A-Z])"
+    r"[A-Za-z0-9+/]{32,}={0,2}(?![A-Za-z0-9+/=])"
+)
 
 
 def secret_literals(text):
     """Lines of a manifest that look like they carry a secret value."""
     found = [m.group(0).strip() for m in SECRET_KEY.finditer(text)]
     found += [m.group(0).strip() for m in SECRET_ENV_LINE.finditer(text)]
-    found += [m.group(0) for m in URL_CREDENTIALS.finditer(text)
-              if not (m.group(1).startswith("$(") and m.group(2).startswith("$("))]
-    found += [m.group(0) for m in HIGH_ENTROPY.finditer(text)
-              if not text[max(0, m.start() - 7):m.start()].endswith("sha256:")]
+    found += [
+        m.group(0)
+        for m in URL_CREDENTIALS.finditer(text)
+        if not (m.group(1).startswith("$(") and m.group(2).startswith("$("))
+    ]
+    found += [
+        m.group(0)
+        for m in HIGH_ENTROPY.finditer(text)
+        if not text[max(0, m.start() - 7) : m.start()].endswith("sha256:")
+    ]
     return found
 
 
@@ -387,8 +412,12 @@ def test_no_secret_objects_and_no_secret_values(overlay):
                 if re.search(r"PASSWORD|SECRET|TOKEN|_KEY$|USERNAME", item["name"]):
                     assert "secretKeyRef" in item.get("valueFrom", {}), f"{name}/{service}: {item['name']}"
     for configmap in of_kind(documents, "ConfigMap"):
-        assert secret_literals("\n".join(f"{k}={v}" for k, v in configmap.get("data", {}).items()
-                                         if not k.endswith(".json"))) == []
+        assert (
+            secret_literals(
+                "\n".join(f"{k}={v}" for k, v in configmap.get("data", {}).items() if not k.endswith(".json"))
+            )
+            == []
+        )
 
 
 def test_the_secret_scan_can_fail():
@@ -403,6 +432,7 @@ def test_the_secret_scan_can_fail():
 
 
 # --- the manifests tell the truth about the code ------------------------------------------------
+
 
 def test_one_port_everywhere(overlay):
     """containerPort == WEB_SERVER_ADDRESS's port == probe ports == Service targetPort ==
@@ -421,7 +451,8 @@ def test_one_port_everywhere(overlay):
         svc = services[service]["spec"]
         assert svc["selector"] == deployment["spec"]["selector"]["matchLabels"]
         assert [(p["name"], p["port"], named_port(container, p["targetPort"])) for p in svc["ports"]] == [
-            ("http", APP_PORT, APP_PORT)]
+            ("http", APP_PORT, APP_PORT)
+        ]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in svc["selector"].items())
         policy = policies[service]["spec"]
@@ -538,8 +569,7 @@ def queue_names(service):
     from shared.clients import ServiceClient
 
     cls = getattr(importlib.import_module(f"services.{service}.service"), f"{service.capitalize()}Service")
-    names = {"configure": {"nameko-rpc", f"{service}.events"}, "write": {f"{service}.events"},
-             "read": set()}
+    names = {"configure": {"nameko-rpc", f"{service}.events"}, "write": {f"{service}.events"}, "read": set()}
     for attr in dir(cls):
         for entrypoint in getattr(getattr(cls, attr), "nameko_entrypoints", ()):
             if isinstance(entrypoint, Rpc):
@@ -630,25 +660,35 @@ def test_network_policies_open_the_paths_the_services_use(overlay):
     cluster = by_name(documents, "RabbitmqCluster")["grassroots-rabbitmq"]
 
     def reaches(egress, selector, port):
-        return any(any(peer.get("podSelector", {}).get("matchLabels") == selector for peer in rule.get("to", []))
-                   and any(p["port"] == port for p in rule["ports"]) for rule in egress)
+        return any(
+            any(peer.get("podSelector", {}).get("matchLabels") == selector for peer in rule.get("to", []))
+            and any(p["port"] == port for p in rule["ports"])
+            for rule in egress
+        )
 
     for service in SERVICES:
         egress = policies[service]["spec"]["egress"]
 
-        assert reaches(egress, {"app.kubernetes.io/name": cluster["metadata"]["name"]}, 5672), \
+        assert reaches(egress, {"app.kubernetes.io/name": cluster["metadata"]["name"]}, 5672), (
             f"{name}/{service}: broker"
+        )
         assert reaches(egress, {"cnpg.io/cluster": "grassroots-pg"}, 5432), f"{name}/{service}: database"
         assert any(p["port"] == 53 for rule in egress for p in rule["ports"]), f"{name}/{service}: DNS"
-        https = any(any("ipBlock" in peer for peer in rule.get("to", [])) and
-                    any(p["port"] == 443 for p in rule["ports"]) for rule in egress)
+        https = any(
+            any("ipBlock" in peer for peer in rule.get("to", [])) and any(p["port"] == 443 for p in rule["ports"])
+            for rule in egress
+        )
         assert https == (service == "notices"), f"{name}/{service}: HTTPS egress only for the gateways"
     broker = policies["grassroots-rabbitmq"]["spec"]
-    sources = [(peer.get("podSelector", {}).get("matchLabels"), {p["port"] for p in rule["ports"]})
-               for rule in broker["ingress"] for peer in rule["from"]]
+    sources = [
+        (peer.get("podSelector", {}).get("matchLabels"), {p["port"] for p in rule["ports"]})
+        for rule in broker["ingress"]
+        for peer in rule["from"]
+    ]
     assert ({"app.kubernetes.io/part-of": "grassroots", "app.kubernetes.io/component": "service"}, {5672}) in sources
-    assert any(sel == {"app.kubernetes.io/name": "grassroots-rabbitmq"} and {4369, 25672} <= ports
-               for sel, ports in sources), "broker nodes talk to each other"
+    assert any(
+        sel == {"app.kubernetes.io/name": "grassroots-rabbitmq"} and {4369, 25672} <= ports for sel, ports in sources
+    ), "broker nodes talk to each other"
 
 
 def test_the_runners_stop_bound_fits_the_grace_period(overlay):
@@ -661,8 +701,11 @@ def test_the_runners_stop_bound_fits_the_grace_period(overlay):
         container = app_container(deployment)
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         configmap = service_configmap(documents, service)
-        stop_timeout = float(env.get("GRASSROOTS_STOP_TIMEOUT") or configmap.get("data", {}).get(
-            "GRASSROOTS_STOP_TIMEOUT") or config_reads(service)["GRASSROOTS_STOP_TIMEOUT"])
+        stop_timeout = float(
+            env.get("GRASSROOTS_STOP_TIMEOUT")
+            or configmap.get("data", {}).get("GRASSROOTS_STOP_TIMEOUT")
+            or config_reads(service)["GRASSROOTS_STOP_TIMEOUT"]
+        )
         command = container["lifecycle"]["preStop"]["exec"]["command"]
         assert command[0] == "sleep", f"{service}: preStop is a pause"
         grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)

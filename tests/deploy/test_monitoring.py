@@ -6,6 +6,7 @@ use is in the vendored list of rabbitmq_prometheus metrics. Live (broker and Pos
 rest of `make test`): the four services' /metrics pass `promtool check metrics` and export every
 grassroots_* metric (with the labels matched on it) that the rules and dashboards use.
 """
+
 import contextlib
 import importlib.util
 import json
@@ -126,6 +127,7 @@ def assert_labels_known(prefix, known):
 
 # --- rules -------------------------------------------------------------------------------------
 
+
 def test_promtool_checks_the_rules_file():
     result = promtool("check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -243,11 +245,13 @@ def test_the_suite_carries_the_same_monitoring_and_what_it_scrapes(name):
     # The operator labels the pods app.kubernetes.io/name: <cluster name>, component: rabbitmq.
     assert [c["metadata"]["name"] for c in clusters] == ["grassroots-rabbitmq"], name
     config = clusters[0]["spec"].get("rabbitmq", {}).get("additionalConfig", "")
-    assert re.search(r"prometheus\.return_per_object_metrics\s*=\s*true", config), \
+    assert re.search(r"prometheus\.return_per_object_metrics\s*=\s*true", config), (
         "the queue alerts need per-queue series"
+    )
 
 
 # --- dashboards --------------------------------------------------------------------------------
+
 
 def test_dashboards_parse_and_every_panel_has_a_query():
     dashboards = load_dashboards()
@@ -273,24 +277,36 @@ def test_dashboards_parse_and_every_panel_has_a_query():
 def test_overview_covers_rate_errors_duration_in_flight_dead_letters_and_outbox():
     overview = load_dashboards()["grassroots-overview.json"]
     exprs = " ".join(t["expr"] for p in panels(overview) for t in p.get("targets", ()))
-    for fragment in ("rate(grassroots_requests_total", 'outcome="error"', "histogram_quantile(0.5,",
-                     "histogram_quantile(0.99,", "by (service, method, le)", "grassroots_requests_in_flight",
-                     "grassroots_dead_letters_total", "grassroots_outbox_pending"):
+    for fragment in (
+        "rate(grassroots_requests_total",
+        'outcome="error"',
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.99,",
+        "by (service, method, le)",
+        "grassroots_requests_in_flight",
+        "grassroots_dead_letters_total",
+        "grassroots_outbox_pending",
+    ):
         assert fragment in exprs, fragment
 
 
 def test_domain_dashboard_covers_the_domain_gauges():
     domain = load_dashboards()["grassroots-domain.json"]
     exprs = " ".join(t["expr"] for p in panels(domain) for t in p.get("targets", ()))
-    for fragment in ('grassroots_notices_deliveries{namespace="$namespace", status="delivered"}',
-                     'grassroots_notices_deliveries{namespace="$namespace", status="failed"}', "by (channel)",
-                     "grassroots_notices_acknowledgements", "grassroots_volunteer_requests",
-                     "by (handling_level) (grassroots_grid_open_incidents",
-                     "grassroots_grid_screening_coverage_ratio"):
+    for fragment in (
+        'grassroots_notices_deliveries{namespace="$namespace", status="delivered"}',
+        'grassroots_notices_deliveries{namespace="$namespace", status="failed"}',
+        "by (channel)",
+        "grassroots_notices_acknowledgements",
+        "grassroots_volunteer_requests",
+        "by (handling_level) (grassroots_grid_open_incidents",
+        "grassroots_grid_screening_coverage_ratio",
+    ):
         assert fragment in exprs, fragment
 
 
 # --- truth: rabbitmq_* names -------------------------------------------------------------------
+
 
 def vendored_rabbitmq_metrics():
     metrics = {}
@@ -313,6 +329,7 @@ def test_every_rabbitmq_metric_used_is_one_the_plugin_exposes():
 
 # --- truth: grassroots_* names, live -----------------------------------------------------------
 
+
 def _get_metrics(config):
     with urllib.request.urlopen(f"http://{config['WEB_SERVER_ADDRESS']}/metrics", timeout=10) as response:
         assert response.status == 200
@@ -320,17 +337,18 @@ def _get_metrics(config):
 
 
 @pytest.fixture
-def live_metrics(grid, notices, legal, volunteer, grid_config, notices_config, legal_config, volunteer_config,
-                 call_as):
+def live_metrics(grid, notices, legal, volunteer, grid_config, notices_config, legal_config, volunteer_config, call_as):
     """{service: its /metrics text} after a call or two to each service (so that the labelled RED
     series have samples)."""
     from tests.support import token
 
     proxy = call_as(token("admin", sub="monitoring"))
-    for service, method, kwargs in (("grid", "get_unit", {"unit_id": "not-an-id"}),
-                                    ("notices", "list_notices", {}),
-                                    ("legal", "get_consultation", {"consultation_id": "not-an-id"}),
-                                    ("volunteer", "list_requests", {})):
+    for service, method, kwargs in (
+        ("grid", "get_unit", {"unit_id": "not-an-id"}),
+        ("notices", "list_notices", {}),
+        ("legal", "get_consultation", {"consultation_id": "not-an-id"}),
+        ("volunteer", "list_requests", {}),
+    ):
         with contextlib.suppress(Exception):  # a refused call is counted too (client_error)
             getattr(getattr(proxy, service), method)(**kwargs)
     configs = {"grid": grid_config, "notices": notices_config, "legal": legal_config, "volunteer": volunteer_config}
@@ -343,8 +361,11 @@ def exported(text):
 
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
-        suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                    "summary": ("_sum", "_count", "_created")}.get(family.type, ("",))
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "summary": ("_sum", "_count", "_created"),
+        }.get(family.type, ("",))
         for suffix in suffixes:
             names.setdefault(family.name + suffix, set())
         for sample in family.samples:
@@ -385,8 +406,16 @@ def test_every_grassroots_metric_used_is_exported_by_the_services(live_metrics):
     assert not missing, f"used in the rules or dashboards but exported by no service: {missing}"
     assert_labels_known("grassroots_", exported_labels)
     # Every gauge the domain dashboard and the district alert read is in the services' own output.
-    for name in ("grassroots_grid_open_incidents", "grassroots_grid_screening_coverage_ratio",
-                 "grassroots_notices_deliveries", "grassroots_notices_acknowledgements",
-                 "grassroots_volunteer_requests", "grassroots_outbox_pending", "grassroots_dead_letters_total"):
-        assert any(f"# TYPE {name}" in text or f"# TYPE {name.removesuffix('_total')}" in text
-                   for text in live_metrics.values()), name
+    for name in (
+        "grassroots_grid_open_incidents",
+        "grassroots_grid_screening_coverage_ratio",
+        "grassroots_notices_deliveries",
+        "grassroots_notices_acknowledgements",
+        "grassroots_volunteer_requests",
+        "grassroots_outbox_pending",
+        "grassroots_dead_letters_total",
+    ):
+        assert any(
+            f"# TYPE {name}" in text or f"# TYPE {name.removesuffix('_total')}" in text
+            for text in live_metrics.values()
+        ), name

@@ -1,6 +1,7 @@
 """Bottom-up escalation across services: an unmatched help request, an understaffed shift and a
 screening visit that found a concern each raise an incident at the grid they came from, which
 then climbs level by level on its deadlines."""
+
 import datetime as dt
 import uuid
 
@@ -42,17 +43,24 @@ def climbs_to_medium(officer, incident, district, small, medium):
     assert (incident["unit_id"], first["action"], first["to_level"]) == (small, "reported", "grid_small")
     climbed = wait_until(
         lambda: (lambda i: i if i["handling_level"] == "grid_medium" else None)(
-            officer.grid.get_incident(incident_id=incident["id"])), timeout=15, message="incident did not climb")
+            officer.grid.get_incident(incident_id=incident["id"])
+        ),
+        timeout=15,
+        message="incident did not climb",
+    )
     assert climbed["status"] == "escalated" and climbed["handling_unit_id"] == medium
     assert climbed["steps"][-1]["actor"] == "system:deadline"
 
 
 def test_an_unmatched_request_becomes_an_incident_at_its_grid_once(officer, district, running, volunteer_events):
-    request = officer.volunteer.create_request(unit_id=district["small_b"], kind="medicine", details="Insulin",
-                                               urgency="critical", needed_by=later(hours=2))
+    request = officer.volunteer.create_request(
+        unit_id=district["small_b"], kind="medicine", details="Insulin", urgency="critical", needed_by=later(hours=2)
+    )
     assert request["status"] == "unmatched"  # nobody volunteers anywhere in this district
-    incident = wait_until(lambda: incident_from(officer, district["small_b"], f"volunteer:request/{request['id']}"),
-                          message="no incident for the unmatched request")
+    incident = wait_until(
+        lambda: incident_from(officer, district["small_b"], f"volunteer:request/{request['id']}"),
+        message="no incident for the unmatched request",
+    )
     assert incident["category"] == "resident_need" and incident["department"] == "civil_affairs"
     assert incident["reported_by"] == "system:volunteer"
     unmatched = volunteer_events.next("request_unmatched", where=lambda e: e["data"]["request_id"] == request["id"])
@@ -68,25 +76,31 @@ def test_an_unmatched_request_becomes_an_incident_at_its_grid_once(officer, dist
 
 def test_an_understaffed_shift_becomes_an_incident_at_its_post(officer, district, running):
     post = officer.volunteer.create_post(unit_id=district["small_a"], name="Gate 3", location="North gate")
-    shift = officer.volunteer.add_shift(post_id=post["id"], starts_at=later(minutes=30), ends_at=later(minutes=150),
-                                        needed=2)
-    incident = wait_until(lambda: incident_from(officer, district["small_a"], f"volunteer:shift/{shift['id']}"),
-                          message="no incident for the understaffed shift")
+    shift = officer.volunteer.add_shift(
+        post_id=post["id"], starts_at=later(minutes=30), ends_at=later(minutes=150), needed=2
+    )
+    incident = wait_until(
+        lambda: incident_from(officer, district["small_a"], f"volunteer:shift/{shift['id']}"),
+        message="no incident for the understaffed shift",
+    )
     assert "0 of 2 volunteers" in incident["description"]
     climbs_to_medium(officer, incident, district, district["small_a"], district["medium_a"])
 
 
-def test_a_screening_visit_with_a_concern_raises_an_incident_at_the_household_grid(officer, admin, district,
-                                                                                    call_as):
+def test_a_screening_visit_with_a_concern_raises_an_incident_at_the_household_grid(officer, admin, district, call_as):
     home = add_household(admin, district["small_a"])
     add_resident(admin, home, 1)
-    campaign = officer.grid.start_screening(under=district["street"], title="Fever check",
-                                            starts_on=dt.date.today().isoformat(),
-                                            ends_on=(dt.date.today() + dt.timedelta(days=3)).isoformat())
+    campaign = officer.grid.start_screening(
+        under=district["street"],
+        title="Fever check",
+        starts_on=dt.date.today().isoformat(),
+        ends_on=(dt.date.today() + dt.timedelta(days=3)).isoformat(),
+    )
     worker = call_as(token("grid_worker", sub="worker", unit=district["small_a"])).grid
     fine = worker.record_visit(campaign_id=campaign["id"], household_id=home, outcome="seen_ok")
-    concern = worker.record_visit(campaign_id=campaign["id"], household_id=home, outcome="seen_concern",
-                                  note="Cough and fever for two days")
+    concern = worker.record_visit(
+        campaign_id=campaign["id"], household_id=home, outcome="seen_concern", note="Cough and fever for two days"
+    )
     assert incident_from(officer, district["small_a"], f"grid:visit/{fine['id']}") is None
     incident = incident_from(officer, district["small_a"], f"grid:visit/{concern['id']}")
     assert incident["category"] == "public_health" and incident["department"] == "health"

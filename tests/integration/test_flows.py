@@ -1,6 +1,7 @@
 """The suite working as one: event-driven flows across grid, notices, legal and volunteer, each on
 a real broker and PostgreSQL with all four services running; each survives redelivery and a
 consumer restarted in the middle."""
+
 import datetime as dt
 import uuid
 
@@ -43,8 +44,14 @@ def people(suite, admin, district, call_as):
 
     def register(resident, unit, name):
         return officer.volunteer.register_volunteer(
-            name=name, phone="13912345678", home_unit_id=unit, skills=["delivery", "elderly_care"],
-            availability=ALWAYS, max_active_tasks=5, resident_id=resident)["id"]
+            name=name,
+            phone="13912345678",
+            home_unit_id=unit,
+            skills=["delivery", "elderly_care"],
+            availability=ALWAYS,
+            max_active_tasks=5,
+            resident_id=resident,
+        )["id"]
 
     ids["v_neighbour"] = register(ids["neighbour"], district["small_a"], "neighbour")
     ids["v_q"] = register(ids["q_volunteer"], district["small_a"], "lives with a quarantined resident")
@@ -53,8 +60,9 @@ def people(suite, admin, district, call_as):
 
 
 def household_requests(officer, unit, household):
-    return [r for r in officer.volunteer.list_requests(under=unit, page_size=100)["items"]
-            if r["household_id"] == household]
+    return [
+        r for r in officer.volunteer.list_requests(under=unit, page_size=100)["items"] if r["household_id"] == household
+    ]
 
 
 def offered_to(call_as, volunteer_id):
@@ -70,7 +78,8 @@ def direct_messages(officer, unit):
 
 
 def test_quarantine_notifies_the_household_and_opens_daily_care_matched_in_its_grid(
-        people, admin, call_as, receiver, grid_events, suite, monkeypatch):
+    people, admin, call_as, receiver, grid_events, suite, monkeypatch
+):
     officer, small_a = people["officer"], people["small_a"]
     # A volunteer's own household under quarantine: that volunteer is never sent out.
     with entrypoint_waiter(suite["volunteer"], "on_resident_tagged"):
@@ -79,16 +88,24 @@ def test_quarantine_notifies_the_household_and_opens_daily_care_matched_in_its_g
     admin.tag_resident(resident_id=people["r1"], tag="quarantined", until=later(days=14))
     tagged = grid_events.next("resident_tagged", where=lambda e: e["data"]["resident_id"] == people["r1"])
 
-    messages = wait_until(lambda: [m for m in direct_messages(officer, small_a)
-                                   if m["audience"].get("household_id") == people["home"]] or None,
-                          message="no quarantine instructions for the household")
+    messages = wait_until(
+        lambda: (
+            [m for m in direct_messages(officer, small_a) if m["audience"].get("household_id") == people["home"]]
+            or None
+        ),
+        message="no quarantine instructions for the household",
+    )
     assert len(messages) == 1
     assert messages[0]["template"] == "quarantine_instructions" and messages[0]["recipient_count"] == 2
-    wait_until(lambda: len(receiver.accepted("/push")) + len(receiver.accepted("/sms")) >= 2,
-               message="instructions were not delivered")
+    wait_until(
+        lambda: len(receiver.accepted("/push")) + len(receiver.accepted("/sms")) >= 2,
+        message="instructions were not delivered",
+    )
 
-    care = wait_until(lambda: (lambda rs: rs if len(rs) == 2 else None)(
-        household_requests(officer, small_a, people["home"])), message="daily care requests were not opened")
+    care = wait_until(
+        lambda: (lambda rs: rs if len(rs) == 2 else None)(household_requests(officer, small_a, people["home"])),
+        message="daily care requests were not opened",
+    )
     assert {r["kind"] for r in care} == {"groceries", "check_in"}
     assert all(r["origin"].startswith(f"care:{people['home']}:") and r["status"] == "offered" for r in care)
     assert all(r["address"]["room"] == "101" for r in care)
@@ -109,13 +126,16 @@ def test_quarantine_notifies_the_household_and_opens_daily_care_matched_in_its_g
         grid_events.republish(tagged, id=str(uuid.uuid4()))
     assert again.get() == "already sent today"
     # A second member quarantined the same day: still one message and one request of each kind.
-    with entrypoint_waiter(suite["volunteer"], "on_resident_tagged"), \
-            entrypoint_waiter(suite["notices"], "on_resident_tagged") as second:
+    with (
+        entrypoint_waiter(suite["volunteer"], "on_resident_tagged"),
+        entrypoint_waiter(suite["notices"], "on_resident_tagged") as second,
+    ):
         admin.tag_resident(resident_id=people["r2"], tag="quarantined")
     assert second.get() == "already sent today"
     assert len(household_requests(officer, small_a, people["home"])) == 2
-    assert len([m for m in direct_messages(officer, small_a)
-                if m["audience"].get("household_id") == people["home"]]) == 1
+    assert (
+        len([m for m in direct_messages(officer, small_a) if m["audience"].get("household_id") == people["home"]]) == 1
+    )
 
     # Tomorrow the timer opens the next day's pair, once.
     tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
@@ -147,17 +167,23 @@ def test_quarantine_notifies_the_household_and_opens_daily_care_matched_in_its_g
 
 
 def test_quarantine_events_wait_for_a_volunteer_service_that_was_down(
-        people, admin, call_as, container_factory, volunteer_config, suite):
+    people, admin, call_as, container_factory, volunteer_config, suite
+):
     officer = people["officer"]
     suite["volunteer"].stop()  # its queues stay: the grid's events wait in them
     admin.tag_resident(resident_id=people["r1"], tag="quarantined")
-    wait_until(lambda: direct_messages(officer, people["small_a"]) or None,
-               message="notices did not react while volunteer was down")
+    wait_until(
+        lambda: direct_messages(officer, people["small_a"]) or None,
+        message="notices did not react while volunteer was down",
+    )
     restarted = container_factory(volunteer_service.VolunteerService, volunteer_config)
     restarted.start()
-    care = wait_until(lambda: (lambda rs: rs if len(rs) == 2 else None)(
-        household_requests(officer, people["small_a"], people["home"])),
-        message="the restarted service did not catch up")
+    care = wait_until(
+        lambda: (lambda rs: rs if len(rs) == 2 else None)(
+            household_requests(officer, people["small_a"], people["home"])
+        ),
+        message="the restarted service did not catch up",
+    )
     assert {r["kind"] for r in care} == {"groceries", "check_in"}
 
 
@@ -170,9 +196,13 @@ def test_members_released_at_the_same_moment_stop_the_care(people, admin, suite)
     releases = [admin.untag_resident.call_async(resident_id=r, tag="quarantined") for r in (people["r1"], people["r2"])]
     for release in releases:
         release.result()
-    wait_until(lambda: {r["status"] for r in household_requests(people["officer"], people["small_a"],
-                                                                 people["home"])} == {"cancelled"},
-               message="care went on after the last member was released")
+    wait_until(
+        lambda: (
+            {r["status"] for r in household_requests(people["officer"], people["small_a"], people["home"])}
+            == {"cancelled"}
+        ),
+        message="care went on after the last member was released",
+    )
 
 
 def test_an_untag_arriving_before_its_tag_leaves_no_care_behind(people, admin, grid_events, suite):
@@ -181,9 +211,13 @@ def test_an_untag_arriving_before_its_tag_leaves_no_care_behind(people, admin, g
     tagged = grid_events.next("resident_tagged", where=lambda e: e["data"]["resident_id"] == people["r1"])
     admin.untag_resident(resident_id=people["r1"], tag="quarantined")
     untagged = grid_events.next("resident_untagged", where=lambda e: e["data"]["resident_id"] == people["r1"])
-    wait_until(lambda: {r["status"] for r in household_requests(people["officer"], people["small_a"],
-                                                                 people["home"])} == {"cancelled"},
-               message="care was not stopped")
+    wait_until(
+        lambda: (
+            {r["status"] for r in household_requests(people["officer"], people["small_a"], people["home"])}
+            == {"cancelled"}
+        ),
+        message="care was not stopped",
+    )
     # Replay them in the wrong order under new ids: the stale tag must not reopen anything.
     with entrypoint_waiter(suite["volunteer"], "on_resident_untagged"):
         grid_events.republish(untagged, id=str(uuid.uuid4()))
@@ -195,31 +229,51 @@ def test_an_untag_arriving_before_its_tag_leaves_no_care_behind(people, admin, g
     with entrypoint_waiter(suite["notices"], "on_resident_tagged") as notices_late:
         grid_events.republish(late)
     assert notices_late.get() == "no longer quarantined"
-    assert {r["status"] for r in household_requests(people["officer"], people["small_a"],
-                                                    people["home"])} == {"cancelled"}
+    assert {r["status"] for r in household_requests(people["officer"], people["small_a"], people["home"])} == {
+        "cancelled"
+    }
 
 
 # ---- 2. unacknowledged vulnerable residents -----------------------------------
 
 
-def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(people, admin, call_as, suite,
-                                                                            notices_events):
+def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(
+    people, admin, call_as, suite, notices_events
+):
     officer, small_a = people["officer"], people["small_a"]
     for resident in (people["r1"], people["r2"], people["neighbour"]):
         admin.tag_resident(resident_id=resident, tag="elderly_alone")
     notice = officer.notices.create_notice(
-        title="Water cut", body="No water on Friday 9-12.", category="community_activity", severity="moderate",
-        urgency="expected", audience={"under": [small_a], "tags_any": ["elderly_alone"]}, channels=["sms"],
-        requires_ack=True, ack_deadline=later(seconds=10))
+        title="Water cut",
+        body="No water on Friday 9-12.",
+        category="community_activity",
+        severity="moderate",
+        urgency="expected",
+        audience={"under": [small_a], "tags_any": ["elderly_alone"]},
+        channels=["sms"],
+        requires_ack=True,
+        ack_deadline=later(seconds=10),
+    )
     officer.notices.approve_notice(notice_id=notice["id"])
     resident = call_as(token("resident", sub=people["neighbour"])).notices
-    wait_until(lambda: officer.notices.get_notice(notice_id=notice["id"])["status"] == "published",
-               message="notice not published")
+    wait_until(
+        lambda: officer.notices.get_notice(notice_id=notice["id"])["status"] == "published",
+        message="notice not published",
+    )
     resident.acknowledge(notice_id=notice["id"], resident_id=people["neighbour"])
 
-    knocks = wait_until(lambda: [r for r in officer.volunteer.list_requests(under=small_a)["items"]
-                                 if (r["origin"] or "").startswith(f"unack:notice/{notice['id']}:")] or None,
-                        timeout=30, message="no door-knock requests")
+    knocks = wait_until(
+        lambda: (
+            [
+                r
+                for r in officer.volunteer.list_requests(under=small_a)["items"]
+                if (r["origin"] or "").startswith(f"unack:notice/{notice['id']}:")
+            ]
+            or None
+        ),
+        timeout=30,
+        message="no door-knock requests",
+    )
     # r1 and r2 share a household: one knock; the neighbour acknowledged: none.
     assert [(r["kind"], r["household_id"], r["unit_id"]) for r in knocks] == [("check_in", people["home"], small_a)]
     assert knocks[0]["urgency"] == "high" and knocks[0]["address"]["room"] == "101"
@@ -230,8 +284,16 @@ def test_unacknowledged_vulnerable_residents_get_a_door_knock_per_household(peop
     with entrypoint_waiter(suite["volunteer"], "on_notice_unacknowledged") as copy:
         notices_events.republish(silent, id=str(uuid.uuid4()))
     assert copy.get() == []
-    assert len([r for r in officer.volunteer.list_requests(under=small_a)["items"]
-                if (r["origin"] or "").startswith(f"unack:notice/{notice['id']}:")]) == 1
+    assert (
+        len(
+            [
+                r
+                for r in officer.volunteer.list_requests(under=small_a)["items"]
+                if (r["origin"] or "").startswith(f"unack:notice/{notice['id']}:")
+            ]
+        )
+        == 1
+    )
 
 
 # ---- 3. disputes ----------------------------------------------------------------
@@ -246,8 +308,13 @@ def dispute_parties(people, admin):
 def lawyer(people, call_as):
     officer = call_as(token("officer", sub="legal-officer", unit=people["street"])).legal
     station = officer.create_station(unit_id=people["community_a"], name="Legal station", address="1 Main Rd")
-    return officer.register_lawyer(name="Lawyer Zhang", firm="Binzhou Law Firm", license_no="LAW-000123",
-                                   specialties=["neighbour_dispute"], station_ids=[station["id"]])["id"]
+    return officer.register_lawyer(
+        name="Lawyer Zhang",
+        firm="Binzhou Law Firm",
+        license_no="LAW-000123",
+        specialties=["neighbour_dispute"],
+        station_ids=[station["id"]],
+    )["id"]
 
 
 def case_for(officer, unit, incident_id):
@@ -256,11 +323,16 @@ def case_for(officer, unit, incident_id):
 
 
 def test_a_dispute_becomes_a_mediation_case_whose_closing_resolves_the_incident(
-        people, dispute_parties, lawyer, call_as, suite, grid_events):
+    people, dispute_parties, lawyer, call_as, suite, grid_events
+):
     officer, small_a = people["officer"], people["small_a"]
     worker = call_as(token("grid_worker", sub="worker", unit=small_a))
-    incident = worker.grid.report_incident(unit_id=small_a, category="dispute", description="Water leaking "
-                                           "from the flat above", party_resident_ids=list(dispute_parties))
+    incident = worker.grid.report_incident(
+        unit_id=small_a,
+        category="dispute",
+        description="Water leaking from the flat above",
+        party_resident_ids=list(dispute_parties),
+    )
     reported = grid_events.next("incident_reported", where=lambda e: e["data"]["incident_id"] == incident["id"])
     case = wait_until(lambda: case_for(officer, small_a, incident["id"]), message="no mediation case")
     assert sorted(case["party_resident_ids"]) == sorted(dispute_parties)
@@ -272,8 +344,10 @@ def test_a_dispute_becomes_a_mediation_case_whose_closing_resolves_the_incident(
     with entrypoint_waiter(suite["legal"], "on_incident_reported") as copy:
         grid_events.republish(reported, id=str(uuid.uuid4()))
     assert copy.get() == case["id"]
-    assert len([c for c in officer.legal.list_cases(under=small_a)["items"]
-                if c["source_incident_id"] == incident["id"]]) == 1
+    assert (
+        len([c for c in officer.legal.list_cases(under=small_a)["items"] if c["source_incident_id"] == incident["id"]])
+        == 1
+    )
 
     officer.legal.assign_mediator(case_id=case["id"], mediator_id=lawyer, kind="judicial")
     as_lawyer = call_as(token("lawyer", sub=lawyer)).legal
@@ -286,11 +360,13 @@ def test_a_dispute_becomes_a_mediation_case_whose_closing_resolves_the_incident(
 
 
 def test_a_dispute_reported_while_legal_is_down_is_mediated_once_it_is_back(
-        people, dispute_parties, container_factory, legal_config, suite):
+    people, dispute_parties, container_factory, legal_config, suite
+):
     officer, small_a = people["officer"], people["small_a"]
     suite["legal"].stop()
-    incident = officer.grid.report_incident(unit_id=small_a, category="dispute", description="Noise at night",
-                                            party_resident_ids=list(dispute_parties))
+    incident = officer.grid.report_incident(
+        unit_id=small_a, category="dispute", description="Noise at night", party_resident_ids=list(dispute_parties)
+    )
     from services.legal.service import LegalService
 
     container_factory(LegalService, legal_config).start()
@@ -300,22 +376,27 @@ def test_a_dispute_reported_while_legal_is_down_is_mediated_once_it_is_back(
 
 def test_a_dispute_referred_to_court_goes_to_political_legal(people, dispute_parties, call_as, suite):
     officer, small_a = people["officer"], people["small_a"]
-    incident = officer.grid.report_incident(unit_id=small_a, category="dispute", description="Boundary wall",
-                                            party_resident_ids=list(dispute_parties))
+    incident = officer.grid.report_incident(
+        unit_id=small_a, category="dispute", description="Boundary wall", party_resident_ids=list(dispute_parties)
+    )
     case = wait_until(lambda: case_for(officer, small_a, incident["id"]), message="no mediation case")
     with entrypoint_waiter(suite["grid"], "on_mediation_closed"):
         officer.legal.close_mediation(case_id=case["id"], outcome="referred_to_court")
     referred = officer.grid.get_incident(incident_id=incident["id"])
     assert (referred["status"], referred["department"], referred["handling_level"]) == (
-        "escalated", "political_legal", "department")
+        "escalated",
+        "political_legal",
+        "department",
+    )
     assert referred["handling_unit_id"] is None
 
 
 def test_a_dispute_with_one_party_opens_no_case_and_other_incidents_are_ignored(people, call_as, suite):
     officer, small_a = people["officer"], people["small_a"]
     with entrypoint_waiter(suite["legal"], "on_incident_reported") as lone:
-        officer.grid.report_incident(unit_id=small_a, category="dispute", description="Noise",
-                                     party_resident_ids=[people["r1"]])
+        officer.grid.report_incident(
+            unit_id=small_a, category="dispute", description="Noise", party_resident_ids=[people["r1"]]
+        )
     assert lone.get() == "too few parties"
     with entrypoint_waiter(suite["legal"], "on_incident_reported") as other:
         officer.grid.report_incident(unit_id=small_a, category="infrastructure", description="Broken lamp")
@@ -325,23 +406,53 @@ def test_a_dispute_with_one_party_opens_no_case_and_other_incidents_are_ignored(
 
 # ---- 5. purpose-limited views ---------------------------------------------------------
 
-VOLUNTEER_REQUEST_FIELDS = {"id", "unit_id", "kind", "details", "urgency", "needed_by", "address", "status",
-                            "volunteer_id", "note", "rating"}
-STAFF_REQUEST_FIELDS = VOLUNTEER_REQUEST_FIELDS | {"household_id", "resident_id", "origin", "created_by",
-                                                   "created_at"}
+VOLUNTEER_REQUEST_FIELDS = {
+    "id",
+    "unit_id",
+    "kind",
+    "details",
+    "urgency",
+    "needed_by",
+    "address",
+    "status",
+    "volunteer_id",
+    "note",
+    "rating",
+}
+STAFF_REQUEST_FIELDS = VOLUNTEER_REQUEST_FIELDS | {"household_id", "resident_id", "origin", "created_by", "created_at"}
 RESIDENT_FIELDS = {"id", "household_id", "unit_id", "name", "id_number", "phone", "birth_date", "tags"}
-CASE_FIELDS = {"id", "unit_id", "category", "description", "party_resident_ids", "source_incident_id", "status",
-               "outcome", "agreement", "opened_by", "opened_at", "closed_at", "parties", "mediators", "sessions"}
+CASE_FIELDS = {
+    "id",
+    "unit_id",
+    "category",
+    "description",
+    "party_resident_ids",
+    "source_incident_id",
+    "status",
+    "outcome",
+    "agreement",
+    "opened_by",
+    "opened_at",
+    "closed_at",
+    "parties",
+    "mediators",
+    "sessions",
+}
 PARTY_FIELDS = {"resident_id", "household_id", "name", "phone"}
 
 
 def test_purpose_limited_views_role_by_method(people, admin, dispute_parties, lawyer, call_as, suite):
     small_a, street = people["small_a"], people["street"]
     admin.tag_resident(resident_id=people["r1"], tag="quarantined")
-    care = wait_until(lambda: (lambda rs: rs if len(rs) == 2 else None)(
-        household_requests(people["officer"], small_a, people["home"])), message="no care requests")
-    incident = admin.report_incident(unit_id=small_a, category="dispute", description="Parking",
-                                     party_resident_ids=list(dispute_parties))
+    care = wait_until(
+        lambda: (lambda rs: rs if len(rs) == 2 else None)(
+            household_requests(people["officer"], small_a, people["home"])
+        ),
+        message="no care requests",
+    )
+    incident = admin.report_incident(
+        unit_id=small_a, category="dispute", description="Parking", party_resident_ids=list(dispute_parties)
+    )
     case = wait_until(lambda: case_for(people["officer"], small_a, incident["id"]), message="no case")
     people["officer"].legal.assign_mediator(case_id=case["id"], mediator_id=lawyer, kind="judicial")
 
@@ -356,17 +467,24 @@ def test_purpose_limited_views_role_by_method(people, admin, dispute_parties, la
 
     # role × method → the fields returned (and, where personal data may appear, how it appears)
     matrix = {
-        ("volunteer offered", "volunteer.get_request"): (volunteer.get_request(request_id=request_id),
-                                                         VOLUNTEER_REQUEST_FIELDS),
-        ("volunteer offered", "volunteer.my_tasks.offers"): (volunteer.my_tasks(volunteer_id=people["v_neighbour"])
-                                                             ["offers"][0], {"id", "request_id", "volunteer_id",
-                                                                             "status", "expires_at"}),
-        ("officer", "volunteer.get_request"): (officer.volunteer.get_request(request_id=request_id),
-                                               STAFF_REQUEST_FIELDS),
+        ("volunteer offered", "volunteer.get_request"): (
+            volunteer.get_request(request_id=request_id),
+            VOLUNTEER_REQUEST_FIELDS,
+        ),
+        ("volunteer offered", "volunteer.my_tasks.offers"): (
+            volunteer.my_tasks(volunteer_id=people["v_neighbour"])["offers"][0],
+            {"id", "request_id", "volunteer_id", "status", "expires_at"},
+        ),
+        ("officer", "volunteer.get_request"): (
+            officer.volunteer.get_request(request_id=request_id),
+            STAFF_REQUEST_FIELDS,
+        ),
         ("lawyer assigned", "legal.get_case"): (as_lawyer.get_case(case_id=case["id"]), CASE_FIELDS),
         ("officer", "legal.get_case"): (officer.legal.get_case(case_id=case["id"]), CASE_FIELDS),
-        ("officer", "grid.count_residents"): (officer.grid.count_residents(under=small_a,
-                                                                           tags_any=["quarantined"]), {"count"}),
+        ("officer", "grid.count_residents"): (
+            officer.grid.count_residents(under=small_a, tags_any=["quarantined"]),
+            {"count"},
+        ),
         ("officer", "grid.get_resident"): (officer.grid.get_resident(resident_id=r1), RESIDENT_FIELDS),
         ("officer pii", "grid.get_resident"): (pii_officer.grid.get_resident(resident_id=r1), RESIDENT_FIELDS),
     }

@@ -1,4 +1,5 @@
 """Authentication and scope: missing, expired, forged and out-of-scope tokens."""
+
 import jwt
 import pytest
 from nameko.exceptions import RemoteError
@@ -21,8 +22,11 @@ def test_expired_token_is_unauthenticated(call_as, grid):
 
 
 def test_forged_token_is_unauthenticated(call_as, grid):
-    forged = jwt.encode({"sub": "mallory", "roles": ["admin"], "exp": 9999999999},
-                        "not-the-secret-but-long-enough-to-sign", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "mallory", "roles": ["admin"], "exp": 9999999999},
+        "not-the-secret-but-long-enough-to-sign",
+        algorithm="HS256",
+    )
     with pytest.raises(Unauthenticated):
         call_as(forged).grid.list_units()
     unsigned = jwt.encode({"sub": "mallory", "roles": ["admin"], "exp": 9999999999}, "", algorithm="none")  # no key
@@ -31,8 +35,9 @@ def test_forged_token_is_unauthenticated(call_as, grid):
 
 
 def test_token_with_unknown_role_is_unauthenticated(call_as, grid):
-    bad = jwt.encode({"sub": "x", "roles": ["superuser"], "exp": 9999999999},
-                     "test-secret-for-grassroots-tests", algorithm="HS256")
+    bad = jwt.encode(
+        {"sub": "x", "roles": ["superuser"], "exp": 9999999999}, "test-secret-for-grassroots-tests", algorithm="HS256"
+    )
     with pytest.raises(Unauthenticated):
         call_as(bad).grid.list_units()
 
@@ -48,8 +53,9 @@ def test_community_scope_cannot_reach_another_community(admin, district, call_as
     with pytest.raises(Forbidden):
         officer_a.find_residents(under=district["street"])
     with pytest.raises(Forbidden):
-        officer_a.register_household(unit_id=district["small_b"], address={
-            "compound": "C", "building": "1", "entrance": "1", "room": "1"})
+        officer_a.register_household(
+            unit_id=district["small_b"], address={"compound": "C", "building": "1", "entrance": "1", "room": "1"}
+        )
     with pytest.raises(Forbidden):
         officer_a.move_unit(unit_id=district["large_a"], new_parent_id=district["community_b"])
     with pytest.raises(Forbidden):

@@ -1,4 +1,5 @@
 """/metrics, /healthz and /readyz served by the grid service over real HTTP."""
+
 import json
 import urllib.error
 import urllib.request
@@ -20,8 +21,11 @@ def get(config, path):
 
 
 def samples(text):
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_show_rate_errors_and_duration_after_calls(grid, grid_config, call_as):
@@ -40,8 +44,10 @@ def test_metrics_show_rate_errors_and_duration_after_calls(grid, grid_config, ca
     assert values[("grassroots_requests_total", tuple(sorted(rpc)))] == 10  # build_district creates 10 units
     bad = ("entrypoint", "rpc"), ("method", "get_unit"), ("outcome", "client_error"), ("service", "grid")
     assert values[("grassroots_requests_total", tuple(sorted(bad)))] == 1
-    count_key = ("grassroots_request_duration_seconds_count",
-                 tuple(sorted({"entrypoint": "rpc", "method": "create_unit", "service": "grid"}.items())))
+    count_key = (
+        "grassroots_request_duration_seconds_count",
+        tuple(sorted({"entrypoint": "rpc", "method": "create_unit", "service": "grid"}.items())),
+    )
     assert values[count_key] == 10
     assert values[("grassroots_grid_residents", ())] == 1
     assert values[("grassroots_grid_tagged_residents", (("tag", "elderly_alone"),))] == 1

@@ -1,4 +1,5 @@
 """Households, residents, tags and audience queries, through real RPC."""
+
 import datetime as dt
 
 import pytest
@@ -18,8 +19,7 @@ def test_register_and_read_a_resident_masked_by_default(admin, district, call_as
     seen = worker.get_resident(resident_id=created["id"])
     assert seen["id_number"] == created["id_number"]
     assert seen["unit_id"] == district["small_a"]
-    revealed = call_as(token("officer", unit=district["street"], pii=True)).grid.get_resident(
-        resident_id=created["id"])
+    revealed = call_as(token("officer", unit=district["street"], pii=True)).grid.get_resident(resident_id=created["id"])
     assert revealed["id_number"] == id_number(7)
     assert revealed["phone"] == "13800000007"
 
@@ -74,8 +74,7 @@ def test_tags_filter_counts_and_pages(admin, district):
     assert admin.count_residents(under=street, tags_any=["elderly_alone", "chronic_illness"])["count"] == 3
     assert admin.count_residents(under=street, tags_all=["elderly_alone", "chronic_illness"])["count"] == 1
     assert admin.count_residents(under=district["community_b"], tags_any=["chronic_illness"])["count"] == 1
-    assert admin.count_residents(under=street, tags_any=["chronic_illness"], tags_all=["elderly_alone"])[
-        "count"] == 1
+    assert admin.count_residents(under=street, tags_any=["chronic_illness"], tags_all=["elderly_alone"])["count"] == 1
     page = admin.find_residents(under=street, tags_any=["elderly_alone"], page_size=1)
     assert [r["id"] for r in page["items"]] == [people[0]] and page["has_more"] is True
     page2 = admin.find_residents(under=street, tags_any=["elderly_alone"], page=2, page_size=1)

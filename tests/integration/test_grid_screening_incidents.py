@@ -1,4 +1,5 @@
 """Screening campaigns and incident escalation, through real RPC."""
+
 import datetime as dt
 
 import eventlet
@@ -14,8 +15,9 @@ TODAY = dt.date.today().isoformat()
 def test_screening_progress_per_child_unit(admin, district, call_as):
     homes_a = [add_household(admin, district["small_a"], room=str(r)) for r in range(4)]
     homes_b = [add_household(admin, district["small_b"], room=str(r)) for r in range(2)]
-    campaign = admin.start_screening(under=district["street"], title="Door to door", starts_on=TODAY,
-                                     ends_on=TODAY)["id"]
+    campaign = admin.start_screening(under=district["street"], title="Door to door", starts_on=TODAY, ends_on=TODAY)[
+        "id"
+    ]
     worker = call_as(token("grid_worker", sub="w1", unit=district["small_a"])).grid
     worker.record_visit(campaign_id=campaign, household_id=homes_a[0], outcome="absent")
     worker.record_visit(campaign_id=campaign, household_id=homes_a[0], outcome="seen_ok")  # latest counts
@@ -38,8 +40,9 @@ def test_screening_progress_per_child_unit(admin, district, call_as):
 
 def test_visit_outside_the_campaign_area_or_dates_is_refused(admin, district):
     home_b = add_household(admin, district["small_b"])
-    campaign = admin.start_screening(under=district["community_a"], title="A only", starts_on=TODAY,
-                                     ends_on=TODAY)["id"]
+    campaign = admin.start_screening(under=district["community_a"], title="A only", starts_on=TODAY, ends_on=TODAY)[
+        "id"
+    ]
     with pytest.raises(RemoteError) as err:
         admin.record_visit(campaign_id=campaign, household_id=home_b, outcome="seen_ok")
     assert err.value.exc_type == "ValidationError"
@@ -50,10 +53,14 @@ def test_visit_outside_the_campaign_area_or_dates_is_refused(admin, district):
 
 
 def test_incident_climbs_level_by_level_to_its_department(admin, district):
-    incident = admin.report_incident(unit_id=district["small_a"], category="dispute",
-                                     description="Noise between neighbours")
+    incident = admin.report_incident(
+        unit_id=district["small_a"], category="dispute", description="Noise between neighbours"
+    )
     assert (incident["status"], incident["handling_level"], incident["department"]) == (
-        "open", "grid_small", "political_legal")
+        "open",
+        "grid_small",
+        "political_legal",
+    )
     levels = []
     for _ in range(5):
         levels.append(admin.escalate_incident(incident_id=incident["id"], reason="needs more help")["handling_level"])
@@ -71,8 +78,9 @@ def test_incident_climbs_level_by_level_to_its_department(admin, district):
 
 
 def test_only_the_handling_level_or_above_resolves(admin, district, call_as):
-    incident = admin.report_incident(unit_id=district["small_a"], category="infrastructure",
-                                     description="Broken gate")["id"]
+    incident = admin.report_incident(unit_id=district["small_a"], category="infrastructure", description="Broken gate")[
+        "id"
+    ]
     worker = call_as(token("grid_worker", unit=district["small_a"])).grid
     worker.escalate_incident(incident_id=incident, reason="needs the community")
     worker.escalate_incident(incident_id=incident, reason="needs the community")
@@ -86,12 +94,14 @@ def test_only_the_handling_level_or_above_resolves(admin, district, call_as):
 def test_incident_parties_must_exist(admin, district):
     household = add_household(admin, district["small_a"])
     party = add_resident(admin, household, 61)["id"]
-    incident = admin.report_incident(unit_id=district["small_a"], category="dispute", description="d",
-                                     party_resident_ids=[party])
+    incident = admin.report_incident(
+        unit_id=district["small_a"], category="dispute", description="d", party_resident_ids=[party]
+    )
     assert incident["party_resident_ids"] == [party]
     with pytest.raises(RemoteError) as err:
-        admin.report_incident(unit_id=district["small_a"], category="dispute", description="d",
-                              party_resident_ids=[party, "99999999"])
+        admin.report_incident(
+            unit_id=district["small_a"], category="dispute", description="d", party_resident_ids=[party, "99999999"]
+        )
     assert err.value.exc_type == "ValidationError" and "party_resident_ids" in err.value.value
 
 
@@ -110,8 +120,9 @@ def fast_deadlines(grid_config):
 
 
 def test_overdue_incident_escalates_by_itself(fast_deadlines, admin, district):
-    incident = admin.report_incident(unit_id=district["small_a"], category="public_health",
-                                     description="Waste not collected")["id"]
+    incident = admin.report_incident(
+        unit_id=district["small_a"], category="public_health", description="Waste not collected"
+    )["id"]
     deadline = eventlet.hubs.get_hub().clock() + 15
     while admin.get_incident(incident_id=incident)["handling_level"] != "grid_large":
         assert eventlet.hubs.get_hub().clock() < deadline, "incident did not climb on its deadlines"

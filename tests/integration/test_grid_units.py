@@ -1,4 +1,5 @@
 """The unit tree, staff and Party organisations, through real RPC."""
+
 import pytest
 from nameko.exceptions import RemoteError
 
@@ -8,8 +9,9 @@ from tests.support import token
 def test_unit_is_returned_with_its_path(admin, district):
     unit = admin.get_unit(unit_id=district["small_a"])
     assert unit["level"] == "grid_small"
-    assert unit["path"] == [district[k] for k in ("district", "street", "community_a", "large_a", "medium_a",
-                                                  "small_a")]
+    assert unit["path"] == [
+        district[k] for k in ("district", "street", "community_a", "large_a", "medium_a", "small_a")
+    ]
     assert unit["parent_id"] == district["medium_a"]
     assert unit["closed"] is False
     assert isinstance(unit["id"], str)
@@ -46,8 +48,9 @@ def test_ancestors_run_from_the_district_down(admin, district):
 
 
 def test_move_unit_moves_its_subtree_and_its_residents(admin, district):
-    household = admin.register_household(unit_id=district["small_a"], address={
-        "compound": "C", "building": "1", "entrance": "1", "room": "101"})
+    household = admin.register_household(
+        unit_id=district["small_a"], address={"compound": "C", "building": "1", "entrance": "1", "room": "101"}
+    )
     moved = admin.move_unit(unit_id=district["large_a"], new_parent_id=district["community_b"])
     assert moved["path"][:3] == [district["district"], district["street"], district["community_b"]]
     small = admin.get_unit(unit_id=district["small_a"])
@@ -67,17 +70,18 @@ def test_closed_unit_takes_no_new_households(admin, district):
     closed = admin.close_unit(unit_id=district["small_a"])
     assert closed["closed"] is True
     with pytest.raises(RemoteError) as err:
-        admin.register_household(unit_id=district["small_a"], address={
-            "compound": "C", "building": "1", "entrance": "1", "room": "101"})
+        admin.register_household(
+            unit_id=district["small_a"], address={"compound": "C", "building": "1", "entrance": "1", "room": "101"}
+        )
     assert err.value.exc_type == "Conflict"
     assert district["small_a"] not in [u["id"] for u in admin.list_units(under=district["street"])["items"]]
-    assert district["small_a"] in [u["id"] for u in
-                                   admin.list_units(under=district["street"], include_closed=True)["items"]]
+    assert district["small_a"] in [
+        u["id"] for u in admin.list_units(under=district["street"], include_closed=True)["items"]
+    ]
 
 
 def test_staff_and_party_organisation(admin, district):
-    staff = admin.assign_staff(unit_id=district["community_a"], user_id="u-17", role="party_secretary",
-                               name="Wang Li")
+    staff = admin.assign_staff(unit_id=district["community_a"], user_id="u-17", role="party_secretary", name="Wang Li")
     assert staff["role"] == "party_secretary"
     with pytest.raises(RemoteError) as err:
         admin.assign_staff(unit_id=district["community_a"], user_id="u-17", role="party_secretary", name="Wang Li")

@@ -1,5 +1,6 @@
 """The legal service on a real broker and PostgreSQL: slots, bookings under contention,
 reschedules, idempotency, reminders through notices, confidential summaries, mediation."""
+
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -11,8 +12,9 @@ from shared.errors import Conflict, Forbidden, ValidationError
 from tests.support import add_household, add_resident, token, wait_until
 
 ZONE = ZoneInfo("Asia/Shanghai")
-EVERY_DAY = [{"weekday": d, "start": "09:00", "end": "12:00"} for d in range(7)] + \
-            [{"weekday": d, "start": "14:00", "end": "17:00"} for d in range(7)]
+EVERY_DAY = [{"weekday": d, "start": "09:00", "end": "12:00"} for d in range(7)] + [
+    {"weekday": d, "start": "14:00", "end": "17:00"} for d in range(7)
+]
 
 
 def local(day, clock):
@@ -29,21 +31,35 @@ def tomorrow():
 def practice(legal, call_as, admin, district):
     """A station in community a, two lawyers with plans, residents in two households."""
     officer = call_as(token("officer", sub="officer-a", unit=district["community_a"])).legal
-    station = officer.create_station(unit_id=district["community_a"], name="Sunny Legal Station",
-                                     address="1 Sunny Road")["id"]
-    l1 = officer.register_lawyer(name="Lawyer One", firm="Firm A", license_no="LIC-000001",
-                                 specialties=["family", "labour"], station_ids=[station])["id"]
-    l2 = officer.register_lawyer(name="Lawyer Two", firm="Firm B", license_no="LIC-000002",
-                                 specialties=["family"], station_ids=[station])["id"]
+    station = officer.create_station(
+        unit_id=district["community_a"], name="Sunny Legal Station", address="1 Sunny Road"
+    )["id"]
+    l1 = officer.register_lawyer(
+        name="Lawyer One",
+        firm="Firm A",
+        license_no="LIC-000001",
+        specialties=["family", "labour"],
+        station_ids=[station],
+    )["id"]
+    l2 = officer.register_lawyer(
+        name="Lawyer Two", firm="Firm B", license_no="LIC-000002", specialties=["family"], station_ids=[station]
+    )["id"]
     officer.set_schedule(lawyer_id=l1, station_id=station, weekly=EVERY_DAY)
     lawyer2 = call_as(token("lawyer", sub=l2)).legal
-    lawyer2.set_schedule(lawyer_id=l2, station_id=station, slot_minutes=45, buffer_minutes=15,
-                         weekly=[{"weekday": d, "start": "09:00", "end": "11:00"} for d in range(7)])
+    lawyer2.set_schedule(
+        lawyer_id=l2,
+        station_id=station,
+        slot_minutes=45,
+        buffer_minutes=15,
+        weekly=[{"weekday": d, "start": "09:00", "end": "11:00"} for d in range(7)],
+    )
     home1 = add_household(admin, district["small_a"], room="1")
     home2 = add_household(admin, district["small_a"], room="2")
     home3 = add_household(admin, district["small_b"], room="3")
-    residents = {f"r{i}": add_resident(admin, home, i)["id"]
-                 for i, home in ((1, home1), (2, home1), (3, home2), (4, home3), (5, home3))}
+    residents = {
+        f"r{i}": add_resident(admin, home, i)["id"]
+        for i, home in ((1, home1), (2, home1), (3, home2), (4, home3), (5, home3))
+    }
     return {**district, **residents, "station": station, "l1": l1, "l2": l2, "officer": officer}
 
 
@@ -55,10 +71,13 @@ def test_slots_follow_plans_breaks_buffers_and_time_off(practice, call_as, tomor
         by_lawyer.setdefault(slot["lawyer_id"], []).append(slot["starts_at"])
     assert len(by_lawyer[practice["l1"]]) == 12  # 09:00-12:00 and 14:00-17:00 in 30 minutes; 12-14 is a break
     assert by_lawyer[practice["l2"]] == [local(tomorrow, "09:00"), local(tomorrow, "10:00")]  # 45 + 15 buffer
-    assert [s["lawyer_id"] for s in resident.find_slots(
-        specialty="labour", date_from=tomorrow.isoformat(), date_to=tomorrow.isoformat())] == [practice["l1"]] * 12
-    practice["officer"].add_time_off(lawyer_id=practice["l1"], starts_at=local(tomorrow, "09:00"),
-                                     ends_at=local(tomorrow, "10:00"), reason="court")
+    assert [
+        s["lawyer_id"]
+        for s in resident.find_slots(specialty="labour", date_from=tomorrow.isoformat(), date_to=tomorrow.isoformat())
+    ] == [practice["l1"]] * 12
+    practice["officer"].add_time_off(
+        lawyer_id=practice["l1"], starts_at=local(tomorrow, "09:00"), ends_at=local(tomorrow, "10:00"), reason="court"
+    )
     after = resident.find_slots(specialty="labour", date_from=tomorrow.isoformat(), date_to=tomorrow.isoformat())
     assert len(after) == 10 and after[0]["starts_at"] == local(tomorrow, "10:00")
     far = tomorrow + dt.timedelta(days=20)
@@ -66,10 +85,24 @@ def test_slots_follow_plans_breaks_buffers_and_time_off(practice, call_as, tomor
     # a unit finds the stations serving it or its ancestors
     family_now = resident.find_slots(specialty="family", date_from=tomorrow.isoformat(), date_to=tomorrow.isoformat())
     assert len(family_now) == len(found) - 2
-    assert resident.find_slots(specialty="family", unit_id=practice["small_a"], date_from=tomorrow.isoformat(),
-                               date_to=tomorrow.isoformat()) == family_now
-    assert resident.find_slots(specialty="family", unit_id=practice["small_b"], date_from=tomorrow.isoformat(),
-                               date_to=tomorrow.isoformat()) == []
+    assert (
+        resident.find_slots(
+            specialty="family",
+            unit_id=practice["small_a"],
+            date_from=tomorrow.isoformat(),
+            date_to=tomorrow.isoformat(),
+        )
+        == family_now
+    )
+    assert (
+        resident.find_slots(
+            specialty="family",
+            unit_id=practice["small_b"],
+            date_from=tomorrow.isoformat(),
+            date_to=tomorrow.isoformat(),
+        )
+        == []
+    )
     assert [s["id"] for s in resident.list_stations(under=practice["street"])] == [practice["station"]]
     assert resident.list_stations(under=practice["community_b"]) == []
 
@@ -77,9 +110,16 @@ def test_slots_follow_plans_breaks_buffers_and_time_off(practice, call_as, tomor
 def test_fifty_concurrent_bookings_of_one_slot_make_one_booking(practice, call_as, tomorrow):
     service = call_as(token("service", sub="service:frontdesk")).legal
     slot = local(tomorrow, "09:30")
-    replies = [service.book.call_async(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=slot,
-                                       resident_id=practice[f"r{1 + i % 5}"], topic="Lease dispute")
-               for i in range(50)]
+    replies = [
+        service.book.call_async(
+            lawyer_id=practice["l1"],
+            station_id=practice["station"],
+            starts_at=slot,
+            resident_id=practice[f"r{1 + i % 5}"],
+            topic="Lease dispute",
+        )
+        for i in range(50)
+    ]
     booked, conflicts = [], 0
     for reply in replies:
         try:
@@ -93,16 +133,29 @@ def test_fifty_concurrent_bookings_of_one_slot_make_one_booking(practice, call_a
 
 def test_reschedule_is_atomic(practice, call_as, tomorrow):
     desk = call_as(token("service", sub="service:frontdesk")).legal
-    first = desk.book(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, "09:00"),
-                      resident_id=practice["r1"], topic="Wages owed")
-    desk.book(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, "09:30"),
-              resident_id=practice["r2"], topic="Divorce")
+    first = desk.book(
+        lawyer_id=practice["l1"],
+        station_id=practice["station"],
+        starts_at=local(tomorrow, "09:00"),
+        resident_id=practice["r1"],
+        topic="Wages owed",
+    )
+    desk.book(
+        lawyer_id=practice["l1"],
+        station_id=practice["station"],
+        starts_at=local(tomorrow, "09:30"),
+        resident_id=practice["r2"],
+        topic="Divorce",
+    )
     with pytest.raises(Conflict):
         desk.reschedule(consultation_id=first["id"], starts_at=local(tomorrow, "09:30"))
     assert desk.get_consultation(consultation_id=first["id"])["starts_at"] == local(tomorrow, "09:00")
     moved = desk.reschedule(consultation_id=first["id"], starts_at=local(tomorrow, "10:00"), lawyer_id=practice["l2"])
-    assert (moved["starts_at"], moved["lawyer_id"], moved["status"]) == (local(tomorrow, "10:00"), practice["l2"],
-                                                                          "booked")
+    assert (moved["starts_at"], moved["lawyer_id"], moved["status"]) == (
+        local(tomorrow, "10:00"),
+        practice["l2"],
+        "booked",
+    )
     free = desk.find_slots(specialty="labour", date_from=tomorrow.isoformat(), date_to=tomorrow.isoformat())
     assert local(tomorrow, "09:00") in [s["starts_at"] for s in free]  # the old slot is free again
     with pytest.raises(ValidationError):
@@ -111,8 +164,14 @@ def test_reschedule_is_atomic(practice, call_as, tomorrow):
 
 def test_idempotency_key_returns_the_same_booking(practice, call_as, tomorrow):
     resident = call_as(token("resident", sub=practice["r3"], unit=practice["small_a"])).legal
-    args = dict(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, "14:00"),
-                resident_id=practice["r3"], topic="Contract", idempotency_key="req-7")
+    args = dict(
+        lawyer_id=practice["l1"],
+        station_id=practice["station"],
+        starts_at=local(tomorrow, "14:00"),
+        resident_id=practice["r3"],
+        topic="Contract",
+        idempotency_key="req-7",
+    )
     first = resident.book(**args)
     assert resident.book(**args)["id"] == first["id"]
     with pytest.raises(Conflict):
@@ -124,25 +183,43 @@ def test_idempotency_key_returns_the_same_booking(practice, call_as, tomorrow):
 def test_a_resident_holds_a_limited_number_of_upcoming_bookings(practice, call_as, tomorrow):
     desk = call_as(token("service", sub="service:frontdesk")).legal
     for clock in ("14:00", "14:30", "15:00"):
-        desk.book(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, clock),
-                  resident_id=practice["r5"], topic="Many questions")
+        desk.book(
+            lawyer_id=practice["l1"],
+            station_id=practice["station"],
+            starts_at=local(tomorrow, clock),
+            resident_id=practice["r5"],
+            topic="Many questions",
+        )
     with pytest.raises(Conflict):
-        desk.book(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, "15:30"),
-                  resident_id=practice["r5"], topic="One more")
+        desk.book(
+            lawyer_id=practice["l1"],
+            station_id=practice["station"],
+            starts_at=local(tomorrow, "15:30"),
+            resident_id=practice["r5"],
+            topic="One more",
+        )
 
 
 def test_summary_is_confidential_and_every_read_is_audited(practice, call_as, tomorrow, legal_db):
     desk = call_as(token("service", sub="service:frontdesk")).legal
-    booked = desk.book(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, "16:00"),
-                       resident_id=practice["r1"], topic="Inheritance")
+    booked = desk.book(
+        lawyer_id=practice["l1"],
+        station_id=practice["station"],
+        starts_at=local(tomorrow, "16:00"),
+        resident_id=practice["r1"],
+        topic="Inheritance",
+    )
     with pytest.raises(Forbidden):
-        call_as(token("lawyer", sub=practice["l2"])).legal.complete(consultation_id=booked["id"], summary="x",
-                                                                     outcome="advice_given")
+        call_as(token("lawyer", sub=practice["l2"])).legal.complete(
+            consultation_id=booked["id"], summary="x", outcome="advice_given"
+        )
     lawyer = call_as(token("lawyer", sub=practice["l1"])).legal
     lawyer.complete(consultation_id=booked["id"], summary="Will contested; advised mediation.", outcome="mediation")
-    readers = {"lawyer": lawyer,
-               "resident": call_as(token("resident", sub=practice["r1"], unit=practice["small_a"])).legal,
-               "admin": call_as(token("admin", sub="root")).legal}
+    readers = {
+        "lawyer": lawyer,
+        "resident": call_as(token("resident", sub=practice["r1"], unit=practice["small_a"])).legal,
+        "admin": call_as(token("admin", sub="root")).legal,
+    }
     for reader in readers.values():
         assert reader.get_consultation(consultation_id=booked["id"])["summary"].startswith("Will contested")
     assert "summary" not in practice["officer"].get_consultation(consultation_id=booked["id"])
@@ -159,23 +236,37 @@ def test_summary_is_confidential_and_every_read_is_audited(practice, call_as, to
 
 def test_cancel_and_no_show(practice, call_as, tomorrow):
     resident = call_as(token("resident", sub=practice["r2"], unit=practice["small_a"])).legal
-    booked = resident.book(lawyer_id=practice["l2"], station_id=practice["station"],
-                           starts_at=local(tomorrow, "09:00"), resident_id=practice["r2"], topic="Tenancy")
+    booked = resident.book(
+        lawyer_id=practice["l2"],
+        station_id=practice["station"],
+        starts_at=local(tomorrow, "09:00"),
+        resident_id=practice["r2"],
+        topic="Tenancy",
+    )
     cancelled = resident.cancel(consultation_id=booked["id"], reason="Solved it")
     assert cancelled["status"] == "cancelled"
     with pytest.raises(Conflict):
         resident.cancel(consultation_id=booked["id"], reason="again")
-    again = resident.book(lawyer_id=practice["l2"], station_id=practice["station"],
-                          starts_at=local(tomorrow, "09:00"), resident_id=practice["r2"], topic="Tenancy")
+    again = resident.book(
+        lawyer_id=practice["l2"],
+        station_id=practice["station"],
+        starts_at=local(tomorrow, "09:00"),
+        resident_id=practice["r2"],
+        topic="Tenancy",
+    )
     with pytest.raises(Conflict):  # it has not started yet
         call_as(token("lawyer", sub=practice["l2"])).legal.mark_no_show(consultation_id=again["id"])
 
 
 def test_mediator_with_a_conflict_of_interest_is_refused(practice, call_as, admin):
     officer = practice["officer"]
-    case = officer.open_mediation(unit_id=practice["community_a"], category="neighbour",
-                                  party_resident_ids=[practice["r1"], practice["r3"]],
-                                  description="Noise through the wall", source_incident_id="42")
+    case = officer.open_mediation(
+        unit_id=practice["community_a"],
+        category="neighbour",
+        party_resident_ids=[practice["r1"], practice["r3"]],
+        description="Noise through the wall",
+        source_incident_id="42",
+    )
     assert case["status"] == "open" and case["party_resident_ids"] == sorted([practice["r1"], practice["r3"]], key=int)
     with pytest.raises(Conflict, match="party"):
         officer.assign_mediator(case_id=case["id"], mediator_id=practice["r3"], kind="social")
@@ -185,8 +276,12 @@ def test_mediator_with_a_conflict_of_interest_is_refused(practice, call_as, admi
     assert assigned["status"] == "in_progress"
     officer.assign_mediator(case_id=case["id"], mediator_id=practice["l1"], kind="judicial")
     mediator = call_as(token("mediator", sub=practice["r4"])).legal
-    mediator.record_session(case_id=case["id"], held_at=dt.datetime.now(dt.UTC).isoformat(),
-                            attendees=["r1", "r3", "mediator"], notes="Agreed quiet hours after 22:00.")
+    mediator.record_session(
+        case_id=case["id"],
+        held_at=dt.datetime.now(dt.UTC).isoformat(),
+        attendees=["r1", "r3", "mediator"],
+        notes="Agreed quiet hours after 22:00.",
+    )
     closed = mediator.close_mediation(case_id=case["id"], outcome="agreement", agreement="Quiet after 22:00.")
     assert closed["status"] == "closed" and closed["outcome"] == "agreement"
     full = call_as(token("lawyer", sub=practice["l1"])).legal.get_case(case_id=case["id"])
@@ -195,8 +290,12 @@ def test_mediator_with_a_conflict_of_interest_is_refused(practice, call_as, admi
         call_as(token("mediator", sub=practice["r5"])).legal.get_case(case_id=case["id"])
     assert [c["id"] for c in officer.list_cases(status="closed")["items"]] == [case["id"]]
     with pytest.raises(ValidationError):
-        officer.open_mediation(unit_id=practice["community_a"], category="family",
-                               party_resident_ids=[practice["r1"], "99999999"], description="x")
+        officer.open_mediation(
+            unit_id=practice["community_a"],
+            category="family",
+            party_resident_ids=[practice["r1"], "99999999"],
+            description="x",
+        )
 
 
 def test_scope(practice, call_as, tomorrow):
@@ -206,18 +305,28 @@ def test_scope(practice, call_as, tomorrow):
     with pytest.raises(Forbidden):
         officer_b.set_schedule(lawyer_id=practice["l1"], station_id=practice["station"], weekly=EVERY_DAY)
     booked = call_as(token("service", sub="service:desk")).legal.book(
-        lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, "11:00"),
-        resident_id=practice["r1"], topic="x")
+        lawyer_id=practice["l1"],
+        station_id=practice["station"],
+        starts_at=local(tomorrow, "11:00"),
+        resident_id=practice["r1"],
+        topic="x",
+    )
     with pytest.raises(Forbidden):
         officer_b.get_consultation(consultation_id=booked["id"])
     assert officer_b.list_consultations()["items"] == []
     with pytest.raises(Forbidden):
-        officer_b.book(lawyer_id=practice["l1"], station_id=practice["station"], starts_at=local(tomorrow, "11:30"),
-                       resident_id=practice["r1"], topic="x")
+        officer_b.book(
+            lawyer_id=practice["l1"],
+            station_id=practice["station"],
+            starts_at=local(tomorrow, "11:30"),
+            resident_id=practice["r1"],
+            topic="x",
+        )
 
 
 def test_reminders_go_out_through_notices_and_not_for_cancelled_bookings(
-        container_factory, legal_config, grid, notices, receiver, call_as, admin, district, tomorrow):
+    container_factory, legal_config, grid, notices, receiver, call_as, admin, district, tomorrow
+):
     """Bookings are made while reminders are off; a second legal instance then sends them."""
     from services.legal.service import LegalService
 
@@ -225,15 +334,17 @@ def test_reminders_go_out_through_notices_and_not_for_cancelled_bookings(
     quiet.start()
     officer = call_as(token("officer", sub="o", unit=district["community_a"])).legal
     station = officer.create_station(unit_id=district["community_a"], name="Station", address="x")["id"]
-    lawyer = officer.register_lawyer(name="L", firm="F", license_no="LIC-000009", specialties=["family"],
-                                     station_ids=[station])["id"]
+    lawyer = officer.register_lawyer(
+        name="L", firm="F", license_no="LIC-000009", specialties=["family"], station_ids=[station]
+    )["id"]
     officer.set_schedule(lawyer_id=lawyer, station_id=station, weekly=EVERY_DAY)
     home = add_household(admin, district["small_a"])
     keep, drop = add_resident(admin, home, 11)["id"], add_resident(admin, home, 12)["id"]
     desk = call_as(token("service", sub="service:desk")).legal
     desk.book(lawyer_id=lawyer, station_id=station, starts_at=local(tomorrow, "09:00"), resident_id=keep, topic="a")
-    dropped = desk.book(lawyer_id=lawyer, station_id=station, starts_at=local(tomorrow, "09:30"), resident_id=drop,
-                        topic="b")
+    dropped = desk.book(
+        lawyer_id=lawyer, station_id=station, starts_at=local(tomorrow, "09:30"), resident_id=drop, topic="b"
+    )
     desk.cancel(consultation_id=dropped["id"], reason="not needed")
     quiet.kill()
     reminding = container_factory(LegalService, {**legal_config, "REMINDER_LEAD_MINUTES": 3 * 24 * 60})
@@ -248,9 +359,16 @@ def test_reminders_go_out_through_notices_and_not_for_cancelled_bookings(
 def test_the_upcoming_cap_holds_under_concurrent_bookings(practice, call_as, tomorrow):
     desk = call_as(token("service", sub="service:frontdesk")).legal
     clocks = ["09:00", "09:30", "10:00", "10:30", "11:00", "11:30", "14:00", "14:30", "15:00", "15:30"]
-    replies = [desk.book.call_async(lawyer_id=practice["l1"], station_id=practice["station"],
-                                    starts_at=local(tomorrow, clock), resident_id=practice["r4"], topic="x")
-               for clock in clocks]
+    replies = [
+        desk.book.call_async(
+            lawyer_id=practice["l1"],
+            station_id=practice["station"],
+            starts_at=local(tomorrow, clock),
+            resident_id=practice["r4"],
+            topic="x",
+        )
+        for clock in clocks
+    ]
     outcomes = []
     for reply in replies:
         try:
@@ -263,17 +381,28 @@ def test_the_upcoming_cap_holds_under_concurrent_bookings(practice, call_as, tom
 def test_plans_at_two_stations_may_not_overlap_and_results_are_capped(practice, call_as, tomorrow):
     officer = call_as(token("officer", sub="officer-street", unit=practice["street"])).legal
     second = officer.create_station(unit_id=practice["street"], name="Street station", address="2 Main St")["id"]
-    lawyer = officer.register_lawyer(name="Both", firm="F", license_no="LIC-000003", specialties=["consumer"],
-                                     station_ids=[practice["station"], second])["id"]
-    officer.set_schedule(lawyer_id=lawyer, station_id=practice["station"],
-                         weekly=[{"weekday": d, "start": "09:00", "end": "12:00"} for d in range(7)])
+    lawyer = officer.register_lawyer(
+        name="Both",
+        firm="F",
+        license_no="LIC-000003",
+        specialties=["consumer"],
+        station_ids=[practice["station"], second],
+    )["id"]
+    officer.set_schedule(
+        lawyer_id=lawyer,
+        station_id=practice["station"],
+        weekly=[{"weekday": d, "start": "09:00", "end": "12:00"} for d in range(7)],
+    )
     with pytest.raises(Conflict):
-        officer.set_schedule(lawyer_id=lawyer, station_id=second,
-                             weekly=[{"weekday": 2, "start": "11:00", "end": "13:00"}])
-    officer.set_schedule(lawyer_id=lawyer, station_id=second,
-                         weekly=[{"weekday": d, "start": "13:00", "end": "15:00"} for d in range(7)])
-    week = dict(specialty="consumer", date_from=tomorrow.isoformat(),
-                date_to=(tomorrow + dt.timedelta(days=6)).isoformat())
+        officer.set_schedule(
+            lawyer_id=lawyer, station_id=second, weekly=[{"weekday": 2, "start": "11:00", "end": "13:00"}]
+        )
+    officer.set_schedule(
+        lawyer_id=lawyer, station_id=second, weekly=[{"weekday": d, "start": "13:00", "end": "15:00"} for d in range(7)]
+    )
+    week = dict(
+        specialty="consumer", date_from=tomorrow.isoformat(), date_to=(tomorrow + dt.timedelta(days=6)).isoformat()
+    )
     everything = officer.find_slots(**week)
     assert len(everything) == 7 * (6 + 4)
     first_five = officer.find_slots(**week, limit=5)

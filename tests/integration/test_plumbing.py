@@ -1,5 +1,6 @@
 """The shared plumbing on a real broker and database, through a small test service:
 outbox (commit ⇔ publish), handler dedup, retries, dead-lettering of poison messages."""
+
 import json
 import uuid
 
@@ -102,8 +103,12 @@ def ledger_db():
 
 @pytest.fixture
 def config(rabbit_config, ledger_db):
-    return {**rabbit_config, "DATABASE_URL": ledger_db[1], "GRASSROOTS_JWT_SECRET": JWT_SECRET,
-            "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}"}
+    return {
+        **rabbit_config,
+        "DATABASE_URL": ledger_db[1],
+        "GRASSROOTS_JWT_SECRET": JWT_SECRET,
+        "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
 
 
 @pytest.fixture
@@ -149,14 +154,29 @@ def publish(config, routing_key, body, content_type="application/json"):
     with Connection(config["AMQP_URI"]) as conn:
         exchange = Exchange("ledger.events", type="topic", durable=True)
         producer = conn.Producer()
-        producer.publish(body, exchange=exchange, routing_key=routing_key, declare=[exchange],
-                         content_type=content_type, content_encoding="utf-8", serializer=None)
+        producer.publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            declare=[exchange],
+            content_type=content_type,
+            content_encoding="utf-8",
+            serializer=None,
+        )
 
 
 def envelope(event_type, data, event_id=None):
-    return json.dumps({"specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "grassroots/ledger",
-                       "type": event_type, "time": "2026-11-26T08:00:00+00:00", "subject": "entry",
-                       "data": data})
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id or str(uuid.uuid4()),
+            "source": "grassroots/ledger",
+            "type": event_type,
+            "time": "2026-11-26T08:00:00+00:00",
+            "subject": "entry",
+            "data": data,
+        }
+    )
 
 
 def dead_letters(config, queue_name):
@@ -255,15 +275,26 @@ def test_failing_handler_is_retried_then_dead_lettered(listener, config):
     assert len(dead) == 1
     assert dead[0].headers["x-grassroots-attempt"] == 3
     assert ListenerService.failures == 3
-    assert _metric(listener, "grassroots_requests_total", service="listener", entrypoint="event",
-                   method="on_flaky", outcome="error") == 3
+    assert (
+        _metric(
+            listener,
+            "grassroots_requests_total",
+            service="listener",
+            entrypoint="event",
+            method="on_flaky",
+            outcome="error",
+        )
+        == 3
+    )
     assert _metric(listener, "grassroots_dead_letters_total", service="listener", handler="on_flaky") == 1
 
 
-def test_a_service_client_reply_queue_is_classic_whatever_the_default_queue_type(volunteer, rabbit_manager,
-                                                                                  rabbit_config):
+def test_a_service_client_reply_queue_is_classic_whatever_the_default_queue_type(
+    volunteer, rabbit_manager, rabbit_config
+):
     """Production vhosts default to quorum queues; the short-lived reply queue must stay classic."""
-    replies = [q for q in rabbit_manager.get_queues(rabbit_config["vhost"])
-               if q["name"].startswith("rpc.reply-volunteer")]
+    replies = [
+        q for q in rabbit_manager.get_queues(rabbit_config["vhost"]) if q["name"].startswith("rpc.reply-volunteer")
+    ]
     assert replies, "the volunteer service declared no reply queue"
     assert all(q["arguments"].get("x-queue-type") == "classic" for q in replies)

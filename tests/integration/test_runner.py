@@ -4,6 +4,7 @@ stops within its bound, and what it leaves unfinished is answered by the next in
 Against the real broker; the verdicts wait for conditions (queue consumers, process exit), never
 for a time to pass.
 """
+
 import json
 import os
 import signal
@@ -60,17 +61,36 @@ def test_a_stop_that_arrives_while_the_service_starts_stops_it_once_started(rabb
 
 
 def start_sleeper(tmp_path, rabbit_config, name, scale, stop_timeout):
-    config = {"AMQP_URI": rabbit_config["AMQP_URI"], "SLEEP_SCALE": scale, "max_workers": 10,
-              "LOGGING": {"version": 1, "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
-                          "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
-                          "root": {"level": "INFO", "handlers": ["console"]}}}
+    config = {
+        "AMQP_URI": rabbit_config["AMQP_URI"],
+        "SLEEP_SCALE": scale,
+        "max_workers": 10,
+        "LOGGING": {
+            "version": 1,
+            "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+            "root": {"level": "INFO", "handlers": ["console"]},
+        },
+    }
     path = tmp_path / f"{name}.yml"
     path.write_text(yaml.safe_dump(config))
     with open(tmp_path / f"{name}.log", "w") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "shared.runner", "--config", str(path), "--stop-timeout", str(stop_timeout),
-             "tests.sleeper:Sleeper"],
-            cwd=ROOT, env={"PATH": os.environ["PATH"], "PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "shared.runner",
+                "--config",
+                str(path),
+                "--stop-timeout",
+                str(stop_timeout),
+                "tests.sleeper:Sleeper",
+            ],
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": ROOT},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop(process):
@@ -100,8 +120,10 @@ def test_a_busy_service_is_killed_at_its_stop_bound_and_nothing_it_held_is_lost(
         for name in ("busy", "relief"):  # its log is JSON lines from the first line on
             entries = [json.loads(line) for line in (tmp_path / f"{name}.log").read_text().splitlines()]
             assert any(entry["message"] == "started" for entry in entries)
-        assert any(entry["level"] == "warning" and "killing the services" in entry["message"]
-                   for entry in map(json.loads, (tmp_path / "busy.log").read_text().splitlines()))
+        assert any(
+            entry["level"] == "warning" and "killing the services" in entry["message"]
+            for entry in map(json.loads, (tmp_path / "busy.log").read_text().splitlines())
+        )
     finally:
         stop(busy)
         if relief is not None:
@@ -113,9 +135,14 @@ def test_a_missing_secret_is_one_log_line_naming_it(tmp_path):
     with open(os.path.join(ROOT, "services", "grid", "config.yml")) as source:
         config.write_text(source.read())
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": ROOT, "GRASSROOTS_PII_KEY": "k" * 32}
-    result = subprocess.run([sys.executable, "-m", "shared.runner", "--config", str(config),
-                             "services.grid.service:GridService"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.runner", "--config", str(config), "services.grid.service:GridService"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()

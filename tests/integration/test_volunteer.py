@@ -1,4 +1,5 @@
 """The volunteer service on a real broker and PostgreSQL: matching, offers, shifts, hours, scope."""
+
 import datetime as dt
 
 import pytest
@@ -30,23 +31,43 @@ def area(volunteer, admin, district, call_as):
     admin.tag_resident(resident_id=quarantined, tag="quarantined")
     # The tag opens daily care for that household (a cross-service flow). With no volunteers yet it
     # finds nobody; wait for it so its requests are settled before the volunteers below exist.
-    wait_until(lambda: {r["status"] for r in officer.list_requests(under=district["small_a"])["items"]}
-               == {"unmatched"}, message="quarantine care requests were not opened")
+    wait_until(
+        lambda: {r["status"] for r in officer.list_requests(under=district["small_a"])["items"]} == {"unmatched"},
+        message="quarantine care requests were not opened",
+    )
 
     def register(resident, unit, skills=("delivery",), name="V", max_tasks=3):
-        return officer.register_volunteer(name=name, phone="13912345678", home_unit_id=unit, skills=list(skills),
-                                          availability=ALWAYS, max_active_tasks=max_tasks, resident_id=resident)["id"]
+        return officer.register_volunteer(
+            name=name,
+            phone="13912345678",
+            home_unit_id=unit,
+            skills=list(skills),
+            availability=ALWAYS,
+            max_active_tasks=max_tasks,
+            resident_id=resident,
+        )["id"]
 
-    return {**district, "officer": officer, "requester": requester, "home_req": home_req,
-            "v_same_home": register(same_home, district["small_a"], name="same home"),
-            "v_quarantined": register(quarantined, district["small_a"], name="quarantined"),
-            "v_neighbour": register(neighbour, district["small_a"], name="neighbour", max_tasks=1),
-            "v_far": register(far, district["small_b"], name="far")}
+    return {
+        **district,
+        "officer": officer,
+        "requester": requester,
+        "home_req": home_req,
+        "v_same_home": register(same_home, district["small_a"], name="same home"),
+        "v_quarantined": register(quarantined, district["small_a"], name="quarantined"),
+        "v_neighbour": register(neighbour, district["small_a"], name="neighbour", max_tasks=1),
+        "v_far": register(far, district["small_b"], name="far"),
+    }
 
 
 def ask(service, area, **overrides):
-    args = {"unit_id": area["small_a"], "kind": "groceries", "details": "Rice and vegetables", "urgency": "high",
-            "needed_by": soon(120), "resident_id": area["requester"]}
+    args = {
+        "unit_id": area["small_a"],
+        "kind": "groceries",
+        "details": "Rice and vegetables",
+        "urgency": "high",
+        "needed_by": soon(120),
+        "resident_id": area["requester"],
+    }
     args.update(overrides)
     return service.create_request(**args)
 
@@ -77,8 +98,9 @@ def test_nearest_eligible_volunteer_gets_the_offer_and_the_load_cap_holds(area, 
     assert requester.confirm_request(request_id=request["id"], rating=5)["status"] == "confirmed"
 
 
-def test_declined_and_expired_offers_move_on_then_the_request_is_unmatched(area, call_as, container_factory,
-                                                                          volunteer_config):
+def test_declined_and_expired_offers_move_on_then_the_request_is_unmatched(
+    area, call_as, container_factory, volunteer_config
+):
     request = ask(area["officer"], area)
     neighbour = call_as(token("volunteer", sub=area["v_neighbour"])).volunteer
     offer = offers_of(call_as, area["v_neighbour"])[0]
@@ -100,8 +122,10 @@ def test_an_unanswered_offer_times_out_and_moves_to_the_next_candidate(quick_off
     request = ask(area["officer"], area, kind="other")
     assert [o["request_id"] for o in offers_of(call_as, area["v_neighbour"])] == [request["id"]]
     wait_until(lambda: offers_of(call_as, area["v_far"]), message="the offer did not move on")
-    wait_until(lambda: area["officer"].get_request(request_id=request["id"])["status"] == "unmatched",
-               message="the request did not end unmatched")
+    wait_until(
+        lambda: area["officer"].get_request(request_id=request["id"])["status"] == "unmatched",
+        message="the request did not end unmatched",
+    )
 
 
 @pytest.fixture
@@ -114,8 +138,10 @@ def test_two_concurrent_accepts_make_one_match(two_at_a_time, area, call_as):
     pair = sorted([area["v_neighbour"], area["v_far"]])
     offers = {v: offers_of(call_as, v) for v in pair}
     assert all(offers.values())  # offered to both at once
-    replies = [call_as(token("volunteer", sub=v)).volunteer.respond_offer.call_async(
-        offer_id=offers[v][0]["id"], accept=True) for v in pair]
+    replies = [
+        call_as(token("volunteer", sub=v)).volunteer.respond_offer.call_async(offer_id=offers[v][0]["id"], accept=True)
+        for v in pair
+    ]
     results = []
     for reply in replies:
         try:
@@ -139,11 +165,14 @@ def test_shifts_refuse_overlaps_and_overfilling_and_credit_actual_hours(area, ca
         officer.sign_up(shift_id=first, volunteer_id=area["v_far"])
     with pytest.raises(Forbidden):
         me.sign_up(shift_id=overlapping, volunteer_id=area["v_far"])
-    gaps = officer.coverage(under=area["street"], date=dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
-                            .isoformat())
-    assert overlapping in [g["shift_id"] for g in gaps] or (dt.datetime.now(dt.UTC) + dt.timedelta(
-        minutes=60)).astimezone(dt.timezone(dt.timedelta(hours=8))).date() != dt.datetime.now(
-        dt.timezone(dt.timedelta(hours=8))).date()
+    gaps = officer.coverage(
+        under=area["street"], date=dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    )
+    assert (
+        overlapping in [g["shift_id"] for g in gaps]
+        or (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=60)).astimezone(dt.timezone(dt.timedelta(hours=8))).date()
+        != dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
+    )
     me.check_in(shift_id=first, volunteer_id=area["v_neighbour"])
     out = me.check_out(shift_id=first, volunteer_id=area["v_neighbour"])
     assert 0 < out["hours"] < 0.01
@@ -157,8 +186,11 @@ def test_understaffed_shift_raises_an_event(area, volunteer_config):
     from kombu import Connection, Exchange, Queue
 
     with Connection(volunteer_config["AMQP_URI"]) as conn:
-        queue = Queue(f"tap-{uuid.uuid4().hex}", exchange=Exchange("volunteer.events", type="topic", durable=True),
-                      routing_key="shift_understaffed")
+        queue = Queue(
+            f"tap-{uuid.uuid4().hex}",
+            exchange=Exchange("volunteer.events", type="topic", durable=True),
+            routing_key="shift_understaffed",
+        )
         queue(conn.default_channel).declare()
         events = conn.SimpleQueue(queue)
         post = area["officer"].create_post(unit_id=area["community_a"], name="Post", location="x")["id"]
@@ -188,8 +220,7 @@ def test_scope(area, call_as):
     with pytest.raises(Forbidden):
         officer_b.list_volunteers(under=area["community_a"])
     with pytest.raises(Forbidden):
-        officer_b.create_request(unit_id=area["small_a"], kind="masks", details="x", urgency="low",
-                                 needed_by=soon(60))
+        officer_b.create_request(unit_id=area["small_a"], kind="masks", details="x", urgency="low", needed_by=soon(60))
     assert [v["id"] for v in officer_b.list_volunteers(under=area["community_b"])["items"]] == [area["v_far"]]
     listed = area["officer"].list_volunteers(under=area["street"], skill="delivery")["items"]
     assert len(listed) == 4 and "phone" not in listed[0]

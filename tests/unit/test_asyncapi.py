@@ -4,6 +4,7 @@ covering every RPC method and every event the code emits. Pure: no broker, no da
 When one of these fails after you added a method or an event: document it (an ``@endpoint``
 schema; a schema in ``services/<svc>/events.py`` EVENTS) and run ``make asyncapi``.
 """
+
 import ast
 import copy
 import datetime as dt
@@ -45,8 +46,9 @@ def services():
 
 
 def _errors(validator, document):
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:200]}"
-            for e in validator.iter_errors(document)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:200]}" for e in validator.iter_errors(document)
+    ]
 
 
 # ---- (a) valid AsyncAPI 3.0.0 ---------------------------------------------------------------
@@ -80,8 +82,13 @@ def test_committed_document_matches_the_code():
     if current != fresh:
         import difflib
 
-        diff = "".join(list(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
-                                                 "docs/asyncapi.yaml", "generated", n=1))[:60])
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    current.splitlines(True), fresh.splitlines(True), "docs/asyncapi.yaml", "generated", n=1
+                )
+            )[:60]
+        )
         pytest.fail(f"docs/asyncapi.yaml is stale: {REGENERATE}\n{diff}")
 
 
@@ -116,8 +123,12 @@ def _emit_sites(service):
         functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
         imported = _imported_functions(tree)
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "emit"
-                    and node.args):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "emit"
+                and node.args
+            ):
                 first = node.args[0]
                 event_type = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
                 payload = node.args[2] if len(node.args) >= 3 else None
@@ -134,8 +145,9 @@ def _imported_functions(tree):
             path = ROOT / (node.module.replace(".", "/") + ".py")
             if not path.exists():
                 continue
-            other = {n.name: n for n in ast.parse(path.read_text(encoding="utf-8")).body
-                     if isinstance(n, ast.FunctionDef)}
+            other = {
+                n.name: n for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.FunctionDef)
+            }
             for alias in node.names:
                 if alias.name in other:
                     found[alias.asname or alias.name] = other[alias.name]
@@ -187,12 +199,15 @@ def _event_problems(service, sites, events):
             continue
         emitted.add(event_type)
         if event_type not in events:
-            problems.append(f"{where}: {service} emits {event_type!r}, which services/{service}/events.py EVENTS "
-                            f"does not document")
+            problems.append(
+                f"{where}: {service} emits {event_type!r}, which services/{service}/events.py EVENTS does not document"
+            )
         elif keys is not None and keys != _field_names(events[event_type]):
             schema_keys = _field_names(events[event_type])
-            problems.append(f"{where}: {event_type!r} payload keys differ from its schema: emitted only "
-                            f"{sorted(keys - schema_keys)}, documented only {sorted(schema_keys - keys)}")
+            problems.append(
+                f"{where}: {event_type!r} payload keys differ from its schema: emitted only "
+                f"{sorted(keys - schema_keys)}, documented only {sorted(schema_keys - keys)}"
+            )
     for event_type in sorted(set(events) - emitted):
         problems.append(f"services/{service}/events.py documents {event_type!r}, which {service} never emits")
     return problems
@@ -240,13 +255,18 @@ def test_the_payload_reader_follows_helpers():
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "emit"]
     assert [_keys(c.args[2], functions, {}) for c in calls] == [
-        {"x_id", "status", "outcome"}, {"x_id", "status", "reason"}]
+        {"x_id", "status", "outcome"},
+        {"x_id", "status", "reason"},
+    ]
 
 
 def test_every_event_schema_says_when_it_is_emitted(services):
-    missing = [f"{service}.{event_type}" for service in sorted(services)
-               for event_type, schema in sorted(asyncapi.service_events(service).items())
-               if not type(schema).__dict__.get("__doc__")]
+    missing = [
+        f"{service}.{event_type}"
+        for service in sorted(services)
+        for event_type, schema in sorted(asyncapi.service_events(service).items())
+        if not type(schema).__dict__.get("__doc__")
+    ]
     assert missing == [], f"event schemas without a docstring: {missing}"
 
 
@@ -350,17 +370,24 @@ def test_endpoint_and_on_event_attach_their_contracts():
 
     contract = Demo.look.__contract__
     assert (contract["kind"], contract["roles"], contract["read_only"], contract["doc"]) == (
-        "rpc", ("admin", "officer"), True, "Look at something.")
+        "rpc",
+        ("admin", "officer"),
+        True,
+        "Look at something.",
+    )
     assert isinstance(contract["schema"], _Example)
     assert asyncapi.is_rpc(Demo.look)
     assert Demo.on_unit_created.__contract__["kind"] == "event_handler"
     assert (Demo.on_unit_created.__contract__["source"], Demo.on_unit_created.__contract__["event_type"]) == (
-        "grid", "unit_created")
+        "grid",
+        "unit_created",
+    )
     document = asyncapi.build({"demo": Demo, "grid": _FakeGrid})
     assert document["operations"]["demo.look"]["x-roles"] == ["admin", "officer"]
     assert document["operations"]["demo.look"]["summary"] == "Look at something."
     assert document["operations"]["demo.handle.on_unit_created"]["channel"] == {
-        "$ref": "#/channels/events.grid.unit_created"}
+        "$ref": "#/channels/events.grid.unit_created"
+    }
 
 
 class _FakeGrid(ServiceBase):
@@ -405,15 +432,27 @@ def test_converter_spot_check():
     assert props["flag"] == {"type": "boolean", "default": False}
     assert props["on"] == {"type": "string", "format": "date"}
     assert props["at"]["type"] == ["string", "null"] and props["at"]["format"] == "date-time"
-    assert props["tags"] == {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 10},
-                             "minItems": 1, "maxItems": 4, "uniqueItems": True}
+    assert props["tags"] == {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": 10},
+        "minItems": 1,
+        "maxItems": 4,
+        "uniqueItems": True,
+    }
     inner = props["inner"]["oneOf"][0]["$ref"].rsplit("/", 1)[1]
     assert props["inner"]["oneOf"][1] == {"type": "null"}
-    assert converter.components[inner] == {"type": "object", "properties": {"code": {
-        "type": "string", "minLength": 1, "maxLength": 5}}, "required": ["code"], "additionalProperties": False,
-        "description": "An inner thing."}
-    assert props["extra"] == {"type": "object", "propertyNames": {"type": "string", "minLength": 1, "maxLength": 8},
-                              "additionalProperties": {"type": "integer"}}
+    assert converter.components[inner] == {
+        "type": "object",
+        "properties": {"code": {"type": "string", "minLength": 1, "maxLength": 5}},
+        "required": ["code"],
+        "additionalProperties": False,
+        "description": "An inner thing.",
+    }
+    assert props["extra"] == {
+        "type": "object",
+        "propertyNames": {"type": "string", "minLength": 1, "maxLength": 8},
+        "additionalProperties": {"type": "integer"},
+    }
     assert "computed" not in props  # dump-only: not an argument
     assert {"type": "integer", "minimum": 1, "maximum": asyncapi.validation.MAX_ID} in props["unit_id"]["oneOf"]
 
@@ -424,23 +463,36 @@ def test_converter_spot_check():
     assert "type" not in out["properties"]["computed"] and out["properties"]["computed"]["description"]
 
     # The result is a working JSON Schema that agrees with marshmallow on these inputs.
-    validator = jsonschema.Draft7Validator({"$ref": f"#/components/schemas/{name}",
-                                            "components": {"schemas": converter.components}})
-    good = {"unit_id": "12", "name": "Ann", "colour": None, "tags": ["a"], "inner": {"code": "x"},
-            "extra": {"k": 1}}
+    validator = jsonschema.Draft7Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": {"schemas": converter.components}}
+    )
+    good = {"unit_id": "12", "name": "Ann", "colour": None, "tags": ["a"], "inner": {"code": "x"}, "extra": {"k": 1}}
     assert list(validator.iter_errors(good)) == []
     _Example().load(good)
-    for bad in ({"name": "Ann"}, {**good, "colour": "green"}, {**good, "name": "A" * 21}, {**good, "unit_id": 0},
-                {**good, "surprise": 1}, {**good, "tags": []}, {**good, "inner": {"code": "toolong"}},
-                {**good, "count": 10}):
+    for bad in (
+        {"name": "Ann"},
+        {**good, "colour": "green"},
+        {**good, "name": "A" * 21},
+        {**good, "unit_id": 0},
+        {**good, "surprise": 1},
+        {**good, "tags": []},
+        {**good, "inner": {"code": "toolong"}},
+        {**good, "count": 10},
+    ):
         assert list(validator.iter_errors(bad)), bad
         with pytest.raises(ValidationError):
             _Example().load(bad)
 
 
 def test_an_emitted_envelope_validates_against_its_documented_message(committed):
-    data = {"resident_id": "42", "household_id": "7", "unit_id": "12", "unit_path": ["1", "3", "12"],
-            "tag": "elderly_alone", "until": dt.datetime(2030, 1, 1, tzinfo=dt.UTC).isoformat()}
+    data = {
+        "resident_id": "42",
+        "household_id": "7",
+        "unit_id": "12",
+        "unit_path": ["1", "3", "12"],
+        "tag": "elderly_alone",
+        "until": dt.datetime(2030, 1, 1, tzinfo=dt.UTC).isoformat(),
+    }
     body = envelope("grid", "resident_tagged", "resident/42", data)
     payload_ref = {**committed, "$ref": "#/components/messages/events.grid.resident_tagged/payload"}
     validator = jsonschema.Draft7Validator(payload_ref, format_checker=jsonschema.FormatChecker())

@@ -1,5 +1,6 @@
 """The operator CLI's pure parts: argument parsing, tokens, error formatting, the tree's gathering
 (against a fake grid) and rendering, and the tail's event lines."""
+
 import io
 import json
 import os
@@ -41,15 +42,18 @@ def test_call_parses_target_and_json_kwargs():
     assert parse("call", "grid.list_units").kwargs == {}
 
 
-@pytest.mark.parametrize("argv, complaint", [
-    (["call", "grid", "{}"], "expected SERVICE.METHOD"),
-    (["call", "grid.get_unit", "[1, 2]"], "must be a JSON object"),
-    (["call", "grid.get_unit", "{unit_id: 1}"], "not valid JSON"),
-    (["call", "grid.get_unit", "{}", "--token", "t", "--as-role", "admin"], "not allowed with argument"),
-    (["call", "grid.get_unit", "{}", "--as-role", "mayor"], "invalid choice"),
-    (["token", "--sub", "alice"], "--role"),
-    (["tree"], "unit_id"),
-])
+@pytest.mark.parametrize(
+    "argv, complaint",
+    [
+        (["call", "grid", "{}"], "expected SERVICE.METHOD"),
+        (["call", "grid.get_unit", "[1, 2]"], "must be a JSON object"),
+        (["call", "grid.get_unit", "{unit_id: 1}"], "not valid JSON"),
+        (["call", "grid.get_unit", "{}", "--token", "t", "--as-role", "admin"], "not allowed with argument"),
+        (["call", "grid.get_unit", "{}", "--as-role", "mayor"], "invalid choice"),
+        (["token", "--sub", "alice"], "--role"),
+        (["tree"], "unit_id"),
+    ],
+)
 def test_usage_errors_exit_2_with_a_reason(capsys, argv, complaint):
     assert main(argv) == 2
     assert complaint in capsys.readouterr().err
@@ -73,8 +77,25 @@ def test_help_exits_0(capsys):
 
 def test_token_command_mints_a_token_the_services_accept(monkeypatch, capsys):
     monkeypatch.setenv("GRASSROOTS_JWT_SECRET", SECRET)
-    assert main(["token", "--sub", "alice", "--role", "officer", "--role", "grid_worker", "--unit", "12",
-                 "--pii", "--ttl", "60"]) == 0
+    assert (
+        main(
+            [
+                "token",
+                "--sub",
+                "alice",
+                "--role",
+                "officer",
+                "--role",
+                "grid_worker",
+                "--unit",
+                "12",
+                "--pii",
+                "--ttl",
+                "60",
+            ]
+        )
+        == 0
+    )
     caller = decode_token(SECRET, capsys.readouterr().out.strip())
     assert caller.sub == "alice" and caller.roles == {"officer", "grid_worker"}
     assert caller.unit == "12" and caller.pii
@@ -104,8 +125,10 @@ def test_caller_token_choices():
     assert caller_token(parse("call", "grid.get_unit"), {**env, "GRASSROOTS_TOKEN": "exported"}) == "exported"
     admin = decode_token(SECRET, caller_token(parse("call", "grid.get_unit"), env))
     assert admin.roles == {"admin"} and admin.unit is None
-    officer = decode_token(SECRET, caller_token(
-        parse("call", "grid.get_unit", "--as-role", "officer", "--unit", "12", "--sub", "bob"), env))
+    officer = decode_token(
+        SECRET,
+        caller_token(parse("call", "grid.get_unit", "--as-role", "officer", "--unit", "12", "--sub", "bob"), env),
+    )
     assert (officer.sub, officer.roles, officer.unit, officer.pii) == ("bob", {"officer"}, "12", False)
     with pytest.raises(CliError, match="--as-role"):
         caller_token(parse("call", "grid.get_unit", "--token", "given", "--unit", "12"), env)
@@ -129,14 +152,18 @@ def test_untyped_remote_errors_read_the_same():
     assert "  level: Must be one of: district, street." in format_remote_error(plain, "grid.create_unit").plain
     assert format_remote_error(NotFound("unit 9 not found")).plain == "NotFound: unit 9 not found"
     assert format_remote_error(RemoteError("Conflict", "duplicate")).plain == "Conflict: duplicate"
-    assert (format_remote_error(MethodNotFound("get_unitt"), "grid.get_unitt").plain
-            == "MethodNotFound: grid has no method 'get_unitt'")
+    assert (
+        format_remote_error(MethodNotFound("get_unitt"), "grid.get_unitt").plain
+        == "MethodNotFound: grid has no method 'get_unitt'"
+    )
 
 
 def test_flatten_fields_handles_lists_of_nested_messages():
     fields = {"weekly": {"0": {"start": ["Not a valid time."]}}, "_schema": ["ends before it starts"]}
-    assert list(flatten_fields(fields)) == [("_schema", "ends before it starts"),
-                                            ("weekly.0.start", "Not a valid time.")]
+    assert list(flatten_fields(fields)) == [
+        ("_schema", "ends before it starts"),
+        ("weekly.0.start", "Not a valid time."),
+    ]
 
 
 # ---- tree: gathering, against a fake grid --------------------------------------------------
@@ -157,8 +184,11 @@ UNITS = [
     unit("8", "7", "grid_small", "Willow Small", ["1", "2", "3", "6", "7", "8"]),
 ]
 RESIDENTS = {"8": 5}  # residents live in small grids
-INCIDENTS = [{"id": "1", "unit_id": "8", "status": "open"}, {"id": "2", "unit_id": "4", "status": "escalated"},
-             {"id": "3", "unit_id": "3", "status": "open"}]
+INCIDENTS = [
+    {"id": "1", "unit_id": "8", "status": "open"},
+    {"id": "2", "unit_id": "4", "status": "escalated"},
+    {"id": "3", "unit_id": "3", "status": "open"},
+]
 
 
 class Reply:
@@ -194,8 +224,12 @@ class FakeGrid:
 
         def paged(rows, page, page_size):
             size = 2
-            return {"items": rows[(page - 1) * size:page * size], "page": page, "page_size": size,
-                    "has_more": len(rows) > page * size}
+            return {
+                "items": rows[(page - 1) * size : page * size],
+                "page": page,
+                "page_size": size,
+                "has_more": len(rows) > page * size,
+            }
 
         def get_unit(unit_id):
             return by_id[unit_id]
@@ -215,8 +249,11 @@ class FakeGrid:
             if level == "district":
                 refused.append(level)
                 raise ValidationError({"level": ["Must not be above the campaign's level (street)."]})
-            rows = [{"unit_id": u["id"], "households": 4, "visited": 3, "coverage_percent": 75.0}
-                    for u in below("2") + [by_id["2"]] if u["level"] == level]
+            rows = [
+                {"unit_id": u["id"], "households": 4, "visited": 3, "coverage_percent": 75.0}
+                for u in below("2") + [by_id["2"]]
+                if u["level"] == level
+            ]
             return {"campaign_id": campaign_id, "title": "Spring visits", "units": rows}
 
         for function in (get_unit, list_units, count_residents, list_incidents, screening_progress):
@@ -237,8 +274,13 @@ def test_collect_composes_the_grid_rpcs():
     # coverage only where the campaign reaches (not the district above it)
     assert stats["1"].coverage is None and stats["2"].coverage == 75.0 and stats["3"].households == 4
     assert subtree.campaign == {"id": "9", "title": "Spring visits"}
-    assert {name for name, _ in grid.calls} == {"get_unit", "list_units", "count_residents", "list_incidents",
-                                                "screening_progress"}
+    assert {name for name, _ in grid.calls} == {
+        "get_unit",
+        "list_units",
+        "count_residents",
+        "list_incidents",
+        "screening_progress",
+    }
 
 
 def test_collect_without_campaign_asks_for_no_coverage():
@@ -253,20 +295,32 @@ def test_collect_without_campaign_asks_for_no_coverage():
 
 
 def sample_subtree():
-    units = UNITS[:5] + [unit("9", "2", "community", "Closed Co", ["1", "2", "9"], closed=True),
-                         unit("10", "9", "grid_large", "Orphan Large", ["1", "2", "9", "10"])]
+    units = UNITS[:5] + [
+        unit("9", "2", "community", "Closed Co", ["1", "2", "9"], closed=True),
+        unit("10", "9", "grid_large", "Orphan Large", ["1", "2", "9", "10"]),
+    ]
     stats = {u["id"]: UnitStats(residents=2) for u in units}
-    stats["1"] = UnitStats(residents=1, households=10, visited=9, coverage=90.0,
-                           incidents={"open": 2, "escalated": 1})
+    stats["1"] = UnitStats(residents=1, households=10, visited=9, coverage=90.0, incidents={"open": 2, "escalated": 1})
     stats["3"].incidents = {"open": 1, "escalated": 0}
-    return Subtree(root=units[0], units=[u for u in units if u["id"] != "9"], stats=stats, depth=3,
-                   campaign={"id": "4", "title": "Spring visits"})
+    return Subtree(
+        root=units[0],
+        units=[u for u in units if u["id"] != "9"],
+        stats=stats,
+        depth=3,
+        campaign={"id": "4", "title": "Spring visits"},
+    )
 
 
 def test_render_nests_units_under_their_nearest_shown_ancestor():
     lines = text_of(render(sample_subtree())).splitlines()
-    names = [next(name for name in ("Lixia", "East Street", "Willow", "Aspen", "Direct Community", "Orphan Large")
-                  if name in line) for line in lines]
+    names = [
+        next(
+            name
+            for name in ("Lixia", "East Street", "Willow", "Aspen", "Direct Community", "Orphan Large")
+            if name in line
+        )
+        for line in lines
+    ]
     # children by name; a skipped level hangs under the district; a hidden (closed) parent's child
     # under the nearest shown ancestor
     assert names == ["Lixia", "Direct Community", "East Street", "Aspen", "Orphan Large", "Willow"]
@@ -280,8 +334,9 @@ def test_render_nests_units_under_their_nearest_shown_ancestor():
 def test_render_labels_carry_the_counts():
     text = text_of(render(sample_subtree()))
     root, *_ = text.splitlines()
-    assert root == ("Lixia  district #1  ·  1 resident  ·  10 households  ·  screened 9/10 90%  ·  "
-                    "3 open incidents (1 escalated)")
+    assert root == (
+        "Lixia  district #1  ·  1 resident  ·  10 households  ·  screened 9/10 90%  ·  3 open incidents (1 escalated)"
+    )
     willow = next(line for line in text.splitlines() if "Willow" in line)
     assert willow.endswith("Willow  community #3  ·  2 residents  ·  1 open incident")
     aspen = next(line for line in text.splitlines() if "Aspen" in line)
@@ -301,16 +356,23 @@ def test_render_hides_columns_the_token_could_not_read():
 
 
 ENVELOPE = {
-    "specversion": "1.0", "id": "6f1c", "source": "grassroots/grid", "type": "incident_reported",
-    "time": "2026-11-26T10:58:01.123456+00:00", "subject": "incident/9", "datacontenttype": "application/json",
+    "specversion": "1.0",
+    "id": "6f1c",
+    "source": "grassroots/grid",
+    "type": "incident_reported",
+    "time": "2026-11-26T10:58:01.123456+00:00",
+    "subject": "incident/9",
+    "datacontenttype": "application/json",
     "data": {"incident_id": "9", "unit_path": ["1", "2", "7"], "category": "dispute", "note": "two words"},
 }
 
 
 def test_event_line_shows_the_envelope_compactly():
     line = format_event(ENVELOPE).plain
-    assert line == ("2026-11-26 10:58:01.123Z  grassroots/grid  incident_reported  incident/9  "
-                    'incident_id=9 unit_path=[1,2,7] category=dispute note="two words"')
+    assert line == (
+        "2026-11-26 10:58:01.123Z  grassroots/grid  incident_reported  incident/9  "
+        'incident_id=9 unit_path=[1,2,7] category=dispute note="two words"'
+    )
 
 
 def test_event_line_never_shows_what_is_not_an_envelope_field():

@@ -1,5 +1,6 @@
 """The demo district generator (shared.demo_data): deterministic, real street names, valid synthetic
 people, consistent keys between the records the seeders send to different services."""
+
 import dataclasses
 
 import pytest
@@ -33,8 +34,13 @@ def test_streets_are_the_districts_real_streets(district):
 
 
 def test_tree_shape_and_unique_codes(district):
-    below = {"district": "street", "street": "community", "community": "grid_large",
-             "grid_large": "grid_medium", "grid_medium": "grid_small"}
+    below = {
+        "district": "street",
+        "street": "community",
+        "community": "grid_large",
+        "grid_large": "grid_medium",
+        "grid_medium": "grid_small",
+    }
     for unit in district.units():
         assert unit.party_org and unit.staff
         if unit.level == "grid_small":
@@ -113,8 +119,7 @@ def test_volunteers_lawyers_posts_and_requests_point_at_real_records(district):
         assert set(signed) <= volunteers and len(signed) == len(set(signed))
         assert all(len(shift.volunteer_phones) <= shift.needed for shift in post.shifts)
     assert all(p.volunteer_phone in volunteers for p in district.pledges)
-    assert district.requests and all(r.resident_phone in residents and r.unit_code in smalls
-                                      for r in district.requests)
+    assert district.requests and all(r.resident_phone in residents and r.unit_code in smalls for r in district.requests)
     households = {h.key for h in district.households()}
     assert district.visits and all(v.household_key in households for v in district.visits)
 

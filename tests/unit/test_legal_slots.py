@@ -1,4 +1,5 @@
 """Slot generation, as pure functions."""
+
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -12,9 +13,17 @@ def at(day, hour, minute=0):
     return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=ZONE).astimezone(dt.UTC)
 
 
-PLAN = Plan(1, 1, ({"weekday": 0, "start": "09:00", "end": "12:00"},
-                   {"weekday": 0, "start": "14:00", "end": "15:00"},
-                   {"weekday": 2, "start": "09:00", "end": "10:00"}), 40, 10)
+PLAN = Plan(
+    1,
+    1,
+    (
+        {"weekday": 0, "start": "09:00", "end": "12:00"},
+        {"weekday": 0, "start": "14:00", "end": "15:00"},
+        {"weekday": 2, "start": "09:00", "end": "10:00"},
+    ),
+    40,
+    10,
+)
 FAR_PAST, FAR_FUTURE = at(MONDAY, 0) - dt.timedelta(days=365), at(MONDAY, 0) + dt.timedelta(days=365)
 
 
@@ -25,21 +34,34 @@ def starts(slots):
 def test_weekly_windows_slots_and_buffers():
     found = list(open_slots(PLAN, Busy([]), MONDAY, MONDAY + dt.timedelta(days=6), ZONE, FAR_PAST, FAR_FUTURE))
     # 40-minute slots every 50 minutes; the lunch gap is a break; Wednesday has one window
-    assert starts(found) == [at(MONDAY, 9), at(MONDAY, 9, 50), at(MONDAY, 10, 40), at(MONDAY, 14),
-                             at(MONDAY + dt.timedelta(days=2), 9)]
+    assert starts(found) == [
+        at(MONDAY, 9),
+        at(MONDAY, 9, 50),
+        at(MONDAY, 10, 40),
+        at(MONDAY, 14),
+        at(MONDAY + dt.timedelta(days=2), 9),
+    ]
     assert found[0][1] - found[0][0] == dt.timedelta(minutes=40)
 
 
 def test_time_off_and_bookings_remove_overlapping_slots():
-    busy = Busy([(at(MONDAY, 9, 30), at(MONDAY, 9, 55)),  # clips two slots
-                 (at(MONDAY, 13), at(MONDAY, 18))])  # the whole afternoon
+    busy = Busy(
+        [
+            (at(MONDAY, 9, 30), at(MONDAY, 9, 55)),  # clips two slots
+            (at(MONDAY, 13), at(MONDAY, 18)),
+        ]
+    )  # the whole afternoon
     found = list(open_slots(PLAN, busy, MONDAY, MONDAY, ZONE, FAR_PAST, FAR_FUTURE))
     assert starts(found) == [at(MONDAY, 10, 40)]
 
 
 def test_long_time_off_hides_every_slot_it_covers():
-    busy = Busy([(at(MONDAY, 0) - dt.timedelta(days=3), at(MONDAY, 0) + dt.timedelta(days=5)),
-                 (at(MONDAY, 9), at(MONDAY, 9, 10))])
+    busy = Busy(
+        [
+            (at(MONDAY, 0) - dt.timedelta(days=3), at(MONDAY, 0) + dt.timedelta(days=5)),
+            (at(MONDAY, 9), at(MONDAY, 9, 10)),
+        ]
+    )
     assert list(open_slots(PLAN, busy, MONDAY, MONDAY + dt.timedelta(days=3), ZONE, FAR_PAST, FAR_FUTURE)) == []
 
 

@@ -1,4 +1,5 @@
 """Notices pure logic: quiet hours, rate limits, templates, robot payloads, retry backoff."""
+
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -52,8 +53,10 @@ def test_templates_check_their_params():
 
 def test_robot_payloads_mention_everyone_only_when_severe():
     message = Outbound(1, 2, "chat_group", "http://robot", "Storm", "Stay in", "severe", mention_all=True)
-    assert ChatRobot().payload(message) == {"msgtype": "text", "text": {"content": "【Storm】\nStay in",
-                                                                       "mentioned_list": ["@all"]}}
+    assert ChatRobot().payload(message) == {
+        "msgtype": "text",
+        "text": {"content": "【Storm】\nStay in", "mentioned_list": ["@all"]},
+    }
     message.mention_all = False
     assert ChatRobot().payload(message)["msgtype"] == "markdown"
 

@@ -1,4 +1,5 @@
 """Pure logic: no broker, no database."""
+
 import datetime as dt
 import json
 import logging

@@ -1,5 +1,6 @@
 """make run keeps data in SQLite, which stores no UTC offset: times must still come back aware
 and compare with utcnow() exactly as they do on PostgreSQL."""
+
 import datetime as dt
 
 from sqlalchemy import DateTime, Integer, select
@@ -31,6 +32,5 @@ def test_sqlite_times_are_stored_in_utc_and_read_back_aware():
         assert stored is not None and stored.tzinfo is not None
         assert stored == dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.UTC)
         # Compared in UTC, not as wall-clock text: 08:00+08:00 is before 00:30Z.
-        assert session.scalar(select(Stamp.id).where(
-            Stamp.at < dt.datetime(2026, 1, 1, 0, 30, tzinfo=dt.UTC))) == 1
+        assert session.scalar(select(Stamp.id).where(Stamp.at < dt.datetime(2026, 1, 1, 0, 30, tzinfo=dt.UTC))) == 1
         assert stored < dt.datetime.now(dt.UTC)

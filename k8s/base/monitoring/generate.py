@@ -9,6 +9,7 @@
 
 tests/deploy/test_monitoring.py fails when a generated file differs from what this writes.
 """
+
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ HEADER = """\
 
 
 # --- PrometheusRule ---------------------------------------------------------------------------
+
 
 class _Dumper(yaml.SafeDumper):
     pass
@@ -54,8 +56,11 @@ def prometheus_rule():
         "kind": "PrometheusRule",
         "metadata": {
             "name": "grassroots",
-            "labels": {"app.kubernetes.io/part-of": "grassroots", "app.kubernetes.io/component": "monitoring",
-                       **SELECTOR_LABELS},
+            "labels": {
+                "app.kubernetes.io/part-of": "grassroots",
+                "app.kubernetes.io/component": "monitoring",
+                **SELECTOR_LABELS,
+            },
         },
         "spec": {"groups": rule_groups()},
     }
@@ -70,8 +75,15 @@ NS = 'namespace="$namespace"'
 
 def _variables(*extra):
     datasource = {
-        "name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-        "current": {}, "hide": 0, "refresh": 1, "options": [], "regex": "",
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "options": [],
+        "regex": "",
     }
     namespace = _query_variable("namespace", "Namespace", "label_values(grassroots_requests_total, namespace)")
     return {"list": [datasource, namespace, *extra]}
@@ -79,10 +91,20 @@ def _variables(*extra):
 
 def _query_variable(name, label, query, multi=False):
     variable = {
-        "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-        "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
-        "refresh": 2, "sort": 1, "hide": 0, "current": {}, "options": [], "regex": "",
-        "multi": multi, "includeAll": multi,
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": f"{name}-values"},
+        "definition": query,
+        "refresh": 2,
+        "sort": 1,
+        "hide": 0,
+        "current": {},
+        "options": [],
+        "regex": "",
+        "multi": multi,
+        "includeAll": multi,
     }
     if multi:
         variable["allValue"] = ".*"
@@ -102,8 +124,16 @@ class _Layout:
 
     def row(self, title):
         self._newline()
-        self.panels.append({"id": self._id(), "type": "row", "title": title, "collapsed": False, "panels": [],
-                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}})
+        self.panels.append(
+            {
+                "id": self._id(),
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+            }
+        )
         self.y += 1
 
     def _newline(self):
@@ -111,15 +141,32 @@ class _Layout:
             self.y += self.row_height
             self.x = self.row_height = 0
 
-    def panel(self, title, targets, unit="short", width=12, height=8, kind="timeseries", description="",
-              stack=False, thresholds=None, min_=None, max_=None):
+    def panel(
+        self,
+        title,
+        targets,
+        unit="short",
+        width=12,
+        height=8,
+        kind="timeseries",
+        description="",
+        stack=False,
+        thresholds=None,
+        min_=None,
+        max_=None,
+    ):
         if self.x + width > 24:
             self._newline()
         defaults = {"unit": unit, "color": {"mode": "palette-classic"}}
         if kind == "timeseries":
-            defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 20 if stack else 0,
-                                  "showPoints": "never", "spanNulls": False,
-                                  "stacking": {"mode": "normal" if stack else "none", "group": "A"}}
+            defaults["custom"] = {
+                "drawStyle": "line",
+                "lineWidth": 1,
+                "fillOpacity": 20 if stack else 0,
+                "showPoints": "never",
+                "spanNulls": False,
+                "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+            }
         if min_ is not None:
             defaults["min"] = min_
         if max_ is not None:
@@ -131,21 +178,37 @@ class _Layout:
                 defaults["custom"]["thresholdsStyle"] = {"mode": "dashed"}
         defaults["thresholds"] = {"mode": "absolute", "steps": steps}
         panel = {
-            "id": self._id(), "type": kind, "title": title, "description": description,
-            "datasource": DATASOURCE, "gridPos": {"h": height, "w": width, "x": self.x, "y": self.y},
+            "id": self._id(),
+            "type": kind,
+            "title": title,
+            "description": description,
+            "datasource": DATASOURCE,
+            "gridPos": {"h": height, "w": width, "x": self.x, "y": self.y},
             "fieldConfig": {"defaults": defaults, "overrides": []},
             "targets": [
-                {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend,
-                 "range": True, "instant": False}
+                {
+                    "refId": chr(ord("A") + i),
+                    "datasource": DATASOURCE,
+                    "expr": expr,
+                    "legendFormat": legend,
+                    "range": True,
+                    "instant": False,
+                }
                 for i, (expr, legend) in enumerate(targets)
             ],
         }
         if kind == "timeseries":
-            panel["options"] = {"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]},
-                                "tooltip": {"mode": "multi", "sort": "desc"}}
+            panel["options"] = {
+                "legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]},
+                "tooltip": {"mode": "multi", "sort": "desc"},
+            }
         else:
-            panel["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                                "colorMode": "value", "graphMode": "area", "textMode": "auto"}
+            panel["options"] = {
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "colorMode": "value",
+                "graphMode": "area",
+                "textMode": "auto",
+            }
         self.panels.append(panel)
         self.x += width
         self.row_height = max(self.row_height, height)
@@ -153,10 +216,22 @@ class _Layout:
 
 def _dashboard(uid, title, description, templating, panels, tags):
     return {
-        "uid": uid, "title": title, "description": description, "tags": ["grassroots", *tags],
-        "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1, "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"}, "timepicker": {}, "timezone": "browser",
-        "annotations": {"list": []}, "links": [], "templating": templating, "panels": panels,
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["grassroots", *tags],
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "annotations": {"list": []},
+        "links": [],
+        "templating": templating,
+        "panels": panels,
     }
 
 
@@ -167,74 +242,139 @@ def overview():
     layout = _Layout()
 
     layout.row("Traffic and errors")
-    layout.panel("Requests per second by service",
-                 [(f"sum by (service) (rate(grassroots_requests_total{{{sel}}}{rate}))", "{{service}}")],
-                 unit="reqps", description="Every entrypoint: RPC, events, timers, HTTP.")
-    layout.panel("Requests per second by outcome",
-                 [(f"sum by (service, outcome) (rate(grassroots_requests_total{{{sel}}}{rate}))",
-                   "{{service}} {{outcome}}")],
-                 unit="reqps", stack=True,
-                 description="success, client_error (the caller's mistake: bad input, not allowed), error.")
-    layout.panel("RPC error ratio by service",
-                 [(f"sum by (service) (rate(grassroots_requests_total"
-                   f'{{{sel}, entrypoint="rpc", outcome="error"}}{rate}))'
-                   f' / sum by (service) (rate(grassroots_requests_total{{{sel}, entrypoint="rpc"}}{rate}))',
-                   "{{service}}")],
-                 unit="percentunit", thresholds=0.05, min_=0,
-                 description="Server errors over all RPC calls; alert GrassrootsRpcErrorRatioHigh above 5% for 5m.")
-    layout.panel("Error ratio by method",
-                 [(f'sum by (service, method) (rate(grassroots_requests_total{{{per_method}, outcome="error"}}{rate}))'
-                   f' / sum by (service, method) (rate(grassroots_requests_total{{{per_method}}}{rate}))',
-                   "{{service}}.{{method}}")],
-                 unit="percentunit", min_=0, description="Server errors over all calls, every entrypoint kind.")
-    layout.panel("Requests per second by method",
-                 [(f"sum by (service, method) (rate(grassroots_requests_total{{{per_method}}}{rate}))",
-                   "{{service}}.{{method}}")],
-                 unit="reqps", width=24)
+    layout.panel(
+        "Requests per second by service",
+        [(f"sum by (service) (rate(grassroots_requests_total{{{sel}}}{rate}))", "{{service}}")],
+        unit="reqps",
+        description="Every entrypoint: RPC, events, timers, HTTP.",
+    )
+    layout.panel(
+        "Requests per second by outcome",
+        [(f"sum by (service, outcome) (rate(grassroots_requests_total{{{sel}}}{rate}))", "{{service}} {{outcome}}")],
+        unit="reqps",
+        stack=True,
+        description="success, client_error (the caller's mistake: bad input, not allowed), error.",
+    )
+    layout.panel(
+        "RPC error ratio by service",
+        [
+            (
+                f"sum by (service) (rate(grassroots_requests_total"
+                f'{{{sel}, entrypoint="rpc", outcome="error"}}{rate}))'
+                f' / sum by (service) (rate(grassroots_requests_total{{{sel}, entrypoint="rpc"}}{rate}))',
+                "{{service}}",
+            )
+        ],
+        unit="percentunit",
+        thresholds=0.05,
+        min_=0,
+        description="Server errors over all RPC calls; alert GrassrootsRpcErrorRatioHigh above 5% for 5m.",
+    )
+    layout.panel(
+        "Error ratio by method",
+        [
+            (
+                f'sum by (service, method) (rate(grassroots_requests_total{{{per_method}, outcome="error"}}{rate}))'
+                f" / sum by (service, method) (rate(grassroots_requests_total{{{per_method}}}{rate}))",
+                "{{service}}.{{method}}",
+            )
+        ],
+        unit="percentunit",
+        min_=0,
+        description="Server errors over all calls, every entrypoint kind.",
+    )
+    layout.panel(
+        "Requests per second by method",
+        [
+            (
+                f"sum by (service, method) (rate(grassroots_requests_total{{{per_method}}}{rate}))",
+                "{{service}}.{{method}}",
+            )
+        ],
+        unit="reqps",
+        width=24,
+    )
 
     layout.row("Duration")
     for quantile, label, threshold in ((0.5, "p50", None), (0.99, "p99", 1)):
-        layout.panel(f"{label} duration by service and method",
-                     [(f"histogram_quantile({quantile}, sum by (service, method, le) "
-                       f"(rate(grassroots_request_duration_seconds_bucket{{{per_method}}}{rate})))",
-                       "{{service}}.{{method}}")],
-                     unit="s", thresholds=threshold,
-                     description="RPC p99 above 1 s for 10m: alert GrassrootsRpcLatencyP99High." if threshold else "")
+        layout.panel(
+            f"{label} duration by service and method",
+            [
+                (
+                    f"histogram_quantile({quantile}, sum by (service, method, le) "
+                    f"(rate(grassroots_request_duration_seconds_bucket{{{per_method}}}{rate})))",
+                    "{{service}}.{{method}}",
+                )
+            ],
+            unit="s",
+            thresholds=threshold,
+            description="RPC p99 above 1 s for 10m: alert GrassrootsRpcLatencyP99High." if threshold else "",
+        )
 
     layout.row("Workers, dead letters, outbox")
-    layout.panel("In-flight calls",
-                 [(f"sum by (service) (grassroots_requests_in_flight{{{sel}}})", "{{service}}")], width=8)
-    layout.panel("Dead letters",
-                 [(f"sum by (service, handler) (increase(grassroots_dead_letters_total{{{sel}}}{rate}))",
-                   "{{service}}.{{handler}}")],
-                 width=8, description="Event messages dead-lettered per interval (failed every retry, or malformed).")
-    layout.panel("Outbox pending",
-                 [(f'max by (job) (grassroots_outbox_pending{{{NS}, job=~"$service"}})', "{{job}}")],
-                 width=8, thresholds=100,
-                 description="Committed events not yet published; alert GrassrootsOutboxBacklog above 100 for 10m.")
+    layout.panel(
+        "In-flight calls", [(f"sum by (service) (grassroots_requests_in_flight{{{sel}}})", "{{service}}")], width=8
+    )
+    layout.panel(
+        "Dead letters",
+        [
+            (
+                f"sum by (service, handler) (increase(grassroots_dead_letters_total{{{sel}}}{rate}))",
+                "{{service}}.{{handler}}",
+            )
+        ],
+        width=8,
+        description="Event messages dead-lettered per interval (failed every retry, or malformed).",
+    )
+    layout.panel(
+        "Outbox pending",
+        [(f'max by (job) (grassroots_outbox_pending{{{NS}, job=~"$service"}})', "{{job}}")],
+        width=8,
+        thresholds=100,
+        description="Committed events not yet published; alert GrassrootsOutboxBacklog above 100 for 10m.",
+    )
 
     layout.row("RabbitMQ (vhost grassroots)")
     queues = f'{NS}, vhost="grassroots"'
-    layout.panel("Messages in dead-letter queues",
-                 [(f'max by (queue) (rabbitmq_queue_messages{{{queues}, queue=~".+\\\\.dead"}})', "{{queue}}")],
-                 width=8, thresholds=0.5)
-    layout.panel("Ready messages by queue",
-                 [(f'max by (queue) (rabbitmq_queue_messages_ready{{{queues}, queue!~".+\\\\.(dead|retry)"}})',
-                   "{{queue}}")],
-                 width=8, thresholds=1000)
-    layout.panel("Consumers by service queue",
-                 [(f'max by (queue) (rabbitmq_queue_consumers{{{queues}, queue=~"(rpc|evt)-.+", '
-                   f'queue!~".+\\\\.(dead|retry)"}})', "{{queue}}")],
-                 width=8, description="A service queue at 0 for 5m: alert GrassrootsQueueWithoutConsumers.")
+    layout.panel(
+        "Messages in dead-letter queues",
+        [(f'max by (queue) (rabbitmq_queue_messages{{{queues}, queue=~".+\\\\.dead"}})', "{{queue}}")],
+        width=8,
+        thresholds=0.5,
+    )
+    layout.panel(
+        "Ready messages by queue",
+        [(f'max by (queue) (rabbitmq_queue_messages_ready{{{queues}, queue!~".+\\\\.(dead|retry)"}})', "{{queue}}")],
+        width=8,
+        thresholds=1000,
+    )
+    layout.panel(
+        "Consumers by service queue",
+        [
+            (
+                f'max by (queue) (rabbitmq_queue_consumers{{{queues}, queue=~"(rpc|evt)-.+", '
+                f'queue!~".+\\\\.(dead|retry)"}})',
+                "{{queue}}",
+            )
+        ],
+        width=8,
+        description="A service queue at 0 for 5m: alert GrassrootsQueueWithoutConsumers.",
+    )
 
-    service = _query_variable("service", "Service", f"label_values(grassroots_requests_total{{{NS}}}, service)",
-                              multi=True)
-    method = _query_variable("method", "Method",
-                             f'label_values(grassroots_requests_total{{{NS}, service=~"$service"}}, method)',
-                             multi=True)
-    return _dashboard("grassroots-overview", "Grassroots — suite overview",
-                      "RED metrics of the four services, dead letters, outbox, RabbitMQ queues.",
-                      _variables(service, method), layout.panels, ["red"])
+    service = _query_variable(
+        "service", "Service", f"label_values(grassroots_requests_total{{{NS}}}, service)", multi=True
+    )
+    method = _query_variable(
+        "method", "Method", f'label_values(grassroots_requests_total{{{NS}, service=~"$service"}}, method)', multi=True
+    )
+    return _dashboard(
+        "grassroots-overview",
+        "Grassroots — suite overview",
+        "RED metrics of the four services, dead letters, outbox, RabbitMQ queues.",
+        _variables(service, method),
+        layout.panels,
+        ["red"],
+    )
 
 
 def domain():
@@ -246,52 +386,88 @@ def domain():
         return f"max by ({by}) ({inner})" if by else f"max({inner})"
 
     layout.row("Notices")
-    layout.panel("Deliveries delivered by channel",
-                 [(gauge("grassroots_notices_deliveries", "channel", 'status="delivered"'), "{{channel}}")], width=8)
-    layout.panel("Deliveries failed by channel",
-                 [(gauge("grassroots_notices_deliveries", "channel", 'status="failed"'), "{{channel}}")], width=8)
-    layout.panel("Deliveries due now by channel",
-                 [(gauge("grassroots_notices_due_deliveries", "channel"), "{{channel}}")], width=8,
-                 description="Queued deliveries whose time has come: a growing line means sending lags.")
-    layout.panel("Acknowledgements", [(gauge("grassroots_notices_acknowledgements"), "acknowledgements")],
-                 kind="stat", width=6, description="Residents' acknowledgements of notices (all time).")
-    layout.panel("Acknowledgements over time", [(gauge("grassroots_notices_acknowledgements"), "acknowledgements")],
-                 width=9)
+    layout.panel(
+        "Deliveries delivered by channel",
+        [(gauge("grassroots_notices_deliveries", "channel", 'status="delivered"'), "{{channel}}")],
+        width=8,
+    )
+    layout.panel(
+        "Deliveries failed by channel",
+        [(gauge("grassroots_notices_deliveries", "channel", 'status="failed"'), "{{channel}}")],
+        width=8,
+    )
+    layout.panel(
+        "Deliveries due now by channel",
+        [(gauge("grassroots_notices_due_deliveries", "channel"), "{{channel}}")],
+        width=8,
+        description="Queued deliveries whose time has come: a growing line means sending lags.",
+    )
+    layout.panel(
+        "Acknowledgements",
+        [(gauge("grassroots_notices_acknowledgements"), "acknowledgements")],
+        kind="stat",
+        width=6,
+        description="Residents' acknowledgements of notices (all time).",
+    )
+    layout.panel(
+        "Acknowledgements over time", [(gauge("grassroots_notices_acknowledgements"), "acknowledgements")], width=9
+    )
     layout.panel("Notices by status", [(gauge("grassroots_notices_notices", "status"), "{{status}}")], width=9)
 
     layout.row("Volunteer")
-    layout.panel("Open help requests by status",
-                 [(gauge("grassroots_volunteer_requests", "status", 'status=~"open|offered|matched|unmatched"'),
-                   "{{status}}")], stack=True, width=12)
+    layout.panel(
+        "Open help requests by status",
+        [(gauge("grassroots_volunteer_requests", "status", 'status=~"open|offered|matched|unmatched"'), "{{status}}")],
+        stack=True,
+        width=12,
+    )
     layout.panel("Pending offers", [(gauge("grassroots_volunteer_pending_offers"), "pending offers")], width=6)
-    layout.panel("Active volunteers",
-                 [(gauge("grassroots_volunteer_volunteers", "state", 'state="active"'), "{{state}}")],
-                 kind="stat", width=6)
+    layout.panel(
+        "Active volunteers",
+        [(gauge("grassroots_volunteer_volunteers", "state", 'state="active"'), "{{state}}")],
+        kind="stat",
+        width=6,
+    )
 
     layout.row("Grid")
-    layout.panel("Open incidents by handling level",
-                 [(gauge("grassroots_grid_open_incidents", "handling_level"), "{{handling_level}}")],
-                 stack=True, width=12,
-                 description="Unresolved incidents by the level handling them; more than 20 at district level "
-                             "for 30m: alert GrassrootsDistrictIncidentsPilingUp.")
-    layout.panel("Screening coverage of running campaigns",
-                 [(gauge("grassroots_grid_screening_coverage_ratio", "campaign_id"), "campaign {{campaign_id}}")],
-                 unit="percentunit", min_=0, max_=1, width=12,
-                 description="Households visited at least once over households in the campaign's area.")
+    layout.panel(
+        "Open incidents by handling level",
+        [(gauge("grassroots_grid_open_incidents", "handling_level"), "{{handling_level}}")],
+        stack=True,
+        width=12,
+        description="Unresolved incidents by the level handling them; more than 20 at district level "
+        "for 30m: alert GrassrootsDistrictIncidentsPilingUp.",
+    )
+    layout.panel(
+        "Screening coverage of running campaigns",
+        [(gauge("grassroots_grid_screening_coverage_ratio", "campaign_id"), "campaign {{campaign_id}}")],
+        unit="percentunit",
+        min_=0,
+        max_=1,
+        width=12,
+        description="Households visited at least once over households in the campaign's area.",
+    )
     layout.panel("Residents", [(gauge("grassroots_grid_residents"), "residents")], kind="stat", width=6)
     layout.panel("Tagged residents by tag", [(gauge("grassroots_grid_tagged_residents", "tag"), "{{tag}}")], width=18)
 
     layout.row("Legal")
-    layout.panel("Consultations by status", [(gauge("grassroots_legal_consultations", "status"), "{{status}}")],
-                 width=8)
+    layout.panel(
+        "Consultations by status", [(gauge("grassroots_legal_consultations", "status"), "{{status}}")], width=8
+    )
     layout.panel("Upcoming consultations", [(gauge("grassroots_legal_upcoming_consultations"), "upcoming")], width=8)
-    layout.panel("Mediation cases by status", [(gauge("grassroots_legal_mediation_cases", "status"), "{{status}}")],
-                 width=8)
+    layout.panel(
+        "Mediation cases by status", [(gauge("grassroots_legal_mediation_cases", "status"), "{{status}}")], width=8
+    )
 
-    return _dashboard("grassroots-domain", "Grassroots — domain",
-                      "What the services hold: notices and deliveries, help requests, incidents, screening, "
-                      "legal cases (gauges read from each service's database at scrape time).",
-                      _variables(), layout.panels, ["domain"])
+    return _dashboard(
+        "grassroots-domain",
+        "Grassroots — domain",
+        "What the services hold: notices and deliveries, help requests, incidents, screening, "
+        "legal cases (gauges read from each service's database at scrape time).",
+        _variables(),
+        layout.panels,
+        ["domain"],
+    )
 
 
 def dashboards():
@@ -303,6 +479,7 @@ def dashboard_text(dashboard):
 
 
 # --- main -------------------------------------------------------------------------------------
+
 
 def outputs():
     files = {PROMETHEUS_RULE: prometheus_rule()}

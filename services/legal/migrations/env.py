@@ -1,4 +1,5 @@
 """Alembic environment: the shared one (shared/alembic_env.py)."""
+
 from shared.alembic_env import run
 
 run()

@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -17,8 +18,13 @@ QUEUED = sa.text("status = 'queued'")
 def upgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_deliveries_due")
-        batch_op.create_index("ix_deliveries_queued_due", ["channel", "next_attempt_at", "id"], unique=False,
-                              postgresql_where=QUEUED, sqlite_where=QUEUED)
+        batch_op.create_index(
+            "ix_deliveries_queued_due",
+            ["channel", "next_attempt_at", "id"],
+            unique=False,
+            postgresql_where=QUEUED,
+            sqlite_where=QUEUED,
+        )
 
 
 def downgrade() -> None:
