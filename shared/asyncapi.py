@@ -690,17 +690,19 @@ def generate():
     return render(build())
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m shared.asyncapi", description=__doc__.split("\n\n")[0])
+def generated_document_main(argv, prog, description, output, generate, regenerate):
+    """The command line of a document generated from the code: write it, or ``--check`` that the
+    committed one is current (exit 1 with the difference). Shared with tools.rpc_reference."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--check", action="store_true", help="exit 1 and show the difference when the committed file is stale"
     )
-    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--output", type=Path, default=output)
     args = parser.parse_args(argv)
     try:
         text = generate()
     except ContractError as exc:
-        print(f"asyncapi: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     output = args.output
     if args.check:
@@ -716,12 +718,23 @@ def main(argv=None):
             n=2,
         )
         sys.stdout.writelines(diff)
-        print(f"\n{output} is stale: run `make asyncapi` and commit it", file=sys.stderr)
+        print(f"\n{output} is stale: {regenerate}", file=sys.stderr)
         return 1
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     print(f"wrote {output}")
     return 0
+
+
+def main(argv=None):
+    return generated_document_main(
+        argv,
+        "python -m shared.asyncapi",
+        __doc__.split("\n\n")[0],
+        OUTPUT,
+        generate,
+        "run `make asyncapi` and commit it",
+    )
 
 
 if __name__ == "__main__":

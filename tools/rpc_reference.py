@@ -17,8 +17,6 @@ outlive their method. The output is deterministic (everything sorted), so a test
 committed file with a fresh generation.
 """
 
-import argparse
-import difflib
 import inspect
 import json
 import re
@@ -420,37 +418,9 @@ def generate(services=None, notes_text=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tools.rpc_reference", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 and show the difference when the committed file is stale"
+    return asyncapi.generated_document_main(
+        argv, "python -m tools.rpc_reference", __doc__.split("\n\n")[0], OUTPUT, generate, REGENERATE
     )
-    parser.add_argument("--output", type=Path, default=OUTPUT)
-    args = parser.parse_args(argv)
-    try:
-        text = generate()
-    except ContractError as exc:
-        print(f"rpc_reference: {exc}", file=sys.stderr)
-        return 2
-    output = args.output
-    if args.check:
-        current = output.read_text(encoding="utf-8") if output.exists() else ""
-        if current == text:
-            print(f"{output} is up to date")
-            return 0
-        diff = difflib.unified_diff(
-            current.splitlines(keepends=True),
-            text.splitlines(keepends=True),
-            fromfile=f"{output} (committed)",
-            tofile="generated",
-            n=2,
-        )
-        sys.stdout.writelines(diff)
-        print(f"\n{output} is stale: {REGENERATE}", file=sys.stderr)
-        return 1
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    print(f"wrote {output}")
-    return 0
 
 
 if __name__ == "__main__":
