@@ -42,3 +42,5 @@ def save_json(name, data, **options):
     with open(path, "w") as out:
         json.dump(data, out, indent=2, ensure_ascii=False, **options)
     return path
+
+import shared  # noqa: F401  (before eventlet: keeps its deprecation warning out of the benchmarks' output)

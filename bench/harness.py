@@ -157,7 +157,7 @@ def stop_process(process, sig=signal.SIGTERM, timeout=20.0):
 
 
 class ServiceProcess:
-    """``nameko run`` of one service (services/<name>) as deployed, its output in var/<log_name>.
+    """One service (services/<name>) run as deployed (shared.runner), its output in var/<log_name>.
 
     Its own interpreter and event loop, the bench's AMQP URI, JWT secret and PII
     key, an HTTP port of its own (for /readyz and /metrics), plus ``env``.
@@ -169,7 +169,6 @@ class ServiceProcess:
         self.env = {
             **os.environ,
             "PYTHONPATH": ROOT,
-            "PYTHONWARNINGS": "ignore::DeprecationWarning",
             "AMQP_URI": amqp_uri,
             JWT_SECRET_ENV: jwt_secret(),
             PII_KEY_ENV: pii_key(),
@@ -185,9 +184,13 @@ class ServiceProcess:
 
     def start(self):
         with open(self.log_path, "w") as log:
-            self.process = start_nameko(
-                ["run", "--config", f"services/{self.name}/config.yml", f"services.{self.name}.service"], self.env, log
-            )
+            self.process = subprocess.Popen(self.argv(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def argv(self):
+        """The service's command line as deployed (shared.launch: the service runner)."""
+        from shared.launch import run_argv
+
+        return run_argv(self.name)
 
     def ready(self):
         try:
@@ -202,12 +205,12 @@ class ServiceProcess:
             raise RuntimeError(f"{self.name} service exited with {self.process.returncode}; see {self.log_path}")
 
     def stop(self):
-        stop_process(self.process)  # nameko run stops gracefully on SIGTERM
+        stop_process(self.process)  # the runner stops gracefully on SIGTERM
 
     def memory(self):
         """Peak and current RSS (KiB) of the service process, from /proc.
 
-        Popen runs this interpreter with ``-m nameko``, so its pid is the
+        Popen runs this interpreter with ``-m shared.runner``, so its pid is the
         service's python itself; checked here rather than assumed.
         """
         assert self.process is not None, "start() first"
@@ -215,7 +218,7 @@ class ServiceProcess:
         exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             argv = [arg.decode() for arg in cmdline.read().split(b"\0") if arg]
-        if not exe.startswith("python") or not any(arg.endswith("nameko") for arg in argv):
+        if not exe.startswith("python") or not any(arg in ("shared.runner", "-c") for arg in argv):
             raise RuntimeError(f"pid {pid} is {exe} {argv}, not the {self.name} service's python")
         status = {}
         with open(f"/proc/{pid}/status") as lines:

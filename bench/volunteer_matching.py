@@ -405,7 +405,7 @@ def make_specs(rng, grids, volunteers, residents_of, needed_by):
     return specs
 
 
-# `nameko run` as ServiceProcess starts it, with a hook logging the interpreter's slower garbage collections
+# The service runner as ServiceProcess starts it, with a hook logging the interpreter's slower garbage collections
 # (every gen-2 one, any other over 2 ms) to BENCH_GC_LOG: "<unix time at the end> <generation> <pause ms>".
 GC_HOOK = """
 import gc, os, time
@@ -419,8 +419,9 @@ def watch(phase, info):
     if info["generation"] == 2 or pause > 2:
         log.write(f"{time.time():.4f} {info['generation']} {pause:.2f}\\n")
 gc.callbacks.append(watch)
-import nameko.cli.main
-nameko.cli.main.main()
+import sys
+from shared.runner import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -435,15 +436,7 @@ class GcWatchedService(ServiceProcess):
     def start(self):
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    GC_HOOK,
-                    "run",
-                    "--config",
-                    f"services/{self.name}/config.yml",
-                    f"services.{self.name}.service",
-                ],
+                [sys.executable, "-c", GC_HOOK, *self.argv()[3:]],  # argv: python -m shared.runner ARGS
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
