@@ -13,6 +13,8 @@ timing, /proc; needs eventlet's monkey patching) and ``bench.db`` (databases).
 import json
 import os
 
+import shared  # noqa: F401  (before eventlet: keeps its deprecation warning out of the benchmarks' output)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAR = os.path.join(ROOT, "var")
 
@@ -42,5 +44,3 @@ def save_json(name, data, **options):
     with open(path, "w") as out:
         json.dump(data, out, indent=2, ensure_ascii=False, **options)
     return path
-
-import shared  # noqa: F401  (before eventlet: keeps its deprecation warning out of the benchmarks' output)
