@@ -214,7 +214,10 @@ class SchemaConverter:
         if isinstance(field, fields.Number):  # Float, Decimal
             return {"type": "number"}
         if isinstance(field, fields.Date):
-            return {"type": "string", "format": "date"}
+            result = {"type": "string", "format": "date"}
+            if isinstance(field, validation.Date) and mode == "load":
+                result["description"] = f"From {field.earliest.isoformat()} to {field.latest.isoformat()}."
+            return result
         if isinstance(field, fields.Time):
             if field.format == "%H:%M":
                 return {"type": "string", "pattern": CLOCK_PATTERN}
@@ -222,7 +225,10 @@ class SchemaConverter:
         if isinstance(field, fields.DateTime):  # DateTime, AwareDateTime, the suite's UtcDateTime
             result = {"type": "string", "format": "date-time"}
             if isinstance(field, validation.UtcDateTime) and mode == "load":
-                result["description"] = "ISO-8601; without an offset it is taken as UTC."
+                result["description"] = (
+                    "ISO-8601; without an offset it is taken as UTC. From "
+                    f"{field.earliest:%Y-%m-%d} (UTC) up to, not including, {field.latest:%Y-%m-%d}."
+                )
             return result
         if isinstance(field, fields.UUID):
             return {"type": "string", "format": "uuid"}
@@ -440,8 +446,9 @@ def _fixed_components():
                 "exc_type": {
                     "type": "string",
                     "description": "``ValidationError`` (``value`` is JSON naming each "
-                    "bad field), ``NotFound``, ``Conflict``, ``Forbidden``, "
-                    "``Unauthenticated``, ``InternalError``.",
+                    "bad field; ``_body``, ``args`` or ``kwargs`` for a request body that is not "
+                    '``{"args": [], "kwargs": {...}}``), ``NotFound`` (also an unknown method), '
+                    "``Conflict``, ``Forbidden``, ``Unauthenticated``, ``InternalError``.",
                 },
                 "exc_path": {"type": "string"},
                 "exc_args": {"type": "array"},
@@ -474,7 +481,10 @@ def build(services=None):
         "address": None,
         "title": "RPC replies",
         "description": f"Replies are published to ``{RPC_EXCHANGE}`` with the request's ``reply_to`` property as "
-        "routing key (the caller's reply queue) and its ``correlation_id``.",
+        "routing key (the caller's reply queue) and its ``correlation_id``. A request that cannot be answered "
+        "— no ``reply_to``, or a body that cannot be decoded (not JSON, not UTF-8, nested too deep, another "
+        "content type) — is not run: it is parked in ``rpc-<service>.dead`` (an undecodable one that names "
+        "``reply_to`` and ``correlation_id`` is also answered with a ``ValidationError``).",
         "messages": {"reply": {"$ref": f"#/components/messages/{REPLY_CHANNEL}"}},
         "bindings": _amqp_channel(RPC_EXCHANGE),
     }
@@ -653,6 +663,9 @@ def build(services=None):
                 "``nameko.auth_token`` header) and events (CloudEvents-shaped envelopes on each service's "
                 "``<service>.events`` topic exchange, routing key = event type, published through a "
                 "transactional outbox: at least once, deduplicated by envelope id).\n\n"
+                "Every input string refuses NUL, the other C0 control characters (tab, newline and carriage "
+                'return excepted) and lone surrogates; integers are strict (``1.5``, ``"2"`` and ``true`` are '
+                "refused); timestamps and dates lie in the window each field's description gives.\n\n"
                 "Generated from the code by ``python -m shared.asyncapi`` (``make asyncapi``); do not edit."
             ),
             "tags": tags,

@@ -12,7 +12,7 @@ Tokens for operators and tests: ``grassroots token --sub alice --role officer --
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jwt
 from nameko.extensions import DependencyProvider
@@ -53,6 +53,11 @@ class Caller:
     def require_reach(self, path, what="unit"):
         if not self.reaches(path):
             raise Forbidden(f"{what} is outside the caller's unit scope")
+
+    def acting_as(self, roles):
+        """This caller with only those of its roles among ``roles`` (what a method allows)."""
+        kept = self.roles.intersection(roles)
+        return self if kept == self.roles else replace(self, roles=frozenset(kept))
 
 
 def system_caller(service_name):
@@ -141,10 +146,18 @@ class CallerAccess:
         return self._caller
 
     def authorize(self, roles):
-        """Authenticate the caller and check it holds one of ``roles``; return the Caller."""
+        """Authenticate the caller and check it holds one of ``roles``; return the Caller acting in only
+        those of its roles the method allows.
+
+        Holding several roles never widens scope: a role the method does not allow lends the call
+        nothing — neither ``service``'s district-wide reach to an ``officer`` token naming no unit, nor
+        a self role's leave to name no unit. Within the allowed roles, each keeps its own rule: a staff
+        role reaches the token's unit, a self role only the records its ``sub`` names.
+        """
         caller = self.caller
         if not caller.has_role(*roles):
             raise Forbidden(f"role {sorted(caller.roles)} may not call this method")
+        caller = caller.acting_as(roles)
         if caller.unit is None and not caller.unrestricted and not caller.has_role(*SELF_ROLES):
             raise Forbidden("token names no unit scope")
         return caller

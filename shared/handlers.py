@@ -5,6 +5,11 @@ republished (with publisher confirms, before the original is acked) to a retry
 queue whose TTL dead-letters it back to the handler's queue; after
 ``max_attempts`` — or at once for a malformed message — it goes to the
 handler's ``.dead`` queue and ``grassroots_dead_letters_total`` counts it.
+
+Retries are bounded whatever a message's headers say: the attempt header is only
+trusted as an integer from 1 to ``max_attempts``; a missing one is the first
+attempt, any other value (not an integer, negative, huge, a list) counts as the
+last, so a failure dead-letters it. Only this module writes the header.
 """
 
 import logging
@@ -16,12 +21,24 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 from nameko.messaging import QueueConsumer
 
+from shared import amqp_wire
 from shared.errors import ValidationError
+from shared.logs import call_id_stack_problem
 
 log = logging.getLogger(__name__)
+amqp_wire.install()  # bytes that are not UTF-8 in a routing key or a property killed the consumer
 
 ATTEMPT_HEADER = "x-grassroots-attempt"
 REASON_HEADER = "x-grassroots-dead-reason"
+CALL_ID_STACK_HEADER = "nameko.call_id_stack"
+
+
+def attempt_of(headers, max_attempts):
+    """Which attempt this delivery is, from 1 to ``max_attempts`` (see the module docstring)."""
+    value = (headers or {}).get(ATTEMPT_HEADER, 1)
+    if type(value) is not int or not 1 <= value <= max_attempts:  # bool is an int: refused too
+        return max_attempts
+    return value
 
 
 class SafeQueueConsumer(QueueConsumer):
@@ -65,16 +82,27 @@ class ReliableEventHandler(EventHandler):
             declare=[self.retry_queue, self.dead_queue],
         )
 
+    def unpack_message_headers(self, message):
+        """The context data, without header names that are not text and without a call id stack
+        nameko cannot extend (an integer there killed the container): the event is still handled,
+        as the start of a new call chain."""
+        headers = {k: v for k, v in (message.headers or {}).items() if isinstance(k, str)}
+        if CALL_ID_STACK_HEADER in headers and call_id_stack_problem(headers[CALL_ID_STACK_HEADER]):
+            del headers[CALL_ID_STACK_HEADER]
+        return {self._strip_header_name(k): v for k, v in headers.items()}
+
     def handle_result(self, message, worker_ctx, result=None, exc_info=None):
         if exc_info is None:
             self.queue_consumer.ack_message(message)
             return result, exc_info
+        attempt = attempt_of(message.headers, self.max_attempts)
         try:
-            attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 1))
             if issubclass(exc_info[0], ValidationError):
                 self.dead_letter(message, reason=f"malformed: {exc_info[1]}"[:500])
             elif attempt >= self.max_attempts:
-                self.dead_letter(message, reason=f"failed {attempt} times: {exc_info[0].__name__}")
+                trusted = (message.headers or {}).get(ATTEMPT_HEADER, 1) == attempt
+                times = f"{attempt} times" if trusted else "with an invalid attempt header"
+                self.dead_letter(message, reason=f"failed {times}: {exc_info[0].__name__}")
             else:
                 self.retry(message, attempt)
         except Exception:

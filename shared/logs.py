@@ -25,7 +25,25 @@ EXTRA_FIELDS = (
     "attempt",
     "count",
     "unit_id",
+    "reason",
 )
+
+MAX_CALL_ID_STACK = 100
+MAX_CALL_ID = 300
+
+
+def call_id_stack_problem(value):
+    """None when ``value`` (a ``nameko.call_id_stack`` header off the wire) is a list of call ids
+    nameko and these logs can carry, else why not. nameko extends a deque with it in the worker:
+    anything else (an integer, say) raised there and killed the container."""
+    from shared.validation import text_problem
+
+    if not isinstance(value, list) or len(value) > MAX_CALL_ID_STACK:
+        return f"Must be a list of at most {MAX_CALL_ID_STACK} call ids."
+    for item in value:
+        if not isinstance(item, str) or len(item) > MAX_CALL_ID or text_problem(item):
+            return f"Each call id must be text of at most {MAX_CALL_ID} characters."
+    return None
 
 
 def bind_call(service, call_id, call_id_stack):

@@ -1,21 +1,74 @@
-"""The RPC entrypoint every service uses: nameko's, with cheaper replies.
+"""The RPC entrypoint every service uses: nameko's, with cheaper replies, that no message can kill.
 
-nameko 2.14 publishes each reply persistent and with publisher confirms: a broker
-round trip and a disk write per call, which bought nothing — a reply that is lost
-leaves its caller timing out either way, confirmed or not. Replies here are
-transient and unconfirmed; requests keep the caller's own settings.
+Cheaper replies. nameko 2.14 publishes each reply persistent and with publisher
+confirms: a broker round trip and a disk write per call, which bought nothing — a
+reply that is lost leaves its caller timing out either way, confirmed or not.
+Replies here are transient and unconfirmed; requests keep the caller's own settings.
+
+No message on ``rpc-<service>`` can hurt the service (issue 12). In nameko 2.14 a
+request without ``reply_to`` killed the process after running the method (and, left
+on the queue, again after each restart); kombu acked an undecodable request silently
+— the caller waited out its timeout — and logged its raw body; a body that was not
+``{"args": [...], "kwargs": {...}}`` or an unknown method got nameko's own errors; a
+reply the broker refused killed the container (nameko issue 346). Here:
+
+- a request that can be answered always gets a typed reply: ``ValidationError`` for
+  a body that is not a JSON object with ``args`` (an array) and ``kwargs`` (an
+  object), or a malformed ``nameko.call_id_stack`` header; ``NotFound`` for an
+  unknown method;
+- a request that cannot be answered — no ``reply_to``, properties py-amqp cannot read
+  (shared.amqp_wire), or a body kombu cannot decode (not JSON, not UTF-8, nested too
+  deep, a content type other than JSON such as pickle, a bad compression) — is not run: it is dead-lettered to
+  ``rpc-<service>.dead`` with the reason in ``x-grassroots-dead-reason`` (its
+  ``nameko.auth_token`` header dropped: no bearer tokens at rest) and counted in
+  ``grassroots_dead_letters_total{handler="rpc"}``; an undecodable one that names
+  ``reply_to`` and ``correlation_id`` is also answered with a ``ValidationError``;
+- a reply or dead letter the broker refuses is logged on one line and the process
+  carries on;
+- no message body is ever logged (kombu's decode-error handler logged its repr).
 """
 
+import logging
+import re
+import sys
+from functools import partial
+
+import kombu.exceptions
+import kombu.serialization
+from kombu import Queue
 from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
     AMQP_URI_CONFIG_KEY,
     DEFAULT_SERIALIZER,
+    HEADER_PREFIX,
     LOGIN_METHOD_CONFIG_KEY,
     NON_PERSISTENT,
     SERIALIZER_CONFIG_KEY,
 )
+from nameko.exceptions import (
+    ContainerBeingKilled,
+    IncorrectSignature,
+    MethodNotFound,
+    UnserializableValueError,
+    serialize,
+)
+from nameko.messaging import QueueConsumer
 from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, get_rpc_exchange
+
+from shared import amqp_wire
+from shared.errors import NotFound, ValidationError
+from shared.handlers import REASON_HEADER
+from shared.logs import call_id_stack_problem
+
+log = logging.getLogger(__name__)
+amqp_wire.install()  # bytes that are not UTF-8 in a routing key or a property killed the consumer
+
+DEAD_LETTER_HANDLER = "rpc"  # the handler label of grassroots_dead_letters_total for RPC requests
+TOKEN_HEADER = f"{HEADER_PREFIX}.auth_token"
+CALL_ID_STACK_HEADER = f"{HEADER_PREFIX}.call_id_stack"
+_METHOD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+BODY_SHAPE = "Must be a JSON object with args (an array) and kwargs (an object)."
 
 
 class ReplyPublisher(Publisher):
@@ -24,27 +77,229 @@ class ReplyPublisher(Publisher):
 
 
 class ReplyResponder(Responder):
+    """nameko's Responder with cheap replies; ``reply_serializer`` overrides the request's own
+    encoding (for requests that could not be decoded, e.g. pickle: never answered in kind)."""
+
     publisher_cls = ReplyPublisher
+
+    def __init__(self, *args, reply_serializer=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reply_serializer = reply_serializer
+
+    def send_response(self, result, exc_info):
+        error = None if exc_info is None else serialize(exc_info[1])
+        content_type = self.message.properties.get("content_type")
+        serializer = self.reply_serializer or kombu.serialization.registry.type_to_name.get(
+            content_type, self.serializer
+        )
+        # nameko's own check: an unserialisable result becomes an error rather than a failed publish
+        try:
+            kombu.serialization.dumps(result, serializer)
+        except Exception:
+            exc_info = sys.exc_info()
+            error = serialize(UnserializableValueError(result))
+            result = None
+        publisher = self.publisher_cls(self.amqp_uri, ssl=self.ssl, login_method=self.login_method)
+        publisher.publish(
+            {"result": result, "error": error},
+            serializer=serializer,
+            exchange=self.exchange,
+            routing_key=self.message.properties["reply_to"],
+            correlation_id=self.message.properties.get("correlation_id"),
+        )
+        return result, exc_info
+
+
+class RpcQueueConsumer(QueueConsumer):
+    """nameko's queue consumer without kombu's decode-error handler, which logs the raw body (and
+    acks the message, answering nobody): a message kombu cannot decode goes to its provider's
+    ``undecodable(message, exc)`` when it has one (the RPC consumer), else it is dropped with a
+    one-line log (a reply queue: only this process's own calls are waiting on it)."""
+
+    def get_consumers(self, consumer_cls, channel):
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_decode_error = partial(self._undecodable, provider)
+        return consumers
+
+    def on_decode_error(self, message, exc):
+        self._undecodable(None, message, exc)
+
+    def _undecodable(self, provider, message, exc):
+        try:
+            handler = getattr(provider, "undecodable", None)
+            if handler is not None:
+                handler(message, exc)
+                return
+            log.error("undecodable message dropped", extra={"error_type": type(exc).__name__})
+        except Exception as error:  # never out of the consumer thread: that would kill the container
+            log.error("undecodable message not handled", extra={"error_type": type(error).__name__})
+        _ack(self, message)
+
+
+def _ack(queue_consumer, message):
+    try:
+        queue_consumer.ack_message(message)
+    except Exception as exc:  # a closed channel: the broker redelivers it
+        log.error("could not ack an RPC message", extra={"error_type": type(exc).__name__})
+
+
+def decode_problem(exc):
+    """What was wrong with a body kombu could not decode, in words the caller can act on."""
+    if isinstance(exc, kombu.exceptions.ContentDisallowed):
+        return "The content type is not accepted; send application/json."
+    cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc.__context__
+    if isinstance(cause, UnicodeError):
+        return "The body is not valid UTF-8."
+    if isinstance(cause, RecursionError):
+        return "The body is nested too deeply."
+    if isinstance(cause, ValueError):
+        return "The body is not valid JSON."
+    return "The body could not be decoded."
 
 
 class ReplyingRpcConsumer(RpcConsumer):
-    def handle_result(self, message, result, exc_info):
+    queue_consumer = RpcQueueConsumer()
+
+    def setup(self):
+        super().setup()
         config = self.container.config
-        responder = ReplyResponder(
+        self.dead_queue = Queue(f"{self.queue.name}.dead", durable=True)
+        self.dead_publisher = Publisher(
             config[AMQP_URI_CONFIG_KEY],
-            get_rpc_exchange(config),
-            config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER),
-            message,
+            use_confirms=True,
+            declare=[self.dead_queue],
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
-        result, exc_info = responder.send_response(result, exc_info)
-        self.queue_consumer.ack_message(message)
+
+    def handle_message(self, body, message):
+        try:
+            if amqp_wire.UNREADABLE_PROPERTIES_HEADER in (message.headers or {}):
+                self.dead_letter(message, "unreadable properties: the request cannot be answered")
+                return
+            if not message.properties.get("reply_to"):
+                self.dead_letter(message, "no reply_to: the request cannot be answered")
+                return
+            routing_key = message.delivery_info.get("routing_key") or ""
+            try:
+                provider = self.get_provider_for_method(routing_key)
+            except MethodNotFound:
+                method = routing_key.rsplit(".", 1)[-1]
+                named = f" {method!r}" if _METHOD_NAME.match(method) else ""
+                raise NotFound(f"{self.container.service_name} has no method{named}") from None
+            provider.handle_message(body, message)
+        except Exception:
+            self.handle_result(message, None, sys.exc_info())
+
+    def undecodable(self, message, exc):
+        problem = decode_problem(exc)
+        properties = message.properties
+        if properties.get("reply_to") and properties.get("correlation_id"):
+            try:
+                raise ValidationError({"_body": [problem]})
+            except ValidationError:
+                self._reply(message, None, sys.exc_info(), reply_serializer=self._serializer())
+        self.dead_letter(message, f"undecodable: {problem}")
+
+    def handle_result(self, message, result, exc_info):
+        result, exc_info = self._reply(message, result, exc_info)
+        _ack(self.queue_consumer, message)
         return result, exc_info
+
+    def _serializer(self):
+        return self.container.config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER)
+
+    def _reply(self, message, result, exc_info, reply_serializer=None):
+        config = self.container.config
+        try:
+            responder = ReplyResponder(
+                config[AMQP_URI_CONFIG_KEY],
+                get_rpc_exchange(config),
+                self._serializer(),
+                message,
+                ssl=config.get(AMQP_SSL_CONFIG_KEY),
+                login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+                reply_serializer=reply_serializer,
+            )
+            return responder.send_response(result, exc_info)
+        except Exception as exc:
+            # nameko let this out of the consumer, which killed the container (nameko issue 346).
+            log.error(
+                "could not publish an RPC reply; the caller will time out",
+                extra={"error_type": type(exc).__name__},
+            )
+            return result, exc_info
+
+    def dead_letter(self, message, reason):
+        """Park a request nobody can be answered for in ``rpc-<service>.dead``, count it, ack it.
+
+        If even that fails the request is dropped (logged): requeueing it would spin it through
+        this consumer again and again, and it cannot be answered anyway."""
+        try:
+            headers = {k: v for k, v in (message.headers or {}).items() if k != TOKEN_HEADER}
+            headers[REASON_HEADER] = reason
+            properties = message.properties
+            self.dead_publisher.publish(
+                message.body,
+                exchange="",
+                routing_key=self.dead_queue.name,
+                headers=headers,
+                serializer=None,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                correlation_id=properties.get("correlation_id"),
+            )
+            log.error("RPC request dead-lettered", extra={"outcome": "dead_letter", "reason": reason.split(":")[0]})
+            telemetry = next((d for d in self.container.dependencies if hasattr(d, "count_dead_letter")), None)
+            if telemetry is not None:
+                telemetry.count_dead_letter(DEAD_LETTER_HANDLER)
+        except Exception as exc:
+            log.error("could not dead-letter an RPC request; dropped it", extra={"error_type": type(exc).__name__})
+        _ack(self.queue_consumer, message)
+
+
+def request_problem(body):
+    """None for a well-formed nameko request body, else the ValidationError details."""
+    if not isinstance(body, dict):
+        return {"_body": [BODY_SHAPE]}
+    problems = {}
+    if not isinstance(body.get("args"), list):
+        problems["args"] = ["Must be an array." if "args" in body else "Missing data for required field."]
+    if not isinstance(body.get("kwargs"), dict):
+        problems["kwargs"] = ["Must be an object." if "kwargs" in body else "Missing data for required field."]
+    return problems or None
 
 
 class ServiceRpc(Rpc):
     rpc_consumer = ReplyingRpcConsumer()
+
+    def unpack_message_headers(self, message):
+        headers = message.headers or {}
+        if not all(isinstance(key, str) for key in headers):
+            raise ValidationError({"_headers": ["Header names must be UTF-8 text."]})
+        stack = headers.get(CALL_ID_STACK_HEADER)
+        if stack is not None:
+            problem = call_id_stack_problem(stack)
+            if problem:
+                raise ValidationError({CALL_ID_STACK_HEADER: [problem]})
+        return super().unpack_message_headers(message)
+
+    def handle_message(self, body, message):
+        problem = request_problem(body)
+        if problem:
+            raise ValidationError(problem)
+        args, kwargs = body["args"], body["kwargs"]
+        context_data = self.unpack_message_headers(message)
+        try:
+            self.check_signature(args, kwargs)
+        except IncorrectSignature:
+            raise ValidationError({"_args": ["The arguments do not match the method."]}) from None
+        handle_result = partial(self.handle_result, message)
+        try:
+            self.container.spawn_worker(self, args, kwargs, context_data=context_data, handle_result=handle_result)
+        except ContainerBeingKilled:
+            self.rpc_consumer.requeue_message(message)
 
 
 class ClassicReplyListener(ReplyListener):
@@ -52,8 +307,11 @@ class ClassicReplyListener(ReplyListener):
 
     nameko declares its reply queue durable, so on a vhost whose default queue type is quorum
     (production) it would become a replicated quorum queue: a Raft write per reply for a queue
-    that exists only to carry answers back to one process.
+    that exists only to carry answers back to one process. It shares the RPC entrypoint's
+    queue consumer (one connection), so an undecodable reply is not logged with its body either.
     """
+
+    queue_consumer = RpcQueueConsumer()
 
     def setup(self):
         super().setup()

@@ -16,7 +16,8 @@ Gaps in `nameko run` (2.14) this fills:
   event is in the outbox until it is published.
 - Output before logging is configured (dependency warnings, import errors) is not JSON. Here the
   config's ``LOGGING`` is applied first, warnings go through logging, and a start-up failure is
-  one log line: a missing secret names the variables and how to load the local ones.
+  one log line: a missing secret names the variables and how to load the local ones; a setting a
+  service's ``check_config`` refuses (notices: a gateway URL outside its outbound policy) names it.
 """
 
 import argparse
@@ -85,6 +86,19 @@ def check_config(config):
             "for a local run load the ones `make run` generated with `set -a; . var/dev.env; set +a`, "
             "elsewhere set them from your secret store"
         )
+
+
+def check_services(classes, config):
+    """A service class may refuse its config before anything starts: its ``check_config(config)``
+    raises ValueError with a one-line reason (e.g. notices: a gateway URL its policy refuses)."""
+    for cls in classes:
+        check = getattr(cls, "check_config", None)
+        if check is None:
+            continue
+        try:
+            check(config)
+        except ValueError as refused:
+            raise StartupError(f"{getattr(cls, 'name', cls.__name__)}: {refused}") from None
 
 
 def import_services(paths):
@@ -184,6 +198,7 @@ def main(argv=None):
     try:
         check_config(config)
         classes = import_services(args.services)
+        check_services(classes, config)
     except StartupError as refused:
         log.error("cannot start: %s", refused)
         return EXIT_CONFIG

@@ -101,7 +101,8 @@ class Telemetry(DependencyProvider):
         )
         self.dead_letters = Counter(
             "grassroots_dead_letters_total",
-            "Event messages dead-lettered after failing their retries, or rejected as malformed.",
+            "Event messages dead-lettered after failing their retries, or rejected as malformed; "
+            "RPC requests that could not be answered (handler=rpc).",
             ["service", "handler"],
             registry=self.registry,
         )
@@ -126,6 +127,9 @@ class Telemetry(DependencyProvider):
         for entrypoint in self.container.entrypoints:
             if hasattr(entrypoint, "dead_letter"):
                 self.dead_letters.labels(self.service, entrypoint.method_name)
+            elif hasattr(getattr(entrypoint, "rpc_consumer", None), "dead_letter"):
+                # shared.rpc: RPC requests that could not be answered, under one label
+                self.dead_letters.labels(self.service, "rpc")
 
     def get_dependency(self, worker_ctx):
         return self

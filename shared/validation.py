@@ -1,7 +1,12 @@
 """marshmallow building blocks used by every service's schemas.
 
 All schemas reject unknown fields and every string has an upper bound, so a
-1 MB value is refused with a field error before it reaches the database.
+1 MB value is refused with a field error before it reaches the database. No input
+string may carry NUL, another C0 control character (tab, newline and carriage
+return excepted) or a lone surrogate — PostgreSQL cannot store the first and
+UTF-8 cannot encode the last; every timestamp and date lies in a window the
+database and Python's datetime arithmetic both handle; integers are strict
+(``1.5``, ``"2"`` and ``true`` are refused, not coerced).
 """
 
 import datetime as dt
@@ -51,8 +56,38 @@ class Id(fields.Field):
         return None if value is None else str(value)
 
 
-class Str(fields.String):
-    """A trimmed, length-bounded string (1..max_length characters by default)."""
+# NUL, the other C0 controls but tab, newline and carriage return, and any surrogate: in a str
+# decoded from JSON a surrogate is always a lone one (json pairs the others into one character).
+_BAD_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def text_problem(value):
+    """None for a string every store and encoder takes, else why not (naming the character, not the text)."""
+    match = _BAD_CHARACTER.search(value)
+    if match is None:
+        return None
+    code = f"U+{ord(match.group()):04X}"
+    if 0xD800 <= ord(match.group()) <= 0xDFFF:
+        return f"Must not contain a lone surrogate ({code})."
+    return f"Must not contain the control character {code}."
+
+
+class Text(fields.String):
+    """A string with no NUL, other C0 control character (tab, newline, carriage return excepted)
+    or lone surrogate. PostgreSQL refuses NUL in text and UTF-8 cannot encode a lone surrogate:
+    either would fail on the database instead of as a field error. Every input string builds on
+    it (``Str``, ``OneOf``, ``Phone``, ``Url``, the grid's ID numbers)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        problem = text_problem(value)
+        if problem:
+            raise MarshmallowError(problem)
+        return value
+
+
+class Str(Text):
+    """A trimmed, length-bounded string (1..max_length characters by default) of allowed characters."""
 
     def __init__(self, *, max_length=200, min_length=1, **kwargs):
         validators = kwargs.pop("validate", None)
@@ -65,9 +100,13 @@ class Str(fields.String):
         return value.strip()
 
 
+class Url(Text, fields.Url):
+    """An absolute URL of allowed characters."""
+
+
 def OneOf(choices, **kwargs):
     """A string restricted to a vocabulary (the error lists the allowed values)."""
-    return fields.String(validate=validate.OneOf(sorted(choices)), **kwargs)
+    return Text(validate=validate.OneOf(sorted(choices)), **kwargs)
 
 
 def ListOf(field, *, max_items=100, min_items=0, unique=True, **kwargs):
@@ -92,7 +131,7 @@ def phone_problem(value):
     return None
 
 
-class Phone(fields.String):
+class Phone(Text):
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs).strip()
         problem = phone_problem(value)
@@ -101,16 +140,58 @@ class Phone(fields.String):
         return value
 
 
-class UtcDateTime(fields.AwareDateTime):
-    """An ISO-8601 timestamp; one without an offset is taken as UTC."""
+# Every timestamp of the contract is a moment of the suite's own time: a deadline, a shift, a
+# booking, a session held, when a tag ends, where a report starts. Nothing there predates the Unix
+# epoch, and 2200 keeps every value — with any offset, plus any lead time or horizon the services
+# add — far inside what PostgreSQL hands back to psycopg2 (year <= 9999) and what Python's datetime
+# arithmetic takes (9999-12-31T23:00-12:00 was stored as year 10000 and broke every read after).
+EARLIEST_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST_TIME = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+# Calendar days of the same things (campaigns, pledges, coverage, slot searches). Birth dates
+# reach further back (grid's register_resident: EARLIEST_BIRTH_DATE): people alive today were born
+# long before 1970.
+EARLIEST_DATE = dt.date(1970, 1, 1)
+LATEST_DATE = dt.date(2199, 12, 31)
+EARLIEST_BIRTH_DATE = dt.date(1900, 1, 1)
 
-    def __init__(self, **kwargs):
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO-8601 timestamp; one without an offset is taken as UTC. On input it must lie in
+    [earliest, latest) — compared as instants, whatever the offset."""
+
+    def __init__(self, *, earliest=EARLIEST_TIME, latest=LATEST_TIME, **kwargs):
         super().__init__(default_timezone=dt.UTC, **kwargs)
+        self.earliest = earliest
+        self.latest = latest
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        # Aware comparisons subtract offsets without building a datetime: no overflow at the edges.
+        if not self.earliest <= value < self.latest:
+            raise MarshmallowError(
+                f"Must be from {self.earliest.isoformat()} up to (not including) {self.latest.isoformat()}."
+            )
+        return value
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
         return super()._serialize(value, attr, obj, **kwargs)
+
+
+class Date(fields.Date):
+    """An ISO-8601 calendar date in [earliest, latest] (both days included)."""
+
+    def __init__(self, *, earliest=EARLIEST_DATE, latest=LATEST_DATE, **kwargs):
+        super().__init__(**kwargs)
+        self.earliest = earliest
+        self.latest = latest
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if not self.earliest <= value <= self.latest:
+            raise MarshmallowError(f"Must be from {self.earliest.isoformat()} to {self.latest.isoformat()}.")
+        return value
 
 
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -120,8 +201,8 @@ class WeeklyWindow(StrictSchema):
     """``{"weekday": 0-6, "start": "HH:MM", "end": "HH:MM"}``: a recurring window of a week."""
 
     weekday = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=6))
-    start = fields.String(required=True, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
-    end = fields.String(required=True, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+    start = Text(required=True, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
+    end = Text(required=True, validate=validate.Regexp(CLOCK, error="Must be HH:MM."))
 
     @validates_schema
     def ordered(self, data, **kwargs):
@@ -130,8 +211,8 @@ class WeeklyWindow(StrictSchema):
 
 
 class PageSchema(StrictSchema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
-    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    page = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=100_000))
+    page_size = fields.Integer(load_default=100, strict=True, validate=validate.Range(min=1, max=500))
 
 
 def load(schema, data):

@@ -107,6 +107,9 @@ def notices_config(grid_config, notices_db, receiver):
         "DELIVERY_MAX_ATTEMPTS": 3,
         "DELIVERY_RETRY_BASE": 0.05,
         "RPC_TIMEOUT": 10,
+        # The Receiver is a plain-HTTP server on loopback: the dev/test case of the outbound policy.
+        "ALLOW_HTTP": True,
+        "OUTBOUND_ALLOWLIST": "127.0.0.1",
         "CHANNELS": {
             "sms": {"url": receiver.url("/sms"), "rate_per_second": 1000},
             "voice_call": {"url": receiver.url("/voice"), "rate_per_second": 1000},

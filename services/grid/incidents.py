@@ -89,10 +89,13 @@ def report_incident(uow, caller, policy, unit_id, category, description, party_r
     unit = reachable_unit(session, caller, unit_id)
     parties = sorted(set(party_resident_ids or []))
     if parties:
-        found = set(session.scalars(select(Resident.id).where(Resident.id.in_(parties))))
+        found = dict(session.execute(select(Resident.id, Resident.unit_path).where(Resident.id.in_(parties))).all())
         missing = [str(p) for p in parties if p not in found]
         if missing:
             raise ValidationError({"party_resident_ids": [f"Unknown residents: {', '.join(missing)}."]})
+        # Every party must be the caller's to name: a dispute opens a mediation case showing their names.
+        for path in found.values():
+            caller.require_reach(tree.path_ids(path), "party resident")
     return _open(uow, policy, unit, category, description, parties, caller.sub)
 
 

@@ -5,7 +5,20 @@ from marshmallow import ValidationError as FieldError, fields, validate, validat
 from services.grid import vocabulary as v
 from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number
 from shared.paths import path_ids
-from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Phone, Str, StrictSchema, UtcDateTime
+from shared.validation import (
+    EARLIEST_BIRTH_DATE,
+    Date,
+    EventData,
+    Id,
+    ListOf,
+    OneOf,
+    PageSchema,
+    Phone,
+    Str,
+    StrictSchema,
+    Text,
+    UtcDateTime,
+)
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -56,7 +69,7 @@ class RegisterHousehold(StrictSchema):
     address = fields.Nested(Address, required=True)
 
 
-class IdNumber(fields.String):
+class IdNumber(Text):
     def _deserialize(self, value, attr, data, **kwargs):
         value = normalise_id_number(super()._deserialize(value, attr, data, **kwargs))
         problem = id_number_problem(value)
@@ -70,7 +83,7 @@ class RegisterResident(StrictSchema):
     name = Str(required=True, max_length=100)
     id_number = IdNumber(required=True)
     phone = Phone(required=True)
-    birth_date = fields.Date(required=True)
+    birth_date = Date(required=True, earliest=EARLIEST_BIRTH_DATE)
 
     @validates_schema
     def birth_date_matches_id(self, data, **kwargs):
@@ -108,7 +121,7 @@ class ResidentFilter(StrictSchema):
 class FindResidents(ResidentFilter, PageSchema):
     # Keyset paging for long walks (audience resolution): rows with id > after, no OFFSET.
     after = Id(load_default=None, allow_none=True)
-    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    page_size = fields.Integer(load_default=100, strict=True, validate=validate.Range(min=1, max=1000))
 
 
 class GetResidents(StrictSchema):
@@ -118,8 +131,8 @@ class GetResidents(StrictSchema):
 class StartScreening(StrictSchema):
     under = Id(required=True)
     title = Str(required=True, max_length=200)
-    starts_on = fields.Date(required=True)
-    ends_on = fields.Date(required=True)
+    starts_on = Date(required=True)
+    ends_on = Date(required=True)
 
     @validates_schema
     def ends_after_start(self, data, **kwargs):
@@ -175,23 +188,23 @@ class ListIncidents(PageSchema):
 class HelpRequestUnmatched(EventData):
     request_id = Id(required=True)
     unit_id = Id(required=True)
-    kind = fields.String(required=True, validate=validate.Length(max=40))
-    urgency = fields.String(required=True, validate=validate.Length(max=20))
+    kind = Str(required=True, max_length=40)
+    urgency = Str(required=True, max_length=20)
 
 
 class ShiftUnderstaffed(EventData):
     shift_id = Id(required=True)
     post_id = Id(required=True)
     unit_id = Id(required=True)
-    starts_at = fields.String(required=True, validate=validate.Length(max=40))
-    needed = fields.Integer(required=True)
-    signed = fields.Integer(required=True)
+    starts_at = Str(required=True, max_length=40)
+    needed = fields.Integer(required=True, strict=True)
+    signed = fields.Integer(required=True, strict=True)
 
 
 class MediationClosed(EventData):
     case_id = Id(required=True)
     source_incident_id = Id(required=True, allow_none=True)
-    outcome = fields.String(required=True, validate=validate.Length(max=40))
+    outcome = Str(required=True, max_length=40)
 
 
 # ---- outputs --------------------------------------------------------------

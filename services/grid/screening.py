@@ -44,10 +44,12 @@ CONCERN_CATEGORY = "public_health"
 
 def record_visit(uow, caller, policy, campaign_id, household_id, outcome, note):
     session = uow.session
-    # A grid worker records visits in a street-wide campaign: the household is what must be in scope.
+    # A grid worker records visits in a street-wide campaign: the household is what must be in scope,
+    # and the campaign must cover it or be in scope itself (else nothing about it is told).
     campaign = load_campaign(session, caller, campaign_id, require_reach=False)
     household = load_household(session, caller, household_id)
     if not household.unit_path.startswith(campaign.unit_path):
+        caller.require_reach(tree.path_ids(campaign.unit_path), "campaign")
         raise ValidationError({"household_id": ["Household is outside the campaign's area."]})
     now = utcnow()
     if not campaign.starts_on <= now.date() <= campaign.ends_on:

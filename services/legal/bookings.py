@@ -118,11 +118,14 @@ def find_slots(session, grid, policy, specialty, date_from, date_to, station_id,
 
 
 def _authorize_for_resident(caller, grid, resident_id):
-    """Residents book for themselves; staff for residents in their scope; services for anyone."""
-    if caller.roles == {"resident"}:
-        if caller.sub != str(resident_id):
-            raise Forbidden("residents book only for themselves")
+    """Residents book for themselves; staff for residents in their scope; services for anyone.
+
+    Each role grants only its own: a resident who is also staff books for others in the staff scope.
+    """
+    if caller.has_role("resident") and caller.sub == str(resident_id):
         return
+    if not caller.has_role("admin", "officer", "grid_worker", "service"):
+        raise Forbidden("residents book only for themselves")
     caller.require_reach(grid_lookup.resident(grid, resident_id)["unit_path"], "resident")
 
 
@@ -149,14 +152,16 @@ def _check_slot(session, policy, lawyer_id, station_id, starts_at, exclude=None)
 
 def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_id, topic, mode, idempotency_key):
     session = uow.session
+    _authorize_for_resident(caller, grid, resident_id)  # before a key can say anything about a booking
     if idempotency_key is not None:
         existing = session.scalar(select(Consultation).where(Consultation.idempotency_key == idempotency_key))
         if existing is not None:
-            same = (existing.lawyer_id, existing.starts_at, existing.resident_id) == (lawyer_id, starts_at, resident_id)
-            if not same:
-                raise Conflict("idempotency_key was used for a different booking")
+            # Only the caller who booked it, retrying the same booking, gets it back. Anyone else gets
+            # the same Conflict whatever the key belongs to: it tells that the key is taken, no more.
+            first = (existing.booked_by, existing.lawyer_id, existing.station_id, existing.starts_at)
+            if first + (existing.resident_id,) != (caller.sub, lawyer_id, station_id, starts_at, resident_id):
+                raise Conflict("idempotency_key is already used for another booking")
             return existing
-    _authorize_for_resident(caller, grid, resident_id)
     station, (start, end) = _check_slot(session, policy, lawyer_id, station_id, starts_at)
     # One booking at a time per resident, so two concurrent ones cannot both pass the cap.
     serialize_on(session, "legal.book.resident", resident_id)
@@ -207,7 +212,9 @@ def reachable_consultation(session, caller, consultation_id, *, lock=False):
         return consultation
     if caller.has_role("resident") and caller.sub == str(consultation.resident_id):
         return consultation
-    if caller.has_role("officer", "grid_worker") and caller.reaches(path_ids(consultation.station_path)):
+    if caller.has_role("admin", "service", "officer", "grid_worker") and caller.reaches(
+        path_ids(consultation.station_path)
+    ):
         return consultation
     raise Forbidden("consultation is outside the caller's reach")
 

@@ -22,10 +22,10 @@ def reachable_station(session, caller, station_id):
 
 def create_station(uow, caller, grid, unit_id, name, address):
     unit = grid_lookup.unit(grid, unit_id, "unit_id")
+    path = unit["path_string"]
+    caller.require_reach(path_ids(path), "unit")  # before the unit's level says anything about it
     if unit["level"] not in STATION_LEVELS:
         raise ValidationError({"unit_id": [f"Stations serve a street or community, not a {unit['level']}."]})
-    path = unit["path_string"]
-    caller.require_reach(path_ids(path), "unit")
     station = Station(unit_id=unit_id, unit_path=path, name=name, address=address, created_at=utcnow())
     uow.session.add(station)
     uow.session.flush()
@@ -41,11 +41,16 @@ def list_stations(session, grid, under):
     return session.scalars(query).all()
 
 
-def register_lawyer(uow, caller, name, firm, license_no, specialties, station_ids, resident_id):
+def register_lawyer(uow, caller, grid, name, firm, license_no, specialties, station_ids, resident_id):
+    """Every station and the linked resident must be in the caller's scope, checked before anything
+    else is said (a licence already registered included)."""
     session = uow.session
+    stations = [reachable_station(session, caller, station_id) for station_id in station_ids]
+    if resident_id is not None:
+        # reminders go to this resident through notices: only someone reaching them may link them
+        caller.require_reach(grid_lookup.resident(grid, resident_id)["unit_path"], "resident")
     if session.scalar(select(Lawyer.id).where(Lawyer.license_no == license_no)) is not None:
         raise Conflict(f"license {license_no} is already registered")
-    stations = [reachable_station(session, caller, station_id) for station_id in station_ids]
     lawyer = Lawyer(
         name=name,
         firm=firm,
@@ -88,6 +93,9 @@ def _manage_lawyer(session, caller, lawyer_id):
 def set_schedule(uow, caller, lawyer_id, station_id, weekly, slot_minutes, buffer_minutes):
     session = uow.session
     lawyer = _manage_lawyer(session, caller, lawyer_id)
+    if not is_lawyer(caller, lawyer.id):
+        # an officer plans only at stations in their scope, whichever others the lawyer also serves
+        reachable_station(session, caller, station_id)
     if station_id not in station_ids_of(session, lawyer.id):
         raise ValidationError({"station_id": [f"Lawyer {lawyer.id} does not serve station {station_id}."]})
     # A lawyer is in one place at a time: plans at other stations must not overlap this one.

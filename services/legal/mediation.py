@@ -8,7 +8,7 @@ from sqlalchemy import select
 from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
 from shared import grid_lookup
 from shared.db import fetch, paged, utcnow
-from shared.errors import Conflict, Forbidden, ValidationError
+from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.paths import in_subtree, path_ids
 from shared.pii import mask_phone
 
@@ -17,10 +17,42 @@ log = logging.getLogger(__name__)
 INCIDENT_CASE_CATEGORY = "neighbour"
 
 
+def _under(unit_id, unit_path):
+    """True if a unit path (ids, district first, as the grid returns them) is in ``unit_id``'s subtree."""
+    return str(unit_id) in {str(i) for i in unit_path}
+
+
+def _check_incident(caller, grid, unit_id, incident_id):
+    """The incident a caller links a case to: in the caller's scope, and inside the case's unit (whoever
+    may close the case settles the incident)."""
+    try:
+        incident = grid.get_incident(incident_id=str(incident_id))
+    except NotFound:
+        raise ValidationError({"source_incident_id": [f"Unknown incident {incident_id}."]}) from None
+    incident_path = path_ids(grid_lookup.unit_path(grid, incident["unit_id"], "source_incident_id"))
+    caller.require_reach(incident_path, "incident")
+    if not _under(unit_id, incident_path):
+        raise ValidationError({"source_incident_id": [f"Incident {incident_id} is not inside unit {unit_id}."]})
+
+
 def open_mediation(uow, caller, grid, unit_id, category, party_resident_ids, description, source_incident_id):
+    """A case opened by a caller: the unit, every party and the source incident in the caller's scope
+    (checked before anything about them is said), the parties living inside the case's unit."""
     path = grid_lookup.unit_path(grid, unit_id, "unit_id")
     caller.require_reach(path_ids(path), "unit")
     parties = grid_lookup.residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
+    for party in parties:
+        caller.require_reach(party["unit_path"], "party")
+    outside = [str(p["id"]) for p in parties if not _under(unit_id, p["unit_path"])]
+    if outside:
+        # whoever reaches the case reads its parties' names: they must reach every party too
+        raise ValidationError({"party_resident_ids": [f"Not living inside unit {unit_id}: {', '.join(outside)}."]})
+    if source_incident_id is not None:
+        _check_incident(caller, grid, unit_id, source_incident_id)
+    return _open(uow, caller, unit_id, path, category, parties, description, source_incident_id)
+
+
+def _open(uow, caller, unit_id, path, category, parties, description, source_incident_id):
     if len(parties) < 2:
         raise ValidationError({"party_resident_ids": ["A dispute needs at least two different parties."]})
     case = MediationCase(
@@ -53,9 +85,10 @@ def open_from_incident(uow, caller, grid, incident_id, unit_id, party_resident_i
         log.warning("dispute incident %s names fewer than two parties: no mediation case opened", incident_id)
         return None
     description = grid.get_incident(incident_id=str(incident_id))["description"]
-    return open_mediation(
-        uow, caller, grid, unit_id, INCIDENT_CASE_CATEGORY, party_resident_ids, description, incident_id
-    )
+    # The grid reported the incident with these parties at this unit: taken as they are.
+    path = grid_lookup.unit_path(grid, unit_id, "unit_id")
+    parties = grid_lookup.residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
+    return _open(uow, caller, unit_id, path, INCIDENT_CASE_CATEGORY, parties, description, incident_id)
 
 
 def may_contact_parties(session, caller, case):
@@ -126,6 +159,10 @@ def assign_mediator(uow, caller, grid, case_id, mediator_id, kind):
         resident_id = mediator_id  # a community mediator is a resident
     if resident_id is not None:
         person = grid_lookup.resident(grid, resident_id, "mediator_id")
+        if kind == "social":
+            # a community mediator is a resident the caller names: in the caller's scope, checked
+            # before the conflict checks say anything about where they live
+            caller.require_reach(person["unit_path"], "mediator")
         if int(person["id"]) in case.party_resident_ids:
             raise Conflict("the mediator is a party to the dispute")
         if int(person["household_id"]) in case.party_household_ids:
@@ -172,6 +209,8 @@ def sessions_of(session, case):
 def list_cases(session, caller, grid, under, status, page, page_size):
     query = select(MediationCase)
     if under is None and not caller.unrestricted:
+        if caller.unit is None:  # a mediator's or lawyer's token: they reach their cases one by one
+            raise Forbidden("token names no unit scope")
         under = int(caller.unit)
     if under is not None:
         path = grid_lookup.unit_path(grid, under, "under")

@@ -5,7 +5,18 @@ import itertools
 from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
 
 from services.legal import vocabulary as v
-from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime, WeeklyWindow
+from shared.validation import (
+    Date,
+    EventData,
+    Id,
+    ListOf,
+    OneOf,
+    PageSchema,
+    Str,
+    StrictSchema,
+    UtcDateTime,
+    WeeklyWindow,
+)
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -61,8 +72,8 @@ class AddTimeOff(StrictSchema):
 
 class FindSlots(StrictSchema):
     specialty = OneOf(v.SPECIALTIES, required=True)
-    date_from = fields.Date(required=True)
-    date_to = fields.Date(required=True)
+    date_from = Date(required=True)
+    date_to = Date(required=True)
     station_id = Id(load_default=None, allow_none=True)
     unit_id = Id(load_default=None, allow_none=True)
     limit = fields.Integer(load_default=1000, strict=True, validate=validate.Range(min=1, max=5000))
@@ -160,7 +171,7 @@ class ListCases(PageSchema):
 class IncidentReported(EventData):
     incident_id = Id(required=True)
     unit_id = Id(required=True)
-    category = fields.String(required=True, validate=validate.Length(max=40))
+    category = Str(required=True, max_length=40)
     party_resident_ids = fields.List(Id(), load_default=list, validate=validate.Length(max=20))
 
 

@@ -74,7 +74,7 @@ class LegalService(base.ServiceBase):
     @rpc
     @endpoint(roles=ADMIN_OFFICER, schema=schemas.RegisterLawyer())
     def register_lawyer(self, caller, **args):
-        lawyer = directory.register_lawyer(self.db, caller, **args)
+        lawyer = directory.register_lawyer(self.db, caller, self.grid, **args)
         return {**schemas.LAWYER.dump(lawyer), "station_ids": [str(i) for i in args["station_ids"]]}
 
     @rpc

@@ -4,26 +4,42 @@ from collections import defaultdict
 
 from sqlalchemy import case, func, select
 
-from services.notices.models import Acknowledgement, Delivery, Notice, Recipient
+from services.notices import access
+from services.notices.models import Acknowledgement, Delivery, Notice, NoticeTarget, Recipient
+from shared import grid_lookup
 from shared.db import fetch, locking, utcnow
-from shared.errors import Conflict, Forbidden, NotFound
+from shared.errors import Conflict, NotFound, ValidationError
 from shared.paths import path_ids
 
 EVENT_CHUNK = 500  # residents per notice_unacknowledged event
 
 
-def acknowledge(uow, caller, notice_id, resident_id):
+def acknowledge(uow, caller, grid, notice_id, resident_id):
+    """For the resident themselves, or by staff for a resident in their scope (services.notices.access).
+
+    Staff are checked against the recipient's unit path before anything about it is said; when the
+    resident is no recipient, they hear so only for a resident in their scope and a notice that concerns their
+    subtree (``_path_if_concerned``), else Forbidden — so nobody out of scope learns who received
+    a notice, and a notice of another community stays out of reach whatever resident id comes with it.
+    """
     session = uow.session
-    if caller.roles == {"resident"} and caller.sub != str(resident_id):
-        raise Forbidden("residents acknowledge only for themselves")
+    access.require_some_rule(caller, resident_id, "acknowledge")  # before anything is looked up
     notice = fetch(session, Notice, notice_id, "notice")
     recipient = session.scalar(
         select(Recipient).where(Recipient.notice_id == notice.id, Recipient.resident_id == resident_id)
     )
+    access.require_act_for(
+        caller,
+        resident_id,
+        lambda: (
+            recipient.unit_path
+            if recipient is not None
+            else _path_if_concerned(session, caller, grid, notice, resident_id)
+        ),
+        "acknowledge",
+    )
     if recipient is None:
         raise NotFound(f"resident {resident_id} is not a recipient of notice {notice.id}")
-    if not caller.has_role("resident"):
-        caller.require_reach(path_ids(recipient.unit_path), "resident")
     existing = session.get(Acknowledgement, (notice.id, resident_id))
     if existing is None:
         if notice.status == "cancelled":
@@ -34,11 +50,27 @@ def acknowledge(uow, caller, notice_id, resident_id):
     return existing
 
 
+def _path_if_concerned(session, caller, grid, notice, resident_id):
+    """For staff asking about a resident who is no recipient: the resident's unit path in the grid
+    if the notice concerns the caller — one of its audience units lies under the caller's unit, or
+    above the resident — else None (the grid knows no such resident, or the notice is not theirs)."""
+    try:
+        path = [int(i) for i in grid_lookup.resident(grid, resident_id)["unit_path"]]
+    except ValidationError:
+        return None
+    targets = select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)
+    for target in (path_ids(p) for p in session.scalars(targets)):
+        if caller.reaches(target) or path[: len(target)] == target:
+            return path
+    return None
+
+
 def delivery_report(session, caller, grid, notice, level):
     """Per unit: targeted, sent, delivered, failed and acknowledged residents.
 
     A resident counts as sent/delivered if any of their deliveries was; as failed if all failed.
-    Aggregated by small grid in SQL, rolled up to the requested units here.
+    Aggregated by small grid in SQL, rolled up to the requested units here. A caller scoped to a
+    unit sees only what lies under it: the units, residents and chat groups in its subtree.
     """
     per_recipient = (
         select(
@@ -68,24 +100,27 @@ def delivery_report(session, caller, grid, notice, level):
             func.sum(per_recipient.c.acked),
         ).group_by(per_recipient.c.path)
     ).all()
-    groups = _groups(grid, notice, level)
+    groups = {unit_id for unit_id, path in _groups(session, grid, notice, level).items() if caller.reaches(path)}
     empty = {"targeted": 0, "sent": 0, "delivered": 0, "failed": 0, "acknowledged": 0}
     rows: defaultdict[int, dict[str, int]] = defaultdict(lambda: dict(empty))
     totals = dict(empty)
     for path, targeted, sent, delivered, failed, acked in by_path:
         ids = path_ids(path)
+        if not caller.reaches(ids):
+            continue
         group = next((g for g in ids if g in groups), None)
         for key, value in zip(empty, (targeted, sent, delivered, failed, acked), strict=True):
             totals[key] += int(value or 0)
             if group is not None:
                 rows[group][key] += int(value or 0)
-    chat = dict(
-        session.execute(
-            select(Delivery.status, func.count())
-            .where(Delivery.notice_id == notice.id, Delivery.channel == "chat_group")
-            .group_by(Delivery.status)
-        ).all()
-    )
+    chat: defaultdict[str, int] = defaultdict(int)
+    for status, path, count in session.execute(
+        select(Delivery.status, Delivery.unit_path, func.count())
+        .where(Delivery.notice_id == notice.id, Delivery.channel == "chat_group")
+        .group_by(Delivery.status, Delivery.unit_path)
+    ):
+        if caller.reaches(path_ids(path)):
+            chat[status] += count
     return {
         "notice_id": str(notice.id),
         "level": level,
@@ -95,20 +130,22 @@ def delivery_report(session, caller, grid, notice, level):
     }
 
 
-def _groups(grid, notice, level):
-    """The unit ids to report on: the audience units, or every unit at ``level`` under them."""
+def _groups(session, grid, notice, level):
+    """{unit id: path ids} of the units to report on: the audience units, or every unit at
+    ``level`` under them."""
     if level is None:
-        return set(notice.audience["under"])
-    found = set()
+        targets = select(NoticeTarget.unit_id, NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)
+        return {unit_id: path_ids(path) for unit_id, path in session.execute(targets)}
+    found = {}
     for unit_id in notice.audience["under"]:
         unit = grid.get_unit(unit_id=str(unit_id))
         if unit["level"] == level:
-            found.add(int(unit["id"]))
+            found[int(unit["id"])] = unit["path"]
             continue
         page = 1
         while True:
             listed = grid.list_units(under=str(unit_id), level=level, include_closed=True, page=page, page_size=500)
-            found.update(int(u["id"]) for u in listed["items"])
+            found.update({int(u["id"]): u["path"] for u in listed["items"]})
             if not listed["has_more"]:
                 break
             page += 1

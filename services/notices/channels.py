@@ -4,6 +4,10 @@
 - ``ChatRobot``: a small grid's chat-group robot webhook, in the group-robot JSON
   format (WeCom style: ``msgtype`` text or markdown; ``@all`` for severe notices).
 - ``StubChannel``: accepts and remembers every message; tests and load tests use it.
+
+Every request goes through the deployment's outbound policy (``services.notices.outbound``): the
+address connected to is checked on each connection, redirects are not followed, and a refused
+URL or address fails the delivery for good (``detail`` says why).
 """
 
 import logging
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 
 import eventlet
 import requests
+
+from services.notices.outbound import OutboundPolicy, OutboundRefused
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +47,12 @@ class HttpGateway:
     errors are retried; other 4xx are final. The gateway reports delivery later through
     ``record_delivery_status``."""
 
-    def __init__(self, channel, url, timeout=5.0, auth_header=None):
+    def __init__(self, channel, url, timeout=5.0, auth_header=None, policy=None):
         self.channel = channel
         self.url = url
         self.timeout = timeout
-        self.http = requests.Session()
-        if auth_header:
-            self.http.headers["Authorization"] = auth_header
+        self.policy = policy or OutboundPolicy()
+        self.http = self.policy.session(auth_header)
 
     def payload(self, message):
         return {
@@ -66,11 +71,19 @@ class HttpGateway:
         return list(pool.imap(self.send, messages))
 
     def send(self, message):
+        response = self.post(self.url, message)
+        return response if isinstance(response, Outcome) else self.judge(response)
+
+    def post(self, url, message):
+        """The response, or the Outcome of a request that got none (refused, or a network error)."""
         try:
-            response = self.http.post(self.url, json=self.payload(message), timeout=self.timeout)
+            self.policy.check_url(url)
+            return self.http.post(url, json=self.payload(message), timeout=self.timeout, allow_redirects=False)
+        except OutboundRefused as refused:
+            log.warning("outbound request refused: %s", refused.reason, extra={"method": self.channel})
+            return Outcome(False, retryable=False, detail=f"refused: {refused.reason}"[:300])
         except requests.RequestException as exc:
             return Outcome(False, retryable=True, detail=f"network: {type(exc).__name__}")
-        return self.judge(response)
 
     def judge(self, response):
         if 200 <= response.status_code < 300:
@@ -84,8 +97,8 @@ class ChatRobot(HttpGateway):
 
     RATE_LIMITED = 45009  # the robot's "too many messages" code: retry later
 
-    def __init__(self, timeout=5.0):
-        super().__init__("chat_group", url=None, timeout=timeout)
+    def __init__(self, timeout=5.0, policy=None):
+        super().__init__("chat_group", url=None, timeout=timeout, policy=policy)
 
     def payload(self, message):
         if message.mention_all:
@@ -96,10 +109,9 @@ class ChatRobot(HttpGateway):
         return {"msgtype": "markdown", "markdown": {"content": f"### {message.title}\n{message.body}"}}
 
     def send(self, message):
-        try:
-            response = self.http.post(message.to, json=self.payload(message), timeout=self.timeout)
-        except requests.RequestException as exc:
-            return Outcome(False, retryable=True, detail=f"network: {type(exc).__name__}")
+        response = self.post(message.to, message)  # the group's webhook, checked again now
+        if isinstance(response, Outcome):
+            return response
         outcome = self.judge(response)
         if outcome.ok:
             try:
@@ -128,8 +140,9 @@ class StubChannel:
         return [self.send(message) for message in messages]
 
 
-def build_channels(config):
-    """Adapters from the CHANNELS config: ``url: stub`` picks the stub twin."""
+def build_channels(config, policy=None):
+    """Adapters from the CHANNELS config: ``url: stub`` picks the stub twin. The gateway URLs are
+    expected to have passed ``outbound.startup_policy`` already; ``policy`` guards every request."""
     channels: dict[str, HttpGateway | StubChannel] = {}  # ChatRobot is an HttpGateway
     for name, settings in (config or {}).items():
         url = str(settings.get("url") or "stub")
@@ -137,9 +150,11 @@ def build_channels(config):
         if url == "stub":
             channels[name] = StubChannel(name)
         elif name == "chat_group":
-            channels[name] = ChatRobot(timeout=timeout)
+            channels[name] = ChatRobot(timeout=timeout, policy=policy)
         else:
-            channels[name] = HttpGateway(name, url, timeout=timeout, auth_header=settings.get("auth_header"))
+            channels[name] = HttpGateway(
+                name, url, timeout=timeout, auth_header=settings.get("auth_header"), policy=policy
+            )
     return channels
 
 

@@ -175,10 +175,14 @@ def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id,
     return True
 
 
-def record_delivery_status(uow, delivery_id, status, detail):
-    """A gateway's report: sent → delivered, or failed (which may fall back to a voice call)."""
+def record_delivery_status(uow, caller, delivery_id, status, detail):
+    """A gateway's report: sent → delivered, or failed (which may fall back to a voice call).
+
+    A caller scoped to a unit reports only on deliveries under it (checked before the delivery's
+    state is revealed)."""
     session = uow.session
     delivery = fetch(session, Delivery, delivery_id, "delivery", lock=True)
+    caller.require_reach(path_ids(delivery.unit_path), "delivery")
     now = utcnow()
     order = {"queued": 0, "sent": 1, "delivered": 2, "failed": 2}
     if delivery.status in ("delivered", "failed") and delivery.status != status:

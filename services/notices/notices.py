@@ -7,7 +7,7 @@ from services.notices import units
 from services.notices.models import Delivery, Notice, NoticeTarget
 from services.notices.vocabulary import URGENT_SEVERITIES
 from shared.db import fetch, locking, paged, utcnow
-from shared.errors import Conflict, Forbidden
+from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import in_subtree, path_ids
 
 NOTICE_FIELDS = (
@@ -33,9 +33,7 @@ def create_notice(uow, caller, grid, audience, **fields):
         caller.require_reach(path_ids(path), "audience unit")
     paths = units.outermost(paths)
     if fields["references"] is not None:
-        original = fetch(session, Notice, fields["references"], "notice")
-        if original.kind != "notice" or original.status in ("draft", "cancelled", "expired"):
-            raise Conflict(f"notice {original.id} is {original.status} and cannot be {fields['msg_type']}d")
+        referenced_notice(session, caller, fields["references"], fields["msg_type"], paths)
     notice = Notice(
         kind="notice",
         audience={**audience, "under": sorted(paths)},
@@ -54,8 +52,40 @@ def create_notice(uow, caller, grid, audience, **fields):
     return notice
 
 
+def referenced_notice(session, caller, notice_id, msg_type, paths):
+    """The notice an update or cancel references, checked in this order before anything about it
+    is revealed: it exists; the caller reaches every one of its audience units (a cancel stops all
+    of its deliveries and messages everyone it reached, so reaching one unit is not enough); it
+    can still be updated or cancelled; and the new audience (``paths``: {unit id: path}) fits it —
+    a cancel's is the same units (it goes to everyone the original reached), an update's lies
+    within the original's."""
+    original = fetch(session, Notice, notice_id, "notice")
+    original_paths = require_reach_all(session, caller, original, "the referenced notice")
+    if original.kind != "notice" or original.status in ("draft", "cancelled", "expired"):
+        what = "a direct message" if original.kind != "notice" else original.status
+        raise Conflict(f"notice {original.id} is {what} and cannot be {msg_type}d")
+    if msg_type == "cancel" and set(paths) != {int(u) for u in original.audience["under"]}:
+        units_of = ", ".join(str(u) for u in original.audience["under"])
+        raise ValidationError(
+            {"audience": [f"A cancel goes to the audience of the notice it cancels: under must be [{units_of}]."]}
+        )
+    if msg_type == "update" and not all(any(p.startswith(o) for o in original_paths) for p in paths.values()):
+        raise ValidationError({"audience": ["An update's audience must lie within the notice it updates."]})
+    return original
+
+
 def target_paths(session, notice):
     return session.scalars(select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)).all()
+
+
+def require_reach_all(session, caller, notice, what):
+    """The notice's audience paths, if the caller reaches every one of them (else Forbidden)."""
+    paths = target_paths(session, notice)
+    if not caller.unrestricted and not paths:  # a direct message to no unit: services' only
+        raise Forbidden(f"{what} is outside the caller's unit scope")
+    for path in paths:
+        caller.require_reach(path_ids(path), what)
+    return paths
 
 
 def reachable_notice(session, caller, notice_id, *, lock=False):
@@ -71,11 +101,16 @@ def reachable_notice(session, caller, notice_id, *, lock=False):
 def approve_notice(uow, caller, notice_id):
     session = uow.session
     notice = reachable_notice(session, caller, notice_id, lock=True)
+    # The approver must reach every audience unit, not only one of them; for an update or cancel
+    # also every audience unit of the notice it references (checked at creation too: this holds
+    # for drafts created before that check).
+    require_reach_all(session, caller, notice, "audience unit")
+    if notice.references is not None:
+        original = session.get(Notice, notice.references)
+        if original is not None:
+            require_reach_all(session, caller, original, "the referenced notice")
     if notice.status != "draft":
         raise Conflict(f"notice {notice.id} is {notice.status}, not a draft")
-    # The approver must reach every audience unit, not only one of them.
-    for path in target_paths(session, notice):
-        caller.require_reach(path_ids(path), "audience unit")
     if notice.severity in URGENT_SEVERITIES and caller.sub == notice.author:
         raise Forbidden(f"a {notice.severity} notice needs approval by someone other than its author")
     now = utcnow()
@@ -90,6 +125,8 @@ def approve_notice(uow, caller, notice_id):
 def list_notices(session, caller, grid, under, status, kind, page, page_size):
     query = select(Notice).where(Notice.kind == kind)
     if under is None and not caller.unrestricted:
+        if caller.unit is None or not caller.unit.isdigit():  # e.g. staff beside resident, no unit claim
+            raise Forbidden("token names no unit scope")
         under = int(caller.unit)
     if under is not None:
         path = units.unit_paths(grid, [under])[under]

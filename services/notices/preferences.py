@@ -1,18 +1,18 @@
 """Residents' channel preferences and quiet hours; small grids' chat-group robots."""
 
+from services.notices import access
 from services.notices.models import ChatGroup, Preference
+from services.notices.outbound import OutboundRefused
 from shared import grid_lookup
 from shared.db import utcnow
-from shared.errors import Forbidden, ValidationError
+from shared.errors import ValidationError
 from shared.paths import path_ids
 
 
 def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
-    if caller.roles == {"resident"}:
-        if caller.sub != str(resident_id):
-            raise Forbidden("residents set only their own preferences")
-    else:
-        caller.require_reach(grid_lookup.resident(grid, resident_id)["unit_path"], "resident")
+    access.require_act_for(
+        caller, resident_id, lambda: grid_lookup.resident(grid, resident_id)["unit_path"], "preferences"
+    )
     session = uow.session
     preference = session.get(Preference, resident_id) or Preference(resident_id=resident_id)
     preference.channels = list(channels)
@@ -24,12 +24,19 @@ def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
     return preference
 
 
-def register_chat_group(uow, caller, grid, unit_id, name, webhook_url):
+def register_chat_group(uow, caller, grid, policy, unit_id, name, webhook_url):
+    """The unit's scope first (nothing about an out-of-scope unit is revealed), then its level, then
+    the webhook URL under the deployment's outbound policy (its host resolved and every address
+    checked; each send checks again)."""
     unit = grid_lookup.unit(grid, unit_id, "unit_id")
-    if unit["level"] != "grid_small":
-        raise ValidationError({"unit_id": [f"Chat groups belong to small grids, not {unit['level']}."]})
     path = unit["path_string"]
     caller.require_reach(path_ids(path), "unit")
+    if unit["level"] != "grid_small":
+        raise ValidationError({"unit_id": [f"Chat groups belong to small grids, not {unit['level']}."]})
+    try:
+        policy.vet(webhook_url)
+    except OutboundRefused as refused:
+        raise ValidationError({"webhook_url": [f"Refused: {refused.reason}."]}) from None
     session = uow.session
     group = session.get(ChatGroup, unit_id) or ChatGroup(unit_id=unit_id)
     group.unit_path, group.name, group.webhook_url, group.updated_at = path, name, webhook_url, utcnow()

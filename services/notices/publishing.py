@@ -54,6 +54,9 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
 
 def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, params, channels):
     found = grid_lookup.residents(grid, resident_ids, "resident_ids")
+    if not caller.unrestricted:  # a service or admin token scoped to a unit messages only residents under it
+        for resident in found:
+            caller.require_reach(resident["unit_path"], "resident")
     return _direct(uow, caller.sub, vault, timezone, found, template, params, channels)
 
 

@@ -6,7 +6,7 @@ from marshmallow import ValidationError as FieldError, fields, validate, validat
 
 from services.notices import vocabulary as v
 from services.notices.templates import TEMPLATES
-from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Str, StrictSchema, UtcDateTime
+from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Str, StrictSchema, Url, UtcDateTime
 
 # ---- inputs ---------------------------------------------------------------
 
@@ -109,9 +109,7 @@ class SendDirect(StrictSchema):
 class RegisterChatGroup(StrictSchema):
     unit_id = Id(required=True)
     name = Str(required=True, max_length=100)
-    webhook_url = fields.Url(
-        required=True, require_tld=False, schemes={"http", "https"}, validate=validate.Length(max=500)
-    )
+    webhook_url = Url(required=True, require_tld=False, schemes={"http", "https"}, validate=validate.Length(max=500))
 
 
 # ---- events consumed from other services ---------------------------------
@@ -121,7 +119,7 @@ class ResidentTagged(EventData):
     resident_id = Id(required=True)
     household_id = Id(required=True)
     unit_id = Id(required=True)
-    tag = fields.String(required=True, validate=validate.Length(max=40))
+    tag = Str(required=True, max_length=40)
     until = UtcDateTime(load_default=None, allow_none=True)
 
 

@@ -3,7 +3,7 @@ delivery tracking and acknowledgements; direct messages for the other services."
 
 from nameko.extensions import DependencyProvider
 
-from services.notices import acks, delivery, notices, preferences, publishing, schemas
+from services.notices import acks, delivery, notices, outbound, preferences, publishing, schemas
 from services.notices.channels import RateLimiter, build_channels
 from services.notices.models import Base, OutboxEvent, ProcessedEvent
 from shared import service as base
@@ -48,11 +48,14 @@ GAUGES = [
 
 
 class Channels(DependencyProvider):
-    """The deployment's channel adapters (stub twins where a URL says ``stub``) and rate limits."""
+    """The deployment's channel adapters (stub twins where a URL says ``stub``), rate limits and
+    outbound URL policy. A refused gateway URL fails the setup (the runner refuses even earlier:
+    ``NoticesService.check_config``)."""
 
     def setup(self):
+        self.policy = outbound.startup_policy(self.container.config)
         config = self.container.config.get("CHANNELS") or {}
-        self.adapters = build_channels(config)
+        self.adapters = build_channels(config, self.policy)
         self.limiter = RateLimiter(
             {name: float(settings.get("rate_per_second", 100)) for name, settings in config.items()}
         )
@@ -75,6 +78,12 @@ class NoticesService(base.ServiceBase):
     @property
     def timezone(self):
         return self.config.get("TIMEZONE") or "Asia/Shanghai"
+
+    @classmethod
+    def check_config(cls, config):
+        """Before anything starts (shared.runner): a refused gateway URL or outbound setting is a
+        ValueError whose one-line message names the setting."""
+        outbound.startup_policy(config)
 
     # ---- notices ----------------------------------------------------------
 
@@ -104,7 +113,7 @@ class NoticesService(base.ServiceBase):
     @rpc
     @endpoint(roles=SERVICES, schema=schemas.RecordDeliveryStatus())
     def record_delivery_status(self, caller, delivery_id, status, detail):
-        return schemas.DELIVERY.dump(delivery.record_delivery_status(self.db, delivery_id, status, detail))
+        return schemas.DELIVERY.dump(delivery.record_delivery_status(self.db, caller, delivery_id, status, detail))
 
     @rpc
     @endpoint(roles=ACKERS, schema=schemas.SetPreferences())
@@ -120,7 +129,7 @@ class NoticesService(base.ServiceBase):
     @rpc
     @endpoint(roles=MANAGERS, schema=schemas.RegisterChatGroup())
     def register_chat_group(self, caller, **args):
-        group = preferences.register_chat_group(self.db, caller, self.grid, **args)
+        group = preferences.register_chat_group(self.db, caller, self.grid, self.channels.policy, **args)
         return {"unit_id": str(group.unit_id), "name": group.name}
 
     # ---- acknowledgements and reports -------------------------------------
@@ -128,7 +137,7 @@ class NoticesService(base.ServiceBase):
     @rpc
     @endpoint(roles=ACKERS, schema=schemas.Acknowledge())
     def acknowledge(self, caller, notice_id, resident_id):
-        ack = acks.acknowledge(self.db, caller, notice_id, resident_id)
+        ack = acks.acknowledge(self.db, caller, self.grid, notice_id, resident_id)
         return {
             "notice_id": str(ack.notice_id),
             "resident_id": str(ack.resident_id),

@@ -6,7 +6,7 @@ import datetime as dt
 from sqlalchemy import func, select
 
 from services.volunteer.models import Post, Shift, Signup
-from services.volunteer.people import reachable_volunteer
+from services.volunteer.people import is_self, reachable_volunteer
 from shared.db import fetch, locking, serialize_on, utcnow
 from shared.errors import Conflict, ValidationError
 from shared.grid_lookup import unit_path
@@ -46,10 +46,19 @@ def signed_count(session, shift_id):
     )
 
 
+def _shift_for(session, caller, shift_id, volunteer, *, lock=False):
+    """The shift, for a volunteer acting for themselves anywhere in the district; a staff member
+    acting for someone else acts in a unit: the shift's post must be in their scope as well."""
+    shift = fetch(session, Shift, shift_id, "shift", lock=lock)
+    if not is_self(caller, volunteer.id):
+        caller.require_reach(path_ids(shift.unit_path), "shift")
+    return shift
+
+
 def sign_up(uow, caller, shift_id, volunteer_id):
     session = uow.session
     volunteer = reachable_volunteer(session, caller, volunteer_id)
-    shift = fetch(session, Shift, shift_id, "shift", lock=True)  # serialises sign-ups for this shift
+    shift = _shift_for(session, caller, shift_id, volunteer, lock=True)  # serialises sign-ups for this shift
     serialize_on(session, "volunteer.shifts", volunteer.id)  # and this volunteer's own sign-ups
     if shift.ends_at <= utcnow():
         raise Conflict(f"shift {shift.id} is over")
@@ -79,7 +88,8 @@ def sign_up(uow, caller, shift_id, volunteer_id):
 
 
 def _signup(session, caller, shift_id, volunteer_id):
-    reachable_volunteer(session, caller, volunteer_id)
+    volunteer = reachable_volunteer(session, caller, volunteer_id)
+    _shift_for(session, caller, shift_id, volunteer)
     signup = session.get(Signup, (shift_id, volunteer_id))
     if signup is None or signup.status != "signed":
         raise Conflict("not signed up for this shift")

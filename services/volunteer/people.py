@@ -44,9 +44,9 @@ def register_volunteer(
     caller.require_reach(path_ids(path), "unit")
     household_id = None
     if resident_id is not None:
+        household_id = int(linked_resident(caller, grid, resident_id, home_unit_id)["household_id"])
         if session.scalar(select(Volunteer.id).where(Volunteer.resident_id == resident_id)) is not None:
             raise Conflict(f"resident {resident_id} is already a volunteer")
-        household_id = int(grid_lookup.resident(grid, resident_id)["household_id"])
     volunteer = Volunteer(
         name=name,
         phone_enc=vault.encrypt(phone, PHONE_CONTEXT),
@@ -66,6 +66,17 @@ def register_volunteer(
     return volunteer
 
 
+def linked_resident(caller, grid, resident_id, home_unit_id, *, check_scope=True):
+    """The grid resident a volunteer is linked to: in the caller's scope (checked before anything
+    else is said about them) and living inside the volunteer's home unit."""
+    person = grid_lookup.resident(grid, resident_id)
+    if check_scope:
+        caller.require_reach(person["unit_path"], "resident")
+    if str(home_unit_id) not in {str(i) for i in person["unit_path"]}:
+        raise ValidationError({"home_unit_id": [f"Resident {resident_id} does not live inside unit {home_unit_id}."]})
+    return person
+
+
 def update_volunteer(uow, caller, grid, vault, volunteer_id, **changes):
     session = uow.session
     volunteer = reachable_volunteer(session, caller, volunteer_id, lock=True)
@@ -73,6 +84,9 @@ def update_volunteer(uow, caller, grid, vault, volunteer_id, **changes):
         path = unit_path(grid, changes["home_unit_id"], "home_unit_id")
         if not is_self(caller, volunteer.id):
             caller.require_reach(path_ids(path), "unit")
+        if volunteer.resident_id is not None:
+            # the volunteer's own resident record, already linked: its place is not the caller's to scope
+            linked_resident(caller, grid, volunteer.resident_id, changes["home_unit_id"], check_scope=False)
         volunteer.home_unit_id, volunteer.home_path = changes.pop("home_unit_id"), path
     if "phone" in changes:
         volunteer.phone_enc = vault.encrypt(changes.pop("phone"), PHONE_CONTEXT)

@@ -9,10 +9,10 @@ from sqlalchemy import func, select, update
 from services.volunteer import matching
 from services.volunteer.models import CarePlan, HelpRequest, Offer, Volunteer
 from services.volunteer.people import is_self
-from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES
+from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES, STAFF_ROLES
 from shared import grid_lookup
 from shared.db import fetch, locking, paged, utcnow
-from shared.errors import Conflict, Forbidden
+from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.paths import in_subtree, path_ids
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,36 @@ def _event(request, **extra):
 def create_request(
     uow, caller, grid, notices, policy, unit_id, kind, details, urgency, needed_by, household_id, resident_id
 ):
+    """A request at ``unit_id`` for a resident and/or a household: a resident asks for themselves and
+    their own household; staff and services for residents and households in their scope. Either way
+    both live inside ``unit_id``; every id is checked before anything about it is said."""
     path = grid_lookup.unit_path(grid, unit_id, "unit_id")
-    if caller.roles == {"resident"}:
-        if resident_id is None or caller.sub != str(resident_id):
+    for_self = caller.has_role("resident") and resident_id is not None and caller.sub == str(resident_id)
+    if not for_self:
+        if not caller.has_role(*STAFF_ROLES):
             raise Forbidden("residents ask for help for themselves")
-    else:
         caller.require_reach(path_ids(path), "unit")
+    person = None
     if resident_id is not None:
-        household_id = household_id or int(grid_lookup.resident(grid, resident_id)["household_id"])
-    address = grid.get_household(household_id=str(household_id))["address"] if household_id else None
+        person = grid_lookup.resident(grid, resident_id)
+        if not for_self:
+            caller.require_reach(person["unit_path"], "resident")
+    home = int(person["household_id"]) if person is not None else None
+    if for_self and household_id not in (None, home):
+        raise Forbidden("residents ask for help for their own household")
+    household = None
+    if household_id is not None or home is not None:
+        household = _household(grid, household_id or home)
+        if not for_self:
+            caller.require_reach(household["unit_path"], "household")
+    for field, where in (("resident_id", person), ("household_id", household)):
+        if where is not None and str(unit_id) not in {str(i) for i in where["unit_path"]}:
+            raise ValidationError({field: [f"Does not live inside unit {unit_id}."]})
+    if household_id is None:
+        household_id = home  # a resident's request is their household's
+    elif home is not None and household_id != home:
+        raise ValidationError({"resident_id": [f"Does not live in household {household_id}."]})
+    address = household["address"] if household is not None else None
     request = HelpRequest(
         unit_id=unit_id,
         unit_path=path,
@@ -71,6 +92,19 @@ def create_request(
         created_at=utcnow(),
     )
     return _submit(uow, grid, notices, policy, request)
+
+
+def _household(grid, household_id):
+    try:
+        return grid.get_household(household_id=str(household_id))
+    except NotFound:
+        raise ValidationError({"household_id": [f"Unknown household {household_id}."]}) from None
+
+
+def staff_reaches(caller, request):
+    """Staff and services act on (and see the whole of) a request in their scope; any other role a
+    caller also holds grants only its own (the volunteer's, the requester's view)."""
+    return caller.has_role(*STAFF_ROLES) and caller.reaches(path_ids(request.unit_path))
 
 
 def _submit(uow, grid, notices, policy, request):
@@ -242,8 +276,12 @@ def offer_next(uow, grid, notices, policy, request):
 def respond_offer(uow, caller, grid, notices, policy, offer_id, accept):
     session = uow.session
     offer = fetch(session, Offer, offer_id, "offer")
-    if not (is_self(caller, offer.volunteer_id) or caller.has_role("admin")):
-        raise Forbidden("only the volunteer offered answers the offer")
+    if not is_self(caller, offer.volunteer_id):
+        if not caller.has_role("admin"):
+            raise Forbidden("only the volunteer offered answers the offer")
+        # an admin with a unit answers only for requests in it
+        request_path = session.scalar(select(HelpRequest.unit_path).where(HelpRequest.id == offer.request_id))
+        caller.require_reach(path_ids(request_path), "request")
     request = fetch(session, HelpRequest, offer.request_id, "request", lock=True)  # one answer at a time
     session.refresh(offer)
     now = utcnow()
@@ -315,12 +353,8 @@ def reachable_request(session, caller, request_id, *, lock=False):
 
 def complete_request(uow, caller, request_id, note):
     request = reachable_request(uow.session, caller, request_id, lock=True)
-    if (
-        caller.has_role("volunteer")
-        and not is_self(caller, request.volunteer_id or -1)
-        and not caller.has_role("admin", "officer", "grid_worker")
-    ):
-        raise Forbidden("only the assigned volunteer completes the request")
+    if not (is_self(caller, request.volunteer_id or -1) or staff_reaches(caller, request)):
+        raise Forbidden("only the assigned volunteer (or staff in scope) completes the request")
     if request.status != "matched":
         raise Conflict(f"request {request.id} is {request.status}")
     request.status, request.note, request.completed_at = "completed", note, utcnow()
@@ -330,8 +364,9 @@ def complete_request(uow, caller, request_id, note):
 
 def confirm_request(uow, caller, request_id, rating):
     request = reachable_request(uow.session, caller, request_id, lock=True)
-    if caller.has_role("volunteer") and not caller.has_role("admin", "officer", "grid_worker", "resident"):
-        raise Forbidden("the requester confirms, not the volunteer")
+    requester = caller.has_role("resident") and caller.sub == str(request.resident_id)
+    if not (requester or staff_reaches(caller, request)):
+        raise Forbidden("the requester (or staff in scope) confirms, not the volunteer")
     if request.status != "completed":
         raise Conflict(f"request {request.id} is {request.status}")
     request.status, request.rating = "confirmed", rating
@@ -347,13 +382,23 @@ def list_requests(session, caller, grid, under, status, page, page_size):
     return paged(session, query.order_by(HelpRequest.id.desc()), page, page_size)
 
 
-def my_tasks(session, volunteer_id):
+def my_tasks(session, caller, volunteer_id):
+    """The volunteer's tasks and pending offers: all of them for the volunteer; staff reaching the
+    volunteer see only those whose request is in their scope too (a volunteer may help anywhere)."""
     tasks = session.scalars(
         select(HelpRequest)
         .where(HelpRequest.volunteer_id == volunteer_id, HelpRequest.status == "matched")
         .order_by(HelpRequest.needed_by)
     ).all()
-    offers = session.scalars(
-        select(Offer).where(Offer.volunteer_id == volunteer_id, Offer.status == "pending").order_by(Offer.expires_at)
+    offers = session.execute(
+        select(Offer, HelpRequest.unit_path)
+        .join(HelpRequest, HelpRequest.id == Offer.request_id)
+        .where(Offer.volunteer_id == volunteer_id, Offer.status == "pending")
+        .order_by(Offer.expires_at)
     ).all()
-    return tasks, offers
+    if is_self(caller, volunteer_id):
+        return tasks, [offer for offer, _ in offers]
+    return (
+        [task for task in tasks if caller.reaches(path_ids(task.unit_path))],
+        [offer for offer, path in offers if caller.reaches(path_ids(path))],
+    )

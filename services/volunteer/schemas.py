@@ -3,7 +3,9 @@
 from marshmallow import fields, validate
 
 from services.volunteer import vocabulary as v
+from services.volunteer.vocabulary import STAFF_ROLES
 from shared.validation import (
+    Date,
     EventData,
     Id,
     ListOf,
@@ -60,7 +62,7 @@ class SetActive(StrictSchema):
 class MakePledge(StrictSchema):
     volunteer_id = Id(required=True)
     text = Str(required=True, max_length=500)
-    due_on = fields.Date(required=True)
+    due_on = Date(required=True)
 
 
 class FulfilPledge(StrictSchema):
@@ -93,7 +95,7 @@ class ShiftVolunteer(StrictSchema):
 
 class Coverage(StrictSchema):
     under = Id(required=True)
-    date = fields.Date(required=True)
+    date = Date(required=True)
 
 
 class CreateRequest(StrictSchema):
@@ -143,7 +145,7 @@ class QuarantineTag(EventData):
 
     resident_id = Id(required=True)
     household_id = Id(required=True)
-    tag = fields.String(required=True, validate=validate.Length(max=40))
+    tag = Str(required=True, max_length=40)
 
 
 class UnacknowledgedResident(EventData):
@@ -233,7 +235,6 @@ REQUEST = RequestOut()
 REQUESTS = RequestOut(many=True)
 STAFF_REQUEST = StaffRequestOut()
 STAFF_REQUESTS = StaffRequestOut(many=True)
-STAFF_ROLES = ("admin", "officer", "grid_worker", "service")
 
 
 def request_view(caller, many=False):

@@ -151,28 +151,28 @@ class VolunteerService(base.ServiceBase):
     @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.CreateRequest())
     def create_request(self, caller, **args):
         request = requests.create_request(self.db, caller, self.grid, self.notices, self.policy, **args)
-        return schemas.request_view(caller).dump(request)
+        return _request_out(caller, request)
 
     @rpc
     @endpoint(roles=("volunteer", "admin"), schema=schemas.RespondOffer())
     def respond_offer(self, caller, offer_id, accept):
         offer, request = requests.respond_offer(self.db, caller, self.grid, self.notices, self.policy, offer_id, accept)
-        return {"offer": schemas.OFFER.dump(offer), "request": schemas.request_view(caller).dump(request)}
+        return {"offer": schemas.OFFER.dump(offer), "request": _request_out(caller, request)}
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.CompleteRequest())
     def complete_request(self, caller, request_id, note):
-        return schemas.request_view(caller).dump(requests.complete_request(self.db, caller, request_id, note))
+        return _request_out(caller, requests.complete_request(self.db, caller, request_id, note))
 
     @rpc
     @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.ConfirmRequest())
     def confirm_request(self, caller, request_id, rating):
-        return schemas.request_view(caller).dump(requests.confirm_request(self.db, caller, request_id, rating))
+        return _request_out(caller, requests.confirm_request(self.db, caller, request_id, rating))
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF + ("resident",), schema=schemas.RequestRef(), read_only=True)
     def get_request(self, caller, request_id):
-        return schemas.request_view(caller).dump(requests.reachable_request(self.db.session, caller, request_id))
+        return _request_out(caller, requests.reachable_request(self.db.session, caller, request_id))
 
     @rpc
     @endpoint(roles=STAFF_SERVICE, schema=schemas.ListRequests(), read_only=True)
@@ -184,8 +184,8 @@ class VolunteerService(base.ServiceBase):
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)
     def my_tasks(self, caller, volunteer_id):
         people.reachable_volunteer(self.db.session, caller, volunteer_id)
-        tasks, offers = requests.my_tasks(self.db.session, volunteer_id)
-        return {"tasks": schemas.request_view(caller, many=True).dump(tasks), "offers": schemas.OFFERS.dump(offers)}
+        tasks, offers = requests.my_tasks(self.db.session, caller, volunteer_id)
+        return {"tasks": [_request_out(caller, task) for task in tasks], "offers": schemas.OFFERS.dump(offers)}
 
     # ---- reacting to the grid and notices -----------------------------------
 
@@ -244,6 +244,12 @@ class VolunteerService(base.ServiceBase):
 
 def _event_time(envelope):
     return dt.datetime.fromisoformat(envelope["time"])
+
+
+def _request_out(caller, request):
+    """The whole record for staff and services reaching the request; the need only for anyone else
+    (a volunteer, the requester), whatever other roles they hold."""
+    return (schemas.STAFF_REQUEST if requests.staff_reaches(caller, request) else schemas.REQUEST).dump(request)
 
 
 def _signup(signup):

@@ -25,3 +25,5 @@ KIND_SKILLS = {
     "other": (),
 }
 ACTIVE_TASK_STATUSES = ("matched",)
+# Roles that act on requests, volunteers and shifts within their unit scope (the full request record).
+STAFF_ROLES = ("admin", "officer", "grid_worker", "service")

@@ -1,7 +1,7 @@
 """The broker permissions of k8s/base/rabbitmq/permissions.yaml on a real RabbitMQ: the four
 services, each logged in as its own user with exactly the rendered Permission, start (declaring
 and binding everything they use), call each other, publish and handle events and dead-letter a
-malformed one; and a service's user is refused another service's queue."""
+malformed one and an RPC request without reply_to; and a service's user is refused another service's queue."""
 
 import json
 import uuid
@@ -94,6 +94,22 @@ def test_services_work_with_only_their_own_permissions(restricted_suite, call_as
             return False
 
     wait_until(dead_letters, timeout=20, message="the malformed event was not dead-lettered")
+    # An RPC request nobody can be answered for (no reply_to) is parked in rpc-grid.dead by grid.
+    with Connection(rabbit_config["AMQP_URI"]) as conn:
+        conn.Producer().publish(
+            {"args": [], "kwargs": {}},
+            exchange=Exchange("nameko-rpc", type="topic", durable=True),
+            routing_key="grid.list_units",
+            serializer="json",
+        )
+
+    def rpc_dead_letters():
+        try:
+            return rabbit_manager.get_queue(rabbit_config["vhost"], "rpc-grid.dead").get("messages") == 1
+        except HTTPError:
+            return False
+
+    wait_until(rpc_dead_letters, timeout=20, message="the unanswerable RPC request was not dead-lettered")
     # Everything still running: nothing was refused.
     for container in restricted_suite.values():
         assert not container._died.ready()

@@ -574,8 +574,9 @@ def queue_names(service):
         for entrypoint in getattr(getattr(cls, attr), "nameko_entrypoints", ()):
             if isinstance(entrypoint, Rpc):
                 queue = f"rpc-{service}"
-                names["configure"] |= {queue}
-                names["write"] |= {"nameko-rpc", queue}  # replies; binding the queue
+                # the .dead twin: requests that cannot be answered, published via amq.default
+                names["configure"] |= {queue, f"{queue}.dead"}
+                names["write"] |= {"nameko-rpc", queue, "amq.default"}  # replies; binding the queue
                 names["read"] |= {"nameko-rpc", queue}
             elif isinstance(entrypoint, EventHandler):
                 queue = f"evt-{entrypoint.source_service}-{entrypoint.event_type}--{service}.{attr}"

@@ -260,19 +260,25 @@ def test_cancel_and_no_show(practice, call_as, tomorrow):
 
 def test_mediator_with_a_conflict_of_interest_is_refused(practice, call_as, admin):
     officer = practice["officer"]
+    # a case links only to an incident that exists, in the caller's scope and inside the case's unit
+    incident = admin.report_incident(unit_id=practice["small_a"], category="other", description="Noise")["id"]
     case = officer.open_mediation(
         unit_id=practice["community_a"],
         category="neighbour",
         party_resident_ids=[practice["r1"], practice["r3"]],
         description="Noise through the wall",
-        source_incident_id="42",
+        source_incident_id=incident,
     )
     assert case["status"] == "open" and case["party_resident_ids"] == sorted([practice["r1"], practice["r3"]], key=int)
     with pytest.raises(Conflict, match="party"):
         officer.assign_mediator(case_id=case["id"], mediator_id=practice["r3"], kind="social")
     with pytest.raises(Conflict, match="household"):
         officer.assign_mediator(case_id=case["id"], mediator_id=practice["r2"], kind="social")  # lives with r1
-    assigned = officer.assign_mediator(case_id=case["id"], mediator_id=practice["r4"], kind="social")
+    # r4 lives in community b: a social mediator is a resident in the assigning caller's scope
+    with pytest.raises(Forbidden):
+        officer.assign_mediator(case_id=case["id"], mediator_id=practice["r4"], kind="social")
+    street_officer = call_as(token("officer", sub="officer-street", unit=practice["street"])).legal
+    assigned = street_officer.assign_mediator(case_id=case["id"], mediator_id=practice["r4"], kind="social")
     assert assigned["status"] == "in_progress"
     officer.assign_mediator(case_id=case["id"], mediator_id=practice["l1"], kind="judicial")
     mediator = call_as(token("mediator", sub=practice["r4"])).legal

@@ -324,7 +324,8 @@ def overview():
             )
         ],
         width=8,
-        description="Event messages dead-lettered per interval (failed every retry, or malformed).",
+        description="Messages dead-lettered per interval: events that failed every retry or were malformed, "
+        "and (handler rpc) RPC requests that could not be answered.",
     )
     layout.panel(
         "Outbox pending",

@@ -1,0 +1,40 @@
+"""Holding several roles never widens scope: a call acts only in the roles its method allows."""
+
+import pytest
+
+from shared.auth import CallerAccess, TokenCache
+from shared.errors import Forbidden
+from tests.support import JWT_SECRET, token
+
+MANAGERS = ("admin", "officer")
+STAFF_AND_SERVICES = ("admin", "officer", "grid_worker", "service")
+READ_SELF = ("admin", "officer", "grid_worker", "service", "resident")
+
+
+def authorize(roles, *token_roles, **claims):
+    return CallerAccess(TokenCache(JWT_SECRET), token(*token_roles, **claims)).authorize(roles)
+
+
+def test_a_role_the_method_does_not_allow_lends_no_district_wide_reach():
+    # service reaches the whole district, but may not call a managers' method: the officer is left, with no unit
+    with pytest.raises(Forbidden, match="no unit scope"):
+        authorize(MANAGERS, "officer", "service", sub="x")
+    with pytest.raises(Forbidden, match="no unit scope"):
+        authorize(STAFF_AND_SERVICES, "grid_worker", "volunteer", sub="x")  # a self role the method does not allow
+    # where service is allowed, the token reaches what service reaches
+    assert authorize(STAFF_AND_SERVICES, "officer", "service", sub="x").unrestricted
+
+
+def test_the_caller_keeps_only_the_allowed_roles():
+    caller = authorize(MANAGERS, "officer", "resident", "volunteer", sub="x", unit="12")
+    assert caller.roles == {"officer"} and caller.unit == "12"
+    assert not caller.reaches([1, 2, 13]) and caller.reaches([1, 2, 12, 40])
+    # a resident who also volunteers reads their own record as a resident: the self-only rule applies
+    assert authorize(READ_SELF, "resident", "volunteer", sub="40").roles == {"resident"}
+    # both allowed: both kept, each with its own rule (the services check sub for the self role)
+    assert authorize(READ_SELF, "officer", "resident", sub="40", unit="12").roles == {"officer", "resident"}
+
+
+def test_an_admin_naming_a_unit_is_scoped_to_it():
+    caller = authorize(MANAGERS, "admin", sub="x", unit="12")
+    assert not caller.unrestricted and not caller.reaches([1, 2, 13])
