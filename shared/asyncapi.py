@@ -482,9 +482,11 @@ def build(services=None):
         "title": "RPC replies",
         "description": f"Replies are published to ``{RPC_EXCHANGE}`` with the request's ``reply_to`` property as "
         "routing key (the caller's reply queue) and its ``correlation_id``. A request that cannot be answered "
-        "— no ``reply_to``, or a body that cannot be decoded (not JSON, not UTF-8, nested too deep, another "
-        "content type) — is not run: it is parked in ``rpc-<service>.dead`` (an undecodable one that names "
-        "``reply_to`` and ``correlation_id`` is also answered with a ``ValidationError``).",
+        "— no usable ``reply_to``, or a body that cannot be decoded (not JSON, not UTF-8, nested too deep, another "
+        "content type) or is refused unread (a ``compression`` header, a ``content_encoding`` other than "
+        "``utf-8``/``binary``, longer than ``MAX_MESSAGE_BYTES``) — is not run: what is known of it, never its "
+        "body, is parked in ``rpc-<service>.dead`` (an undecodable one that names ``reply_to`` and "
+        "``correlation_id`` is also answered with a ``ValidationError``). Bodies are read as plain JSON.",
         "messages": {"reply": {"$ref": f"#/components/messages/{REPLY_CHANNEL}"}},
         "bindings": _amqp_channel(RPC_EXCHANGE),
     }

@@ -20,6 +20,7 @@ from nameko.extensions import DependencyProvider
 from shared.errors import Forbidden, Unauthenticated
 
 TOKEN_CONTEXT_KEY = "auth_token"
+MAX_TOKEN_LENGTH = 4096  # a token of ours is a few hundred ASCII characters
 SECRET_ENV = "GRASSROOTS_JWT_SECRET"
 ALGORITHM = "HS256"
 ROLES = frozenset({"admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service"})
@@ -27,6 +28,12 @@ ROLES = frozenset({"admin", "officer", "grid_worker", "lawyer", "mediator", "vol
 UNSCOPED_ROLES = frozenset({"admin", "service"})
 # Roles that act on their own records (identified by ``sub``), so need no unit claim.
 SELF_ROLES = frozenset({"lawyer", "mediator", "volunteer", "resident"})
+# Roles that act on a unit's subtree: the token's ``unit`` claim scopes them.
+STAFF_ROLES = frozenset({"officer", "grid_worker"})
+# The roles through which a ``unit`` claim grants reach. A token holding only self roles reaches no
+# unit, whatever unit it names: a resident, volunteer, lawyer or mediator reaches only their own
+# records, never everyone's under their unit.
+UNIT_ROLES = STAFF_ROLES | UNSCOPED_ROLES
 
 
 @dataclass(frozen=True)
@@ -44,14 +51,23 @@ class Caller:
     def unrestricted(self):
         return self.unit is None and self.has_role(*UNSCOPED_ROLES)
 
+    @property
+    def scope_unit(self):
+        """The unit whose subtree this caller reaches: the ``unit`` claim, when a staff or unscoped role
+        holds it; None for a token naming no unit or holding only self roles (whose ``unit`` grants
+        nothing)."""
+        return self.unit if self.unit is not None and self.has_role(*UNIT_ROLES) else None
+
     def reaches(self, path):
         """True if a unit with this id path (list of ids, district first) is in the caller's subtree."""
         if self.unrestricted:
             return True
-        return self.unit is not None and self.unit in {str(unit_id) for unit_id in path}
+        return self.scope_unit is not None and self.scope_unit in {str(unit_id) for unit_id in path}
 
     def require_reach(self, path, what="unit"):
         if not self.reaches(path):
+            if self.unit is not None and self.scope_unit is None:
+                raise Forbidden(f"{what} is outside the caller's reach: a unit claim scopes only staff roles")
             raise Forbidden(f"{what} is outside the caller's unit scope")
 
     def acting_as(self, roles):
@@ -84,16 +100,20 @@ def mint_token(secret, sub, roles, unit=None, pii=False, ttl=3600):
 
 
 def decode_token(secret, token):
+    """The Caller a token names; Unauthenticated for anything else, whatever the header held (text
+    with bytes that were not UTF-8, surrogates, megabytes: refused before jwt sees it)."""
     if not token or not isinstance(token, str):
         raise Unauthenticated("missing auth_token")
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        raise Unauthenticated("invalid token")
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "roles"]})
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("token expired") from None
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, ValueError):
         raise Unauthenticated("invalid token") from None
     roles = claims.get("roles")
-    if not isinstance(roles, list) or not roles or not set(roles) <= ROLES:
+    if not isinstance(roles, list) or not roles or any(not isinstance(r, str) or r not in ROLES for r in roles):
         raise Unauthenticated("invalid token: bad roles claim")
     unit = claims.get("unit")
     if unit is not None and not isinstance(unit, (str, int)):
@@ -152,7 +172,8 @@ class CallerAccess:
         Holding several roles never widens scope: a role the method does not allow lends the call
         nothing — neither ``service``'s district-wide reach to an ``officer`` token naming no unit, nor
         a self role's leave to name no unit. Within the allowed roles, each keeps its own rule: a staff
-        role reaches the token's unit, a self role only the records its ``sub`` names.
+        role reaches the token's unit, a self role only the records its ``sub`` names (the token's unit
+        lends it nothing: ``Caller.reaches``).
         """
         caller = self.caller
         if not caller.has_role(*roles):

@@ -40,13 +40,15 @@ def endpoint(*, roles, schema=None, read_only=False):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, *args, **kwargs):
-            caller = self.auth.authorize(roles)
-            if read_only:
-                self.db.read_only()
-            if args:
-                raise ValidationError(POSITIONAL_ERROR)
-            params = load(schema, kwargs) if schema is not None else load(_NO_ARGS, kwargs)
+            # Authorising and validating inside the guard too: a bug there (any input that makes
+            # them raise something untyped) is an InternalError, never a raw exception.
             try:
+                caller = self.auth.authorize(roles)
+                if read_only:
+                    self.db.read_only()
+                if args:
+                    raise ValidationError(POSITIONAL_ERROR)
+                params = load(schema, kwargs) if schema is not None else load(_NO_ARGS, kwargs)
                 result = method(self, caller, **params)
                 self.db.commit()
             except CLIENT_ERRORS:

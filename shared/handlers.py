@@ -10,10 +10,18 @@ Retries are bounded whatever a message's headers say: the attempt header is only
 trusted as an integer from 1 to ``max_attempts``; a missing one is the first
 attempt, any other value (not an integer, negative, huge, a list) counts as the
 last, so a failure dead-letters it. Only this module writes the header.
+
+A retry or dead letter carries the body and only the headers this suite reads — a valid
+``nameko.call_id_stack`` (bounded by shared.logs) and ours — never whatever else the sender
+put there: headers just under the broker's frame size plus one more made the republish too
+large (the broker closed the connection), and the message was requeued for ever. A message
+refused unread at the wire (compressed, too long: shared.amqp_wire) is parked without its body.
+If parking fails, the message is requeued once; a redelivered one is dropped (logged), so no
+publish that fails the same way every time can make it loop.
 """
 
 import logging
-from functools import partial
+import re
 
 from kombu import Queue
 from nameko.amqp.publish import Publisher
@@ -30,7 +38,48 @@ amqp_wire.install()  # bytes that are not UTF-8 in a routing key or a property k
 
 ATTEMPT_HEADER = "x-grassroots-attempt"
 REASON_HEADER = "x-grassroots-dead-reason"
+BODY_BYTES_HEADER = "x-grassroots-body-bytes"
 CALL_ID_STACK_HEADER = "nameko.call_id_stack"
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(value, limit):
+    """``value`` (text off the wire: maybe lone surrogates for bytes that were not UTF-8, control
+    characters, any length) as text any publish can carry, at most ``limit`` characters; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)[:limit]
+
+
+def kept_headers(message):
+    """The headers a retry or dead letter carries over: a valid call id stack and an integer attempt
+    count (ours; a retry sets the next), nothing else."""
+    headers = message.headers or {}
+    kept = {}
+    stack = headers.get(CALL_ID_STACK_HEADER)
+    if stack is not None and not call_id_stack_problem(stack):
+        kept[CALL_ID_STACK_HEADER] = stack
+    if type(headers.get(ATTEMPT_HEADER)) is int:
+        kept[ATTEMPT_HEADER] = headers[ATTEMPT_HEADER]
+    return kept
+
+
+def give_back(queue_consumer, message):
+    """After parking ``message`` failed: requeue it if this was its first delivery; drop a
+    redelivered one (logged), so that a publish failing the same way every time cannot loop it."""
+    if not (message.delivery_info or {}).get("redelivered"):
+        log.error("could not park an event message; requeued it once", extra={"outcome": "requeued"})
+        queue_consumer.requeue_message(message)
+        return
+    log.error("could not park a redelivered event message; dropped it", extra={"outcome": "dropped"})
+    try:
+        if message.channel.connection:
+            message.reject(requeue=False)
+    except Exception as exc:  # a closed channel: the broker redelivers it, once more
+        log.error("could not drop an event message", extra={"error_type": type(exc).__name__})
 
 
 def attempt_of(headers, max_attempts):
@@ -41,22 +90,20 @@ def attempt_of(headers, max_attempts):
     return value
 
 
-class SafeQueueConsumer(QueueConsumer):
-    """A queue consumer that dead-letters a message it cannot decode instead of dying on it."""
-
-    def get_consumers(self, consumer_cls, channel):
-        consumers = super().get_consumers(consumer_cls, channel)
-        for provider, consumer in self._consumers.items():
-            consumer.on_decode_error = partial(self._undecodable, provider)
-        return consumers
+class SafeQueueConsumer(amqp_wire.GuardedQueueConsumer, QueueConsumer):
+    """A queue consumer, guarded at the wire (shared.amqp_wire), that dead-letters a message it
+    cannot decode instead of dying on it."""
 
     def _undecodable(self, provider, message, exc):
         try:
-            provider.dead_letter(message, reason=f"undecodable: {type(exc).__name__}", raw=True)
+            if isinstance(exc, amqp_wire.Refused):
+                provider.dead_letter(message, reason=f"refused: {exc.problem}", keep_body=False)
+            else:
+                provider.dead_letter(message, reason=f"undecodable: {type(exc).__name__}")
             self.ack_message(message)
-        except Exception:
-            log.exception("could not dead-letter an undecodable message; requeueing it")
-            self.requeue_message(message)
+        except Exception as error:
+            log.error("could not dead-letter an undecodable message", extra={"error_type": type(error).__name__})
+            give_back(self, message)
 
 
 class ReliableEventHandler(EventHandler):
@@ -69,6 +116,7 @@ class ReliableEventHandler(EventHandler):
 
     def setup(self):
         super().setup()
+        self.max_body_bytes = amqp_wire.max_body_bytes(self.container.config)
         name = self.queue.name
         self.retry_queue = Queue(
             f"{name}.retry",
@@ -105,17 +153,16 @@ class ReliableEventHandler(EventHandler):
                 self.dead_letter(message, reason=f"failed {times}: {exc_info[0].__name__}")
             else:
                 self.retry(message, attempt)
-        except Exception:
-            # Could not park the message anywhere: give it back to the broker.
-            log.exception("retry/dead-letter publish failed; requeueing the message")
-            self.queue_consumer.requeue_message(message)
+        except Exception as error:
+            # Could not park the message anywhere: give it back to the broker (once).
+            log.error("retry/dead-letter publish failed", extra={"error_type": type(error).__name__})
+            give_back(self.queue_consumer, message)
             return result, exc_info
         self.queue_consumer.ack_message(message)
         return result, exc_info
 
     def retry(self, message, attempt):
-        headers = dict(message.headers or {})
-        headers[ATTEMPT_HEADER] = attempt + 1
+        headers = {**kept_headers(message), ATTEMPT_HEADER: attempt + 1}
         self.publisher.publish(
             message.body,
             exchange="",
@@ -123,25 +170,29 @@ class ReliableEventHandler(EventHandler):
             headers=headers,
             expiration=self.retry_delay * 2 ** (attempt - 1),
             serializer=None,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
+            content_type=printable(message.content_type, 255),
+            content_encoding=printable(message.content_encoding, 255),
         )
         log.warning(
             "event handler failed; retry scheduled",
             extra={"method": self.method_name, "attempt": attempt, "event_type": self.event_type},
         )
 
-    def dead_letter(self, message, reason, raw=False):
-        headers = dict(message.headers or {})
-        headers[REASON_HEADER] = reason
+    def dead_letter(self, message, reason, keep_body=True):
+        """Park ``message`` in the handler's ``.dead`` queue: its body (unless ``keep_body`` is
+        false: refused unread), the kept headers and why."""
+        body = message.body if message.body is not None else b""
+        headers = {**kept_headers(message), REASON_HEADER: printable(reason, 500)}
+        if not keep_body:
+            headers[BODY_BYTES_HEADER] = len(body)
         self.publisher.publish(
-            message.body,
+            body if keep_body else b"",
             exchange="",
             routing_key=self.dead_queue.name,
             headers=headers,
             serializer=None,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
+            content_type=printable(message.content_type, 255) if keep_body else None,
+            content_encoding=printable(message.content_encoding, 255) if keep_body else None,
         )
         log.error(
             "event message dead-lettered",

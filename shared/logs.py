@@ -30,6 +30,9 @@ EXTRA_FIELDS = (
 
 MAX_CALL_ID_STACK = 100
 MAX_CALL_ID = 300
+# A log line's message is cut there: messages of other libraries' lines (nameko's "error handling
+# worker …: <exception>") can quote what a caller sent — a field name of any length, say.
+MAX_MESSAGE = 1000
 
 
 def call_id_stack_problem(value):
@@ -61,13 +64,20 @@ def unbind_call():
         _context.__dict__.pop(name, None)
 
 
+def bounded(message):
+    """``message`` cut to MAX_MESSAGE characters, saying how long it was."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}… (cut: {len(message)} characters)"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record):
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": bounded(record.getMessage()),
         }
         for name in ("service", "call_id", "call_id_stack"):
             value = getattr(_context, name, None)

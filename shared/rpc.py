@@ -16,18 +16,25 @@ reply the broker refused killed the container (nameko issue 346). Here:
   a body that is not a JSON object with ``args`` (an array) and ``kwargs`` (an
   object), or a malformed ``nameko.call_id_stack`` header; ``NotFound`` for an
   unknown method;
-- a request that cannot be answered — no ``reply_to``, properties py-amqp cannot read
-  (shared.amqp_wire), or a body kombu cannot decode (not JSON, not UTF-8, nested too
-  deep, a content type other than JSON such as pickle, a bad compression) — is not run: it is dead-lettered to
-  ``rpc-<service>.dead`` with the reason in ``x-grassroots-dead-reason`` (its
-  ``nameko.auth_token`` header dropped: no bearer tokens at rest) and counted in
-  ``grassroots_dead_letters_total{handler="rpc"}``; an undecodable one that names
-  ``reply_to`` and ``correlation_id`` is also answered with a ``ValidationError``;
+- a request that cannot be answered — no ``reply_to`` (or one with control characters
+  or bytes that are not UTF-8: no queue has that name), properties py-amqp cannot read
+  (shared.amqp_wire), or a body that is not decoded (not JSON, not UTF-8, nested too
+  deep, a content type other than JSON such as pickle; compressed, a content encoding
+  other than utf-8, longer than ``MAX_MESSAGE_BYTES``: refused unread, shared.amqp_wire)
+  — is not run: it is dead-lettered to ``rpc-<service>.dead`` and counted in
+  ``grassroots_dead_letters_total{handler="rpc"}``; an undecodable one that names a
+  usable ``reply_to`` and a ``correlation_id`` is also answered with a ``ValidationError``;
+- a dead letter keeps no body and none of the sender's headers (a request's body is
+  personal data, and nobody waits for it): headers say why (``x-grassroots-dead-reason``),
+  which method, how long the body was, its content type and encoding, and when; the
+  ``correlation_id`` stays. ``rpc-<service>.dead`` is bounded (``DEAD_QUEUE_ARGUMENTS``:
+  the newest 10,000, each for 7 days), so a flood cannot fill the broker's disk;
 - a reply or dead letter the broker refuses is logged on one line and the process
   carries on;
 - no message body is ever logged (kombu's decode-error handler logged its repr).
 """
 
+import datetime as dt
 import logging
 import re
 import sys
@@ -58,7 +65,7 @@ from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, get_rpc_excha
 
 from shared import amqp_wire
 from shared.errors import NotFound, ValidationError
-from shared.handlers import REASON_HEADER
+from shared.handlers import REASON_HEADER, printable
 from shared.logs import call_id_stack_problem
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,39 @@ TOKEN_HEADER = f"{HEADER_PREFIX}.auth_token"
 CALL_ID_STACK_HEADER = f"{HEADER_PREFIX}.call_id_stack"
 _METHOD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 BODY_SHAPE = "Must be a JSON object with args (an array) and kwargs (an object)."
+# What an RPC dead letter carries instead of the request (shared.amqp_wire.Refused or not).
+METHOD_HEADER = "x-grassroots-method"
+BODY_BYTES_HEADER = "x-grassroots-body-bytes"
+CONTENT_TYPE_HEADER = "x-grassroots-content-type"
+CONTENT_ENCODING_HEADER = "x-grassroots-content-encoding"
+DEAD_AT_HEADER = "x-grassroots-dead-at"
+# rpc-<service>.dead: the newest 10,000 dead letters, each kept 7 days. Every declaration of the
+# queue must use exactly these (the broker refuses a redeclaration with other arguments).
+DEAD_QUEUE_ARGUMENTS = {
+    "x-max-length": 10_000,
+    "x-overflow": "drop-head",
+    "x-message-ttl": 7 * 24 * 3600 * 1000,
+}
+# Seconds a dead letter's publish may wait for the broker (a disk or memory alarm blocks publishers):
+# the consumer thread publishes it, and must not stall for good.
+DEAD_LETTER_TIMEOUT = 5
+# A reply_to no queue can be named: control characters, or bytes that were not UTF-8 (shared.amqp_wire
+# reads them as lone surrogates; a reply published there goes nowhere).
+_BAD_ADDRESS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def reply_address_problem(properties):
+    """None when a reply can be sent to the request's ``reply_to``, else why not."""
+    reply_to = properties.get("reply_to")
+    if not reply_to:
+        return "no reply_to"
+    if not isinstance(reply_to, str) or _BAD_ADDRESS.search(reply_to):
+        return "bad reply_to"
+    return None
+
+
+def dead_queue(rpc_queue_name):
+    return Queue(f"{rpc_queue_name}.dead", durable=True, queue_arguments=dict(DEAD_QUEUE_ARGUMENTS))
 
 
 class ReplyPublisher(Publisher):
@@ -110,17 +150,12 @@ class ReplyResponder(Responder):
         return result, exc_info
 
 
-class RpcQueueConsumer(QueueConsumer):
-    """nameko's queue consumer without kombu's decode-error handler, which logs the raw body (and
-    acks the message, answering nobody): a message kombu cannot decode goes to its provider's
-    ``undecodable(message, exc)`` when it has one (the RPC consumer), else it is dropped with a
-    one-line log (a reply queue: only this process's own calls are waiting on it)."""
-
-    def get_consumers(self, consumer_cls, channel):
-        consumers = super().get_consumers(consumer_cls, channel)
-        for provider, consumer in self._consumers.items():
-            consumer.on_decode_error = partial(self._undecodable, provider)
-        return consumers
+class RpcQueueConsumer(amqp_wire.GuardedQueueConsumer, QueueConsumer):
+    """nameko's queue consumer, guarded at the wire (shared.amqp_wire), without kombu's decode-error
+    handler, which logs the raw body (and acks the message, answering nobody): a message that is
+    not decoded goes to its provider's ``undecodable(message, exc)`` when it has one (the RPC
+    consumer), else it is dropped with a one-line log (a reply queue: only this process's own calls
+    are waiting on it)."""
 
     def on_decode_error(self, message, exc):
         self._undecodable(None, message, exc)
@@ -146,6 +181,8 @@ def _ack(queue_consumer, message):
 
 def decode_problem(exc):
     """What was wrong with a body kombu could not decode, in words the caller can act on."""
+    if isinstance(exc, amqp_wire.Refused):
+        return exc.problem
     if isinstance(exc, kombu.exceptions.ContentDisallowed):
         return "The content type is not accepted; send application/json."
     cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc.__context__
@@ -164,7 +201,8 @@ class ReplyingRpcConsumer(RpcConsumer):
     def setup(self):
         super().setup()
         config = self.container.config
-        self.dead_queue = Queue(f"{self.queue.name}.dead", durable=True)
+        self.max_body_bytes = amqp_wire.max_body_bytes(config)
+        self.dead_queue = dead_queue(self.queue.name)
         self.dead_publisher = Publisher(
             config[AMQP_URI_CONFIG_KEY],
             use_confirms=True,
@@ -178,8 +216,9 @@ class ReplyingRpcConsumer(RpcConsumer):
             if amqp_wire.UNREADABLE_PROPERTIES_HEADER in (message.headers or {}):
                 self.dead_letter(message, "unreadable properties: the request cannot be answered")
                 return
-            if not message.properties.get("reply_to"):
-                self.dead_letter(message, "no reply_to: the request cannot be answered")
+            problem = reply_address_problem(message.properties)
+            if problem:
+                self.dead_letter(message, f"{problem}: the request cannot be answered")
                 return
             routing_key = message.delivery_info.get("routing_key") or ""
             try:
@@ -195,12 +234,13 @@ class ReplyingRpcConsumer(RpcConsumer):
     def undecodable(self, message, exc):
         problem = decode_problem(exc)
         properties = message.properties
-        if properties.get("reply_to") and properties.get("correlation_id"):
+        if not reply_address_problem(properties) and properties.get("correlation_id"):
             try:
                 raise ValidationError({"_body": [problem]})
             except ValidationError:
                 self._reply(message, None, sys.exc_info(), reply_serializer=self._serializer())
-        self.dead_letter(message, f"undecodable: {problem}")
+        refused = isinstance(exc, amqp_wire.Refused)  # not even decoded: compressed, too long, …
+        self.dead_letter(message, f"{'refused' if refused else 'undecodable'}: {problem}")
 
     def handle_result(self, message, result, exc_info):
         result, exc_info = self._reply(message, result, exc_info)
@@ -232,23 +272,30 @@ class ReplyingRpcConsumer(RpcConsumer):
             return result, exc_info
 
     def dead_letter(self, message, reason):
-        """Park a request nobody can be answered for in ``rpc-<service>.dead``, count it, ack it.
+        """Park what is known of a request nobody can be answered for in ``rpc-<service>.dead``
+        (not its body, nor the sender's headers: see the module docstring), count it, ack it.
 
         If even that fails the request is dropped (logged): requeueing it would spin it through
         this consumer again and again, and it cannot be answered anyway."""
         try:
-            headers = {k: v for k, v in (message.headers or {}).items() if k != TOKEN_HEADER}
-            headers[REASON_HEADER] = reason
-            properties = message.properties
+            body = message.body
+            headers = {
+                REASON_HEADER: printable(reason, 500),
+                METHOD_HEADER: printable(message.delivery_info.get("routing_key"), 255),
+                BODY_BYTES_HEADER: len(body) if body is not None else 0,
+                CONTENT_TYPE_HEADER: printable(message.content_type, 255),
+                CONTENT_ENCODING_HEADER: printable(message.content_encoding, 255),
+                DEAD_AT_HEADER: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
             self.dead_publisher.publish(
-                message.body,
+                b"",
                 exchange="",
                 routing_key=self.dead_queue.name,
-                headers=headers,
+                headers={k: v for k, v in headers.items() if v is not None},
                 serializer=None,
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                correlation_id=properties.get("correlation_id"),
+                correlation_id=printable(message.properties.get("correlation_id"), 255),
+                timeout=DEAD_LETTER_TIMEOUT,
+                confirm_timeout=DEAD_LETTER_TIMEOUT,
             )
             log.error("RPC request dead-lettered", extra={"outcome": "dead_letter", "reason": reason.split(":")[0]})
             telemetry = next((d for d in self.container.dependencies if hasattr(d, "count_dead_letter")), None)

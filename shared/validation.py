@@ -156,8 +156,8 @@ EARLIEST_BIRTH_DATE = dt.date(1900, 1, 1)
 
 
 class UtcDateTime(fields.AwareDateTime):
-    """An ISO-8601 timestamp; one without an offset is taken as UTC. On input it must lie in
-    [earliest, latest) — compared as instants, whatever the offset."""
+    """An ISO-8601 timestamp (a string: nothing else comes from JSON); one without an offset is
+    taken as UTC. On input it must lie in [earliest, latest) — compared as instants, whatever the offset."""
 
     def __init__(self, *, earliest=EARLIEST_TIME, latest=LATEST_TIME, **kwargs):
         super().__init__(default_timezone=dt.UTC, **kwargs)
@@ -165,6 +165,8 @@ class UtcDateTime(fields.AwareDateTime):
         self.latest = latest
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):  # marshmallow passes a datetime object through unchecked
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE)
         value = super()._deserialize(value, attr, data, **kwargs)
         # Aware comparisons subtract offsets without building a datetime: no overflow at the edges.
         if not self.earliest <= value < self.latest:
@@ -180,7 +182,7 @@ class UtcDateTime(fields.AwareDateTime):
 
 
 class Date(fields.Date):
-    """An ISO-8601 calendar date in [earliest, latest] (both days included)."""
+    """An ISO-8601 calendar date (a string) in [earliest, latest] (both days included)."""
 
     def __init__(self, *, earliest=EARLIEST_DATE, latest=LATEST_DATE, **kwargs):
         super().__init__(**kwargs)
@@ -188,6 +190,10 @@ class Date(fields.Date):
         self.latest = latest
 
     def _deserialize(self, value, attr, data, **kwargs):
+        # marshmallow passes a date object through unchecked — a datetime too (a date subclass),
+        # which then cannot be compared with the window's dates.
+        if not isinstance(value, str):
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE)
         value = super()._deserialize(value, attr, data, **kwargs)
         if not self.earliest <= value <= self.latest:
             raise MarshmallowError(f"Must be from {self.earliest.isoformat()} to {self.latest.isoformat()}.")

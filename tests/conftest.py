@@ -108,8 +108,10 @@ def notices_config(grid_config, notices_db, receiver):
         "DELIVERY_RETRY_BASE": 0.05,
         "RPC_TIMEOUT": 10,
         # The Receiver is a plain-HTTP server on loopback: the dev/test case of the outbound policy.
+        # It is the gateways' (any port) and, named with its port, the chat-group webhooks'.
         "ALLOW_HTTP": True,
         "OUTBOUND_ALLOWLIST": "127.0.0.1",
+        "WEBHOOK_ALLOWLIST": f"127.0.0.1:{receiver.port}",
         "CHANNELS": {
             "sms": {"url": receiver.url("/sms"), "rate_per_second": 1000},
             "voice_call": {"url": receiver.url("/voice"), "rate_per_second": 1000},

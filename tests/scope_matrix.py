@@ -117,19 +117,26 @@ class Method:
     arguments: tuple
     build: Callable[[Any], Call]
     allowed: dict = field(default_factory=dict)
+    # What a token holding only self roles, naming community A, whose ``sub`` names nobody, gets from
+    # the example call inside A: None means Forbidden (the unit lends self roles nothing); else
+    # ``(PUBLIC, why)`` — the method answers anyone — or ``(OWN_RECORDS, why)`` — it lists only the
+    # caller's own records, so none.
+    self_roles: tuple | None = None
 
 
 METHODS: dict[str, Method] = {}
+PUBLIC = "public"
+OWN_RECORDS = "own records"
 
 
-def example(name, *arguments, allowed=None):
+def example(name, *arguments, allowed=None, self_roles=None):
     """Register the example builder of ``name`` for its id ``arguments`` (``allowed``: argument → why an
-    id from outside the scope is legitimate there)."""
+    id from outside the scope is legitimate there; ``self_roles``: see ``Method``)."""
 
     def register(build):
         if name in METHODS:
             raise ValueError(f"{name} has two examples")
-        METHODS[name] = Method(name, tuple(arguments), build, dict(allowed or {}))
+        METHODS[name] = Method(name, tuple(arguments), build, dict(allowed or {}), self_roles)
         return build
 
     return register
@@ -690,7 +697,11 @@ def _create_station(w):
 
 
 @example(
-    "legal.find_slots", "station_id", "unit_id", allowed={"station_id": PUBLIC_DIRECTORY, "unit_id": PUBLIC_DIRECTORY}
+    "legal.find_slots",
+    "station_id",
+    "unit_id",
+    allowed={"station_id": PUBLIC_DIRECTORY, "unit_id": PUBLIC_DIRECTORY},
+    self_roles=(PUBLIC, PUBLIC_DIRECTORY),
 )
 def _find_slots(w):
     day = (_today() + dt.timedelta(days=1)).isoformat()
@@ -719,13 +730,14 @@ def _list_cases(w):
     "lawyer_id",
     "station_id",
     allowed={"resident_id": LIST_FILTER, "lawyer_id": LIST_FILTER, "station_id": LIST_FILTER},
+    self_roles=(OWN_RECORDS, "a resident's and a lawyer's own consultations, never the unit's stations'"),
 )
 def _list_consultations(w):
     args = {"resident_id": w.a.r3, "lawyer_id": w.a.lawyer, "station_id": w.a.station}
     return Call(args, {"resident_id": w.b.r3, "lawyer_id": w.b.lawyer, "station_id": w.b.station})
 
 
-@example("legal.list_stations", "under", allowed={"under": PUBLIC_DIRECTORY})
+@example("legal.list_stations", "under", allowed={"under": PUBLIC_DIRECTORY}, self_roles=(PUBLIC, PUBLIC_DIRECTORY))
 def _list_stations(w):
     return Call({"under": w.a.community}, {"under": w.b.community})
 
@@ -860,7 +872,7 @@ def _hours(w):
     return Call({"volunteer_id": w.a.volunteer}, {"volunteer_id": w.b.volunteer})
 
 
-@example("volunteer.list_pledges", "under", allowed={"under": PUBLIC_PLEDGES})
+@example("volunteer.list_pledges", "under", allowed={"under": PUBLIC_PLEDGES}, self_roles=(PUBLIC, PUBLIC_PLEDGES))
 def _list_pledges(w):
     return Call({"under": w.a.community}, {"under": w.b.community})
 
@@ -944,22 +956,44 @@ def _withdraw(w):
 # ---- tokens ---------------------------------------------------------------------------------
 
 
-def variants(call, method_roles, community_a):
-    """The tokens an out-of-scope probe is tried with: ``(name, roles, sub, unit)``.
+@dataclass(frozen=True)
+class Variant:
+    """A token an out-of-scope probe is tried with; ``control``: the same token's call inside community
+    A must succeed too (or answer an error the example names), so the probe's Forbidden is the scope
+    check's and not the token's for some other reason."""
 
-    - ``single``: the example's own role;
+    name: str
+    roles: tuple
+    sub: str
+    unit: str | None
+    control: bool = False
+
+
+def variants(call, method_roles, community_a):
+    """The tokens an out-of-scope probe is tried with.
+
+    - ``single``: the example's own role (a control);
     - ``several roles``: the same plus every other non-admin role the suite knows, with the same unit —
-      holding several roles must never widen scope (the extra self roles' ``sub`` names nobody);
-    - ``plus service``: the same plus ``service``, naming no unit, for methods ``service`` may not call —
-      a role the method does not allow must not lend the token its district-wide reach.
+      holding several roles must never widen scope (the extra self roles' ``sub`` names nobody); a
+      control too, so that a Forbidden the extra roles bring for another reason cannot pass;
+    - ``plus service``: the same plus ``service`` and the self roles the method allows, naming no unit,
+      for methods ``service`` may not call — a role the method does not allow must not lend the token
+      its district-wide reach. The allowed self role is what lets such a token past ``authorize`` (a
+      self role needs no unit) to the method's id checks. Where the method allows no self role, a
+      token naming no unit is refused at ``authorize`` before any id is looked at, which tests no id
+      check (tests/unit/test_auth_roles.py covers ``authorize``): the variant is left out there.
+
+    A token holding only self roles and naming a unit is tried per method, inside the unit, by
+    tests/integration/test_scope_matrix.py's ``test_self_roles_with_a_unit_reach_nothing_inside_it``.
     """
     unit = None if not call.scoped else (call.unit or community_a)
-    found = [("single", tuple(call.roles), call.sub, unit)]
+    found = [Variant("single", tuple(call.roles), call.sub, unit, control=True)]
     if call.scoped:
         extra = tuple(r for r in STAFF_ROLES + SELF_ROLES if r not in call.roles)
-        found.append(("several roles", tuple(call.roles) + extra, MULTI_SUB, unit))
+        found.append(Variant("several roles", tuple(call.roles) + extra, MULTI_SUB, unit, control=True))
     else:
-        found.append(("several roles", tuple(call.roles) + STAFF_ROLES, call.sub, community_a))
-    if "service" not in method_roles:
-        found.append(("plus service", tuple(call.roles) + ("service",), call.sub, None))
+        found.append(Variant("several roles", tuple(call.roles) + STAFF_ROLES, call.sub, community_a, control=True))
+    allowed_self = tuple(r for r in SELF_ROLES if r in method_roles and r not in call.roles)
+    if "service" not in method_roles and (allowed_self or set(call.roles) & set(SELF_ROLES)):
+        found.append(Variant("plus service", tuple(call.roles) + allowed_self + ("service",), call.sub, None))
     return found

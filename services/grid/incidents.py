@@ -96,6 +96,11 @@ def report_incident(uow, caller, policy, unit_id, category, description, party_r
         # Every party must be the caller's to name: a dispute opens a mediation case showing their names.
         for path in found.values():
             caller.require_reach(tree.path_ids(path), "party resident")
+        # ...and live inside the incident's unit: whoever reaches the incident (and the case legal opens
+        # for a dispute) reads its parties' names, so they may name no one living elsewhere.
+        outside = [str(p) for p in parties if unit.id not in tree.path_ids(found[p])]
+        if outside:
+            raise ValidationError({"party_resident_ids": [f"Not living inside unit {unit.id}: {', '.join(outside)}."]})
     return _open(uow, policy, unit, category, description, parties, caller.sub)
 
 

@@ -16,7 +16,9 @@ ADMIN = ("admin",)
 MANAGERS = ("admin", "officer")
 STAFF = ("admin", "officer", "grid_worker")
 STAFF_AND_SERVICES = ("admin", "officer", "grid_worker", "service")
-EVERYONE = ("admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer", "resident", "service")
+# Reading the unit tree takes a unit scope, which only staff and services have: a resident, volunteer,
+# lawyer or mediator reaches no unit, whatever unit their token names (shared.auth.Caller.reaches).
+UNIT_READERS = STAFF_AND_SERVICES
 
 GAUGES = [
     SqlGauge(
@@ -71,18 +73,18 @@ class GridService(base.ServiceBase):
         return schemas.UNIT.dump(units.create_unit(self.db, caller, **args))
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.UnitRef(), read_only=True)
+    @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), read_only=True)
     def get_unit(self, caller, unit_id):
         return schemas.UNIT.dump(units.reachable_unit(self.db.session, caller, unit_id))
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.ListUnits(), read_only=True)
+    @endpoint(roles=UNIT_READERS, schema=schemas.ListUnits(), read_only=True)
     def list_units(self, caller, page, page_size, **args):
         rows, more = units.list_units(self.db.session, caller, page=page, page_size=page_size, **args)
         return page_of(schemas.UNITS.dump(rows), page, page_size, more)
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.UnitRef(), read_only=True)
+    @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), read_only=True)
     def ancestors(self, caller, unit_id):
         return schemas.UNITS.dump(units.ancestors(self.db.session, caller, unit_id))
 

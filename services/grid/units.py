@@ -59,8 +59,10 @@ def list_units(session, caller, under, level, include_closed, page, page_size):
     if under is None:
         if caller.unrestricted:
             query = select(Unit)
+        elif caller.scope_unit is None or not caller.scope_unit.isdigit():
+            raise Forbidden("token names no unit scope")
         else:
-            under = caller.unit
+            under = int(caller.scope_unit)
     if under is not None:
         root = reachable_unit(session, caller, under)
         query = select(Unit).where(tree.in_subtree(Unit.path, root.path), Unit.id != root.id)

@@ -5,7 +5,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import eventlet
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from services.legal import slots
 from services.legal.directory import is_lawyer
@@ -206,15 +206,20 @@ def _event(consultation, **extra):
     }
 
 
+def _staff_reaches(caller, consultation):
+    """Staff and services whose scope holds the consultation's station."""
+    return caller.has_role("admin", "service", "officer", "grid_worker") and caller.reaches(
+        path_ids(consultation.station_path)
+    )
+
+
 def reachable_consultation(session, caller, consultation_id, *, lock=False):
     consultation = fetch(session, Consultation, consultation_id, "consultation", lock=lock)
     if is_lawyer(caller, consultation.lawyer_id) or caller.unrestricted:
         return consultation
     if caller.has_role("resident") and caller.sub == str(consultation.resident_id):
         return consultation
-    if caller.has_role("admin", "service", "officer", "grid_worker") and caller.reaches(
-        path_ids(consultation.station_path)
-    ):
+    if _staff_reaches(caller, consultation):
         return consultation
     raise Forbidden("consultation is outside the caller's reach")
 
@@ -250,11 +255,13 @@ def reschedule(uow, caller, policy, consultation_id, starts_at, lawyer_id):
 
 def mark_no_show(uow, caller, consultation_id):
     consultation = reachable_consultation(uow.session, caller, consultation_id, lock=True)
+    # the consultation's own lawyer or staff reaching its station: not its resident, whatever other
+    # role (another consultation's lawyer) the token holds
+    if not (is_lawyer(caller, consultation.lawyer_id) or _staff_reaches(caller, consultation)):
+        raise Forbidden("only the consultation's lawyer or staff reaching its station mark a no-show")
     _booked(consultation)
     if consultation.starts_at > utcnow():
         raise Conflict("the consultation has not started yet")
-    if caller.has_role("resident") and not caller.has_role("officer", "admin", "lawyer"):
-        raise Forbidden("residents cannot mark no-shows")
     consultation.status, consultation.updated_at = "no_show", utcnow()
     return consultation
 
@@ -291,15 +298,28 @@ def read_summary(uow, caller, vault, consultation):
     return vault.decrypt(consultation.summary_enc, SUMMARY_CONTEXT)
 
 
+def _own_id(caller):
+    """The id the caller's ``sub`` names (a resident's or a lawyer's), or -1, which names nothing."""
+    return int(caller.sub) if caller.sub.isdigit() and int(caller.sub) < 2**63 else -1
+
+
 def list_consultations(session, caller, resident_id, lawyer_id, station_id, status, page, page_size):
+    """Each of the caller's roles adds what it alone may see, never more: a resident their own
+    consultations, a lawyer theirs, staff those at stations under their unit (``admin`` and ``service``
+    naming no unit: all). The filters narrow that."""
     query = select(Consultation)
-    if caller.roles == {"resident"}:
-        resident_id = int(caller.sub) if caller.sub.isdigit() else -1
-    elif caller.roles == {"lawyer"}:
-        lawyer_id = int(caller.sub) if caller.sub.isdigit() else -1
-    elif not caller.unrestricted:
-        # the caller's unit on the station's path: the station is in the caller's subtree
-        query = query.where(Consultation.station_path.contains(f"/{caller.unit}/"))
+    if not caller.unrestricted:
+        seen = []
+        if caller.has_role("resident"):
+            seen.append(Consultation.resident_id == _own_id(caller))
+        if caller.has_role("lawyer"):
+            seen.append(Consultation.lawyer_id == _own_id(caller))
+        if caller.scope_unit is not None:
+            # the caller's unit on the station's path: the station is in the caller's subtree
+            seen.append(Consultation.station_path.contains(f"/{caller.scope_unit}/", autoescape=True))
+        if not seen:
+            raise Forbidden("token names no unit scope")
+        query = query.where(or_(*seen))
     for column, value in (
         (Consultation.resident_id, resident_id),
         (Consultation.lawyer_id, lawyer_id),

@@ -85,10 +85,22 @@ def open_from_incident(uow, caller, grid, incident_id, unit_id, party_resident_i
         log.warning("dispute incident %s names fewer than two parties: no mediation case opened", incident_id)
         return None
     description = grid.get_incident(incident_id=str(incident_id))["description"]
-    # The grid reported the incident with these parties at this unit: taken as they are.
     path = grid_lookup.unit_path(grid, unit_id, "unit_id")
     parties = grid_lookup.residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
-    return _open(uow, caller, unit_id, path, INCIDENT_CASE_CATEGORY, parties, description, incident_id)
+    # The grid refuses a party living outside the incident's unit (as open_mediation does); one named
+    # anyway (an incident reported before it refused them) is left out: whoever reaches the case reads
+    # its parties' names.
+    inside = [p for p in parties if _under(unit_id, p["unit_path"])]
+    if len(inside) < len(parties):
+        log.warning(
+            "dispute incident %s names %d parties outside its unit: left out of the case",
+            incident_id,
+            len(parties) - len(inside),
+        )
+    if len(inside) < 2:
+        log.warning("dispute incident %s names fewer than two parties inside its unit: no case opened", incident_id)
+        return None
+    return _open(uow, caller, unit_id, path, INCIDENT_CASE_CATEGORY, inside, description, incident_id)
 
 
 def may_contact_parties(session, caller, case):
@@ -209,9 +221,11 @@ def sessions_of(session, case):
 def list_cases(session, caller, grid, under, status, page, page_size):
     query = select(MediationCase)
     if under is None and not caller.unrestricted:
-        if caller.unit is None:  # a mediator's or lawyer's token: they reach their cases one by one
+        # a mediator's or lawyer's token reaches no unit, whatever unit it names: they read their
+        # cases one by one
+        if caller.scope_unit is None or not caller.scope_unit.isdigit():
             raise Forbidden("token names no unit scope")
-        under = int(caller.unit)
+        under = int(caller.scope_unit)
     if under is not None:
         path = grid_lookup.unit_path(grid, under, "under")
         caller.require_reach(path_ids(path))

@@ -152,7 +152,7 @@ class LegalService(base.ServiceBase):
     # ---- mediation --------------------------------------------------------
 
     @rpc
-    @endpoint(roles=("admin", "officer", "grid_worker", "mediator", "service"), schema=schemas.OpenMediation())
+    @endpoint(roles=("admin", "officer", "grid_worker", "service"), schema=schemas.OpenMediation())
     def open_mediation(self, caller, **args):
         return schemas.CASE.dump(mediation.open_mediation(self.db, caller, self.grid, **args))
 

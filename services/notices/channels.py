@@ -5,11 +5,19 @@
   format (WeCom style: ``msgtype`` text or markdown; ``@all`` for severe notices).
 - ``StubChannel``: accepts and remembers every message; tests and load tests use it.
 
-Every request goes through the deployment's outbound policy (``services.notices.outbound``): the
-address connected to is checked on each connection, redirects are not followed, and a refused
-URL or address fails the delivery for good (``detail`` says why).
+Every request goes through the deployment's outbound policy (``services.notices.outbound``; the
+gateways' and the webhooks' are two): the address connected to is checked on each connection,
+redirects are not followed, and a refused URL or address fails the delivery for good (``detail``
+says why).
+
+A server may answer anything, slowly: every request has an overall deadline (besides the timeout
+of each read), at most ``RESPONSE_CAP`` bytes of a reply's body are read (a content-encoded body is
+not read at all), and nothing in a reply raises out of an adapter — one bad server fails only its
+own deliveries, never the batch.
 """
 
+import http.client
+import json
 import logging
 import time
 from collections import deque
@@ -17,6 +25,7 @@ from dataclasses import dataclass
 
 import eventlet
 import requests
+import urllib3
 
 from services.notices.outbound import OutboundPolicy, OutboundRefused
 
@@ -42,15 +51,54 @@ class Outcome:
     detail: str | None = None
 
 
+RESPONSE_CAP = 64 * 1024  # bytes of a reply's body read at most
+# What a request can fail with once sent (requests wraps most; reading the raw body adds urllib3's).
+NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes | None  # None: longer than RESPONSE_CAP, or content-encoded (not read)
+
+
+def read_capped(raw, cap=RESPONSE_CAP):
+    """The body from urllib3's raw response, undecoded, or None once it is longer than ``cap``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = raw.read(min(16 * 1024, cap + 1 - size), decode_content=False)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            return None
+
+
+def robot_errcode(body):
+    """The errcode of a chat robot's reply; 0 unless the body is a JSON object whose errcode is an
+    integer (whatever else it is — unparseable, nested too deep, too long, a list — it says nothing)."""
+    if not body:
+        return 0
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return 0
+    code = data.get("errcode", 0) if isinstance(data, dict) else 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
 class HttpGateway:
     """POSTs ``{delivery_id, to, title, text, severity}``. 2xx accepted; 408/429/5xx and network
     errors are retried; other 4xx are final. The gateway reports delivery later through
     ``record_delivery_status``."""
 
-    def __init__(self, channel, url, timeout=5.0, auth_header=None, policy=None):
+    def __init__(self, channel, url, timeout=5.0, auth_header=None, policy=None, deadline=None):
         self.channel = channel
         self.url = url
-        self.timeout = timeout
+        self.timeout = timeout  # seconds to connect, and for each read
+        self.deadline = float(deadline) if deadline is not None else 2 * float(timeout)  # the whole request
         self.policy = policy or OutboundPolicy()
         self.http = self.policy.session(auth_header)
 
@@ -68,37 +116,83 @@ class HttpGateway:
     def send_many(self, messages):
         """Send a batch concurrently (green threads); outcomes in the batch's order."""
         pool = eventlet.GreenPool(self.concurrency)
-        return list(pool.imap(self.send, messages))
+        return list(pool.imap(self.send_one, messages))
+
+    def send_one(self, message):
+        """``send``, answering an Outcome whatever happens: one message's trouble stays its own."""
+        try:
+            return self.send(message)
+        except Exception as exc:
+            log.exception("channel adapter failed on one message", extra={"method": self.channel})
+            return Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")
 
     def send(self, message):
-        response = self.post(self.url, message)
-        return response if isinstance(response, Outcome) else self.judge(response)
+        reply = self.post(self.url, message)
+        return reply if isinstance(reply, Outcome) else self.judge(reply)
 
     def post(self, url, message):
-        """The response, or the Outcome of a request that got none (refused, or a network error)."""
+        """The Reply, or the Outcome of a request that got none: refused, a network error, or past
+        its deadline (the server sent too slowly, however little at a time)."""
         try:
             self.policy.check_url(url)
-            return self.http.post(url, json=self.payload(message), timeout=self.timeout, allow_redirects=False)
         except OutboundRefused as refused:
-            log.warning("outbound request refused: %s", refused.reason, extra={"method": self.channel})
-            return Outcome(False, retryable=False, detail=f"refused: {refused.reason}"[:300])
-        except requests.RequestException as exc:
+            return self.refused(refused)
+        deadline = eventlet.Timeout(self.deadline)
+        try:
+            return self.exchange(url, message)
+        except OutboundRefused as refused:
+            return self.refused(refused)
+        except eventlet.Timeout as expired:
+            if expired is not deadline:
+                raise
+            return Outcome(False, retryable=True, detail="network: deadline exceeded")
+        except NETWORK_ERRORS as exc:
             return Outcome(False, retryable=True, detail=f"network: {type(exc).__name__}")
+        finally:
+            deadline.cancel()
 
-    def judge(self, response):
-        if 200 <= response.status_code < 300:
+    def exchange(self, url, message):
+        """POST, then read at most RESPONSE_CAP bytes of the reply; the connection goes back to the
+        pool only when the body was read to its end."""
+        response = self.http.post(
+            url,
+            json=self.payload(message),
+            headers={"Accept-Encoding": "identity"},
+            timeout=self.timeout,
+            allow_redirects=False,
+            stream=True,
+        )
+        try:
+            body = None
+            if response.headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity"):
+                body = read_capped(response.raw)
+            if body is not None:
+                response.raw.release_conn()
+            return Reply(response.status_code, body)
+        finally:
+            response.close()  # closes the connection unless it went back to the pool
+
+    def refused(self, refused):
+        log.warning("outbound request refused: %s", refused.reason, extra={"method": self.channel})
+        return Outcome(False, retryable=False, detail=f"refused: {refused.reason}"[:300])
+
+    def judge(self, reply):
+        if 200 <= reply.status < 300:
             return Outcome(True)
-        retryable = response.status_code in (408, 425, 429) or response.status_code >= 500
-        return Outcome(False, retryable=retryable, detail=f"http {response.status_code}")
+        retryable = reply.status in (408, 425, 429) or reply.status >= 500
+        return Outcome(False, retryable=retryable, detail=f"http {reply.status}")
 
 
 class ChatRobot(HttpGateway):
-    """Posts to the webhook in ``message.to``: markdown normally, text with ``@all`` for severe notices."""
+    """Posts to the webhook in ``message.to``: markdown normally, text with ``@all`` for severe notices.
+    A 2xx reply counts as sent unless its body is a JSON object whose ``errcode`` is a non-zero
+    integer. ``policy`` is the webhooks' (``OutboundPolicy.for_webhooks``)."""
 
     RATE_LIMITED = 45009  # the robot's "too many messages" code: retry later
 
-    def __init__(self, timeout=5.0, policy=None):
-        super().__init__("chat_group", url=None, timeout=timeout, policy=policy)
+    def __init__(self, timeout=5.0, policy=None, deadline=None):
+        policy = policy or OutboundPolicy.for_webhooks({})
+        super().__init__("chat_group", url=None, timeout=timeout, policy=policy, deadline=deadline)
 
     def payload(self, message):
         if message.mention_all:
@@ -109,17 +203,14 @@ class ChatRobot(HttpGateway):
         return {"msgtype": "markdown", "markdown": {"content": f"### {message.title}\n{message.body}"}}
 
     def send(self, message):
-        response = self.post(message.to, message)  # the group's webhook, checked again now
-        if isinstance(response, Outcome):
-            return response
-        outcome = self.judge(response)
+        reply = self.post(message.to, message)  # the group's webhook, checked again now
+        if isinstance(reply, Outcome):
+            return reply
+        outcome = self.judge(reply)
         if outcome.ok:
-            try:
-                code = response.json().get("errcode", 0)
-            except ValueError:
-                code = 0
+            code = robot_errcode(reply.body)
             if code:
-                return Outcome(False, retryable=code == self.RATE_LIMITED, detail=f"robot errcode {code}")
+                return Outcome(False, retryable=code == self.RATE_LIMITED, detail=f"robot errcode {code}"[:100])
         return outcome
 
 
@@ -140,20 +231,23 @@ class StubChannel:
         return [self.send(message) for message in messages]
 
 
-def build_channels(config, policy=None):
+def build_channels(config, policy=None, webhook_policy=None):
     """Adapters from the CHANNELS config: ``url: stub`` picks the stub twin. The gateway URLs are
-    expected to have passed ``outbound.startup_policy`` already; ``policy`` guards every request."""
+    expected to have passed ``outbound.startup_policies`` already; ``policy`` guards every gateway
+    request, ``webhook_policy`` every chat-group one. ``timeout`` (seconds to connect and per read,
+    default 5) and ``deadline`` (the whole request, default twice the timeout) may be set per channel."""
     channels: dict[str, HttpGateway | StubChannel] = {}  # ChatRobot is an HttpGateway
     for name, settings in (config or {}).items():
         url = str(settings.get("url") or "stub")
         timeout = float(settings.get("timeout", 5.0))
+        deadline = settings.get("deadline")
         if url == "stub":
             channels[name] = StubChannel(name)
         elif name == "chat_group":
-            channels[name] = ChatRobot(timeout=timeout, policy=policy)
+            channels[name] = ChatRobot(timeout=timeout, policy=webhook_policy, deadline=deadline)
         else:
             channels[name] = HttpGateway(
-                name, url, timeout=timeout, auth_header=settings.get("auth_header"), policy=policy
+                name, url, timeout=timeout, auth_header=settings.get("auth_header"), policy=policy, deadline=deadline
             )
     return channels
 

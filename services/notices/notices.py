@@ -125,9 +125,9 @@ def approve_notice(uow, caller, notice_id):
 def list_notices(session, caller, grid, under, status, kind, page, page_size):
     query = select(Notice).where(Notice.kind == kind)
     if under is None and not caller.unrestricted:
-        if caller.unit is None or not caller.unit.isdigit():  # e.g. staff beside resident, no unit claim
+        if caller.scope_unit is None or not caller.scope_unit.isdigit():  # e.g. staff beside resident, no unit claim
             raise Forbidden("token names no unit scope")
-        under = int(caller.unit)
+        under = int(caller.scope_unit)
     if under is not None:
         path = units.unit_paths(grid, [under])[under]
         caller.require_reach(path_ids(path))

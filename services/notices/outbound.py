@@ -10,11 +10,17 @@ The policy, per deployment (``services/notices/config.yml``):
 - Every address the host resolves to must be public (global unicast): no loopback, private,
   link-local, CGNAT (100.64/10), "this network" (0/8), multicast, reserved, documentation or
   benchmarking ranges, IPv6 ULA/link-local/site-local, IPv4-mapped or -embedding IPv6 (NAT64, 6to4,
-  Teredo) — unless the host name, or the address's network, is in ``OUTBOUND_ALLOWLIST``
-  (``NOTICES_OUTBOUND_ALLOWLIST``: comma-separated host names, IP addresses or CIDR networks).
+  Teredo) — unless the host name, or the address's network, is allowlisted.
+- Two policies, two allowlists (comma-separated host names, IP addresses or CIDR networks):
+  gateways (configured by operators) may use any port and reach what ``OUTBOUND_ALLOWLIST``
+  (``NOTICES_OUTBOUND_ALLOWLIST``) names; chat-group webhooks (registered by staff) only what
+  ``WEBHOOK_ALLOWLIST`` (``NOTICES_WEBHOOK_ALLOWLIST``, empty by default) names, and only on port
+  443 (80 too where http is allowed) unless an entry names ``host:port`` (``10.0.0.0/24:8443``,
+  ``[fd00::7]:8080``): such an entry opens that port of those hosts, and no other port.
 
-It is checked when a URL comes in (``register_chat_group``: a ValidationError naming the field;
-gateway URLs: the service refuses to start) and again on every connection: :class:`GuardedAdapter`
+It is checked when a URL comes in (``register_chat_group``: a ValidationError on the field saying
+only that the URL is refused, the reason in the service log; gateway URLs: the service refuses to
+start) and again on every connection: :class:`GuardedAdapter`
 resolves the host, checks every address and connects to a checked address itself, so a DNS answer
 that changes between the check and the connection (DNS rebinding) cannot slip a private address in.
 Redirects are not followed, and no proxy from the environment is used.
@@ -26,6 +32,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -75,6 +82,7 @@ NON_GLOBAL_V6 = tuple(
 HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")  # a last label like this makes an IPv4 in disguise
 UNSAFE_CHARACTERS = re.compile(r"[\x00-\x20\x7f\\]")
+WITH_PORT = re.compile(r"^(?P<target>.+):(?P<port>[0-9]{1,5})$")  # an allowlist entry naming a port
 
 
 class OutboundRefused(Exception):
@@ -142,9 +150,24 @@ def valid_host_name(host):
     return all(HOST_LABEL.match(label) for label in labels) and not NUMERIC_LABEL.match(labels[-1])
 
 
-def parse_allowlist(value, setting="NOTICES_OUTBOUND_ALLOWLIST"):
-    """(host names, networks) from a comma-separated string (or a list) of host names, IP addresses
-    and CIDR networks. An entry that is none of those refuses the configuration."""
+class Allowlist(NamedTuple):
+    hosts: frozenset  # host names (any address they resolve to is allowed)
+    networks: tuple  # networks (their addresses are allowed though not public)
+    host_ports: frozenset  # (host name, port): entries that name a port (webhooks only)
+    network_ports: tuple  # (network, port)
+
+
+def _network(text):
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def parse_allowlist(value, setting="NOTICES_OUTBOUND_ALLOWLIST", ports=False):
+    """An Allowlist from a comma-separated string (or a list) of host names, IP addresses and CIDR
+    networks; with ``ports``, each may name a port too (``host:port``, ``[v6]:port``,
+    ``cidr:port``). An entry that is none of those refuses the configuration."""
     if value is None:
         entries: list[str] = []
     elif isinstance(value, str):
@@ -153,20 +176,41 @@ def parse_allowlist(value, setting="NOTICES_OUTBOUND_ALLOWLIST"):
         entries = [str(entry) for entry in value]
     else:
         entries = [str(value)]
-    hosts, networks = set(), []
+    hosts, networks, host_ports, network_ports = set(), [], set(), []
     for raw in entries:
         entry = raw.strip().lower()
         if not entry:
             continue
-        try:
-            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+        network = _network(entry.strip("[]"))
+        if network is not None:
+            networks.append(network)
             continue
-        except ValueError:
-            pass
-        if not valid_host_name(entry):
-            raise ConfigRefused(f"{setting}: {raw.strip()!r} is neither a host name, an IP address nor a CIDR network")
-        hosts.add(entry.rstrip("."))
-    return frozenset(hosts), tuple(networks)
+        if valid_host_name(entry):
+            hosts.add(entry.rstrip("."))
+            continue
+        named = WITH_PORT.match(entry) if ports else None
+        if named and 0 < int(named["port"]) <= 65535:
+            target, port = named["target"], int(named["port"])
+            bracketed = target.startswith("[") and target.endswith("]")
+            network = _network(target[1:-1] if bracketed else target)
+            if network is not None and (network.version == 4) != bracketed:  # IPv6 only in brackets
+                network_ports.append((network, port))
+                continue
+            if not bracketed and valid_host_name(target):
+                host_ports.add((target.rstrip("."), port))
+                continue
+        what = "is neither a host name, an IP address nor a CIDR network"
+        if ports:
+            what += ", with or without :port (1-65535)"
+        raise ConfigRefused(f"{setting}: {raw.strip()!r} {what}")
+    return Allowlist(frozenset(hosts), tuple(networks), frozenset(host_ports), tuple(network_ports))
+
+
+def _in_any(address, networks):
+    candidates = [address]
+    if address.version == 6 and address.ipv4_mapped is not None:
+        candidates.append(address.ipv4_mapped)
+    return any(a in network for a in candidates for network in networks if a.version == network.version)
 
 
 @dataclass(frozen=True)
@@ -181,14 +225,51 @@ class OutboundPolicy:
     allow_http: bool = False
     hosts: frozenset = frozenset()  # allowlisted host names: any address they resolve to is allowed
     networks: tuple = ()  # allowlisted networks: addresses in them are allowed though not public
+    host_ports: frozenset = frozenset()  # (host name, port): that host, on that port only
+    network_ports: tuple = ()  # (network, port): its addresses, on that port only
+    # Webhooks: port 443 (and 80 with http) only, unless a (host or network, port) entry names another.
+    fixed_ports: bool = False
+    setting: str = "NOTICES_OUTBOUND_ALLOWLIST"  # the allowlist's variable, named in reasons
     resolver: Callable[[str, int], list[str]] = field(default=resolve_host, compare=False)
 
     @classmethod
     def from_config(cls, config, resolver=resolve_host):
-        """From the service config's ``ALLOW_HTTP`` and ``OUTBOUND_ALLOWLIST``; ConfigRefused if invalid."""
-        hosts, networks = parse_allowlist(config.get("OUTBOUND_ALLOWLIST"))
+        """The gateways' policy, from the service config's ``ALLOW_HTTP`` and ``OUTBOUND_ALLOWLIST``
+        (any port); ConfigRefused if invalid."""
+        allowlist = parse_allowlist(config.get("OUTBOUND_ALLOWLIST"))
         allow_http = parse_bool(config.get("ALLOW_HTTP"), "NOTICES_ALLOW_HTTP")
-        return cls(allow_http=allow_http, hosts=hosts, networks=networks, resolver=resolver)
+        return cls(allow_http=allow_http, hosts=allowlist.hosts, networks=allowlist.networks, resolver=resolver)
+
+    @classmethod
+    def for_webhooks(cls, config, resolver=resolve_host):
+        """The chat-group webhooks' policy, from ``ALLOW_HTTP`` and ``WEBHOOK_ALLOWLIST`` (entries may
+        name a port; without one, 443 and 80 only); ConfigRefused if invalid."""
+        setting = "NOTICES_WEBHOOK_ALLOWLIST"
+        allowlist = parse_allowlist(config.get("WEBHOOK_ALLOWLIST"), setting, ports=True)
+        return cls(
+            allow_http=parse_bool(config.get("ALLOW_HTTP"), "NOTICES_ALLOW_HTTP"),
+            hosts=allowlist.hosts,
+            networks=allowlist.networks,
+            host_ports=allowlist.host_ports,
+            network_ports=allowlist.network_ports,
+            fixed_ports=True,
+            setting=setting,
+            resolver=resolver,
+        )
+
+    @property
+    def open_ports(self):
+        """The ports any allowed host may be reached on (None: any port)."""
+        if not self.fixed_ports:
+            return None
+        return (443, 80) if self.allow_http else (443,)
+
+    def port_refused(self, host, port):
+        ports = " or ".join(str(p) for p in self.open_ports or ())
+        return OutboundRefused(
+            f"port {port} is not allowed for host {host}: webhooks use port {ports} "
+            f"(a {self.setting} entry host:port may allow another)"
+        )
 
     # ---- the URL itself, without the network --------------------------------
 
@@ -216,36 +297,72 @@ class OutboundPolicy:
             raise OutboundRefused("the URL names no host")
         if port == 0:
             raise OutboundRefused("port 0 is not allowed")
+        port = port or (443 if scheme == "https" else 80)
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             if not valid_host_name(host):
                 raise OutboundRefused(f"host {host!r} is not a valid host name or IP address") from None
+            # A port no entry names is refused before the name is resolved.
+            open_ports = self.open_ports
+            if open_ports is not None and port not in open_ports and not self._names_port(host, port):
+                raise self.port_refused(host, port) from None
         else:
-            self.check_addresses(host, [str(address)])
-        return Target(scheme, host, port or (443 if scheme == "https" else 80))
+            self.check_addresses(host, [str(address)], port)
+        return Target(scheme, host, port)
 
     # ---- the addresses the host resolves to ---------------------------------
 
-    def allowlisted(self, host, address):
-        if host.lower().rstrip(".") in self.hosts:
+    def allowlisted(self, host, address, port=None):
+        """True if an entry names ``host`` or ``address``: a port-less one, or (``port`` given) one
+        naming that port."""
+        name = host.lower().rstrip(".")
+        if name in self.hosts or _in_any(address, self.networks):
             return True
-        candidates = [address]
-        if address.version == 6 and address.ipv4_mapped is not None:
-            candidates.append(address.ipv4_mapped)
-        return any(a in network for a in candidates for network in self.networks if a.version == network.version)
+        return port is not None and self._names_destination(host, address, port)
 
-    def check_addresses(self, host, addresses):
-        """Every address must be public or allowlisted; OutboundRefused names the first that is not."""
+    def _names_destination(self, host, address, port):
+        """True if an entry names ``port`` of ``host`` or of ``address``'s network."""
+        if (host.lower().rstrip("."), port) in self.host_ports:
+            return True
+        return _in_any(address, [network for network, p in self.network_ports if p == port])
+
+    def _names_port(self, host, port):
+        """True if some entry names ``port`` for ``host`` or for a network (whose addresses are not known yet)."""
+        name = host.lower().rstrip(".")
+        return (name, port) in self.host_ports or any(p == port for _, p in self.network_ports)
+
+    def _names_at_all(self, host, address):
+        name = host.lower().rstrip(".")
+        return (
+            self.allowlisted(host, address)
+            or any(h == name for h, _ in self.host_ports)
+            or _in_any(address, [network for network, _ in self.network_ports])
+        )
+
+    def permits(self, host, address, port):
+        """``address`` (of ``host``) on ``port``: public or allowlisted, on a port the policy allows."""
+        open_ports = self.open_ports
+        if open_ports is not None and port not in open_ports:
+            return self._names_destination(host, address, port)
+        return is_public(address) or self.allowlisted(host, address, port)
+
+    def check_addresses(self, host, addresses, port=443):
+        """Every address must be permitted on ``port``; OutboundRefused names the first that is not:
+        the port when it is not an open one and an entry names the address (or the address is
+        public), else the address."""
         if not addresses:
             raise Unresolvable(f"host {host} resolves to no address")
+        open_ports = self.open_ports
         for text in addresses:
             address = parse_address(text)
-            if not is_public(address) and not self.allowlisted(host, address):
-                where = "is" if _same_address(host, address) else f"resolves to {address}, which is"
-                raise OutboundRefused(
-                    f"host {host} {where} not a public address (NOTICES_OUTBOUND_ALLOWLIST may allow it)"
-                )
+            if self.permits(host, address, port):
+                continue
+            closed_port = open_ports is not None and port not in open_ports
+            if closed_port and (is_public(address) or self._names_at_all(host, address)):
+                raise self.port_refused(host, port)
+            where = "is" if _same_address(host, address) else f"resolves to {address}, which is"
+            raise OutboundRefused(f"host {host} {where} not a public address ({self.setting} may allow it)")
 
     def resolve(self, host, port):
         """The addresses to connect to, all of them checked."""
@@ -253,7 +370,7 @@ class OutboundPolicy:
             addresses = self.resolver(host.strip("[]"), port)
         except (OSError, UnicodeError):
             raise Unresolvable(f"host {host} does not resolve") from None
-        self.check_addresses(host, addresses)
+        self.check_addresses(host, addresses, port)
         return addresses
 
     def vet(self, url):
@@ -361,13 +478,19 @@ def gateway_urls(config):
     return urls
 
 
-def startup_policy(config, resolver=resolve_host):
-    """The deployment's policy, with every configured gateway URL checked (host names resolved).
+class Policies(NamedTuple):
+    gateways: OutboundPolicy  # the configured SMS, voice and push gateways
+    webhooks: OutboundPolicy  # the chat-group webhooks staff register
+
+
+def startup_policies(config, resolver=resolve_host):
+    """The deployment's two policies, with every configured gateway URL checked (host names resolved).
 
     ConfigRefused (one line naming the setting) when a setting or a gateway URL is refused; a host
     that does not resolve now is only logged, since every send checks again.
     """
     policy = OutboundPolicy.from_config(config, resolver=resolver)
+    webhooks = OutboundPolicy.for_webhooks(config, resolver=resolver)
     for channel, url in gateway_urls(config).items():
         setting = GATEWAY_SETTINGS.get(channel, f"CHANNELS.{channel}.url")
         try:
@@ -376,4 +499,4 @@ def startup_policy(config, resolver=resolve_host):
             log.warning("%s (%s): %s; every send will check it again", setting, channel, refused.reason)
         except OutboundRefused as refused:
             raise ConfigRefused(f"{setting} ({channel} gateway) is refused: {refused.reason}") from None
-    return policy
+    return Policies(policy, webhooks)

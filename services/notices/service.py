@@ -49,13 +49,13 @@ GAUGES = [
 
 class Channels(DependencyProvider):
     """The deployment's channel adapters (stub twins where a URL says ``stub``), rate limits and
-    outbound URL policy. A refused gateway URL fails the setup (the runner refuses even earlier:
-    ``NoticesService.check_config``)."""
+    outbound URL policies (gateways; chat-group webhooks). A refused gateway URL fails the setup
+    (the runner refuses even earlier: ``NoticesService.check_config``)."""
 
     def setup(self):
-        self.policy = outbound.startup_policy(self.container.config)
+        self.policies = outbound.startup_policies(self.container.config)
         config = self.container.config.get("CHANNELS") or {}
-        self.adapters = build_channels(config, self.policy)
+        self.adapters = build_channels(config, self.policies.gateways, self.policies.webhooks)
         self.limiter = RateLimiter(
             {name: float(settings.get("rate_per_second", 100)) for name, settings in config.items()}
         )
@@ -83,7 +83,7 @@ class NoticesService(base.ServiceBase):
     def check_config(cls, config):
         """Before anything starts (shared.runner): a refused gateway URL or outbound setting is a
         ValueError whose one-line message names the setting."""
-        outbound.startup_policy(config)
+        outbound.startup_policies(config)
 
     # ---- notices ----------------------------------------------------------
 
@@ -129,7 +129,7 @@ class NoticesService(base.ServiceBase):
     @rpc
     @endpoint(roles=MANAGERS, schema=schemas.RegisterChatGroup())
     def register_chat_group(self, caller, **args):
-        group = preferences.register_chat_group(self.db, caller, self.grid, self.channels.policy, **args)
+        group = preferences.register_chat_group(self.db, caller, self.grid, self.channels.policies.webhooks, **args)
         return {"unit_id": str(group.unit_id), "name": group.name}
 
     # ---- acknowledgements and reports -------------------------------------

@@ -79,7 +79,7 @@ def sign_up(uow, caller, shift_id, volunteer_id):
         .limit(1)
     )
     if overlapping is not None:
-        raise Conflict(f"overlaps shift {overlapping} the volunteer already holds")
+        raise Conflict("overlaps another shift the volunteer already holds")  # not which: it may be out of scope
     signup = existing or Signup(shift_id=shift.id, volunteer_id=volunteer.id)
     signup.status, signup.signed_at = "signed", utcnow()
     session.add(signup)

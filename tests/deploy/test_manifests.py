@@ -554,6 +554,9 @@ def test_broker_address_vhost_and_user_match_the_rabbitmq_objects(overlay):
     config = cluster["spec"]["rabbitmq"]["additionalConfig"]
     assert re.search(r"(?m)^\s*default_queue_type\s*=\s*quorum\s*$", config)
     assert re.search(r"(?m)^\s*prometheus\.return_per_object_metrics\s*=\s*true\s*$", config)
+    # Bodies are bounded at the broker too, above what the services accept (MAX_MESSAGE_BYTES).
+    size = re.search(r"(?m)^\s*max_message_size\s*=\s*(\d+)\s*$", config)
+    assert size and 1024 * 1024 < int(size.group(1)) <= 128 * 1024 * 1024, "max_message_size"
     assert "rabbitmq_prometheus" in cluster["spec"]["rabbitmq"]["additionalPlugins"]
 
 

@@ -2,6 +2,8 @@
 community b gets Forbidden and nothing changes; the same call inside the caller's scope succeeds."""
 
 import datetime as dt
+import uuid
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -234,3 +236,136 @@ def test_list_cases_without_a_unit_is_refused_not_an_internal_error(world, call_
     with pytest.raises(Forbidden):
         w["officer_b"].list_cases(under=w["community_a"])
     assert [c["id"] for c in w["officer_a"].list_cases()["items"]] == [case["id"]]
+
+
+def test_a_unit_on_a_self_role_token_reaches_nothing_but_its_own_records(world, call_as):
+    """Issue 12, review: a mediator's or lawyer's token naming a unit listed every case under it, and a
+    {resident, lawyer} token every consultation at the unit's stations; they see their own only."""
+    w = world
+    case = w["officer_a"].open_mediation(**dispute(w, "community_a", ["ra1", "ra2"]))
+    w["officer_a"].open_mediation(**dispute(w, "community_a", ["ra2", "ra3"]))
+    w["officer_a"].assign_mediator(case_id=case["id"], mediator_id=w["ra3"], kind="social")
+    for roles, sub in ((("mediator",), w["ra3"]), (("lawyer",), w["lawyer"]), (("mediator", "lawyer"), w["ra3"])):
+        scoped = call_as(token(*roles, sub=sub, unit=w["community_a"])).legal
+        with pytest.raises(Forbidden):
+            scoped.list_cases()
+        with pytest.raises(Forbidden):
+            scoped.list_cases(under=w["community_a"])
+    mediator = call_as(token("mediator", sub=w["ra3"], unit=w["community_a"])).legal
+    assert mediator.get_case(case_id=case["id"])["id"] == case["id"]  # their own case, one by one
+    # the token's sub names a resident and a lawyer alike: a resident whose id no lawyer has
+    me, neighbour = ("ra2", "ra1") if w["ra2"] != w["lawyer"] else ("ra3", "ra1")
+    mine = w["officer_a"].book(
+        lawyer_id=w["lawyer"], station_id=w["station_a"], starts_at=at("09:00"), resident_id=w[me], topic="Lease"
+    )
+    w["officer_a"].book(
+        lawyer_id=w["lawyer"], station_id=w["station_a"], starts_at=at("09:30"), resident_id=w[neighbour], topic="Debt"
+    )
+    for roles in (("resident", "lawyer"), ("resident",)):
+        listed = call_as(token(*roles, sub=w[me], unit=w["community_a"])).legal.list_consultations()
+        assert [c["id"] for c in listed["items"]] == [mine["id"]], roles
+    lawyer = call_as(token("lawyer", "mediator", sub=w["lawyer"], unit=w["community_b"])).legal
+    assert len(lawyer.list_consultations()["items"]) == 2  # the lawyer's own, at a's station: their sub, not the unit
+    assert len(w["officer_a"].list_consultations()["items"]) == 2
+
+
+def test_report_incident_names_only_parties_living_inside_its_unit(world, call_as, admin):
+    """Issue 12, review: an officer reported a dispute at one small grid naming residents of another, and
+    that grid's worker read their names in the mediation case legal opened."""
+    w = world
+    small_a2 = admin.create_unit(parent_id=w["medium_a"], level="grid_small", name="Small a2")["id"]
+    officer = call_as(token("officer", sub="officer-a", unit=w["community_a"])).grid
+    report = {"category": "dispute", "description": "Noise", "party_resident_ids": [w["ra1"], w["ra2"]]}
+    before = officer.list_incidents(under=w["community_a"])["items"]
+    with pytest.raises(ValidationError) as outside:
+        officer.report_incident(unit_id=small_a2, **report)  # both in scope, neither living at a2
+    assert "party_resident_ids" in outside.value.fields and w["ra1"] in str(outside.value.fields)
+    assert officer.list_incidents(under=w["community_a"])["items"] == before
+    reported = officer.report_incident(unit_id=w["small_a"], **report)
+    case = wait_until(
+        lambda: next(
+            (c for c in w["worker_a"].list_cases()["items"] if c["source_incident_id"] == reported["id"]), None
+        ),
+        message="legal opened no case for the dispute",
+    )
+    assert case["party_resident_ids"] == sorted([w["ra1"], w["ra2"]], key=int)
+
+
+def test_a_dispute_event_naming_parties_outside_its_unit_leaves_them_out_of_the_case(
+    world, admin, grid_events, legal_db
+):
+    """Legal no longer takes an incident's parties as they are: one living outside the incident's unit
+    (an incident reported before the grid refused them) is left out of the case."""
+    w = world
+    incident = admin.report_incident(unit_id=w["small_a"], category="other", description="Shouting")["id"]
+    reported = grid_events.next("incident_reported", where=lambda e: e["data"]["incident_id"] == incident)
+    data = {**reported["data"], "category": "dispute", "party_resident_ids": [w["ra1"], w["ra2"], w["rb1"]]}
+    grid_events.republish(reported, id=str(uuid.uuid4()), data=data)
+    wait_until(lambda: _case_of(legal_db, incident) is not None, message="legal opened no case")
+    assert sorted(_case_of(legal_db, incident)) == sorted(int(w[r]) for r in ("ra1", "ra2"))
+
+
+def _case_of(legal_db, incident_id):
+    engine = create_engine(legal_db.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.connect() as conn:
+        parties = conn.execute(
+            text("SELECT party_resident_ids FROM mediation_cases WHERE source_incident_id = :i"),
+            {"i": int(incident_id)},
+        ).scalar()
+    engine.dispose()
+    return parties
+
+
+def _started(legal_db, consultation_id):
+    """Move a booking into the past, as if its time had come (an hour per id apart: no two overlap)."""
+    engine = create_engine(legal_db.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE consultations SET starts_at = now() - interval '1 day' - id * interval '1 hour', "
+                "ends_at = now() - interval '1 day' - id * interval '1 hour' + interval '30 minutes' WHERE id = :c"
+            ),
+            {"c": int(consultation_id)},
+        )
+    engine.dispose()
+
+
+def test_only_the_consultations_own_lawyer_or_staff_mark_a_no_show(world, call_as, legal_db):
+    """Issue 12, review: a resident holding the lawyer role marked their own booking a no-show."""
+    from sqlalchemy.orm import Session
+
+    from services.legal import bookings
+    from shared.auth import Caller
+
+    w = world
+    other_lawyer = call_as(token("admin", sub="root")).legal.register_lawyer(
+        name="Other", firm="F", license_no="LIC-300001", specialties=["family"], station_ids=[w["station_a"]]
+    )["id"]
+    # a resident whose id names no lawyer: the token's sub would name that lawyer too
+    me = next(w[r] for r in ("ra1", "ra2", "ra3") if w[r] not in (w["lawyer"], other_lawyer))
+    booked = [
+        w["officer_a"].book(
+            lawyer_id=w["lawyer"], station_id=w["station_a"], starts_at=at(clock), resident_id=me, topic="Lease"
+        )["id"]
+        for clock in ("10:00", "10:30")
+    ]
+    for consultation in booked:
+        _started(legal_db, consultation)
+    # over RPC the resident role is dropped (mark_no_show does not allow it) and the lawyer is not this one's
+    for roles, sub in ((("resident", "lawyer"), me), (("lawyer",), other_lawyer)):
+        with pytest.raises(Forbidden):
+            call_as(token(*roles, sub=sub)).legal.mark_no_show(consultation_id=booked[0])
+    # the rule holds in the function itself, whatever roles a method lets through
+    engine = create_engine(legal_db.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with Session(engine) as session:
+            resident_lawyer = Caller(sub=me, roles=frozenset({"resident", "lawyer"}))
+            with pytest.raises(Forbidden):
+                bookings.mark_no_show(SimpleNamespace(session=session), resident_lawyer, int(booked[0]))
+            session.rollback()
+    finally:
+        engine.dispose()
+    assert w["officer_a"].get_consultation(consultation_id=booked[0])["status"] == "booked"
+    own_lawyer = call_as(token("lawyer", sub=w["lawyer"])).legal
+    assert own_lawyer.mark_no_show(consultation_id=booked[0])["status"] == "no_show"
+    assert w["officer_a"].mark_no_show(consultation_id=booked[1])["status"] == "no_show"

@@ -1,22 +1,34 @@
 """The scope matrix (issue 12), generated from the endpoint contracts: for every method and every
 argument carrying ids, an id from outside the caller's scope is refused with ``Forbidden`` — with one
-role, with several roles, and with a role the method does not allow added — and nothing changes in
-any service's database and no event goes out; the same call inside the scope is not refused (it
-succeeds, unless the example names the error it answers, as ``mark_no_show`` before the start).
+role, with several roles, and (where a token naming no unit gets past ``authorize``) with a role the
+method does not allow added — and nothing changes in any service's database and no event goes out;
+the same call inside the scope is not refused with the one role nor with the several (it succeeds,
+unless the example names the error it answers, as ``mark_no_show`` before the start). And for every
+method a self role may call, a token holding only self roles plus a unit reaches nothing inside that
+unit.
 
 The four services run once for the module, on their own vhost and databases (a world of two
 communities takes a while to build); every case snapshots the databases before and after its probes.
+No verdict waits for time to pass: ``Suite.quiet()`` waits for the services to have nothing left to
+do (every event published and handled, nothing for the notices timers), and ``Suite.flush_events()``
+for a marker sent after everything else through each service's outbox relay.
 The table of cases, the world and the rules for legitimately outside ids: tests/scope_matrix.py.
 """
 
 import time
+import uuid
+from collections import defaultdict
 from urllib.parse import urlparse
 
 import pytest
 from nameko.containers import get_container_cls
 from nameko.standalone.rpc import ClusterRpcProxy
+from sqlalchemy import create_engine, insert, text
 
+from shared.asyncapi import entrypoints, service_classes
+from shared.db import utcnow
 from shared.errors import Forbidden
+from shared.outbox import OutboxRelay, envelope
 from tests import scope_matrix as matrix
 from tests.support import JWT_SECRET, PII_KEY, EventTap, free_port, scratch_database, table_counts, token, wait_until
 
@@ -71,6 +83,7 @@ def _configs(amqp_uri, urls):
             # chat-group robots on loopback: the dev/test case of the outbound policy
             "ALLOW_HTTP": True,
             "OUTBOUND_ALLOWLIST": "127.0.0.1",
+            "WEBHOOK_ALLOWLIST": "127.0.0.1:9",  # the examples' webhooks (services/notices/outbound.py)
             "CHANNELS": {name: stub for name in ("sms", "voice_call", "app_push", "chat_group")},
         },
         "legal": {
@@ -100,8 +113,28 @@ def _configs(amqp_uri, urls):
     }
 
 
+MARKER = "matrix_marker"  # an event type no handler subscribes to: only the taps see it
+
+
+def _subscribers():
+    """``{(source service, event type): [(handling service, processed_events key), ...]}`` from the
+    contracts: every handler that must record an event before the services are quiet."""
+    found = defaultdict(list)
+    for service, cls in service_classes().items():
+        _, handlers, _ = entrypoints(cls)
+        for name, contract in handlers:
+            source, event_type = contract["source"], contract["event_type"]
+            found[(source, event_type)].append((service, f"{source}.{event_type}:{name}"))
+    return found
+
+
 class Suite:
-    """The four services on one vhost, proxies per token, snapshots of their databases."""
+    """The four services on one vhost, proxies per token, snapshots of their databases.
+
+    Nothing here waits for a time to pass: ``quiet()`` waits for explicit conditions (every event
+    published and handled, nothing left for the notices timers to do), and ``flush_events()`` for a
+    marker event sent through each service's outbox relay after everything else.
+    """
 
     def __init__(self, amqp_uri, urls):
         import importlib
@@ -111,15 +144,23 @@ class Suite:
         self.configs = _configs(amqp_uri, urls)
         self.containers = []
         self.proxies = {}
+        self.relays = {}
         for service, (module, class_name) in SERVICES.items():
             cls = getattr(importlib.import_module(f"{module}.service"), class_name)
             container = get_container_cls(self.configs[service])(cls, self.configs[service])
             container.start()
             self.containers.append(container)
+            self.relays[service] = next(d for d in container.dependencies if isinstance(d, OutboxRelay))
         self.models = {
             service: importlib.import_module(f"{module}.models").Base.metadata
             for service, (module, _) in SERVICES.items()
         }
+        self.engines = {
+            service: create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1), pool_size=1)
+            for service, url in urls.items()
+        }
+        self.subscribers = _subscribers()
+        self.handled_up_to = dict.fromkeys(SERVICES, 0)  # per service: outbox rows up to this id are handled
         self.taps = {service: EventTap(amqp_uri, service) for service in SERVICES}
 
     def proxy(self, auth_token):
@@ -139,32 +180,115 @@ class Suite:
             snap[service] = table_counts(self.urls[service], metadata, contents)
         return snap
 
-    def events(self):
-        """Events published since the last look (type and subject)."""
+    def sql(self, service, query, **params):
+        with self.engines[service].connect() as conn:
+            return conn.execute(text(query), params).all()
+
+    def busy(self):
+        """What still moves, or an empty list when nothing does:
+
+        - an outbox row not yet published (the relay publishes with confirms, so a published event is in
+          every queue bound to it, the taps' included);
+        - a published event not yet handled by a handler subscribed to it: each records the event in its
+          service's ``processed_events`` in the transaction of its changes, so once recorded its changes
+          are committed; a failing handler's event stays unrecorded while it is retried;
+        - work for the notices timers: an approved notice not yet published, a delivery still queued.
+        """
+        moving = []
+        for source in SERVICES:
+            rows = self.sql(
+                source,
+                "SELECT id, event_id, event_type, published_at FROM outbox_events WHERE id > :after ORDER BY id",
+                after=self.handled_up_to[source],
+            )
+            waiting: dict[str, list] = defaultdict(list)  # handling service: [(row id, key, event id)]
+            unpublished = [row.id for row in rows if row.published_at is None]
+            if unpublished:
+                moving.append(f"{source}: {len(unpublished)} outbox rows unpublished")
+            for row in rows:
+                for service, key in self.subscribers.get((source, row.event_type), ()):
+                    waiting[service].append((row.id, key, row.event_id))
+            unhandled = set()
+            for service, expected in waiting.items():
+                recorded = set(
+                    self.sql(
+                        service,
+                        "SELECT handler, event_id FROM processed_events WHERE event_id = ANY(:ids)",
+                        ids=[event_id for _, _, event_id in expected],
+                    )
+                )
+                for row_id, key, event_id in expected:
+                    if (key, event_id) not in recorded:
+                        unhandled.add(row_id)
+                        moving.append(f"{source} event {row_id} not yet handled by {key}")
+            stuck = [row.id for row in rows if row.published_at is None or row.id in unhandled]
+            done = [row.id for row in rows if not stuck or row.id < min(stuck)]
+            if done:
+                self.handled_up_to[source] = max(done)
+        (pending,) = self.sql(
+            "notices",
+            "SELECT (SELECT count(*) FROM notices WHERE status = 'approved'),"
+            " (SELECT count(*) FROM deliveries WHERE status = 'queued')",
+        )
+        if any(pending):
+            moving.append(f"notices: {pending[0]} approved notices unpublished, {pending[1]} deliveries queued")
+        return moving
+
+    def quiet(self, timeout=60.0):
+        """Wait until nothing moves (``busy()``), then the databases' snapshot. The timeout only bounds a
+        failure: the verdict is the condition's."""
+        deadline = time.monotonic() + timeout
+        while True:
+            moving = self.busy()
+            if not moving:
+                return self.snapshot()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the services did not go quiet: {moving[:10]}")
+            time.sleep(0.05)
+
+    def flush_events(self, timeout=60.0):
+        """The events published since the last flush (``service.type subject``), known to be all of them.
+
+        A marker row goes into every service's outbox after everything else; its relay publishes rows
+        in id order, so once a tap has the marker, every event committed before it is in that tap
+        already. (A tap that hears nothing is no proof of silence: the marker proves the tap works.)
+        """
+        markers = {}
+        for service in SERVICES:
+            subject = f"marker/{uuid.uuid4()}"
+            body = envelope(service, MARKER, subject, {})
+            outbox = self.models[service].tables["outbox_events"]
+            with self.engines[service].begin() as conn:
+                conn.execute(
+                    insert(outbox).values(
+                        event_id=body["id"],
+                        event_type=MARKER,
+                        payload=body,
+                        headers={},
+                        created_at=utcnow(),
+                        attempts=0,
+                    )
+                )
+            markers[service] = subject
+            self.relays[service].wake()
         seen = []
+        deadline = time.monotonic() + timeout
         for service, tap in self.taps.items():
             while True:
                 try:
-                    message = tap.queue.get(block=False)
+                    message = tap.queue.get(timeout=0.5)
                 except tap.queue.Empty:
-                    break
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{service}'s marker event never arrived") from None
+                    continue
                 message.ack()
-                seen.append(f"{service}.{message.payload['type']} {message.payload.get('subject')}")
+                payload = message.payload
+                if payload["type"] == MARKER:
+                    if payload["subject"] == markers[service]:
+                        break
+                    continue  # an older marker
+                seen.append(f"{service}.{payload['type']} {payload.get('subject')}")
         return seen
-
-    def settle(self, timeout=20.0):
-        """Wait until nothing moves: the events a case's setup caused have been handled."""
-        deadline = time.monotonic() + timeout
-        before = self.snapshot()
-        while True:
-            time.sleep(0.25)
-            busy = self.events()
-            after = self.snapshot()
-            if after == before and not busy:
-                return after
-            if time.monotonic() > deadline:
-                raise AssertionError("the services did not settle")
-            before = after
 
     def stop(self):
         for proxy, _ in self.proxies.values():
@@ -173,6 +297,8 @@ class Suite:
             tap.close()
         for container in self.containers:
             container.kill()
+        for engine in self.engines.values():
+            engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -239,35 +365,94 @@ def _diff(before, after):
     return sorted(changed)
 
 
+def _controlled(call, outcome):
+    """A problem, if the call inside the scope did not succeed (or answer an error the example names)."""
+    if isinstance(outcome, Forbidden) or (
+        outcome is not None and getattr(outcome, "exc_type", None) not in call.control_may_raise
+    ):
+        return _describe(outcome)
+    return None
+
+
+def _quiet_start(suite):
+    """The databases' snapshot once nothing moves and the taps hold nothing from before."""
+    suite.quiet()
+    suite.flush_events()
+    return suite.quiet()  # the markers published too: they are rows of the outboxes
+
+
 @pytest.mark.parametrize("case", FORBIDDEN_CASES, ids=_case_id)
 def test_an_id_outside_the_scope_is_forbidden(case, suite, world, roles):
     method, argument = case
     call = matrix.METHODS[method].build(world)
     probe = call.probe(argument)
     problems = []
-    before = suite.settle()
-    for variant, token_roles, sub, unit in matrix.variants(call, roles[method], world.a.community):
-        outcome = _outcome(
-            lambda token_roles=token_roles, sub=sub, unit=unit: suite.call(token_roles, sub, unit, method, probe)
-        )
+    tokens = matrix.variants(call, roles[method], world.a.community)
+    before = _quiet_start(suite)
+    for variant in tokens:
+        outcome = _outcome(lambda v=variant: suite.call(v.roles, v.sub, v.unit, method, probe))
         if not isinstance(outcome, Forbidden):
-            problems.append(f"{variant} {sorted(token_roles)} unit={unit}: expected Forbidden, {_describe(outcome)}")
+            problems.append(
+                f"{variant.name} {sorted(variant.roles)} unit={variant.unit}: expected Forbidden, {_describe(outcome)}"
+            )
         changed = _diff(before, suite.snapshot())
         if changed:
-            problems.append(f"{variant}: changed {changed}")
-            before = suite.settle()
-    time.sleep(0.3)  # an event committed by a probe would be on its way by now
-    published = suite.events()
+            problems.append(f"{variant.name}: changed {changed}")
+            before = suite.quiet()
+    published = suite.flush_events()  # everything the probes committed is ahead of the markers
     if published:
         problems.append(f"events published: {published}")
-    # the control: the same call inside the scope succeeds (or answers an error the example names)
-    unit = world.a.community if call.scoped else None
-    control = _outcome(lambda: suite.call(call.roles, call.sub, call.unit or unit, method, call.args))
-    if isinstance(control, Forbidden) or (
-        control is not None and getattr(control, "exc_type", None) not in call.control_may_raise
-    ):
-        problems.append(f"control (inside the scope): {_describe(control)}")
+    # the controls: the same call inside the scope succeeds (or answers an error the example names) with
+    # each control token — each on a call built afresh, as the one before may have used its objects up
+    for n, variant in enumerate(v for v in tokens if v.control):
+        inside = call if n == 0 else matrix.METHODS[method].build(world)
+        token_of = next(v for v in matrix.variants(inside, roles[method], world.a.community) if v.name == variant.name)
+        control = _outcome(lambda t=token_of, i=inside: suite.call(t.roles, t.sub, t.unit, method, i.args))
+        problem = _controlled(inside, control)
+        if problem:
+            problems.append(f"control {variant.name} (inside the scope): {problem}")
     assert not problems, f"{method}({argument}=<community B's>):\n  " + "\n  ".join(problems)
+
+
+SELF_ROLE_METHODS = sorted(
+    name
+    for name, allowed in matrix.method_roles().items()
+    if name in matrix.METHODS and set(allowed) & set(matrix.SELF_ROLES)
+)
+
+
+@pytest.mark.parametrize("method", SELF_ROLE_METHODS)
+def test_self_roles_with_a_unit_reach_nothing_inside_it(method, suite, world):
+    """A token holding only self roles (``resident``, ``volunteer``, ``lawyer``, ``mediator``) and
+    naming community A, whose ``sub`` names nobody: its unit lends the self roles nothing
+    (docs/calling.md), so the example's call inside A is Forbidden, changes nothing and publishes
+    nothing — unless the method answers anyone (a public directory), or lists only the caller's own
+    records (then it lists none). The example's own token, with its staff role, succeeds there
+    (``test_an_id_outside_the_scope_is_forbidden``'s controls)."""
+    spec = matrix.METHODS[method]
+    call = spec.build(world)
+    before = _quiet_start(suite)
+    answer: dict = {}
+
+    def self_roles_call():
+        answer["value"] = suite.call(matrix.SELF_ROLES, matrix.MULTI_SUB, world.a.community, method, call.args)
+
+    outcome = _outcome(self_roles_call)
+    problems = []
+    kind, why = spec.self_roles or (None, None)
+    if kind is None and not isinstance(outcome, Forbidden):
+        problems.append(f"expected Forbidden, {_describe(outcome)}")
+    elif kind == matrix.OWN_RECORDS and (outcome is not None or answer["value"]["items"]):
+        problems.append(f"{why}: expected an empty list, {_describe(outcome) if outcome else answer['value']}")
+    elif kind == matrix.PUBLIC and isinstance(outcome, Forbidden):
+        problems.append(f"{why}: {_describe(outcome)}")
+    changed = _diff(before, suite.snapshot())
+    if changed:
+        problems.append(f"changed {changed}")
+    published = suite.flush_events()
+    if published:
+        problems.append(f"events published: {published}")
+    assert not problems, f"{method} by {sorted(matrix.SELF_ROLES)} naming community A:\n  " + "\n  ".join(problems)
 
 
 @pytest.mark.parametrize("case", ALLOWED_CASES, ids=_case_id)

@@ -3,12 +3,13 @@ get Forbidden and nothing changes; the same call inside the caller's scope succe
 one token never see or do more than each role alone."""
 
 import datetime as dt
+import re
 from contextlib import contextmanager
 
 import pytest
 
 from services.volunteer.models import Base
-from shared.errors import Forbidden, ValidationError
+from shared.errors import Conflict, Forbidden, ValidationError
 from tests.support import add_household, add_resident, table_counts, token
 
 ALWAYS = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
@@ -215,3 +216,49 @@ def test_an_offered_volunteer_with_a_staff_role_elsewhere_does_not_complete_the_
     assert w["officer_b"].get_request(request_id=request["id"])["status"] == "matched"
     done = call_as(token("volunteer", sub=other)).volunteer.complete_request(request_id=request["id"], note="Done")
     assert done["status"] == "completed"
+
+
+def test_a_unit_on_a_self_role_token_reaches_nothing_but_its_own_records(world, call_as, unchanged):
+    """Issue 12, review: a resident's or volunteer's token naming a unit read every request there,
+    addresses included, and every volunteer living there; they reach their own records only."""
+    w = world
+    request = w["officer_a"].create_request(**need(w, "small_a", resident_id="ra1"))
+    offered = {o["request_id"] for o in offers_to(call_as, w["va"])}
+    assert request["id"] in offered  # a's volunteer, who is not vb
+    # one sub for two self roles names a resident and a volunteer alike: one naming neither of the request's
+    nobody = next(w[r] for r in ("rb1", "rb2", "ra2") if w[r] not in (w["va"], w["vb"], w["ra1"]))
+    outsiders = [
+        call_as(token("resident", sub=w["ra2"], unit=w["small_a"])).volunteer,
+        call_as(token("volunteer", sub=w["vb"], unit=w["community_a"])).volunteer,
+        call_as(token("volunteer", "resident", sub=nobody, unit=w["small_a"])).volunteer,
+    ]
+    with unchanged():
+        for outsider in outsiders:
+            with pytest.raises(Forbidden):
+                outsider.get_request(request_id=request["id"])
+        for outsider in outsiders[1:]:
+            for read in (outsider.get_volunteer, outsider.hours, outsider.my_tasks):
+                with pytest.raises(Forbidden):
+                    read(volunteer_id=w["va"])
+            with pytest.raises(Forbidden):
+                outsider.set_active(volunteer_id=w["va"], active=False)
+    # their own records they still reach, unit or not
+    requester = call_as(token("resident", sub=w["ra1"], unit=w["small_a"])).volunteer
+    assert requester.get_request(request_id=request["id"])["address"]["room"] == "1"
+    assert outsiders[1].get_volunteer(volunteer_id=w["vb"])["id"] == w["vb"]
+    offered_one = call_as(token("volunteer", sub=w["va"], unit=w["community_b"])).volunteer
+    assert offered_one.get_request(request_id=request["id"])["id"] == request["id"]
+
+
+def test_a_sign_up_overlap_does_not_name_the_other_shift(world, call_as):
+    """Issue 12, review: the overlap Conflict named the shift the volunteer holds, which may lie outside
+    the caller's scope."""
+    w = world
+    post_a = w["officer_a"].create_post(unit_id=w["community_a"], name="Gate A", location="North gate")["id"]
+    post_b = w["officer_b"].create_post(unit_id=w["community_b"], name="Gate B", location="South gate")["id"]
+    shift_a = w["officer_a"].add_shift(post_id=post_a, starts_at=later(24), ends_at=later(26), needed=2)["id"]
+    shift_b = w["officer_b"].add_shift(post_id=post_b, starts_at=later(25), ends_at=later(27), needed=2)["id"]
+    call_as(token("volunteer", sub=w["va"])).volunteer.sign_up(shift_id=shift_b, volunteer_id=w["va"])
+    with pytest.raises(Conflict) as overlap:
+        w["officer_a"].sign_up(shift_id=shift_a, volunteer_id=w["va"])
+    assert "overlaps" in str(overlap.value) and not re.search(r"\d", str(overlap.value))  # no shift id

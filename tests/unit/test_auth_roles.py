@@ -38,3 +38,25 @@ def test_the_caller_keeps_only_the_allowed_roles():
 def test_an_admin_naming_a_unit_is_scoped_to_it():
     caller = authorize(MANAGERS, "admin", sub="x", unit="12")
     assert not caller.unrestricted and not caller.reaches([1, 2, 13])
+
+
+def test_a_unit_claim_grants_reach_only_through_a_staff_or_unscoped_role():
+    """A resident, volunteer, lawyer or mediator reaches only their own records: the unit their token
+    names lends them nothing (issue 12: a mediator's token with a unit listed every case under it)."""
+    from shared.auth import Caller
+
+    path = [1, 2, 12, 40]
+    for roles in ({"resident"}, {"volunteer"}, {"lawyer"}, {"mediator"}, {"resident", "lawyer"}):
+        caller = Caller(sub="40", roles=frozenset(roles), unit="12")
+        assert caller.scope_unit is None and not caller.reaches(path), roles
+        with pytest.raises(Forbidden, match="scopes only staff roles"):
+            caller.require_reach(path)
+    for roles in ({"officer"}, {"grid_worker"}, {"admin"}, {"service"}, {"officer", "resident"}):
+        caller = Caller(sub="40", roles=frozenset(roles), unit="12")
+        assert caller.scope_unit == "12" and caller.reaches(path) and not caller.reaches([1, 2, 13]), roles
+    # through authorize: a self-role token with a unit passes (it may act on its own records), reaching no unit
+    caller = authorize(READ_SELF + ("lawyer",), "resident", "lawyer", sub="40", unit="12")
+    assert caller.roles == {"resident", "lawyer"} and not caller.reaches(path)
+    # a staff role beside it keeps the unit's reach, but only while the method allows the staff role
+    assert authorize(READ_SELF, "officer", "resident", sub="40", unit="12").reaches(path)
+    assert not authorize(("resident", "lawyer"), "officer", "resident", sub="40", unit="12").reaches(path)

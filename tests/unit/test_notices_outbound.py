@@ -21,6 +21,18 @@ def resolving_to(*addresses):
     return lambda host, port: list(addresses)
 
 
+def names_resolving_to(*addresses):
+    """As getaddrinfo: an IP address resolves to itself, every name to ``addresses``."""
+
+    def resolve(host, port):
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            return list(addresses)
+
+    return resolve
+
+
 def refused(policy, url):
     with pytest.raises(OutboundRefused) as err:
         policy.vet(url)
@@ -119,12 +131,17 @@ def test_scoped_ipv6_addresses_are_judged_without_their_zone():
 
 
 def test_allowlist_entries_are_hosts_addresses_or_networks():
-    hosts, networks = outbound.parse_allowlist(" Gateway.Internal. ,127.0.0.1, 10.0.0.0/8,fd00::/8 ,, ::1")
-    assert hosts == {"gateway.internal"}
-    assert [str(n) for n in networks] == ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8", "::1/128"]
-    assert outbound.parse_allowlist(None) == (frozenset(), ())
-    assert outbound.parse_allowlist("") == (frozenset(), ())
-    assert outbound.parse_allowlist(["a.example", "192.168.0.0/16"])[0] == {"a.example"}
+    allowlist = outbound.parse_allowlist(" Gateway.Internal. ,127.0.0.1, 10.0.0.0/8,fd00::/8 ,, ::1")
+    assert allowlist.hosts == {"gateway.internal"}
+    assert [str(n) for n in allowlist.networks] == ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8", "::1/128"]
+    nothing = outbound.Allowlist(frozenset(), (), frozenset(), ())
+    assert outbound.parse_allowlist(None) == nothing
+    assert outbound.parse_allowlist("") == nothing
+    assert outbound.parse_allowlist(["a.example", "192.168.0.0/16"]).hosts == {"a.example"}
+    ports = outbound.parse_allowlist("a.example:8443,[fd00::7]:80,10.0.0.0/8:9000,fd00::7", ports=True)
+    assert ports.host_ports == {("a.example", 8443)}
+    assert [(str(n), p) for n, p in ports.network_ports] == [("fd00::7/128", 80), ("10.0.0.0/8", 9000)]
+    assert [str(n) for n in ports.networks] == ["fd00::7/128"]
 
 
 @pytest.mark.parametrize(
@@ -161,6 +178,84 @@ def test_the_settings_are_read_from_the_config():
     assert not OutboundPolicy.from_config({"ALLOW_HTTP": False}).allow_http
     with pytest.raises(ConfigRefused, match="NOTICES_ALLOW_HTTP"):
         OutboundPolicy.from_config({"ALLOW_HTTP": "sometimes"})
+
+
+# ---- chat-group webhooks: their own allowlist, and port 443 -----------------------------------
+
+
+def test_the_gateway_allowlist_opens_nothing_to_webhooks():
+    """A network allowlisted for a gateway (any port: the gateways are configured by operators) is
+    no destination for the webhooks officers register: not its hosts, not its ports."""
+    config = {"OUTBOUND_ALLOWLIST": "10.20.0.0/16,sms.internal"}
+    gateways = OutboundPolicy.from_config(config, resolver=resolving_to("10.20.0.5"))
+    webhooks = OutboundPolicy.for_webhooks(config, resolver=resolving_to("10.20.0.5"))
+    assert gateways.vet("https://10.20.0.5:15672/api/users").port == 15672
+    assert gateways.vet("https://sms.internal:8443/v1").host == "sms.internal"
+    for url in ("https://10.20.0.5/hook", "https://10.20.0.5:15672/api/users", "https://sms.internal/hook"):
+        with pytest.raises(OutboundRefused):
+            webhooks.vet(url)
+    assert "NOTICES_WEBHOOK_ALLOWLIST" in refused(webhooks, "https://10.20.0.5/hook")
+    assert OutboundPolicy.for_webhooks({}).fixed_ports and not gateways.fixed_ports
+
+
+def test_webhooks_use_port_443_and_80_only_where_http_is_allowed():
+    def no_dns(host, port):
+        raise AssertionError("a refused port is refused before resolving")
+
+    webhooks = OutboundPolicy.for_webhooks({}, resolver=resolving_to(PUBLIC_V4))
+    assert webhooks.vet("https://hooks.example.org/send?key=k").port == 443
+    assert webhooks.vet("https://hooks.example.org:443/send").port == 443
+    strict = OutboundPolicy.for_webhooks({}, resolver=no_dns)
+    for url in ("https://hooks.example.org:8443/", f"https://{PUBLIC_V4}:5672/", "https://hooks.example.org:80/"):
+        assert refused(strict, url).startswith("port ")
+    dev = OutboundPolicy.for_webhooks({"ALLOW_HTTP": "true"}, resolver=resolving_to(PUBLIC_V4))
+    assert dev.vet("http://hooks.example.org/x").port == 80
+    assert refused(dev, "http://hooks.example.org:8080/x").startswith("port 8080 ")
+    # At send time too: the guard checks the port it connects to.
+    with pytest.raises(OutboundRefused, match=r"^port 15672 "):
+        webhooks.resolve("hooks.example.org", 15672)
+
+
+def test_a_webhook_allowlist_entry_naming_a_port_opens_that_host_and_port_only():
+    config = {"WEBHOOK_ALLOWLIST": "hooks.internal:8443, 10.30.0.0/24:9000, [fd00::7]:8080, 10.40.0.1"}
+    webhooks = OutboundPolicy.for_webhooks(config, resolver=names_resolving_to("10.30.0.9"))
+    assert webhooks.vet("https://hooks.internal:8443/x").port == 8443
+    assert webhooks.vet("https://10.30.0.9:9000/x").port == 9000
+    assert webhooks.vet("https://[fd00::7]:8080/x").port == 8080
+    assert webhooks.vet("https://10.40.0.1/x").port == 443  # no port named: the default port only
+    for url in (
+        "https://hooks.internal/x",  # resolves to 10.30.0.9, allowed on 9000 only
+        "https://hooks.internal:8444/x",
+        "https://10.30.0.9/x",
+        "https://10.30.0.9:9001/x",
+        "https://10.30.1.9:9000/x",
+        "https://10.40.0.1:8443/x",
+        "https://[fd00::7]/x",
+    ):
+        with pytest.raises(OutboundRefused):
+            webhooks.vet(url)
+    public = OutboundPolicy.for_webhooks(config, resolver=resolving_to(PUBLIC_V4))
+    assert refused(public, "https://other.example.org:8443/").startswith("port 8443 ")  # named for another host
+
+
+@pytest.mark.parametrize(
+    "entry", ["hooks.internal:", "hooks.internal:0", "hooks.internal:70000", "a.example:80:80", "https://a.example"]
+)
+def test_a_bad_webhook_allowlist_entry_refuses_the_start(entry):
+    with pytest.raises(ConfigRefused) as err:
+        outbound.startup_policies({"WEBHOOK_ALLOWLIST": f"hooks.internal:8443,{entry}"})
+    assert str(err.value).startswith("NOTICES_WEBHOOK_ALLOWLIST: ")
+
+
+def test_the_policies_are_read_from_the_config():
+    policies = outbound.startup_policies(
+        {"ALLOW_HTTP": "true", "OUTBOUND_ALLOWLIST": "10.20.0.0/16", "WEBHOOK_ALLOWLIST": "127.0.0.1:8080"}
+    )
+    assert policies.gateways.allow_http and policies.webhooks.allow_http
+    assert policies.gateways.networks == (ipaddress.ip_network("10.20.0.0/16"),)
+    assert policies.webhooks.networks == () and policies.webhooks.hosts == frozenset()
+    assert policies.webhooks.network_ports == ((ipaddress.ip_network("127.0.0.1/32"), 8080),)
+    assert outbound.startup_policies({}).webhooks == OutboundPolicy.for_webhooks({})
 
 
 # ---- URLs --------------------------------------------------------------------------------------
@@ -277,28 +372,28 @@ def channels(**urls):
 def test_stub_and_robot_are_not_urls():
     config = channels(sms="stub", voice_call="stub", app_push=None, chat_group="robot")
     assert outbound.gateway_urls(config) == {}
-    assert outbound.startup_policy(config) == OutboundPolicy()
+    assert outbound.startup_policies(config).gateways == OutboundPolicy()
 
 
 def test_a_refused_gateway_url_refuses_the_start_naming_its_setting():
     with pytest.raises(ConfigRefused) as err:
-        outbound.startup_policy(channels(sms="http://sms-gateway.example.org/v1", chat_group="robot"))
+        outbound.startup_policies(channels(sms="http://sms-gateway.example.org/v1", chat_group="robot"))
     assert str(err.value).startswith("NOTICES_SMS_GATEWAY_URL (sms gateway) is refused: http is not allowed")
     with pytest.raises(ConfigRefused, match=r"^NOTICES_PUSH_URL .*169\.254\.169\.254"):
-        outbound.startup_policy(channels(app_push="https://169.254.169.254/latest"))
+        outbound.startup_policies(channels(app_push="https://169.254.169.254/latest"))
     with pytest.raises(ConfigRefused, match=r"^NOTICES_VOICE_GATEWAY_URL .*resolves to 10\.1\.1\.1"):
-        outbound.startup_policy(channels(voice_call="https://voice.example.org/"), resolver=resolving_to("10.1.1.1"))
+        outbound.startup_policies(channels(voice_call="https://voice.example.org/"), resolver=resolving_to("10.1.1.1"))
 
 
 def test_gateways_pass_when_allowed_and_an_unresolvable_one_only_warns(caplog):
     config = {**channels(sms="http://127.0.0.1:9000/sms"), "ALLOW_HTTP": "true", "OUTBOUND_ALLOWLIST": "127.0.0.1"}
-    assert outbound.startup_policy(config).allow_http
+    assert outbound.startup_policies(config).gateways.allow_http
 
     def nxdomain(host, port):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     with caplog.at_level(logging.WARNING, logger="services.notices.outbound"):
-        outbound.startup_policy(channels(sms="https://sms.example.org/v1"), resolver=nxdomain)
+        outbound.startup_policies(channels(sms="https://sms.example.org/v1"), resolver=nxdomain)
     assert "NOTICES_SMS_GATEWAY_URL (sms): host sms.example.org does not resolve" in caplog.text
 
 
