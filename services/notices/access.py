@@ -15,10 +15,9 @@ role does not waive the officer's unit scope, and a unit-less token gains no sta
 being a resident's.
 """
 
+from shared.auth import UNIT_ROLES as STAFF_ROLES  # roles that act within a unit scope
 from shared.errors import Forbidden
 from shared.paths import path_ids
-
-STAFF_ROLES = ("admin", "officer", "grid_worker", "service")
 
 
 def acts_as_self(caller, resident_id):

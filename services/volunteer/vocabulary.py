@@ -1,5 +1,7 @@
 """The volunteer service's fixed vocabularies."""
 
+from shared.auth import UNIT_ROLES
+
 SKILLS = (
     "delivery",
     "medical",
@@ -26,4 +28,4 @@ KIND_SKILLS = {
 }
 ACTIVE_TASK_STATUSES = ("matched",)
 # Roles that act on requests, volunteers and shifts within their unit scope (the full request record).
-STAFF_ROLES = ("admin", "officer", "grid_worker", "service")
+STAFF_ROLES = UNIT_ROLES
