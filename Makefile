@@ -8,7 +8,7 @@ AMQP_URI ?= amqp://guest:guest@localhost:5672/
 RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
 export AMQP_URI
 
-.PHONY: install run demo test test-unit lint migrate asyncapi docs bench bench-notices bench-volunteer bench-legal clean
+.PHONY: install run demo test test-faults test-unit lint migrate asyncapi docs bench bench-notices bench-volunteer bench-legal clean
 
 # requirements-dev.txt: the runtime pins (requirements.txt, all the container image gets) plus tests and tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -37,6 +37,14 @@ test: install
 	$(PY) -m tools.test_prereqs --rabbit-api-uri $(RABBIT_CTL_URI)
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest tests --amqp-uri $(AMQP_URI) --rabbit-ctl-uri $(RABBIT_CTL_URI) $(PYTEST_ARGS)
+
+# The fault scenarios (tests/faults, docs/faults.md): the services as OS processes, SIGKILLed, stopped
+# and cut off from their broker under load. Each prints one line — sent, effects, lost, duplicated,
+# recovery seconds — and fails on any loss or duplicate; all lines are repeated at the end. Not part
+# of `make test` (pytest.ini deselects the faults marker); ~15 min, 5 of them a callee down on purpose.
+test-faults: install
+	$(PY) -m tools.test_prereqs --rabbit-api-uri $(RABBIT_CTL_URI)
+	$(PY) -m pytest tests/faults -m faults -s --amqp-uri $(AMQP_URI) --rabbit-ctl-uri $(RABBIT_CTL_URI) $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -64,14 +64,18 @@ from bench.harness import (  # noqa: E402
     claim_rpc_queues,
     cpu_now,
     cpu_used,
+    delete_unused_queue,
     environment,
     percentile,
+    rpc_queue_state,
     start_services,
     stop_process,
     stop_services,
 )
 from bench.seed_grid import bench_targets  # noqa: E402
+from services.notices.client import SEND_DIRECT  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
+from shared.commands import command_queue_name  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 
 DEFAULT_GRID_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/grassroots_bench"
@@ -732,6 +736,10 @@ def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, ti
     secret = jwt_secret()
     facts = grid_facts(grid_url)
     queues = claim_rpc_queues(amqp_uri, ("grid", "notices"))
+    # notices declares its durable command queue; one this run creates goes with it, or it would keep the
+    # commands of a later run without notices (bench.volunteer_matching's offers) for the next notices here.
+    command_queue = command_queue_name("notices", SEND_DIRECT)
+    had_command_queue = rpc_queue_state(amqp_uri, command_queue)[0]
 
     print(f"Notices fan-out bench: recreating {make_url(notices_url).database}", flush=True)
     recreate_database(notices_url)
@@ -783,6 +791,8 @@ def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, ti
         for profiler in profilers:
             profiler.stop()
         stop_services(services, amqp_uri, queues)
+        if not had_command_queue:
+            delete_unused_queue(amqp_uri, command_queue)
     load_after = os.getloadavg()
 
     stamps = service_stamps(notices_url, run.notice_id)

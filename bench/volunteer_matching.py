@@ -25,11 +25,15 @@ candidates of the request's community (wider only if it has nobody) and offers
 the request to the best one: that is the matching path timed. Target: client
 p99 <= 50 ms.
 
-The notices service is not run. ``rpc-notices`` may already exist on the
-broker without a consumer (left by earlier runs); the volunteer's offer
-notification would then wait for its RPC timeout (10 s). So this process
-answers ``notices.send_direct`` itself with a stub (nameko's RPC, replies as
-the services send them), which also records the recipients for the checks.
+The notices service is not run, and need not be: an offer's notification is a
+``send_direct`` command that the request's transaction records in the
+volunteer's outbox (``services.notices.client``) and the volunteer's relay
+publishes to ``notices.commands`` after the commit. This process binds a queue
+of its own there (exclusive: gone with it) in place of notices' command queue,
+so the relay publishes as it would beside a running notices (routed, not
+returned and retried). The checks read the commands back from the outbox and
+from that queue. A notices service consuming commands on the broker would act
+on them (and ask the grid): the run refuses to start beside one.
 
 Also reported: the service's own time per call (its "call finished" log
 lines), the grid calls each request made (the grid's log), a breakdown of one
@@ -38,7 +42,9 @@ database and services, its SQL, RPC calls and ranking timed), and the pure
 ranking (``matching.rank``) on a community's and on the whole district's
 candidates. Checked: every request ended offered (or unmatched), no offer went
 to the requester's household, to a volunteer quarantined in the grid, or to one
-at their task limit.
+at their task limit; every offer to a volunteer who is a resident recorded
+exactly one ``send_direct`` command for them (one per offer's origin, none for
+the other offers), and the relay published it to the bench's queue.
 
 Written: var/bench_volunteer_results.json and the services' logs,
 var/bench_volunteer_grid.log and var/bench_volunteer_volunteer.log.
@@ -68,12 +74,13 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
-from typing import ClassVar  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import psycopg2  # noqa: E402
 import psycopg2.extensions  # noqa: E402
-from nameko.containers import ServiceContainer  # noqa: E402
+from kombu import Connection, Exchange, Queue  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -93,12 +100,14 @@ from bench.harness import (  # noqa: E402
     summarise,
 )
 from bench.seed_grid import bench_targets  # noqa: E402
+from services.grid.client import Grid  # noqa: E402
+from services.notices.client import SEND_DIRECT, SERVICE as NOTICES, Notices  # noqa: E402
 from services.volunteer import matching, requests as volunteer_requests, schemas  # noqa: E402
 from services.volunteer.models import OutboxEvent  # noqa: E402
 from services.volunteer.vocabulary import REQUEST_KINDS, SKILLS  # noqa: E402
 from shared.auth import Caller, mint_token  # noqa: E402
+from shared.commands import command_exchange_name, command_queue_name  # noqa: E402
 from shared.db import UnitOfWork, make_engine, make_green  # noqa: E402
-from shared.endpoints import rpc  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 from shared.pii import PiiVault  # noqa: E402
 from shared.validation import load  # noqa: E402
@@ -477,16 +486,55 @@ def gc_report(service, calls, since, until, target_ms):
     }
 
 
-class NoticesStub:
-    """Answers notices.send_direct at once (the offer notification), recording the recipients."""
+NOTICES_COMMAND_QUEUE = command_queue_name(NOTICES, SEND_DIRECT)
 
-    name = "notices"
-    calls: ClassVar[list[dict]] = []
 
-    @rpc
-    def send_direct(self, **kwargs):
-        NoticesStub.calls.append(kwargs)
-        return {"message_id": "stub", "recipients": len(kwargs.get("resident_ids") or [])}
+def refuse_beside_notices(amqp_uri):
+    """SystemExit while a notices service consumes its commands here: it would act on the offers'
+    commands (and ask the grid) during the run. Warns when its queue is there without a consumer:
+    the run's commands are left in it for the next notices started on this vhost."""
+    exists, consumers = rpc_queue_state(amqp_uri, NOTICES_COMMAND_QUEUE)
+    if consumers:
+        raise SystemExit(
+            f"{consumers} consumer(s) on '{NOTICES_COMMAND_QUEUE}' at {amqp_uri}: a notices service would act on "
+            "the offers' commands during the run. Stop it, or point --amqp-uri at another vhost."
+        )
+    if exists:
+        print(
+            f"WARNING: '{NOTICES_COMMAND_QUEUE}' exists at {amqp_uri} (left by a notices service): the run's "
+            "offer commands stay in it, and the next notices started on this vhost will send them.",
+            flush=True,
+        )
+
+
+class CommandTap:
+    """A queue of this process on ``notices.commands`` for ``send_direct``, in place of notices' own:
+    the volunteer's relay publishes the offer commands to it as to a running notices (a command no
+    queue takes is returned and retried later), and ``drain`` reads back what arrived."""
+
+    def __init__(self, amqp_uri):
+        self.connection = Connection(amqp_uri)
+        exchange = Exchange(command_exchange_name(NOTICES), type="topic", durable=True)  # as the relay declares it
+        self.queue = Queue(
+            f"bench-volunteer-{uuid.uuid4().hex[:12]}",
+            exchange=exchange,
+            routing_key=SEND_DIRECT,
+            exclusive=True,  # deleted with this connection, whatever happens to the run
+        )
+
+    def start(self):
+        self.queue(self.connection.default_channel).declare()
+
+    def drain(self):
+        """The origins of the commands that arrived so far, taken off the queue."""
+        bound = self.queue(self.connection.default_channel)
+        origins = []
+        while (message := bound.get(no_ack=True)) is not None:
+            origins.append(message.payload["data"]["origin"])
+        return origins
+
+    def stop(self):
+        self.connection.release()
 
 
 # ---- in-process breakdown and pure ranking --------------------------------
@@ -513,15 +561,45 @@ class Stopwatch:
 
 
 class TimedProxy:
-    """A ClusterRpcProxy service proxy whose calls are timed into a Stopwatch (label from ``where()``)."""
+    """A ClusterRpcProxy service proxy whose calls are timed into a Stopwatch (label from ``where()``);
+    what services.grid.client.Grid wraps in the breakdown."""
 
     def __init__(self, proxy, service, watch, where):
         self._proxy, self._service, self._watch, self._where = proxy, service, watch, where
 
     def __getattr__(self, method):
-        return self._watch.wrap(
-            lambda _a, _k: f"rpc {self._service}.{method}{self._where()}", getattr(self._proxy, method)
+        return _TimedMethod(
+            getattr(self._proxy, method), lambda: f"rpc {self._service}.{method}{self._where()}", self._watch
         )
+
+
+class _TimedMethod:
+    """One method of a TimedProxy. A call is timed whole; a ``call_async`` (the typed clients' ``*_async``)
+    for the time the caller spends in it, sending and then waiting in ``result()``: the parts that do not
+    overlap the other steps."""
+
+    def __init__(self, method, label, watch):
+        self._method, self._label, self._watch = method, label, watch
+
+    def __call__(self, *args, **kwargs):
+        return self._watch.wrap(lambda _a, _k: self._label(), self._method)(*args, **kwargs)
+
+    def call_async(self, *args, **kwargs):
+        started = time.perf_counter()
+        reply = self._method.call_async(*args, **kwargs)
+        return _TimedReply(reply, self._label() + " (async: send + wait)", time.perf_counter() - started, self._watch)
+
+
+class _TimedReply:
+    def __init__(self, reply, label, sent_s, watch):
+        self._reply, self._label, self._sent_s, self._watch = reply, label, sent_s, watch
+
+    def result(self):
+        started = time.perf_counter()
+        try:
+            return self._reply.result()
+        finally:
+            self._watch.add(self._label, (self._sent_s + time.perf_counter() - started) * 1000)
 
 
 class _Provider:
@@ -585,8 +663,11 @@ def breakdown(volunteer_url, amqp_uri, specs, profile_specs, policy):
     try:
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, context_data={"auth_token": token}, timeout=30) as proxy:
             where = lambda: " (quarantine)" if inside["quarantine"] else ""  # noqa: E731
-            grid = TimedProxy(proxy.grid, "grid", watch, where)
-            notices = TimedProxy(proxy.notices, "notices", watch, where)
+            grid = Grid(TimedProxy(proxy.grid, "grid", watch, where))  # the typed client, as the service has it
+            # The offer's notification: a command row added to the unit of work (inserted at its commit).
+            notices = SimpleNamespace(
+                send_direct=watch.wrap("record offer command (notices.send_direct: outbox row)", Notices().send_direct)
+            )
 
             def one(spec):
                 args = watch.wrap("validate (schema load)", load)(schema, dict(spec["kwargs"]))
@@ -689,7 +770,8 @@ def ranking_reference(volunteer_url, facts, policy, needed_by):
 # ---- checks ---------------------------------------------------------------
 
 
-def verify(volunteer_url, grid_url, request_ids, specs):
+def verify(volunteer_url, grid_url, request_ids, specs, received):
+    """The checks of the run's requests (``received``: the commands' origins the CommandTap got)."""
     conn = psycopg2.connect(libpq_url(volunteer_url))
     try:
         with conn.cursor() as cur:
@@ -697,7 +779,8 @@ def verify(volunteer_url, grid_url, request_ids, specs):
                 """SELECT r.id, r.status, r.unit_path, r.household_id, o.volunteer_id, o.status,
                                   v.household_id, v.resident_id, v.home_path, v.active, v.max_active_tasks,
                                   (SELECT count(*) FROM help_requests m WHERE m.volunteer_id = v.id
-                                     AND m.status = 'matched')
+                                     AND m.status = 'matched'),
+                                  o.id
                            FROM help_requests r LEFT JOIN offers o ON o.request_id = r.id
                            LEFT JOIN volunteers v ON v.id = o.volunteer_id
                            WHERE r.id = ANY(%s) ORDER BY r.id""",
@@ -706,6 +789,12 @@ def verify(volunteer_url, grid_url, request_ids, specs):
             rows = cur.fetchall()
             cur.execute("SELECT resident_id, home_path FROM volunteers WHERE resident_id IS NOT NULL AND active")
             linked_active = cur.fetchall()
+            cur.execute(
+                """SELECT payload->'data'->>'origin', payload->'data'->'resident_ids', published_at IS NOT NULL
+                           FROM outbox_events WHERE destination = %s AND event_type = %s""",
+                (command_exchange_name(NOTICES), SEND_DIRECT),
+            )
+            commands = cur.fetchall()
     finally:
         conn.close()
     statuses = Counter(row[1] for row in rows)
@@ -727,6 +816,7 @@ def verify(volunteer_url, grid_url, request_ids, specs):
         active,
         limit,
         load_now,
+        _offer,
     ) in rows:
         if status not in ("offered", "unmatched"):
             problems.append(f"request {request_id} ended {status}")
@@ -754,23 +844,90 @@ def verify(volunteer_url, grid_url, request_ids, specs):
     offers_per_request = Counter(row[0] for row in offered)
     if any(n > 1 for n in offers_per_request.values()):
         problems.append("more than one offer for a request (OFFER_FANOUT is 1)")
-    by_request = {row[0]: row for row in rows}
     household_cases = [
         rid for rid, spec in zip(request_ids, specs, strict=True) if spec["variant"] == "volunteer_household"
     ]
     quarantine_cases = sum(1 for spec in specs if spec["path"] in grids_with_quarantined)
-    expected_notices = {str(by_request[rid][7]) for rid in request_ids if by_request[rid][7]}
-    notified = {r for call in NoticesStub.calls for r in call.get("resident_ids", [])}
-    if not expected_notices <= notified:
-        problems.append(f"{len(expected_notices - notified)} linked volunteers offered but not notified")
+    notices = check_commands([(row[12], row[7]) for row in offered], commands, received)
+    problems += notices.pop("problems")
     return {
         "statuses": dict(statuses),
         "offer_distance": dict(distance),
         "problems": problems,
         "household_exclusion_cases": len(household_cases),
         "requests_in_grids_with_a_quarantined_volunteer": quarantine_cases,
-        "notifications": len(NoticesStub.calls),
+        "offer_commands": notices,
     }
+
+
+def check_commands(offers, commands, received):
+    """Problems with the offers' notifications: each (offer id, volunteer's resident id or None) of
+    ``offers`` must have exactly one ``send_direct`` command to that resident in the volunteer's
+    outbox when the volunteer is a resident (none otherwise), published, and received once by the
+    bench's queue. ``commands``: (origin, resident_ids, published) of every such outbox row, this
+    run's breakdown included (an origin is unique across them all); ``received``: origins that arrived."""
+    by_origin = defaultdict(list)
+    for origin, resident_ids, published in commands:
+        by_origin[origin].append((resident_ids, published))
+    arrived = Counter(received)
+    found: Counter[str] = Counter()
+    for offer_id, resident_id in offers:
+        rows = by_origin.get(f"volunteer:offer/{offer_id}", [])
+        if resident_id is None:
+            found["for a volunteer who is no resident"] += bool(rows)
+            continue
+        found["expected"] += 1
+        if not rows:
+            found["missing"] += 1
+            continue
+        found["recorded"] += 1
+        found["not to the volunteer"] += any(ids != [str(resident_id)] for ids, _published in rows)
+        if all(published for _ids, published in rows):
+            found["published"] += 1
+            found["received"] += arrived[f"volunteer:offer/{offer_id}"] == 1
+    repeated = sorted(origin for origin, rows in by_origin.items() if len(rows) > 1)
+    problems = []
+    if not found["expected"]:
+        problems.append("no offer to a volunteer who is a resident: the offer commands went unchecked")
+    if found["missing"]:
+        problems.append(f"{found['missing']} linked volunteers offered but not notified (no send_direct command)")
+    if repeated:
+        problems.append(f"{len(repeated)} origins with more than one send_direct command (e.g. {repeated[0]})")
+    for what in ("not to the volunteer", "for a volunteer who is no resident"):
+        if found[what]:
+            problems.append(f"{found[what]} offer commands {what}")
+    if found["published"] < found["recorded"]:
+        problems.append(f"{found['recorded'] - found['published']} offer commands left unpublished in the outbox")
+    if found["received"] < found["published"]:
+        problems.append(
+            f"{found['published'] - found['received']} published offer commands not received once on notices.commands"
+        )
+    return {
+        "linked_offers": found["expected"],
+        "recorded": found["recorded"],
+        "published": found["published"],
+        "received": found["received"],
+        "all_commands_in_outbox": len(commands),
+        "problems": problems,
+    }
+
+
+def wait_commands_published(volunteer_url, timeout=30.0):
+    """Wait until the volunteer's relay has published every command in its outbox (or ``timeout``
+    seconds have passed); returns how many are still unpublished."""
+    conn = psycopg2.connect(libpq_url(volunteer_url))
+    conn.autocommit = True
+    deadline = time.monotonic() + timeout
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT count(*) FROM outbox_events WHERE destination IS NOT NULL AND published_at IS NULL")
+                left = one_row(cur)[0]
+                if not left or time.monotonic() > deadline:
+                    return left
+                eventlet.sleep(0.2)
+    finally:
+        conn.close()
 
 
 def other_benches():
@@ -804,7 +961,8 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
         print("WARNING: other bench processes running (figures will be skewed):\n  " + "\n  ".join(busy))
     rng = random.Random(SEED)
     facts = grid_facts(grid_url)
-    existed = claim_rpc_queues(amqp_uri, ["grid", "volunteer", "notices"])
+    existed = claim_rpc_queues(amqp_uri, ["grid", "volunteer"])
+    refuse_beside_notices(amqp_uri)
     print(
         f"Volunteer matching bench: seeding {make_url(volunteer_url).database} with {VOLUNTEERS:,} volunteers "
         f"over {len(facts['small_grids']):,} small grids of district {facts['targets']['district']} "
@@ -845,15 +1003,13 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
             },
         ),
     }
-    stub = ServiceContainer(NoticesStub, {"AMQP_URI": amqp_uri})
+    tap = CommandTap(amqp_uri)
     token = mint_token(jwt_secret(), "bench", ["admin"], ttl=3600)
     policy = volunteer_requests.Policy({})
     loads = [os.getloadavg()]
     latencies, results = [], []
     try:
-        stub.start()
-        if rpc_queue_state(amqp_uri, "rpc-notices")[1] != 1:
-            raise RuntimeError("the notices stub is not the only consumer of rpc-notices")
+        tap.start()
         start_services(services, amqp_uri)
         # This process holds the seed data: keep its own collections (the client's time) out of the figures.
         gc.collect()
@@ -876,22 +1032,28 @@ def run(grid_url, volunteer_url, amqp_uri, requests, warmup):
             if not warmup:
                 window_start = window_end - sum(latencies) / 1000
         eventlet.sleep(0.5)  # the services log each call after replying
-        notified = len(NoticesStub.calls)
         grid_calls = services["grid"].finished_calls("rpc")
         volunteer_calls = [
             r for r in services["volunteer"].finished_calls("rpc") if r.get("method") == "create_request"
         ]
         print(f"  timed; breaking {len(extra_specs)} more requests down in this process ...", flush=True)
         parts = breakdown(volunteer_url, amqp_uri, extra_specs, profile_specs, policy)
+        # The breakdown's commands wait for the relay's next poll (nothing woke it in that process).
+        left = wait_commands_published(volunteer_url)
+        received = tap.drain()
+        print(
+            f"  {len(received)} offer commands received on {command_exchange_name(NOTICES)}"
+            + (f"; {left} still unpublished after the wait" if left else ""),
+            flush=True,
+        )
     finally:
         stop_services(services, amqp_uri, {})
-        stub.stop()
+        tap.stop()
         release_rpc_queues(amqp_uri, existed)
     loads.append(os.getloadavg())
     ranking = ranking_reference(volunteer_url, facts, policy, dt.datetime.fromisoformat(needed_by))
     request_ids = [int(r["id"]) for r in results]
-    checks = verify(volunteer_url, grid_url, request_ids, timed_specs)
-    checks["notifications"] = notified
+    checks = verify(volunteer_url, grid_url, request_ids, timed_specs, received)
     service_ms = (
         [r["duration_ms"] for r in volunteer_calls[warmup : warmup + requests]]
         if len(volunteer_calls) == warmup + requests
@@ -1019,18 +1181,22 @@ def report(results):
         )
 
     checks = results["checks"]
+    commands = checks["offer_commands"]
     print(
         f"\nChecks: statuses {checks['statuses']}; offers by distance {checks['offer_distance']}; "
         f"{checks['household_exclusion_cases']} requests from a volunteer's household, "
         f"{checks['requests_in_grids_with_a_quarantined_volunteer']} in grids with a quarantined volunteer; "
-        f"{checks['notifications']} offer notifications sent (to the stub)."
+        f"{commands['linked_offers']} offers to volunteers who are residents: {commands['recorded']} send_direct "
+        f"commands recorded in the outbox, {commands['published']} published, {commands['received']} received on "
+        f"{command_exchange_name(NOTICES)}."
     )
     print(
         "  "
         + (
             "; ".join(checks["problems"])
             if checks["problems"]
-            else "no offer to the requester's household, a quarantined volunteer or one at their task limit: OK"
+            else "no offer to the requester's household, a quarantined volunteer or one at their task limit, "
+            "one command per offer to a resident: OK"
         )
     )
     problems = results["service_problems"]

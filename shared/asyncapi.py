@@ -7,15 +7,19 @@ What it reads:
 
 - every service class in ``services/<svc>/service.py`` (a ``shared.service.ServiceBase`` with a
   ``name``), and on its methods the ``__contract__`` that ``shared.endpoints.endpoint`` (RPC: roles,
-  input schema, read-only) and ``shared.endpoints.on_event`` (event handlers) attach;
+  input schema, read-only), ``shared.endpoints.on_event`` (event handlers) and
+  ``shared.commands.on_command`` (command handlers) attach;
 - ``services/<svc>/events.py``: ``EVENTS = {"<type>": <marshmallow schema of the data>}``, one per
   event type the service emits.
 
 What it writes: one channel per RPC method (exchange ``nameko-rpc``, routing key
 ``<service>.<method>``, request/reply), one per event type (exchange ``<service>.events``, routing
-key = the type), a ``receive`` operation per RPC method and per event handler, a ``send``
+key = the type), one per command a service accepts (exchange ``<service>.commands``, routing key =
+the command), a ``receive`` operation per RPC method, event handler and command handler, a ``send``
 operation per event type, and the marshmallow schemas as JSON Schema under
-``components/schemas``. The YAML is deterministic (sorted keys, no anchors), so a test can
+``components/schemas``. A write method's arguments (not ``read_only``) also hold the optional
+``idempotency_key`` that ``shared.endpoints`` takes out before validating the rest; it is described
+once, as the ``IdempotencyKey`` component. The YAML is deterministic (sorted keys, no anchors), so a test can
 compare the committed file with a fresh generation.
 """
 
@@ -33,6 +37,9 @@ import yaml
 from marshmallow import EXCLUDE, INCLUDE, fields, missing, validate
 
 from shared import validation
+from shared.commands import command_exchange_name, command_queue_name
+from shared.endpoints import MAX_KEY_LENGTH
+from shared.idempotency import DEFAULT_TTL_HOURS, KEY_ARGUMENT
 from shared.outbox import SPEC_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +55,7 @@ RPC_HEADERS = "NamekoRpcHeaders"
 EVENT_HEADERS = "NamekoEventHeaders"
 RPC_REPLY = "RpcReply"
 REMOTE_ERROR = "RemoteError"
+IDEMPOTENCY_KEY = "IdempotencyKey"
 
 ID_PATTERN_IN = r"^[0-9]{1,19}$"
 ID_PATTERN_OUT = r"^[1-9][0-9]{0,18}$"
@@ -101,30 +109,49 @@ class SchemaConverter:
 
     def __init__(self):
         self.components = {}
-        self._names = {}  # (class, mode, only, exclude) → component name
+        self._names = {}  # (class, mode, only, exclude, write) → component name
 
     # -- schemas --
 
-    def component(self, schema, mode):
-        """The component name for ``schema`` (class or instance), converting it on first use."""
+    def component(self, schema, mode, write=False):
+        """The component name for ``schema`` (class or instance), converting it on first use.
+
+        ``write``: the arguments of a write method, which also take ``idempotency_key``; named like
+        the plain schema, or ``<name>.write`` when a read method took that name for the plain one."""
         instance = schema() if isinstance(schema, type) else schema
         cls = type(instance)
-        key = (cls, mode, _frozen(instance.only), _frozen(instance.exclude))
+        key = (cls, mode, _frozen(instance.only), _frozen(instance.exclude), write)
         if key in self._names:
             return self._names[key]
         base = _component_name(cls)
         if mode == "dump" and not cls.__module__.endswith(".events"):
             base += ".out"
+        if write and base in self.components:
+            base += ".write"
         name, n = base, 1
         while name in self.components:  # another class (or variant) took the name: suffix it
             n += 1
             name = f"{base}-{n}"
         self._names[key] = name
         self.components[name] = None  # reserve (recursive schemas)
-        self.components[name] = self.schema_object(instance, mode)
+        self.components[name] = self.schema_object(instance, mode, write)
         return name
 
-    def schema_object(self, schema, mode):
+    def arguments(self, schema, write):
+        """The JSON Schema of an RPC method's keyword arguments (``schema`` None: none), with the
+        optional ``idempotency_key`` when the method writes."""
+        if schema is not None:
+            return _ref(self.component(schema, "load", write))
+        if not write:
+            return {"type": "object", "additionalProperties": False, "properties": {}, "description": "No arguments."}
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {KEY_ARGUMENT: _ref(IDEMPOTENCY_KEY)},
+            "description": f"No arguments but the optional ``{KEY_ARGUMENT}``.",
+        }
+
+    def schema_object(self, schema, mode, write=False):
         instance = schema() if isinstance(schema, type) else schema
         properties, required = {}, []
         for name, field in instance.fields.items():
@@ -134,6 +161,11 @@ class SchemaConverter:
             properties[key] = self.field(field, mode)
             if field.required:
                 required.append(key)
+        if write:
+            # shared.endpoints takes the key out before the schema loads the rest: a schema field of
+            # the same name never sees it.
+            properties[KEY_ARGUMENT] = _ref(IDEMPOTENCY_KEY)
+            required = [name for name in required if name != KEY_ARGUMENT]
         result: dict[str, object] = {"type": "object", "properties": properties}
         if required:
             result["required"] = sorted(required)
@@ -370,6 +402,63 @@ def entrypoints(cls):
     return rpcs, handlers, undocumented
 
 
+def command_handlers(cls):
+    """``[(method name, contract)]`` of the ``@on_command`` handlers on ``cls``, sorted by command."""
+    found = []
+    for name in sorted(dir(cls)):
+        method = inspect.getattr_static(cls, name, None) if not name.startswith("__") else None
+        contract = getattr(method, "__contract__", None) if callable(method) else None
+        if contract is not None and contract["kind"] == "command_handler":
+            found.append((name, contract))
+    return sorted(found, key=lambda item: (item[1]["command"], item[0]))
+
+
+def command_senders(services, target):
+    """The services holding ``target``'s client (a dependency from ``services/<target>/client.py``):
+    those that send ``target`` its commands."""
+    module = f"services.{target}.client"
+    return sorted(
+        name
+        for name, cls in services.items()
+        if name != target
+        and any(
+            type(inspect.getattr_static(cls, attr)).__module__ == module
+            for attr in dir(cls)
+            if not attr.startswith("__")
+        )
+    )
+
+
+def spoken_list(items):
+    """``a``, ``a and b``, ``a, b and c``."""
+    items = list(items)
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
+def is_write(contract):
+    """An RPC method that changes data: it takes ``idempotency_key`` (shared.endpoints)."""
+    return contract["kind"] == "rpc" and not contract.get("read_only")
+
+
+def idempotency_key_schema():
+    """The ``idempotency_key`` argument of every write method, described once."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "description": (
+            "Optional on every method that changes data (never on a read-only one): printable text, e.g. "
+            "a UUID per logical operation, sent again on every retry of that operation. Under one key "
+            "(per caller — the token's ``sub`` — and method) the first request acts; a repeat with the "
+            "same arguments gets the first reply and changes nothing, one with other arguments is a "
+            "``Conflict``, one that arrives while the first still runs waits for it. A call that failed "
+            "is not remembered: its retry runs afresh. Without a key, the request's AMQP "
+            "``correlation_id`` is the key, so a request the broker delivers again acts once. Keys are "
+            f"kept ``IDEMPOTENCY_TTL_HOURS`` ({DEFAULT_TTL_HOURS}) hours."
+        ),
+    }
+
+
 # ---- the document ---------------------------------------------------------------------------
 
 
@@ -391,9 +480,9 @@ def _fixed_components():
     return {
         ENVELOPE: {
             "type": "object",
-            "description": "The CloudEvents-shaped envelope every event travels in (``shared.outbox.envelope``); "
-            "``data`` is the event's payload. Consumers deduplicate by ``id``: delivery is at "
-            "least once (transactional outbox, publisher confirms).",
+            "description": "The CloudEvents-shaped envelope every event and command travels in "
+            "(``shared.outbox.envelope``); ``data`` is the event's payload or the command. Consumers "
+            "deduplicate by ``id``: delivery is at least once (transactional outbox, publisher confirms).",
             "required": ["data", "datacontenttype", "id", "source", "specversion", "subject", "time", "type"],
             "properties": {
                 "specversion": {"type": "string", "const": SPEC_VERSION},
@@ -448,13 +537,17 @@ def _fixed_components():
                     "description": "``ValidationError`` (``value`` is JSON naming each "
                     "bad field; ``_body``, ``args`` or ``kwargs`` for a request body that is not "
                     '``{"args": [], "kwargs": {...}}``), ``NotFound`` (also an unknown method), '
-                    "``Conflict``, ``Forbidden``, ``Unauthenticated``, ``InternalError``.",
+                    "``Conflict`` (also an ``idempotency_key`` used before for other arguments), "
+                    "``Forbidden``, ``Unauthenticated``, ``ServiceUnavailable`` (a service the call "
+                    "depends on did not answer in time; nothing was changed: retry later, a write with "
+                    "the same ``idempotency_key``), ``InternalError``.",
                 },
                 "exc_path": {"type": "string"},
                 "exc_args": {"type": "array"},
                 "value": {"type": "string"},
             },
         },
+        IDEMPOTENCY_KEY: idempotency_key_schema(),
         RPC_REPLY: {
             "type": "object",
             "required": ["error", "result"],
@@ -476,6 +569,13 @@ def build(services=None):
     channels, operations, messages = {}, {}, {}
     tags = []
     events_of = {name: service_events(name) for name in services}
+
+    # Read methods' argument schemas first: a schema that read and write methods share keeps its
+    # name for the plain one, and the write variant (with idempotency_key) is ``<name>.write``.
+    for cls in services.values():
+        for _method, contract in entrypoints(cls)[0]:
+            if not is_write(contract) and contract["schema"] is not None:
+                converter.component(contract["schema"], "load")
 
     channels[REPLY_CHANNEL] = {
         "address": None,
@@ -510,16 +610,8 @@ def build(services=None):
         for method, contract in rpcs:
             key = f"rpc.{service}.{method}"
             roles = list(contract["roles"])
-            schema = contract["schema"]
-            if schema is None:
-                kwargs = {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {},
-                    "description": "No arguments.",
-                }
-            else:
-                kwargs = _ref(converter.component(schema, "load"))
+            write = is_write(contract)
+            kwargs = converter.arguments(contract["schema"], write)
             doc = _clean_doc(contract.get("doc"))
             channels[key] = {
                 "address": f"{service}.{method}",
@@ -534,7 +626,13 @@ def build(services=None):
                 "headers": _ref(RPC_HEADERS),
                 "correlationId": {
                     "location": "$message.header#/correlation_id",
-                    "description": "The AMQP ``correlation_id`` property; the reply carries it.",
+                    "description": "The AMQP ``correlation_id`` property; the reply carries it."
+                    + (
+                        " The same request delivered again under it (a redelivery) gets the first reply "
+                        "and changes nothing."
+                        if write
+                        else ""
+                    ),
                 },
                 "payload": {
                     "type": "object",
@@ -551,7 +649,10 @@ def build(services=None):
                 },
             }
             description = [doc] if doc else []
-            description.append(f"Roles: {', '.join(roles)}." + (" Read-only." if contract.get("read_only") else ""))
+            description.append(
+                f"Roles: {', '.join(roles)}."
+                + (f" Changes data; retry it safely with ``{KEY_ARGUMENT}``." if write else " Read-only.")
+            )
             operations[f"{service}.{method}"] = {
                 "action": "receive",
                 "title": f"{service}.{method}",
@@ -648,6 +749,66 @@ def build(services=None):
                 operation["x-consumed-data"] = _ref(converter.component(contract["schema"], "load"))
             operations[f"{service}.handle.{method}"] = operation
 
+    for service, cls in sorted(services.items()):
+        senders = spoken_list(f"``{name}``" for name in command_senders(services, service)) or "other services"
+        for method, contract in command_handlers(cls):
+            command = contract["command"]
+            key = f"commands.{service}.{command}"
+            exchange, queue = command_exchange_name(service), command_queue_name(service, command)
+            data = converter.component(contract["schema"], "load")
+            schema_doc = converter.components[data].get("description")
+            channels[key] = {
+                "address": command,
+                "title": f"{service} {command} command",
+                "description": f"Routing key ``{command}`` on the ``{exchange}`` topic exchange, consumed from the "
+                f"durable queue ``{queue}``.",
+                "messages": {command: {"$ref": f"#/components/messages/{key}"}},
+                "bindings": _amqp_channel(exchange),
+            }
+            messages[key] = {
+                "name": command,
+                "title": f"{service} {command} command",
+                **({"summary": _summary(schema_doc), "description": schema_doc} if schema_doc else {}),
+                "contentType": "application/json",
+                "headers": _ref(EVENT_HEADERS),
+                "payload": {
+                    "allOf": [
+                        _ref(ENVELOPE),
+                        {
+                            "type": "object",
+                            "properties": {
+                                "source": {"description": "The sending service: ``grassroots/<service>``."},
+                                "type": {"const": command},
+                                "subject": {"description": "The command's ``origin``."},
+                                "data": _ref(data),
+                            },
+                        },
+                    ]
+                },
+            }
+            doc = _clean_doc(contract.get("doc"))
+            operations[f"{service}.handle.{method}"] = {
+                "action": "receive",
+                "title": f"{service} handles command {command}",
+                **({"summary": _summary(doc)} if doc else {}),
+                "description": "\n\n".join(
+                    filter(
+                        None,
+                        [
+                            doc,
+                            f"Sent by {senders} through ``services/{service}/client.py``: recorded in the sender's "
+                            "outbox in the transaction of the change that causes it, published after that commits. "
+                            f"Queue ``{queue}``; deduplicated by envelope id and applied at most once per "
+                            "``origin``, retried with backoff, then parked in the queue's ``.dead`` twin.",
+                        ],
+                    )
+                ),
+                "channel": {"$ref": f"#/channels/{key}"},
+                "messages": [{"$ref": f"#/channels/{key}/messages/{command}"}],
+                "tags": [{"name": service}, {"name": "command"}],
+                "x-handler": f"{service}.{method}",
+            }
+
     schemas = _fixed_components()
     for name, schema in converter.components.items():
         if name in schemas:
@@ -662,9 +823,15 @@ def build(services=None):
             "description": (
                 "The Grassroots services (grid, notices, legal, volunteer) over RabbitMQ: nameko RPC "
                 "(request/reply on the ``nameko-rpc`` exchange, keyword arguments only, a JWT in the "
-                "``nameko.auth_token`` header) and events (CloudEvents-shaped envelopes on each service's "
+                "``nameko.auth_token`` header), events (CloudEvents-shaped envelopes on each service's "
                 "``<service>.events`` topic exchange, routing key = event type, published through a "
-                "transactional outbox: at least once, deduplicated by envelope id).\n\n"
+                "transactional outbox: at least once, deduplicated by envelope id), and commands from one "
+                "service to another (the same envelope on the receiver's ``<service>.commands`` topic "
+                "exchange, routing key = command, through the sender's outbox; applied at most once per "
+                "``origin``).\n\n"
+                "Every method that changes data takes an optional ``idempotency_key`` "
+                f"(``components/schemas/{IDEMPOTENCY_KEY}``): a retry under the same key gets the first reply "
+                "instead of acting twice.\n\n"
                 "Every input string refuses NUL, the other C0 control characters (tab, newline and carriage "
                 'return excepted) and lone surrogates; integers are strict (``1.5``, ``"2"`` and ``true`` are '
                 "refused); timestamps and dates lie in the window each field's description gives.\n\n"

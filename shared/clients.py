@@ -9,11 +9,13 @@ renewed before it expires) and raises ``ServiceUnavailable`` after ``timeout``.
 import time
 
 import eventlet
+from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.rpc import MethodProxy
 
 from shared.auth import TOKEN_CONTEXT_KEY, jwt_secret, mint_token
 from shared.errors import ServiceUnavailable
+from shared.idempotency import REQUEST_ID_CONTEXT_KEY
 from shared.rpc import ClassicReplyListener
 
 TOKEN_TTL = 3600
@@ -24,7 +26,8 @@ class _AsService:
 
     def __init__(self, worker_ctx, token):
         self.container = worker_ctx.container
-        self.context_data = {**worker_ctx.context_data, TOKEN_CONTEXT_KEY: token}
+        context_data = {k: v for k, v in worker_ctx.context_data.items() if k != REQUEST_ID_CONTEXT_KEY}
+        self.context_data = {**context_data, TOKEN_CONTEXT_KEY: token}
 
 
 class _Method:
@@ -37,7 +40,11 @@ class _Method:
 
     def call_async(self, **kwargs):
         """Send now, wait later: ``.result()`` on the answer (with the same timeout)."""
-        return _Pending(self, self._proxy.call_async(**kwargs))
+        try:
+            return _Pending(self, self._proxy.call_async(**kwargs))
+        except UnknownService:
+            # No queue for the service at all (never deployed on this broker): as unavailable as a dead one.
+            raise ServiceUnavailable(f"{self._client.target} is not running") from None
 
 
 class _Pending:

@@ -115,10 +115,12 @@ def database_url(config, service_name):
 class UnitOfWork:
     """One worker's session, plus the outbox it writes events to in the same transaction."""
 
-    def __init__(self, provider, source, call_id_stack=()):
+    def __init__(self, provider, source, call_id_stack=(), request_id=None):
         self._provider = provider
         self._source = source
         self._call_id_stack = list(call_id_stack)
+        # The AMQP correlation id of the RPC request this worker serves (shared.idempotency).
+        self.request_id = request_id
         self._session = None
         self._locked = False
         self._read_only = False
@@ -146,8 +148,22 @@ class UnitOfWork:
     def dialect(self):
         return self._provider.engine.dialect.name
 
+    @property
+    def idempotency_model(self):
+        return self._provider.idempotency_model
+
     def emit(self, event_type, subject, data):
         """Record an event in the outbox; it is published only if this transaction commits."""
+        return self._record(None, event_type, subject, data)
+
+    def command(self, target, command, origin, data):
+        """Record a command to service ``target`` in the outbox (shared.commands): sent only if this
+        transaction commits, applied by ``target`` at most once per ``origin``."""
+        from shared.commands import command_exchange_name
+
+        return self._record(command_exchange_name(target), command, origin, {**data, "origin": origin})
+
+    def _record(self, destination, event_type, subject, data):
         from shared.outbox import envelope
 
         outbox = self._provider.outbox_model
@@ -162,6 +178,7 @@ class UnitOfWork:
                 # carried to handlers so logs chain the call ids across the event
                 headers={"nameko.call_id_stack": self._call_id_stack},
                 created_at=utcnow(),
+                destination=destination,
             )
         )
         self.emitted += 1
@@ -215,10 +232,11 @@ class Database(DependencyProvider):
     commit reaches the caller as an error instead of after a success reply.
     """
 
-    def __init__(self, base, outbox_model=None, processed_model=None):
+    def __init__(self, base, outbox_model=None, processed_model=None, idempotency_model=None):
         self.base = base
         self.outbox_model = outbox_model
         self.processed_model = processed_model
+        self.idempotency_model = idempotency_model
         self.after_commit = []
 
     def setup(self):
@@ -277,7 +295,10 @@ class Database(DependencyProvider):
             conn.execute(text("SELECT 1"))
 
     def get_dependency(self, worker_ctx):
-        return UnitOfWork(self, self.container.service_name, worker_ctx.call_id_stack)
+        from shared.idempotency import REQUEST_ID_CONTEXT_KEY
+
+        request_id = worker_ctx.data.get(REQUEST_ID_CONTEXT_KEY)
+        return UnitOfWork(self, self.container.service_name, worker_ctx.call_id_stack, request_id=request_id)
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
         uow = getattr(worker_ctx.service, self.attr_name, None)

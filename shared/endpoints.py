@@ -18,13 +18,15 @@ from marshmallow import EXCLUDE, Schema, fields
 from sqlalchemy.exc import IntegrityError
 
 from shared import logs
-from shared.errors import CLIENT_ERRORS, Conflict, InternalError, ValidationError
+from shared.errors import CLIENT_ERRORS, Conflict, InternalError, ServiceUnavailable, ValidationError
 from shared.handlers import ReliableEventHandler
+from shared.idempotency import KEY_ARGUMENT, MISSING, Remembered
 from shared.rpc import ServiceRpc
 from shared.validation import Str, load
 
 log = logging.getLogger(__name__)
 
+MAX_KEY_LENGTH = 200
 POSITIONAL_ERROR = {"_args": ["Positional arguments are not accepted; pass arguments by keyword."]}
 
 
@@ -48,10 +50,21 @@ def endpoint(*, roles, schema=None, read_only=False):
                     self.db.read_only()
                 if args:
                     raise ValidationError(POSITIONAL_ERROR)
+                key = None if read_only else idempotency_key(kwargs, self.db.request_id)
                 params = load(schema, kwargs) if schema is not None else load(_NO_ARGS, kwargs)
+                remembered = None
+                if key is not None and self.db.idempotency_model is not None:
+                    remembered = Remembered(self.db, self.vault, caller.sub, method.__name__, key, params)
+                    reply = remembered.replay()
+                    if reply is not MISSING:
+                        self.db.commit()
+                        return reply
                 result = method(self, caller, **params)
+                if remembered is not None:
+                    remembered.remember(result)
                 self.db.commit()
-            except CLIENT_ERRORS:
+            except CLIENT_ERRORS + (ServiceUnavailable,):
+                # A callee that did not answer is the caller's to retry (with the same key), not our bug.
                 raise
             except IntegrityError:
                 # A concurrent change won a uniqueness race the domain checked for.
@@ -80,6 +93,17 @@ def endpoint(*, roles, schema=None, read_only=False):
     return decorate
 
 
+def idempotency_key(kwargs, request_id):
+    """The caller's ``idempotency_key`` (taken out of ``kwargs``), else the RPC request's correlation
+    id (shared.idempotency); None for neither (a worker that is not an RPC request)."""
+    key = kwargs.pop(KEY_ARGUMENT, None)
+    if key is None:
+        return f"request:{request_id}" if request_id else None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise ValidationError({KEY_ARGUMENT: [f"Must be printable text of 1 to {MAX_KEY_LENGTH} characters."]})
+    return f"key:{key}"
+
+
 class _NoArgs(Schema):
     pass
 
@@ -102,7 +126,7 @@ class EnvelopeSchema(Schema):
     data = fields.Dict(required=True)
 
 
-_ENVELOPE = EnvelopeSchema()
+ENVELOPE = _ENVELOPE = EnvelopeSchema()
 
 
 def on_event(source_service, event_type, schema=None, **handler_options):

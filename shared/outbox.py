@@ -1,9 +1,12 @@
-"""Transactional outbox: events are rows written in the same transaction as the
-change they announce; a relay publishes committed rows with publisher confirms.
+"""Transactional outbox: events — and commands to other services (shared.commands) — are rows
+written in the same transaction as the change they announce; a relay publishes committed rows with
+publisher confirms.
 
-An event goes out if and only if its transaction committed (at least once:
-a crash between publish and marking it sent republishes it, and handlers
-deduplicate by the envelope id).
+A message goes out if and only if its transaction committed (at least once: a crash between
+publish and marking it sent republishes it, and receivers deduplicate by the envelope id and by
+the effect's origin key). A command no queue takes yet (its service never started) is published
+``mandatory``: the broker returns it, and the row waits (``retry_at``) without holding up the rows
+behind it.
 """
 
 import datetime as dt
@@ -13,14 +16,16 @@ from typing import Any
 
 import eventlet
 import eventlet.semaphore
-from nameko.amqp.publish import Publisher
+from kombu import Exchange
+from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
-from sqlalchemy import JSON, DateTime, Integer, String, delete, func, select
+from sqlalchemy import JSON, DateTime, Integer, String, delete, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import BigId, locking, utcnow
+from shared.idempotency import idempotency_ttl
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,10 @@ class OutboxEventMixin:
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # None: the service's own ``<service>.events``; else the exchange a command goes to.
+    destination: Mapped[str | None] = mapped_column(String(100))
+    # A command the broker returned (no queue yet) waits until then.
+    retry_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProcessedEventMixin:
@@ -104,6 +113,7 @@ class OutboxRelay(DependencyProvider):
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )
+        self._exchanges: dict[str, Exchange] = {}
         self._wakeup = eventlet.semaphore.Semaphore(0)
         self._running = False
         self._gt = None
@@ -133,11 +143,18 @@ class OutboxRelay(DependencyProvider):
         return self
 
     def _run(self):
+        from shared.reconnect import max_interval  # the consumers' reconnect ceiling (issue 13)
+
+        # Retries back off to that ceiling (5 s by default; was 30), so events flow again within
+        # seconds of the broker's return; one traceback per outage, then a line a minute.
+        ceiling = max_interval(self.container.config)
         failures = 0
-        last_purge = 0.0
+        last_purge = logged_at = 0.0
         while self._running:
             try:
                 sent = self.publish_pending()
+                if failures:
+                    log.warning("outbox relay publishing again", extra={"count": failures})
                 failures = 0
                 if sent >= self.batch_size:
                     continue  # more waiting: don't sleep
@@ -145,10 +162,17 @@ class OutboxRelay(DependencyProvider):
                 if now - last_purge > 3600:
                     self.purge_published()
                     last_purge = now
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                log.warning("outbox relay failed; will retry", exc_info=True)
-                eventlet.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                now = eventlet.hubs.get_hub().clock()
+                if failures == 1 or now - logged_at >= 60:
+                    logged_at = now
+                    log.warning(
+                        "outbox relay failed; will retry",
+                        exc_info=failures == 1,
+                        extra={"error_type": type(exc).__name__, "count": failures},
+                    )
+                eventlet.sleep(min(ceiling, 0.5 * 2 ** min(failures, 6)))
                 continue
             self._wakeup.acquire(timeout=self.poll_interval)
 
@@ -156,22 +180,49 @@ class OutboxRelay(DependencyProvider):
         """Publish one batch of unpublished rows; returns how many were sent."""
         model = self.model
         with self.database.session_scope() as session:
-            query = select(model).where(model.published_at.is_(None)).order_by(model.id)
+            now = utcnow()
+            query = (
+                select(model)
+                .where(model.published_at.is_(None), or_(model.retry_at.is_(None), model.retry_at <= now))
+                .order_by(model.id)
+            )
             query = locking(query.limit(self.batch_size), session, skip_locked=True)
             rows = session.scalars(query).all()
-            now = utcnow()
+            sent = 0
             for row in rows:
                 row.attempts = (row.attempts or 0) + 1
-                self.publisher.publish(
-                    row.payload,
-                    exchange=self.exchange,
-                    routing_key=row.event_type,
-                    headers=row.headers or {},
-                    message_id=row.event_id,
-                )
+                if row.destination is None:
+                    exchange, extra = self.exchange, {}
+                else:
+                    exchange, extra = self._command_exchange(row.destination), {"mandatory": True}
+                try:
+                    self.publisher.publish(
+                        row.payload,
+                        exchange=exchange,
+                        routing_key=row.event_type,
+                        headers=row.headers or {},
+                        message_id=row.event_id,
+                        declare=[exchange],
+                        **extra,
+                    )
+                except UndeliverableMessage:
+                    # No queue takes this command yet: its service has not started once. Later.
+                    row.retry_at = now + dt.timedelta(seconds=min(60.0, 2.0 * row.attempts))
+                    log.warning(
+                        "command not routable yet; will retry",
+                        extra={"event_type": row.event_type, "destination": row.destination},
+                    )
+                    continue
                 row.published_at = now
-        self.published_total += len(rows)
+                sent += 1
+        self.published_total += sent
         return len(rows)
+
+    def _command_exchange(self, name):
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            exchange = self._exchanges[name] = Exchange(name, type="topic", durable=True)
+        return exchange
 
     def pending_count(self):
         with self.database.session_scope() as session:
@@ -181,3 +232,8 @@ class OutboxRelay(DependencyProvider):
         cutoff = utcnow() - self.retention
         with self.database.session_scope() as session:
             session.execute(delete(self.model).where(self.model.published_at < cutoff))
+        remembered = self.database.idempotency_model
+        if remembered is not None:
+            kept_from = utcnow() - idempotency_ttl(self.container.config)
+            with self.database.session_scope() as session:
+                session.execute(delete(remembered).where(remembered.created_at < kept_from))

@@ -29,6 +29,8 @@ reply the broker refused killed the container (nameko issue 346). Here:
   which method, how long the body was, its content type and encoding, and when; the
   ``correlation_id`` stays. ``rpc-<service>.dead`` is bounded (``DEAD_QUEUE_ARGUMENTS``:
   the newest 10,000, each for 7 days), so a flood cannot fill the broker's disk;
+- ``rpc-<service>`` and its ``.dead`` are quorum queues when ``GRASSROOTS_QUEUE_TYPE`` says so
+  (shared.queues); reply queues always stay classic (``ClassicReplyListener``);
 - a reply or dead letter the broker refuses is logged on one line and the process
   carries on;
 - no message body is ever logged (kombu's decode-error handler logged its repr).
@@ -63,9 +65,10 @@ from nameko.exceptions import (
 from nameko.messaging import QueueConsumer
 from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, get_rpc_exchange
 
-from shared import amqp_wire
+from shared import amqp_wire, queues
 from shared.errors import NotFound, ValidationError
-from shared.handlers import REASON_HEADER, printable
+from shared.handlers import DEAD_AT_HEADER, REASON_HEADER, printable
+from shared.idempotency import REQUEST_ID_CONTEXT_KEY
 from shared.logs import call_id_stack_problem
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,7 @@ METHOD_HEADER = "x-grassroots-method"
 BODY_BYTES_HEADER = "x-grassroots-body-bytes"
 CONTENT_TYPE_HEADER = "x-grassroots-content-type"
 CONTENT_ENCODING_HEADER = "x-grassroots-content-encoding"
-DEAD_AT_HEADER = "x-grassroots-dead-at"
+
 # rpc-<service>.dead: the newest 10,000 dead letters, each kept 7 days. Every declaration of the
 # queue must use exactly these (the broker refuses a redeclaration with other arguments).
 DEAD_QUEUE_ARGUMENTS = {
@@ -107,8 +110,12 @@ def reply_address_problem(properties):
     return None
 
 
-def dead_queue(rpc_queue_name):
-    return Queue(f"{rpc_queue_name}.dead", durable=True, queue_arguments=dict(DEAD_QUEUE_ARGUMENTS))
+def dead_queue(rpc_queue_name, config):
+    return Queue(
+        f"{rpc_queue_name}.dead",
+        durable=True,
+        queue_arguments=queues.durable_arguments(config, DEAD_QUEUE_ARGUMENTS),
+    )
 
 
 class ReplyPublisher(Publisher):
@@ -201,8 +208,9 @@ class ReplyingRpcConsumer(RpcConsumer):
     def setup(self):
         super().setup()
         config = self.container.config
+        queues.apply(self.queue, config)  # rpc-<service>: quorum when the suite says so (shared.queues)
         self.max_body_bytes = amqp_wire.max_body_bytes(config)
-        self.dead_queue = dead_queue(self.queue.name)
+        self.dead_queue = dead_queue(self.queue.name, config)
         self.dead_publisher = Publisher(
             config[AMQP_URI_CONFIG_KEY],
             use_confirms=True,
@@ -338,6 +346,9 @@ class ServiceRpc(Rpc):
             raise ValidationError(problem)
         args, kwargs = body["args"], body["kwargs"]
         context_data = self.unpack_message_headers(message)
+        # The key a write's reply is remembered under when the caller gives none (shared.idempotency):
+        # the same on a redelivery. Ours, whatever a header of that name said.
+        context_data[REQUEST_ID_CONTEXT_KEY] = printable(message.properties.get("correlation_id"), 200)
         try:
             self.check_signature(args, kwargs)
         except IncorrectSignature:
@@ -356,10 +367,17 @@ class ClassicReplyListener(ReplyListener):
     (production) it would become a replicated quorum queue: a Raft write per reply for a queue
     that exists only to carry answers back to one process. It shares the RPC entrypoint's
     queue consumer (one connection), so an undecodable reply is not logged with its body either.
+
+    It is also transient (not durable): a durable classic queue whose cluster node stops cannot be
+    declared again from another node ("home node … is down", 404) until that node returns, and the
+    shared consumer — the RPC entrypoint's too — retried that for as long as the node was down
+    (issue 13, tests/faults/test_cluster.py). A transient one is dropped with its node and made
+    afresh on the node the service reconnects to; replies are transient messages anyway.
     """
 
     queue_consumer = RpcQueueConsumer()
 
     def setup(self):
         super().setup()
+        self.queue.durable = False
         self.queue.queue_arguments = {**(self.queue.queue_arguments or {}), "x-queue-type": "classic"}

@@ -14,6 +14,12 @@ Gaps in `nameko run` (2.14) this fills:
   containers are killed. Nothing is lost by that: a message whose worker did not finish was never
   acknowledged and goes back to its queue for another replica (handlers deduplicate), and an
   event is in the outbox until it is published.
+- A container that dies (an extension's thread raised) made `nameko run` stop the others without
+  a bound and exit — or, if that stop hung (a consumer reconnecting to a broker that is away),
+  left a process that served /healthz but nothing else. Here the death is logged, the rest stops
+  within ``STOP_TIMEOUT`` and the process exits non-zero (``EXIT_DIED``), so it is restarted.
+  Losing the broker kills no container (shared.reconnect, shared.rpc, shared.handlers); this is
+  the net under what nothing foresaw.
 - Output before logging is configured (dependency warnings, import errors) is not JSON. Here the
   config's ``LOGGING`` is applied first, warnings go through logging, and a start-up failure is
   one log line: a missing secret names the variables and how to load the local ones; a setting a
@@ -36,8 +42,11 @@ eventlet.monkey_patch()  # before nameko and the services import socket, threadi
 
 import yaml  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
+from nameko.utils.concurrency import SpawningProxy  # noqa: E402
 
-from shared import auth, pii  # noqa: E402
+from shared import auth, pii, reconnect  # noqa: E402
+
+reconnect.install()  # consumers reconnect soon after the broker returns, and stop while it is away
 
 log = logging.getLogger("shared.runner")
 
@@ -48,6 +57,7 @@ KILL_TIMEOUT = 5.0
 REQUIRED_SECRETS = (auth.SECRET_ENV, pii.KEY_ENV)
 EXIT_CONFIG = 2
 EXIT_KILLED = 1
+EXIT_DIED = 3  # a container died: the process ends so that its supervisor starts it afresh
 
 
 class StartupError(Exception):
@@ -86,6 +96,10 @@ def check_config(config):
             "for a local run load the ones `make run` generated with `set -a; . var/dev.env; set +a`, "
             "elsewhere set them from your secret store"
         )
+    try:
+        reconnect.max_interval(config)  # read again on each reconnect: refused here, not there
+    except ValueError as refused:
+        raise StartupError(str(refused)) from None
 
 
 def check_services(classes, config):
@@ -159,13 +173,29 @@ class GracefulRunner:
 
     def wait(self):
         # A signal interrupting the hub's wait surfaces as EINTR in this greenlet (see `nameko run`).
-        waiter = eventlet.spawn(self.runner.wait)
+        waiter = eventlet.spawn(self._wait_containers)
         while True:
             try:
                 return waiter.wait()
             except OSError as exc:
                 if exc.errno != errno.EINTR:
                     raise
+
+    def _wait_containers(self):
+        """Until every container has stopped; a container's death stops the rest, within the bound."""
+        try:
+            SpawningProxy(self.runner.containers, abort_on_error=True).wait()
+        except Exception as exc:
+            # nameko's ServiceRunner.wait would stop the others without a bound, then re-raise.
+            log.critical(
+                "a service container died; stopping the process so that it is started afresh",
+                exc_info=True,
+                extra={"error_type": type(exc).__name__},
+            )
+            self.exit_status = EXIT_DIED
+            if not self.stopping:
+                self.stopping = True
+                self.stop()  # kills (and exits) past the stop timeout
 
 
 def serve(service_classes, config, stop_timeout=None):

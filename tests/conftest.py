@@ -91,6 +91,9 @@ def receiver():
     server = Receiver()
     yield server
     server.stop()
+    # A delivery the gateway had acknowledged was posted again (docs/gateways.md: at least once, and
+    # no more often than a dispatcher killed mid-post needs).
+    assert server.duplicates == server.expected_duplicates, f"{server.duplicates} re-posted deliveries"
 
 
 @pytest.fixture

@@ -103,6 +103,10 @@ class Receiver:
 
     Records every JSON request by path; ``fail(path, status, times=None, when=callable)`` makes it
     answer with an error status (for ``times`` requests, or while ``when(body)`` is true).
+
+    Behaves as docs/gateways.md asks of a gateway: a request whose ``Idempotency-Key`` it accepted
+    before on the same path is answered 200 again but not recorded as a new message; it counts in
+    ``duplicates`` (and ``repeats`` names it). ``keys`` lists every request's (path, key, status).
     """
 
     def __init__(self):
@@ -111,6 +115,11 @@ class Receiver:
 
         self.requests = []
         self.rules = []
+        self.keys = []
+        self.accepted_keys = set()
+        self.repeats = []
+        self.duplicates = 0
+        self.expected_duplicates = 0  # the receiver fixture fails a test whose duplicates differ
         self.socket = eventlet.listen(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         self.thread = eventlet.spawn(wsgi.server, self.socket, self.app, log_output=False)
@@ -127,6 +136,13 @@ class Receiver:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(length) or b"null")
         path = environ["PATH_INFO"]
+        key = environ.get("HTTP_IDEMPOTENCY_KEY")
+        if key is not None and (path, key) in self.accepted_keys:
+            self.duplicates += 1
+            self.repeats.append((path, key))
+            self.keys.append((path, key, 200))
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"errcode": 0, "errmsg": "ok"}']
         for rule in self.rules:
             if (
                 rule["path"] == path
@@ -136,9 +152,13 @@ class Receiver:
                 if rule["times"] is not None:
                     rule["times"] -= 1
                 self.requests.append((path, body, rule["status"]))
+                self.keys.append((path, key, rule["status"]))
                 start_response(f"{rule['status']} Error", [("Content-Type", "application/json")])
                 return [b'{"error": "refused"}']
         self.requests.append((path, body, 200))
+        self.keys.append((path, key, 200))
+        if key is not None:
+            self.accepted_keys.add((path, key))
         start_response("200 OK", [("Content-Type", "application/json")])
         return [b'{"errcode": 0, "errmsg": "ok"}']
 
@@ -146,8 +166,10 @@ class Receiver:
         return [body for p, body, status in self.requests if p == path and status == 200]
 
     def reset(self):
-        """Forget what was received so far (e.g. messages a fixture's setup caused)."""
+        """Forget what was received so far (e.g. messages a fixture's setup caused); keys it accepted
+        are still known, and a repeat of one still counts as a duplicate."""
         self.requests.clear()
+        self.keys.clear()
 
     def stop(self):
         self.thread.kill()

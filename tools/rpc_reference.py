@@ -4,10 +4,11 @@
     python -m tools.rpc_reference --check    # exit 1, showing the difference, when it is stale
 
 One walk of the contracts feeds both this reference and docs/asyncapi.yaml: the service classes,
-their RPC methods and event handlers with the ``__contract__`` that ``shared.endpoints`` attaches
-(roles, input schema, read-only, docstring), the events each service publishes
-(``services/<svc>/events.py``) and the marshmallow → JSON Schema conversion all come from
-``shared.asyncapi``; this module only lays them out as Markdown.
+their RPC methods, event handlers and command handlers with the ``__contract__`` that
+``shared.endpoints`` and ``shared.commands`` attach (roles, input schema, read-only, docstring), the
+events each service publishes (``services/<svc>/events.py``) and the marshmallow → JSON Schema
+conversion all come from ``shared.asyncapi``; this module only lays them out as Markdown. A write
+method (not read-only) gets the ``idempotency_key`` row ``shared.endpoints`` adds to its arguments.
 
 What the contracts do not carry (what a method does, what it returns, paging, which conflicts it
 refuses) comes from each method's docstring and from the hand-written ``docs/rpc-notes.md``:
@@ -62,7 +63,8 @@ def collect(services=None):
     """Everything the reference shows, from ``shared.asyncapi``'s walk of the code.
 
     ``{service: {"doc", "rpcs": [(method, contract)], "handlers": [(method, contract)],
-    "events": {type: schema}}}`` plus the converter holding every schema as JSON Schema.
+    "commands": [(method, contract)], "senders": [service], "events": {type: schema}}}`` plus the
+    converter holding every schema as JSON Schema.
     """
     services = asyncapi.service_classes() if services is None else services
     converter = asyncapi.SchemaConverter()
@@ -75,6 +77,8 @@ def collect(services=None):
             "doc": _first_sentence(_doc(inspect.getmodule(cls).__doc__)),
             "rpcs": rpcs,
             "handlers": handlers,
+            "commands": asyncapi.command_handlers(cls),
+            "senders": asyncapi.command_senders(services, service),
             "events": dict(sorted(asyncapi.service_events(service).items())),
         }
     return walked, converter
@@ -286,6 +290,18 @@ def _anchor(*parts):
     return "-".join(parts)
 
 
+RETRYING = "calling.md#retrying-writes-safely"
+
+
+def _idempotency_key_row():
+    schema = asyncapi.idempotency_key_schema()
+    text = (
+        f"{schema['minLength']}{DASH}{schema['maxLength']} printable characters; a retry under the same key "
+        f"returns the first reply ([how]({RETRYING}))"
+    )
+    return (asyncapi.KEY_ARGUMENT, describe(schema)[0], False, "—", text)
+
+
 def _method_section(service, method, contract, converter, notes):
     out = [f'<a id="{_anchor(service, method)}"></a>', f"### `{service}.{method}`", ""]
     doc = _doc(contract.get("doc"))
@@ -296,6 +312,9 @@ def _method_section(service, method, contract, converter, notes):
     out += [f"**Roles:** {roles} · {effect}", ""]
     schema = contract["schema"]
     rows = field_rows(_schema_of(schema, converter, "load"), converter.components, "load") if schema else []
+    if asyncapi.is_write(contract):
+        # shared.endpoints takes the key out before the schema sees the arguments: its own row wins.
+        rows = [row for row in rows if row[0] != asyncapi.KEY_ARGUMENT] + [_idempotency_key_row()]
     if rows:
         out += ["| argument | type | required | default | constraints, meaning |", "| --- | --- | --- | --- | --- |"]
         out += [f"| `{n}` | {_cell(k)} | {'yes' if r else 'no'} | {_cell(d)} | {_cell(t)} |" for n, k, r, d, t in rows]
@@ -354,6 +373,36 @@ def _handlers_section(service, handlers, converter):
     return out
 
 
+def _commands_section(service, commands, senders, converter):
+    out = [f'<a id="{_anchor(service, "commands")}"></a>', f"### Commands `{service}` accepts", ""]
+    if not commands:
+        return out + ["None.", ""]
+    exchange = asyncapi.command_exchange_name(service)
+    senders_text = asyncapi.spoken_list(f"`{name}`" for name in senders) or "other services"
+    out += [
+        f"These come from {senders_text} as messages, not RPC calls: the sender records the command through "
+        f"`services/{service}/client.py` in its outbox, in the transaction of the change that causes it, with an "
+        "`origin` naming that change (`volunteer:offer/12`); once that commits, the command goes to the "
+        f"`{exchange}` topic exchange (routing key = command) in the same envelope as events, `data` holding the "
+        f"fields below. Each command has its own queue `{asyncapi.command_queue_name(service, '<command>')}`: "
+        "deduplicated by envelope id, applied at most once per `origin`, retried with backoff, then parked in the "
+        "queue's `.dead` twin.",
+        "",
+    ]
+    for method, contract in commands:
+        command = contract["command"]
+        out += [f'<a id="{_anchor(service, "command", command)}"></a>', f"#### `{command}`", ""]
+        doc = _doc(contract.get("doc"))
+        if doc:
+            out += [doc, ""]
+        out += [f"Handled by `{method}`.", ""]
+        rows = field_rows(_schema_of(contract["schema"], converter, "load"), converter.components, "load")
+        out += ["| field | type | required | default | constraints, meaning |", "| --- | --- | --- | --- | --- |"]
+        out += [f"| `{n}` | {_cell(k)} | {'yes' if r else 'no'} | {_cell(d)} | {_cell(t)} |" for n, k, r, d, t in rows]
+        out.append("")
+    return out
+
+
 HEADER = """\
 # RPC reference
 
@@ -372,9 +421,13 @@ claims, paging and errors, and [asyncapi.yaml](asyncapi.yaml) for the same contr
   strings are refused with a `ValidationError` naming each bad field. `id` means a positive integer or
   its decimal string; answers carry ids as strings. Date-times are ISO-8601 (without an offset:
   UTC). A `list of …` with "no duplicates" refuses repeated values.
+- **Writes** — methods that change data — take an optional `idempotency_key`: a retry under the
+  same key gets the first reply instead of acting twice ([Retrying writes
+  safely](calling.md#retrying-writes-safely)). Read-only methods refuse it.
 - **Errors** every method can answer: `Unauthenticated` (no, expired or forged token), `Forbidden`
   (a role not listed, or out of scope), `ValidationError`; `NotFound` and `Conflict` where the notes
-  say so.
+  say so; `ServiceUnavailable` when a service the method depends on does not answer in time
+  (nothing changed: retry later, a write with the same `idempotency_key`).
 - **Paged lists** (`page`, `page_size` arguments) answer `{"items": [...], "page": n, "page_size": n,
   "has_more": bool}`.
 """
@@ -382,11 +435,13 @@ claims, paging and errors, and [asyncapi.yaml](asyncapi.yaml) for the same contr
 
 def render(walked, converter, notes):
     out = [HEADER]
-    out += ["| service | RPC methods | events published | events handled |", "| --- | ---: | ---: | ---: |"]
+    out += [
+        "| service | RPC methods | events published | events handled | commands accepted |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for service, info in walked.items():
-        out.append(
-            f"| [`{service}`](#{service}) | {len(info['rpcs'])} | {len(info['events'])} | {len(info['handlers'])} |"
-        )
+        counts = (len(info[part]) for part in ("rpcs", "events", "handlers", "commands"))
+        out.append(f"| [`{service}`](#{service}) | {' | '.join(map(str, counts))} |")
     out.append("")
     for service, info in walked.items():
         service_notes = notes.get(service, {})
@@ -400,13 +455,15 @@ def render(walked, converter, notes):
             f"**Methods:** {links}",
             "",
             f"**Events:** [published](#{_anchor(service, 'events')}) ({len(info['events'])}) · "
-            f"[handled](#{_anchor(service, 'handles')}) ({len(info['handlers'])})",
+            f"[handled](#{_anchor(service, 'handles')}) ({len(info['handlers'])}) · "
+            f"**Commands:** [accepted](#{_anchor(service, 'commands')}) ({len(info['commands'])})",
             "",
         ]
         for method, contract in info["rpcs"]:
             out += _method_section(service, method, contract, converter, service_notes.get(method))
         out += _events_section(service, info["events"], converter)
         out += _handlers_section(service, info["handlers"], converter)
+        out += _commands_section(service, info["commands"], info["senders"], converter)
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.idempotency import idempotency_model
 from shared.outbox import outbox_models
 from shared.paths import PathText
 
@@ -30,6 +31,7 @@ class Base(DeclarativeBase):
 
 
 OutboxEvent, ProcessedEvent = outbox_models(Base)
+IdempotentRequest = idempotency_model(Base)
 
 
 class Unit(Base):

@@ -3,7 +3,7 @@ incidents and escalation. Entrypoints are thin: authorise and validate
 (``endpoint``), call the domain, dump."""
 
 from services.grid import incidents, residents, schemas, screening, units
-from services.grid.models import Base, OutboxEvent, ProcessedEvent
+from services.grid.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
 from shared import service as base
 from shared.db import Database, utcnow
@@ -55,7 +55,7 @@ GAUGES = [
 class GridService(base.ServiceBase):
     name = "grid"
 
-    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
     telemetry = Telemetry(gauges=GAUGES)
 
     @property

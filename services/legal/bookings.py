@@ -10,7 +10,6 @@ from sqlalchemy import func, or_, select
 from services.legal import slots
 from services.legal.directory import is_lawyer
 from services.legal.models import Consultation, Lawyer, LawyerStation, Schedule, Station, SummaryRead, TimeOff
-from shared import grid_lookup
 from shared.db import fetch, locking, paged, serialize_on, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import path_ids
@@ -126,7 +125,7 @@ def _authorize_for_resident(caller, grid, resident_id):
         return
     if not caller.has_role("admin", "officer", "grid_worker", "service"):
         raise Forbidden("residents book only for themselves")
-    caller.require_reach(grid_lookup.resident(grid, resident_id)["unit_path"], "resident")
+    caller.require_reach(grid.resident(resident_id)["unit_path"], "resident")
 
 
 def _check_slot(session, policy, lawyer_id, station_id, starts_at, exclude=None):
@@ -150,18 +149,10 @@ def _check_slot(session, policy, lawyer_id, station_id, starts_at, exclude=None)
     return station, slot
 
 
-def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_id, topic, mode, idempotency_key):
+def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_id, topic, mode):
+    """A retried booking (same ``idempotency_key``) gets the first reply: shared.idempotency."""
     session = uow.session
-    _authorize_for_resident(caller, grid, resident_id)  # before a key can say anything about a booking
-    if idempotency_key is not None:
-        existing = session.scalar(select(Consultation).where(Consultation.idempotency_key == idempotency_key))
-        if existing is not None:
-            # Only the caller who booked it, retrying the same booking, gets it back. Anyone else gets
-            # the same Conflict whatever the key belongs to: it tells that the key is taken, no more.
-            first = (existing.booked_by, existing.lawyer_id, existing.station_id, existing.starts_at)
-            if first + (existing.resident_id,) != (caller.sub, lawyer_id, station_id, starts_at, resident_id):
-                raise Conflict("idempotency_key is already used for another booking")
-            return existing
+    _authorize_for_resident(caller, grid, resident_id)
     station, (start, end) = _check_slot(session, policy, lawyer_id, station_id, starts_at)
     # One booking at a time per resident, so two concurrent ones cannot both pass the cap.
     serialize_on(session, "legal.book.resident", resident_id)
@@ -183,7 +174,6 @@ def book(uow, caller, grid, policy, lawyer_id, station_id, starts_at, resident_i
         topic=topic,
         mode=mode,
         status="booked",
-        idempotency_key=idempotency_key,
         booked_by=caller.sub,
         created_at=now,
         updated_at=now,
@@ -347,13 +337,20 @@ def next_due_reminder(session, policy, now):
     return session.scalar(locking(query, session, skip_locked=True))
 
 
-def send_reminder(notices, session, policy, consultation):
-    """Remind the resident (and the lawyer, when registered as a resident) through notices."""
+def send_reminder(notices, uow, policy, consultation):
+    """Remind the resident (and the lawyer, when registered as a resident) through notices: once per
+    consultation and start time (a reschedule re-arms it), sent after this transaction commits."""
+    session = uow.session
     station = session.get(Station, consultation.station_id)
     lawyer = session.get(Lawyer, consultation.lawyer_id)
     recipients = [str(consultation.resident_id)] + ([str(lawyer.resident_id)] if lawyer.resident_id else [])
     local = consultation.starts_at.astimezone(policy.zone).strftime("%Y-%m-%d %H:%M")
+    starts = consultation.starts_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
     notices.send_direct(
-        resident_ids=recipients, template="consultation_reminder", params={"station": station.name, "starts_at": local}
+        uow,
+        origin=f"legal:consultation/{consultation.id}/reminder/{starts}",
+        resident_ids=recipients,
+        template="consultation_reminder",
+        params={"station": station.name, "starts_at": local},
     )
     consultation.reminded_at = utcnow()

@@ -4,7 +4,6 @@ from sqlalchemy import select
 
 from services.legal.models import Lawyer, LawyerStation, Schedule, Station, TimeOff
 from services.legal.vocabulary import STATION_LEVELS
-from shared import grid_lookup
 from shared.db import fetch, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import in_subtree, path_ids
@@ -21,7 +20,7 @@ def reachable_station(session, caller, station_id):
 
 
 def create_station(uow, caller, grid, unit_id, name, address):
-    unit = grid_lookup.unit(grid, unit_id, "unit_id")
+    unit = grid.unit(unit_id, "unit_id")
     path = unit["path_string"]
     caller.require_reach(path_ids(path), "unit")  # before the unit's level says anything about it
     if unit["level"] not in STATION_LEVELS:
@@ -36,7 +35,7 @@ def list_stations(session, grid, under):
     """Stations in the subtree of ``under`` (all when None): public information."""
     query = select(Station).order_by(Station.id)
     if under is not None:
-        path = grid_lookup.unit_path(grid, under, "under")
+        path = grid.unit_path(under, "under")
         query = query.where(in_subtree(Station.unit_path, path))
     return session.scalars(query).all()
 
@@ -48,7 +47,7 @@ def register_lawyer(uow, caller, grid, name, firm, license_no, specialties, stat
     stations = [reachable_station(session, caller, station_id) for station_id in station_ids]
     if resident_id is not None:
         # reminders go to this resident through notices: only someone reaching them may link them
-        caller.require_reach(grid_lookup.resident(grid, resident_id)["unit_path"], "resident")
+        caller.require_reach(grid.resident(resident_id)["unit_path"], "resident")
     if session.scalar(select(Lawyer.id).where(Lawyer.license_no == license_no)) is not None:
         raise Conflict(f"license {license_no} is already registered")
     lawyer = Lawyer(

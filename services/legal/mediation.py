@@ -6,7 +6,6 @@ import logging
 from sqlalchemy import select
 
 from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
-from shared import grid_lookup
 from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.paths import in_subtree, path_ids
@@ -29,7 +28,7 @@ def _check_incident(caller, grid, unit_id, incident_id):
         incident = grid.get_incident(incident_id=str(incident_id))
     except NotFound:
         raise ValidationError({"source_incident_id": [f"Unknown incident {incident_id}."]}) from None
-    incident_path = path_ids(grid_lookup.unit_path(grid, incident["unit_id"], "source_incident_id"))
+    incident_path = path_ids(grid.unit_path(incident["unit_id"], "source_incident_id"))
     caller.require_reach(incident_path, "incident")
     if not _under(unit_id, incident_path):
         raise ValidationError({"source_incident_id": [f"Incident {incident_id} is not inside unit {unit_id}."]})
@@ -38,9 +37,9 @@ def _check_incident(caller, grid, unit_id, incident_id):
 def open_mediation(uow, caller, grid, unit_id, category, party_resident_ids, description, source_incident_id):
     """A case opened by a caller: the unit, every party and the source incident in the caller's scope
     (checked before anything about them is said), the parties living inside the case's unit."""
-    path = grid_lookup.unit_path(grid, unit_id, "unit_id")
+    path = grid.unit_path(unit_id, "unit_id")
     caller.require_reach(path_ids(path), "unit")
-    parties = grid_lookup.residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
+    parties = grid.residents(sorted(set(party_resident_ids)), "party_resident_ids")
     for party in parties:
         caller.require_reach(party["unit_path"], "party")
     outside = [str(p["id"]) for p in parties if not _under(unit_id, p["unit_path"])]
@@ -85,8 +84,8 @@ def open_from_incident(uow, caller, grid, incident_id, unit_id, party_resident_i
         log.warning("dispute incident %s names fewer than two parties: no mediation case opened", incident_id)
         return None
     description = grid.get_incident(incident_id=str(incident_id))["description"]
-    path = grid_lookup.unit_path(grid, unit_id, "unit_id")
-    parties = grid_lookup.residents(grid, sorted(set(party_resident_ids)), "party_resident_ids")
+    path = grid.unit_path(unit_id, "unit_id")
+    parties = grid.residents(sorted(set(party_resident_ids)), "party_resident_ids")
     # The grid refuses a party living outside the incident's unit (as open_mediation does); one named
     # anyway (an incident reported before it refused them) is left out: whoever reaches the case reads
     # its parties' names.
@@ -170,7 +169,7 @@ def assign_mediator(uow, caller, grid, case_id, mediator_id, kind):
     else:
         resident_id = mediator_id  # a community mediator is a resident
     if resident_id is not None:
-        person = grid_lookup.resident(grid, resident_id, "mediator_id")
+        person = grid.resident(resident_id, "mediator_id")
         if kind == "social":
             # a community mediator is a resident the caller names: in the caller's scope, checked
             # before the conflict checks say anything about where they live
@@ -227,7 +226,7 @@ def list_cases(session, caller, grid, under, status, page, page_size):
             raise Forbidden("token names no unit scope")
         under = int(caller.scope_unit)
     if under is not None:
-        path = grid_lookup.unit_path(grid, under, "under")
+        path = grid.unit_path(under, "under")
         caller.require_reach(path_ids(path))
         query = query.where(in_subtree(MediationCase.unit_path, path))
     if status is not None:

@@ -8,6 +8,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.idempotency import idempotency_model
 from shared.outbox import outbox_models
 from shared.paths import PathText
 
@@ -17,6 +18,7 @@ class Base(DeclarativeBase):
 
 
 OutboxEvent, ProcessedEvent = outbox_models(Base)
+IdempotentRequest = idempotency_model(Base)
 
 
 class Station(Base):
@@ -95,6 +97,7 @@ class Consultation(Base):
     topic: Mapped[str] = mapped_column(String(500))
     mode: Mapped[str] = mapped_column(String(12))
     status: Mapped[str] = mapped_column(String(12))
+    # Unused since every write takes an idempotency key (shared.idempotency); kept for old rows.
     idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
     summary_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # confidential: encrypted at rest
     outcome: Mapped[str | None] = mapped_column(String(30))

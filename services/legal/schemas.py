@@ -93,7 +93,6 @@ class Book(StrictSchema):
     resident_id = Id(required=True)
     topic = Str(required=True, max_length=500)
     mode = OneOf(v.MODES, load_default="in_person")
-    idempotency_key = Str(load_default=None, allow_none=True, max_length=100)
 
 
 class Cancel(StrictSchema):

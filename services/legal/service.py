@@ -3,11 +3,12 @@ booking, confidential consultations, and mediation cases."""
 
 import logging
 
-from services.legal import bookings, directory, mediation, schemas
-from services.legal.models import Base, OutboxEvent, ProcessedEvent
+from services.grid.client import GridClient, UnitClosed, UnitMoved
+from services.legal import bookings, directory, grid_changes, mediation, schemas
+from services.legal.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
+from services.notices.client import NoticesClient
 from shared import service as base
 from shared.auth import system_caller
-from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
 from shared.telemetry import SqlGauge, Telemetry
@@ -48,11 +49,11 @@ GAUGES = [
 class LegalService(base.ServiceBase):
     name = "legal"
 
-    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
-    grid = ServiceClient("grid")
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
+    grid = GridClient()
     # Reads the parties' phones unmasked; legal masks them itself for callers who may not see them.
-    grid_contacts = ServiceClient("grid", pii=True)
-    notices = ServiceClient("notices")
+    grid_contacts = GridClient(pii=True)
+    notices = NoticesClient()
     telemetry = Telemetry(gauges=GAUGES)
 
     @property
@@ -226,10 +227,22 @@ class LegalService(base.ServiceBase):
             if consultation is None:
                 break
             try:
-                bookings.send_reminder(self.notices, self.db.session, self.policy, consultation)
+                bookings.send_reminder(self.notices, self.db, self.policy, consultation)
                 self.db.commit()
             except Exception:
-                # notices down or refusing: leave it unreminded; the next tick tries again
+                # a database failure: leave it unreminded; the next tick tries again
                 self.db.rollback()
-                log.warning("reminder not sent; will retry", exc_info=True)
+                log.warning("reminder not recorded; will retry", exc_info=True)
                 break
+
+    # ---- the grid's tree changes (services/legal/grid_changes.py) -----------
+
+    @on_event("grid", "unit_moved", schema=UnitMoved())
+    def on_unit_moved(self, envelope, data):
+        """A unit moved under a new parent: stations, consultations and cases follow it."""
+        return grid_changes.unit_moved(self.db.session, self.grid, data["unit_id"])
+
+    @on_event("grid", "unit_closed", schema=UnitClosed())
+    def on_unit_closed(self, envelope, data):
+        """A unit closed: its stations keep serving the people still there; what is open inside is logged."""
+        return grid_changes.unit_closed(self.db.session, data["unit_id"])

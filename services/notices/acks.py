@@ -6,7 +6,6 @@ from sqlalchemy import case, func, select
 
 from services.notices import access
 from services.notices.models import Acknowledgement, Delivery, Notice, NoticeTarget, Recipient
-from shared import grid_lookup
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.paths import path_ids
@@ -55,7 +54,7 @@ def _path_if_concerned(session, caller, grid, notice, resident_id):
     if the notice concerns the caller — one of its audience units lies under the caller's unit, or
     above the resident — else None (the grid knows no such resident, or the notice is not theirs)."""
     try:
-        path = [int(i) for i in grid_lookup.resident(grid, resident_id)["unit_path"]]
+        path = [int(i) for i in grid.resident(resident_id)["unit_path"]]
     except ValidationError:
         return None
     targets = select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)

@@ -69,7 +69,7 @@ def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):
     cursor = dict(notice.resolve_cursor or {"unit": 0, "after": None})
 
     def request(at):
-        return grid.find_residents.call_async(
+        return grid.find_residents_async(
             under=str(under[at["unit"]]),
             tags_any=notice.audience.get("tags_any") or None,
             tags_all=notice.audience.get("tags_all") or None,

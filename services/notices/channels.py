@@ -5,6 +5,12 @@
   format (WeCom style: ``msgtype`` text or markdown; ``@all`` for severe notices).
 - ``StubChannel``: accepts and remembers every message; tests and load tests use it.
 
+Every request carries the delivery id as its ``Idempotency-Key`` header (the chat robots' too: a
+robot that ignores it shows a re-posted message twice). The dispatcher posts at least once — a
+delivery whose process died mid-post is posted again, with the same key — so a gateway treats a
+repeated key as the message it already has (docs/gateways.md). The stub twin counts repeats
+(``duplicates``).
+
 Every request goes through the deployment's outbound policy (``services.notices.outbound``; the
 gateways' and the webhooks' are two): the address connected to is checked on each connection,
 redirects are not followed, and a refused URL or address fails the delivery for good (``detail``
@@ -24,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import eventlet
+import eventlet.queue
 import requests
 import urllib3
 
@@ -49,6 +56,57 @@ class Outcome:
     ok: bool
     retryable: bool = False
     detail: str | None = None
+    started: bool = True  # False: never handed to the gateway (its claim is released, no attempt used)
+
+
+# A message not started before ``start_by`` (its claim's lease would run out while it is in flight).
+NOT_STARTED = Outcome(False, retryable=True, detail="not started before its claim ran out", started=False)
+
+
+def idempotency_key(message):
+    """The ``Idempotency-Key`` of a message: its delivery id, the same on every post of it."""
+    return str(message.delivery_id)
+
+
+def post_each(send, messages, concurrency, tick=0.2, start_by=None, clock=time.monotonic):
+    """Post ``messages`` concurrently with ``send`` (green threads); yield ``[(message, outcome), ...]``
+    as posts finish — what finished since the last yield, an empty list after ``tick`` seconds without
+    any — until every message has its outcome. None is started after ``start_by`` (``clock`` time):
+    those answer NOT_STARTED. Closing the generator early kills the posts still out."""
+    finished: eventlet.queue.LightQueue = eventlet.queue.LightQueue()
+    pool = eventlet.GreenPool(concurrency)
+
+    def post(message):
+        try:
+            # Judged when it would start, not when it was queued behind the others.
+            late = start_by is not None and clock() >= start_by
+            outcome = NOT_STARTED if late else send(message)
+        except Exception as exc:  # every message must answer, or the stream would wait for it forever
+            log.exception("channel adapter failed on one message", extra={"method": message.channel})
+            outcome = Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")
+        finished.put((message, outcome))
+
+    def feed():
+        for message in messages:
+            pool.spawn(post, message)  # waits for a free green thread
+
+    feeder = eventlet.spawn(feed)
+    remaining = len(messages)
+    try:
+        while remaining:
+            chunk = []
+            try:
+                chunk.append(finished.get(timeout=tick))
+                while True:
+                    chunk.append(finished.get_nowait())
+            except eventlet.queue.Empty:
+                pass
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        feeder.kill()
+        for thread in list(pool.coroutines_running):
+            thread.kill()
 
 
 RESPONSE_CAP = 64 * 1024  # bytes of a reply's body read at most
@@ -90,9 +148,9 @@ def robot_errcode(body):
 
 
 class HttpGateway:
-    """POSTs ``{delivery_id, to, title, text, severity}``. 2xx accepted; 408/429/5xx and network
-    errors are retried; other 4xx are final. The gateway reports delivery later through
-    ``record_delivery_status``."""
+    """POSTs ``{delivery_id, to, title, text, severity}`` with the delivery id as ``Idempotency-Key``.
+    2xx accepted; 408/409/425/429/5xx and network errors are retried; other 4xx are final. The
+    gateway reports delivery later through ``record_delivery_status``."""
 
     def __init__(self, channel, url, timeout=5.0, auth_header=None, policy=None, deadline=None):
         self.channel = channel
@@ -111,12 +169,19 @@ class HttpGateway:
             "severity": message.severity,
         }
 
+    def headers(self, message):
+        return {"Accept-Encoding": "identity", "Idempotency-Key": idempotency_key(message)}
+
     concurrency = 50
 
     def send_many(self, messages):
         """Send a batch concurrently (green threads); outcomes in the batch's order."""
         pool = eventlet.GreenPool(self.concurrency)
         return list(pool.imap(self.send_one, messages))
+
+    def send_each(self, messages, tick=0.2, start_by=None):
+        """Send a batch concurrently; yield outcomes as they come back (``post_each``)."""
+        return post_each(self.send_one, messages, self.concurrency, tick=tick, start_by=start_by)
 
     def send_one(self, message):
         """``send``, answering an Outcome whatever happens: one message's trouble stays its own."""
@@ -157,7 +222,7 @@ class HttpGateway:
         response = self.http.post(
             url,
             json=self.payload(message),
-            headers={"Accept-Encoding": "identity"},
+            headers=self.headers(message),
             timeout=self.timeout,
             allow_redirects=False,
             stream=True,
@@ -179,7 +244,8 @@ class HttpGateway:
     def judge(self, reply):
         if 200 <= reply.status < 300:
             return Outcome(True)
-        retryable = reply.status in (408, 425, 429) or reply.status >= 500
+        # 409: a gateway still working on an earlier post with this Idempotency-Key (docs/gateways.md).
+        retryable = reply.status in (408, 409, 425, 429) or reply.status >= 500
         return Outcome(False, retryable=retryable, detail=f"http {reply.status}")
 
 
@@ -215,20 +281,39 @@ class ChatRobot(HttpGateway):
 
 
 class StubChannel:
-    """Accepts every message and keeps the latest ``keep`` of them."""
+    """Accepts every message and keeps the latest ``keep`` of them; behaves as a gateway must with
+    a repeated idempotency key (the latest ``keep_keys`` are remembered): accepts it again and
+    counts it in ``duplicates`` instead of ``count``. The dispatcher aims for ``duplicates == 0``."""
 
-    def __init__(self, channel, keep=10_000):
+    def __init__(self, channel, keep=10_000, keep_keys=200_000):
         self.channel = channel
         self.sent: deque[Outbound] = deque(maxlen=keep)
         self.count = 0
+        self.duplicates = 0
+        self.keys: set[str] = set()
+        self.key_order: deque[str] = deque()
+        self.keep_keys = keep_keys
 
     def send(self, message):
+        key = idempotency_key(message)
+        if key in self.keys:
+            self.duplicates += 1
+            log.warning("stub channel: delivery %s posted again", key, extra={"method": self.channel})
+            return Outcome(True)
+        self.keys.add(key)
+        self.key_order.append(key)
+        if len(self.key_order) > self.keep_keys:
+            self.keys.discard(self.key_order.popleft())
         self.sent.append(message)
         self.count += 1
         return Outcome(True)
 
     def send_many(self, messages):
         return [self.send(message) for message in messages]
+
+    def send_each(self, messages, tick=0.2, start_by=None):
+        """Everything at once (nothing here waits on a network)."""
+        yield [(message, self.send(message)) for message in messages]
 
 
 def build_channels(config, policy=None, webhook_policy=None):

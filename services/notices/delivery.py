@@ -1,13 +1,28 @@
 """Sending: due deliveries go to their channel's adapter, under a per-channel rate limit, with
-retries and backoff, and a voice-call fallback for a failed SMS to a resident living alone."""
+retries and backoff, and a voice-call fallback for a failed SMS to a resident living alone.
+
+At least once, and no more often than that needs. Each delivery is claimed — status ``sending``,
+``next_attempt_at`` then the end of the claim's lease — in a committed step of its own before it is
+posted, and outcomes are recorded as they come back, a few hundred or a fraction of a second at a
+time (not once the whole batch is done). A process killed mid-batch leaves only its unrecorded
+claims; once their lease has run out another dispatcher (or this one, restarted) posts them again
+with the same ``Idempotency-Key`` (the delivery id), and a delivery recorded as sent is never posted
+again. Replicas claim with SKIP LOCKED, so no two post the same delivery at once; and a dispatcher
+starts no post later than its claim's lease allows (``start_window``), so a live one is never
+overtaken by a reclaim.
+"""
 
 import datetime as dt
 import logging
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import BigInteger, Table, any_, bindparam, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from services.notices.channels import Outbound, Outcome
-from services.notices.models import ChatGroup, Delivery, Notice, Recipient
+from services.notices.models import CLAIMABLE, ChatGroup, Delivery, Notice, Recipient
 from services.notices.vocabulary import URGENT_SEVERITIES
 from shared.db import fetch, utcnow
 from shared.errors import Conflict
@@ -15,6 +30,11 @@ from shared.paths import path_ids
 
 log = logging.getLogger(__name__)
 PHONE_CONTEXT = b"phone"
+DELIVERIES = cast(Table, Delivery.__table__)  # Core statements: no ORM bookkeeping on hot paths
+
+LEASE_SECONDS = 60.0  # a claim's lease (NOTICES_CLAIM_LEASE_SECONDS)
+RECORD_EVERY = 200  # outcomes recorded at least every this many results ...
+RECORD_SECONDS = 0.2  # ... or this many seconds
 
 
 class RetryPolicy:
@@ -27,6 +47,46 @@ class RetryPolicy:
         return now + dt.timedelta(seconds=min(self.cap, self.base * 2 ** max(0, attempts - 1)))
 
 
+def start_window(lease, deadline):
+    """Seconds after claiming during which a post may start: each post ends within the adapter's
+    ``deadline``, so the claim is recorded before its lease runs out and nobody reclaims it while
+    it is still in flight (with a lease shorter than twice the deadline, half the lease)."""
+    return max(float(lease) - float(deadline or 0.0), float(lease) / 2)
+
+
+@dataclass
+class Plan:
+    """What a set of outcomes does to their claimed deliveries."""
+
+    sent: list[int] = field(default_factory=list)
+    retries: list[dict] = field(default_factory=list)  # {"d_id", "d_next", "d_detail"}
+    failed: list[tuple] = field(default_factory=list)  # (Claim, detail): may fall back to a voice call
+    released: list[int] = field(default_factory=list)  # never started: back to queued, no attempt used
+
+
+def plan_outcomes(results, retry, now):
+    """``results``: (Claim, Outcome) pairs; a claim's ``attempts`` count it (a claim whose process
+    died was an attempt too). Retryable failures back off until ``retry.max_attempts``."""
+    plan = Plan()
+    for row, outcome in results:
+        if outcome.ok:
+            plan.sent.append(row.id)
+        elif not outcome.started:
+            plan.released.append(row.id)
+        elif outcome.retryable and row.attempts < retry.max_attempts:
+            plan.retries.append(
+                {"d_id": row.id, "d_next": retry.next_attempt(row.attempts, now), "d_detail": outcome.detail}
+            )
+        else:
+            plan.failed.append((row, outcome.detail))
+    return plan
+
+
+def due_to_record(pending, since, now, every=RECORD_EVERY, seconds=RECORD_SECONDS):
+    """Record now? When ``every`` outcomes wait, or any has waited ``seconds`` (since the last record)."""
+    return pending >= every or (pending > 0 and now - since >= seconds)
+
+
 def _address(channel, row, group, vault):
     if channel == "chat_group":
         return group.webhook_url if group else None
@@ -35,122 +95,265 @@ def _address(channel, row, group, vault):
     return vault.decrypt(row.address_enc, PHONE_CONTEXT) if row.address_enc else None
 
 
-def dispatch_due(uow, adapters, limiter, vault, retry, now=None, batch=2000):
-    """Send one batch of due deliveries per channel; returns how many were attempted.
+def dispatch_due(
+    uow,
+    adapters,
+    limiter,
+    vault,
+    retry,
+    now=None,
+    batch=2000,
+    lease=LEASE_SECONDS,
+    record_every=RECORD_EVERY,
+    record_seconds=RECORD_SECONDS,
+):
+    """Claim, post and record one batch of due deliveries per channel; returns how many were claimed.
 
-    Reads only the columns it needs (a batch is thousands of rows) and hands the batch to the
-    adapter at once; an accepted batch is recorded with a single UPDATE.
+    ``now`` (default: the time of each step) is what claims, leases and outcomes are stamped with.
     """
-    session = uow.session
-    now = now or utcnow()
     attempted = 0
     for channel, adapter in adapters.items():
         granted = limiter.take(channel, batch)
         if not granted:
             continue
-        query = (
-            select(
-                Delivery.id,
-                Delivery.notice_id,
-                Delivery.recipient_id,
-                Delivery.unit_path,
-                Delivery.attempts,
-                Recipient.address_enc,
-                Recipient.resident_id,
-                Recipient.vulnerable_tags,
-            )
-            .outerjoin(Recipient, Recipient.id == Delivery.recipient_id)
-            .where(Delivery.status == "queued", Delivery.channel == channel, Delivery.next_attempt_at <= now)
-            .order_by(Delivery.next_attempt_at, Delivery.id)
-            .limit(granted)
-        )
-        if session.bind.dialect.name == "postgresql":
-            # OF: lock only the deliveries (the outer-joined side cannot be locked).
-            query = query.with_for_update(of=Delivery, skip_locked=True)
-        rows = session.execute(query).all()
-        limiter.give_back(channel, granted - len(rows))
-        if not rows:
+        claimed_at = time.monotonic()
+        claims, messages = claim(uow, channel, granted, now or utcnow(), lease, vault)
+        limiter.give_back(channel, granted - len(claims))
+        if not claims:
             continue
-        texts = {
-            n.id: n
-            for n in session.execute(
-                select(Notice.id, Notice.title, Notice.body, Notice.severity).where(
-                    Notice.id.in_({row.notice_id for row in rows})
-                )
-            )
-        }
-        groups = {}
-        if channel == "chat_group":
-            unit_ids = [path_ids(row.unit_path)[-1] for row in rows]
-            groups = {g.unit_id: g for g in session.scalars(select(ChatGroup).where(ChatGroup.unit_id.in_(unit_ids)))}
-        messages = []
-        for row in rows:
-            text = texts[row.notice_id]
-            group = groups.get(path_ids(row.unit_path)[-1]) if channel == "chat_group" else None
-            messages.append(
-                Outbound(
-                    delivery_id=row.id,
-                    notice_id=row.notice_id,
-                    channel=channel,
-                    to=_address(channel, row, group, vault),
-                    title=text.title,
-                    body=text.body,
-                    severity=text.severity,
-                    mention_all=text.severity in URGENT_SEVERITIES,
-                )
-            )
-        _record(session, retry, channel, rows, _send_all(adapter, messages), now)
-        attempted += len(rows)
+        start_by = claimed_at + start_window(lease, getattr(adapter, "deadline", 0.0))
+        _post_and_record(uow, adapter, retry, channel, claims, messages, now, start_by, record_every, record_seconds)
+        attempted += len(claims)
     return attempted
 
 
-def _send_all(adapter, messages):
-    outcomes: list[Outcome | None] = [None] * len(messages)
-    addressed = []
-    for index, message in enumerate(messages):
-        if message.to is None:
-            outcomes[index] = Outcome(False, retryable=False, detail="no address for this channel")
-        else:
-            addressed.append(index)
-    try:
-        sent = adapter.send_many([messages[i] for i in addressed])
-    except Exception as exc:  # an adapter bug must not lose the batch: all of it retries
-        log.exception("channel adapter raised", extra={"method": messages[0].channel})
-        sent = [Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")] * len(addressed)
-    for index, outcome in zip(addressed, sent, strict=True):  # adapters answer each message they are given
-        outcomes[index] = outcome
-    return outcomes
+class Claim(NamedTuple):
+    """A claimed delivery as the dispatcher needs it; ``attempts`` counts this claim's attempt."""
+
+    id: int
+    notice_id: int
+    recipient_id: int | None
+    unit_path: str
+    attempts: int
+    address_enc: bytes | None
+    resident_id: int | None
+    vulnerable_tags: list | None
 
 
-def _record(session, retry, channel, rows, outcomes, now):
-    sent_ids = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome.ok]
-    if sent_ids:
-        # One statement for the common case: every accepted message in the batch.
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(sent_ids))
-            .values(status="sent", attempts=Delivery.attempts + 1, sent_at=now, detail=None)
-            .execution_options(synchronize_session=False)
+def claim(uow, channel, limit, now, lease, vault):
+    """Claim up to ``limit`` due deliveries of ``channel`` in a transaction of their own (committed
+    here) and compose their messages: ``({delivery id: Claim}, [Outbound])``. A reclaimed delivery
+    whose notice was cancelled or expired meanwhile fails without a post."""
+    session = uow.session
+    rows = claim_rows(session, channel, limit, now, now + dt.timedelta(seconds=float(lease)))
+    if not rows:
+        return {}, []  # nothing changed: the next channel's claim goes on in this transaction
+    texts = {
+        n.id: n
+        for n in session.execute(
+            select(Notice.id, Notice.title, Notice.body, Notice.severity, Notice.status).where(
+                Notice.id.in_({row.notice_id for row in rows})
+            )
         )
-    for row, outcome in zip(rows, outcomes, strict=True):
-        if outcome.ok:
+    }
+    groups = {}
+    if channel == "chat_group":
+        unit_ids = [path_ids(row.unit_path)[-1] for row in rows]
+        groups = {g.unit_id: g for g in session.scalars(select(ChatGroup).where(ChatGroup.unit_id.in_(unit_ids)))}
+    claims: dict[int, Claim] = {}
+    messages: list[Outbound] = []
+    stopped: list[tuple[int, str]] = []
+    for row in rows:
+        text_ = texts[row.notice_id]
+        if text_.status in ("cancelled", "expired"):
+            stopped.append((row.id, text_.status))
             continue
-        attempts = row.attempts + 1
-        if outcome.retryable and attempts < retry.max_attempts:
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id == row.id)
-                .values(attempts=attempts, next_attempt_at=retry.next_attempt(attempts, now), detail=outcome.detail)
+        claims[row.id] = row
+        group = groups.get(path_ids(row.unit_path)[-1]) if channel == "chat_group" else None
+        messages.append(
+            Outbound(
+                delivery_id=row.id,
+                notice_id=row.notice_id,
+                channel=channel,
+                to=_address(channel, row, group, vault),
+                title=text_.title,
+                body=text_.body,
+                severity=text_.severity,
+                mention_all=text_.severity in URGENT_SEVERITIES,
             )
+        )
+    for delivery_id, status in stopped:  # as cancel_original and expire_notices fail queued ones
+        session.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == delivery_id)
+            .values(status="failed", detail=status, failed_at=now)
+        )
+    uow.commit()
+    uow.close()  # no connection (nor SQLite's lock) held while posting
+    return claims, messages
+
+
+def claim_rows(session, channel, limit, now, lease_end):
+    """Mark up to ``limit`` claimable due deliveries ``sending`` until ``lease_end``; their Claims.
+
+    On PostgreSQL one statement picks (SKIP LOCKED: concurrent dispatchers take disjoint rows),
+    marks and returns them, recipient columns included. SQLite's units of work are serial already,
+    and its RETURNING cannot name a joined table: a SELECT, then an UPDATE.
+    """
+    deliveries, recipients = DELIVERIES, cast(Table, Recipient.__table__)
+    kept = (deliveries.c.id, deliveries.c.notice_id, deliveries.c.recipient_id, deliveries.c.unit_path)
+    due = (
+        select(
+            *kept,
+            deliveries.c.attempts,
+            recipients.c.address_enc,
+            recipients.c.resident_id,
+            recipients.c.vulnerable_tags,
+        )
+        .select_from(deliveries.outerjoin(recipients, recipients.c.id == deliveries.c.recipient_id))
+        # The partial index's own predicate, word for word, so both databases use the index.
+        .where(text(CLAIMABLE), deliveries.c.channel == channel, deliveries.c.next_attempt_at <= now)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+    )
+    claimed = {"status": "sending", "attempts": deliveries.c.attempts + 1, "next_attempt_at": lease_end}
+    if session.bind.dialect.name == "postgresql":
+        # OF: lock only the deliveries (the outer-joined side cannot be locked). MATERIALIZED: the
+        # pick runs once, whatever plan the UPDATE gets.
+        picked = due.with_for_update(of=deliveries, skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        returned = session.execute(
+            update(deliveries)
+            .where(deliveries.c.id == picked.c.id)
+            .values(claimed)
+            .returning(
+                *kept,
+                deliveries.c.attempts,  # as updated: counting this claim
+                picked.c.address_enc,
+                picked.c.resident_id,
+                picked.c.vulnerable_tags,
+            )
+        ).all()
+        return sorted((Claim(*row) for row in returned), key=lambda c: c.id)
+    rows = session.execute(due).all()
+    if rows:
+        session.execute(update(deliveries).where(deliveries.c.id.in_([row.id for row in rows])).values(claimed))
+    return [Claim(*row)._replace(attempts=row.attempts + 1) for row in rows]
+
+
+def among(session, column, ids):
+    """``column IN ids``; on PostgreSQL one array parameter (thousands of ids, no expanding IN)."""
+    if session.bind.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+    return column.in_(ids)
+
+
+def _post_and_record(uow, adapter, retry, channel, claims, messages, now, start_by, every, seconds):
+    recorder = Recorder(uow, retry, channel, claims, now, every, seconds)
+    addressed = []
+    for message in messages:
+        if message.to is None:
+            recorder.add([(message, Outcome(False, retryable=False, detail="no address for this channel"))])
         else:
+            addressed.append(message)
+    stream = _outcomes(adapter, addressed, seconds, start_by)
+    try:
+        while True:
+            try:
+                chunk = next(stream)
+            except StopIteration:
+                break
+            except Exception as exc:  # an adapter bug must not lose the batch: what it left unanswered retries
+                log.exception("channel adapter raised", extra={"method": channel})
+                error = Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")
+                recorder.add([(m, error) for m in addressed if m.delivery_id not in recorder.answered])
+                break
+            recorder.add(chunk)
+            if recorder.due():
+                recorder.record()
+    finally:
+        stream.close()  # stops the posts still out, if recording failed (or the worker is being killed)
+    recorder.record()
+
+
+def _outcomes(adapter, messages, tick, start_by):
+    """(message, Outcome) pairs in chunks as they come back; an adapter without ``send_each``
+    answers the whole batch at once."""
+    if not messages:
+        return
+    if hasattr(adapter, "send_each"):
+        yield from adapter.send_each(messages, tick=tick, start_by=start_by)
+    else:
+        yield list(zip(messages, adapter.send_many(messages), strict=True))  # one outcome per message
+
+
+class Recorder:
+    """Outcomes waiting to be recorded, and recording them: one UPDATE for every sent delivery, one
+    for released claims, a statement per failure — each time in a transaction of its own. Only a
+    delivery still ``sending`` is touched: a gateway's report (``record_delivery_status``) may have
+    come first, and it stands."""
+
+    def __init__(self, uow, retry, channel, claims, now, every, seconds, clock=time.monotonic):
+        self.uow, self.retry, self.channel, self.claims = uow, retry, channel, claims
+        self.now, self.every, self.seconds, self.clock = now, every, seconds, clock
+        self.pending: list[tuple] = []
+        self.answered: set[int] = set()
+        self.since = clock()
+
+    def add(self, results):
+        for message, outcome in results:
+            self.answered.add(message.delivery_id)
+            self.pending.append((self.claims[message.delivery_id], outcome))
+
+    def due(self):
+        return due_to_record(len(self.pending), self.since, self.clock(), self.every, self.seconds)
+
+    def record(self):
+        self.since = self.clock()
+        if not self.pending:
+            return
+        now = self.now or utcnow()
+        plan = plan_outcomes(self.pending, self.retry, now)
+        session = self.uow.session
+        sending = DELIVERIES.c.status == "sending"
+        if plan.sent:
             session.execute(
-                update(Delivery)
-                .where(Delivery.id == row.id)
-                .values(attempts=attempts, status="failed", failed_at=now, detail=outcome.detail)
+                update(DELIVERIES)
+                .where(among(session, DELIVERIES.c.id, plan.sent), sending)
+                .values(status="sent", sent_at=now, detail=None)
             )
-            fall_back(
-                session, row.id, channel, row.notice_id, row.unit_path, row.recipient_id, row.vulnerable_tags, now
+        if plan.released:
+            session.execute(
+                update(DELIVERIES)
+                .where(among(session, DELIVERIES.c.id, plan.released), sending)
+                .values(status="queued", attempts=DELIVERIES.c.attempts - 1, next_attempt_at=now)
             )
+        if plan.retries:
+            session.execute(
+                update(DELIVERIES)
+                .where(DELIVERIES.c.id == bindparam("d_id"), sending)
+                .values(status="queued", next_attempt_at=bindparam("d_next"), detail=bindparam("d_detail")),
+                plan.retries,
+            )
+        for row, detail in plan.failed:
+            failed = session.execute(
+                update(DELIVERIES)
+                .where(DELIVERIES.c.id == row.id, sending)
+                .values(status="failed", failed_at=now, detail=detail)
+            )
+            if failed.rowcount:
+                fall_back(
+                    session,
+                    row.id,
+                    self.channel,
+                    row.notice_id,
+                    row.unit_path,
+                    row.recipient_id,
+                    row.vulnerable_tags,
+                    now,
+                )
+        self.uow.commit()
+        self.uow.close()
+        self.pending = []
 
 
 def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id, vulnerable_tags, now):
@@ -184,7 +387,8 @@ def record_delivery_status(uow, caller, delivery_id, status, detail):
     delivery = fetch(session, Delivery, delivery_id, "delivery", lock=True)
     caller.require_reach(path_ids(delivery.unit_path), "delivery")
     now = utcnow()
-    order = {"queued": 0, "sent": 1, "delivered": 2, "failed": 2}
+    # A report may come before the dispatcher has recorded the gateway's acceptance (``sending``).
+    order = {"queued": 0, "sending": 0, "sent": 1, "delivered": 2, "failed": 2}
     if delivery.status in ("delivered", "failed") and delivery.status != status:
         raise Conflict(f"delivery {delivery.id} is already {delivery.status}")
     if order[status] < order[delivery.status]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.idempotency import idempotency_model
 from shared.outbox import outbox_models
 from shared.paths import PathText
 
@@ -28,6 +29,7 @@ class Base(DeclarativeBase):
 
 
 OutboxEvent, ProcessedEvent = outbox_models(Base)
+IdempotentRequest = idempotency_model(Base)
 
 
 class Notice(Base):
@@ -88,17 +90,25 @@ class Recipient(Base):
     address_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+# Deliveries the dispatcher may claim: queued ones, and claims whose lease ran out (their process
+# died mid-post). The dispatcher's query repeats this text, so both databases use the partial index.
+CLAIMABLE = "status IN ('queued', 'sending')"
+
+
 class Delivery(Base):
+    """status: queued → sending (claimed; ``next_attempt_at`` is then when the claim's lease ends) →
+    sent → delivered, or failed; a retryable failure goes back to queued."""
+
     __tablename__ = "deliveries"
     __table_args__ = (
-        # What the dispatcher asks for: one channel's queued deliveries that are due, oldest first.
+        # What the dispatcher asks for: one channel's claimable deliveries that are due, oldest first.
         Index(
-            "ix_deliveries_queued_due",
+            "ix_deliveries_claimable_due",
             "channel",
             "next_attempt_at",
             "id",
-            postgresql_where=text("status = 'queued'"),
-            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text(CLAIMABLE),
+            sqlite_where=text(CLAIMABLE),
         ),
         Index("ix_deliveries_notice", "notice_id", "recipient_id"),
     )

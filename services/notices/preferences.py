@@ -5,7 +5,6 @@ import logging
 from services.notices import access
 from services.notices.models import ChatGroup, Preference
 from services.notices.outbound import OutboundRefused
-from shared import grid_lookup
 from shared.db import utcnow
 from shared.errors import ValidationError
 from shared.paths import path_ids
@@ -14,9 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def set_preferences(uow, caller, grid, resident_id, channels, quiet_hours):
-    access.require_act_for(
-        caller, resident_id, lambda: grid_lookup.resident(grid, resident_id)["unit_path"], "preferences"
-    )
+    access.require_act_for(caller, resident_id, lambda: grid.resident(resident_id)["unit_path"], "preferences")
     session = uow.session
     preference = session.get(Preference, resident_id) or Preference(resident_id=resident_id)
     preference.channels = list(channels)
@@ -34,7 +31,7 @@ def register_chat_group(uow, caller, grid, policy, unit_id, name, webhook_url):
     checked; each send checks again). A refused URL is a ValidationError that says only that: what
     an internal name resolves to, or that it does not, is for the service log (one line, the reason
     names the host but never the URL's path or query)."""
-    unit = grid_lookup.unit(grid, unit_id, "unit_id")
+    unit = grid.unit(unit_id, "unit_id")
     path = unit["path_string"]
     caller.require_reach(path_ids(path), "unit")
     if unit["level"] != "grid_small":

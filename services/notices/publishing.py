@@ -7,7 +7,6 @@ from sqlalchemy import select
 from services.notices import audience, notices
 from services.notices.models import Notice, NoticeTarget
 from services.notices.templates import render
-from shared import grid_lookup
 from shared.db import utcnow
 from shared.paths import as_path
 
@@ -52,12 +51,18 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
     return published
 
 
-def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, params, channels):
-    found = grid_lookup.residents(grid, resident_ids, "resident_ids")
+def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, params, channels, origin=None):
+    """A direct message; with an ``origin`` (a command from another service) at most one per origin:
+    a second command for it returns the first message."""
+    if origin is not None:
+        sent = uow.session.scalar(select(Notice).where(Notice.origin == origin))
+        if sent is not None:
+            return sent
+    found = grid.residents(resident_ids, "resident_ids")
     if not caller.unrestricted:  # a service or admin token scoped to a unit messages only residents under it
         for resident in found:
             caller.require_reach(resident["unit_path"], "resident")
-    return _direct(uow, caller.sub, vault, timezone, found, template, params, channels)
+    return _direct(uow, caller.sub, vault, timezone, found, template, params, channels, origin=origin)
 
 
 def _direct(uow, author, vault, timezone, found, template, params, channels, *, extra=None, origin=None, unit=None):
@@ -111,7 +116,7 @@ def quarantine_instructions(uow, author, grid, vault, timezone, household_id, un
     if uow.session.scalar(select(Notice.id).where(Notice.origin == origin)) is not None:
         return None, "already sent today"
     household = grid.get_household(household_id=str(household_id))
-    found = grid_lookup.residents(grid, household["resident_ids"], "resident_ids")
+    found = grid.residents(household["resident_ids"], "resident_ids")
     if not any(QUARANTINED in member["tags"] for member in found):
         return None, "no longer quarantined"
     ends = until.astimezone(zone).date().isoformat() if until else "另行通知 further notice"

@@ -106,6 +106,12 @@ class SendDirect(StrictSchema):
     channels = ListOf(OneOf(v.PERSONAL_CHANNELS), load_default=None, allow_none=True, min_items=1, max_items=3)
 
 
+class SendDirectCommand(SendDirect):
+    """``send_direct`` as a command from another service (shared.commands): one message per ``origin``."""
+
+    origin = Str(required=True, max_length=120)
+
+
 class RegisterChatGroup(StrictSchema):
     unit_id = Id(required=True)
     name = Str(required=True, max_length=100)

@@ -3,11 +3,12 @@ delivery tracking and acknowledgements; direct messages for the other services."
 
 from nameko.extensions import DependencyProvider
 
-from services.notices import acks, delivery, notices, outbound, preferences, publishing, schemas
+from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitMoved
+from services.notices import acks, delivery, grid_changes, notices, outbound, preferences, publishing, schemas
 from services.notices.channels import RateLimiter, build_channels
-from services.notices.models import Base, OutboxEvent, ProcessedEvent
+from services.notices.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from shared import service as base
-from shared.clients import ServiceClient
+from shared.commands import on_command
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
 from shared.telemetry import SqlGauge, Telemetry
@@ -34,9 +35,9 @@ GAUGES = [
     ),
     SqlGauge(
         "grassroots_notices_due_deliveries",
-        "Queued deliveries whose time has come.",
+        "Deliveries whose time has come: queued ones, and claims past their lease (their dispatcher died).",
         "SELECT channel, count(*) FROM deliveries "
-        "WHERE status = 'queued' AND next_attempt_at <= CURRENT_TIMESTAMP GROUP BY channel",
+        "WHERE status IN ('queued', 'sending') AND next_attempt_at <= CURRENT_TIMESTAMP GROUP BY channel",
         labels=["channel"],
     ),
     SqlGauge(
@@ -70,8 +71,8 @@ class Channels(DependencyProvider):
 class NoticesService(base.ServiceBase):
     name = "notices"
 
-    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
-    grid = ServiceClient("grid", pii=True)
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
+    grid = GridClient(pii=True)
     channels = Channels()
     telemetry = Telemetry(gauges=GAUGES)
 
@@ -158,6 +159,12 @@ class NoticesService(base.ServiceBase):
         message = publishing.send_direct(self.db, caller, self.grid, self.vault, self.timezone, **args)
         return {"message_id": str(message.id), "recipients": message.recipient_count}
 
+    @on_command("send_direct", schema=schemas.SendDirectCommand())
+    def on_send_direct(self, sender, envelope, data):
+        """Another service's message to residents (an offer, a reminder): one message per origin."""
+        message = publishing.send_direct(self.db, sender, self.grid, self.vault, self.timezone, **data)
+        return str(message.id)
+
     # ---- reacting to the grid ---------------------------------------------
 
     @on_event("grid", "resident_tagged", schema=schemas.ResidentTagged())
@@ -187,6 +194,7 @@ class NoticesService(base.ServiceBase):
             self.vault,
             self.channels.retry,
             batch=int(self.config.get("DISPATCH_BATCH", 2000)),
+            lease=float(self.config.get("CLAIM_LEASE_SECONDS", delivery.LEASE_SECONDS)),
         )
 
     @config_timer("HOUSEKEEPING_INTERVAL", 5.0)
@@ -197,3 +205,20 @@ class NoticesService(base.ServiceBase):
         for notice in acks.due_ack_checks(self.db.session, now):
             acks.report_unacknowledged(self.db, notice)
         self.db.commit()
+
+    # ---- the grid's tree changes (services/notices/grid_changes.py) ---------
+
+    @on_event("grid", "unit_moved", schema=UnitMoved())
+    def on_unit_moved(self, envelope, data):
+        """A unit moved under a new parent: audiences, recipients, deliveries and chat groups follow it."""
+        return grid_changes.unit_moved(self.db.session, self.grid, data["unit_id"])
+
+    @on_event("grid", "household_moved", schema=HouseholdMoved())
+    def on_household_moved(self, envelope, data):
+        """A household moved to another small grid: its pending deliveries, acknowledgements and messages follow."""
+        return grid_changes.household_moved(self.db.session, self.grid, data["household_id"], data["old_unit_path"][-1])
+
+    @on_event("grid", "unit_closed", schema=UnitClosed())
+    def on_unit_closed(self, envelope, data):
+        """A small grid closed: its chat group is retired once nobody lives there."""
+        return grid_changes.unit_closed(self.db.session, self.grid, data["unit_id"])

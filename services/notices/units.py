@@ -1,11 +1,9 @@
 """What the notices service needs from the grid about units: paths, for scope and subtrees."""
 
-from shared import grid_lookup
-
 
 def unit_paths(grid, unit_ids, field="under"):
     """{unit id: path string} from the grid (its own scope rules apply to our service token)."""
-    return {int(unit_id): grid_lookup.unit_path(grid, unit_id, field) for unit_id in unit_ids}
+    return {int(unit_id): grid.unit_path(unit_id, field) for unit_id in unit_ids}
 
 
 def outermost(paths):

@@ -190,7 +190,7 @@ def door_knocks(uow, grid, notices, policy, notice_id, residents, now):
     todo = [h for h in household_ids if origins[h] not in done]
     # Ask the grid about every household at once, before any offer goes out, then open the
     # requests one by one (a grid failure here retries the event without having notified anyone).
-    pending = {h: grid.get_household.call_async(household_id=str(h)) for h in todo}
+    pending = {h: grid.get_household_async(household_id=str(h)) for h in todo}
     households = {}
     for household_id in todo:
         try:

@@ -9,12 +9,11 @@ from services.volunteer.models import Post, Shift, Signup
 from services.volunteer.people import is_self, reachable_volunteer
 from shared.db import fetch, locking, serialize_on, utcnow
 from shared.errors import Conflict, ValidationError
-from shared.grid_lookup import unit_path
 from shared.paths import in_subtree, path_ids
 
 
 def create_post(uow, caller, grid, unit_id, name, location):
-    path = unit_path(grid, unit_id, field="unit_id")
+    path = grid.unit_path(unit_id, field="unit_id")
     caller.require_reach(path_ids(path), "unit")
     post = Post(unit_id=unit_id, unit_path=path, name=name, location=location)
     uow.session.add(post)
@@ -130,7 +129,7 @@ def check_out(uow, caller, shift_id, volunteer_id):
 
 def coverage(session, caller, grid, zone, under, date):
     """Shifts on ``date`` (local) under the unit with fewer volunteers than needed."""
-    path = unit_path(grid, under, field="under")
+    path = grid.unit_path(under, field="under")
     caller.require_reach(path_ids(path))
     start = dt.datetime.combine(date, dt.time(0), tzinfo=zone)
     signed = (

@@ -7,6 +7,7 @@ from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.idempotency import idempotency_model
 from shared.outbox import outbox_models
 from shared.paths import PathText
 
@@ -16,6 +17,7 @@ class Base(DeclarativeBase):
 
 
 OutboxEvent, ProcessedEvent = outbox_models(Base)
+IdempotentRequest = idempotency_model(Base)
 
 
 class Volunteer(Base):

@@ -5,10 +5,8 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from services.volunteer.models import Pledge, Signup, Volunteer
-from shared import grid_lookup
 from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
-from shared.grid_lookup import unit_path
 from shared.paths import in_subtree, path_ids
 
 PHONE_CONTEXT = b"phone"
@@ -40,7 +38,7 @@ def register_volunteer(
     party_member,
 ):
     session = uow.session
-    path = unit_path(grid, home_unit_id, "home_unit_id")
+    path = grid.unit_path(home_unit_id, "home_unit_id")
     caller.require_reach(path_ids(path), "unit")
     household_id = None
     if resident_id is not None:
@@ -69,7 +67,7 @@ def register_volunteer(
 def linked_resident(caller, grid, resident_id, home_unit_id, *, check_scope=True):
     """The grid resident a volunteer is linked to: in the caller's scope (checked before anything
     else is said about them) and living inside the volunteer's home unit."""
-    person = grid_lookup.resident(grid, resident_id)
+    person = grid.resident(resident_id)
     if check_scope:
         caller.require_reach(person["unit_path"], "resident")
     if str(home_unit_id) not in {str(i) for i in person["unit_path"]}:
@@ -81,7 +79,7 @@ def update_volunteer(uow, caller, grid, vault, volunteer_id, **changes):
     session = uow.session
     volunteer = reachable_volunteer(session, caller, volunteer_id, lock=True)
     if "home_unit_id" in changes:
-        path = unit_path(grid, changes["home_unit_id"], "home_unit_id")
+        path = grid.unit_path(changes["home_unit_id"], "home_unit_id")
         if not is_self(caller, volunteer.id):
             caller.require_reach(path_ids(path), "unit")
         if volunteer.resident_id is not None:
@@ -103,7 +101,7 @@ def set_active(uow, caller, volunteer_id, active):
 
 
 def list_volunteers(session, caller, grid, under, skill, page, page_size):
-    path = unit_path(grid, under, field="under")
+    path = grid.unit_path(under, field="under")
     caller.require_reach(path_ids(path))
     query = select(Volunteer).where(in_subtree(Volunteer.home_path, path))
     if skill:  # skills are a JSON list: filtered here, portable across databases
@@ -141,7 +139,7 @@ def fulfil_pledge(uow, caller, pledge_id, note):
 
 def list_pledges(session, grid, under, status):
     """Public commitments under a unit, with the fulfilment rate per child unit."""
-    path = unit_path(grid, under, field="under")
+    path = grid.unit_path(under, field="under")
     depth = len(path_ids(path))
     query = select(Pledge).where(in_subtree(Pledge.unit_path, path))
     if status is not None:

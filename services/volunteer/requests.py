@@ -10,7 +10,6 @@ from services.volunteer import matching
 from services.volunteer.models import CarePlan, HelpRequest, Offer, Volunteer
 from services.volunteer.people import is_self
 from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES, STAFF_ROLES
-from shared import grid_lookup
 from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.paths import in_subtree, path_ids
@@ -50,7 +49,7 @@ def create_request(
     """A request at ``unit_id`` for a resident and/or a household: a resident asks for themselves and
     their own household; staff and services for residents and households in their scope. Either way
     both live inside ``unit_id``; every id is checked before anything about it is said."""
-    path = grid_lookup.unit_path(grid, unit_id, "unit_id")
+    path = grid.unit_path(unit_id, "unit_id")
     for_self = caller.has_role("resident") and resident_id is not None and caller.sub == str(resident_id)
     if not for_self:
         if not caller.has_role(*STAFF_ROLES):
@@ -58,7 +57,7 @@ def create_request(
         caller.require_reach(path_ids(path), "unit")
     person = None
     if resident_id is not None:
-        person = grid_lookup.resident(grid, resident_id)
+        person = grid.resident(resident_id)
         if not for_self:
             caller.require_reach(person["unit_path"], "resident")
     home = int(person["household_id"]) if person is not None else None
@@ -257,19 +256,20 @@ def offer_next(uow, grid, notices, policy, request):
         offers.append(offer)
     request.status = "offered"
     session.flush()
-    recipients = [str(residents[c.volunteer_id]) for c in chosen if residents.get(c.volunteer_id)]
-    if recipients:
-        try:
-            respond_by = (now + policy.offer_timeout).astimezone(policy.zone).strftime("%H:%M")
-            notices.send_direct(
-                resident_ids=recipients,
-                template="volunteer_offer",
-                params={"kind": request.kind, "respond_by": respond_by},
-                channels=["app_push", "sms"],
-            )
-        except Exception:
-            # The offer stands (my_tasks shows it); only the push failed.
-            log.warning("volunteer offer notification failed", exc_info=True)
+    respond_by = (now + policy.offer_timeout).astimezone(policy.zone).strftime("%H:%M")
+    for offer in offers:
+        resident_id = residents.get(offer.volunteer_id)
+        if resident_id is None:
+            continue  # a volunteer who is not a resident sees the offer in my_tasks only
+        # Sent after this transaction commits, once per offer (shared.commands).
+        notices.send_direct(
+            uow,
+            origin=f"volunteer:offer/{offer.id}",
+            resident_ids=[str(resident_id)],
+            template="volunteer_offer",
+            params={"kind": request.kind, "respond_by": respond_by},
+            channels=["app_push", "sms"],
+        )
     return offers
 
 
@@ -374,7 +374,7 @@ def confirm_request(uow, caller, request_id, rating):
 
 
 def list_requests(session, caller, grid, under, status, page, page_size):
-    path = grid_lookup.unit_path(grid, under, "under")
+    path = grid.unit_path(under, "under")
     caller.require_reach(path_ids(path))
     query = select(HelpRequest).where(in_subtree(HelpRequest.unit_path, path))
     if status is not None:

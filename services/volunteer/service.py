@@ -4,10 +4,11 @@ matched to nearby volunteers."""
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from services.volunteer import care, duty, people, requests, schemas
-from services.volunteer.models import Base, OutboxEvent, ProcessedEvent
+from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitMoved
+from services.notices.client import NoticesClient
+from services.volunteer import care, duty, grid_changes, people, requests, schemas
+from services.volunteer.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from shared import service as base
-from shared.clients import ServiceClient
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
 from shared.telemetry import SqlGauge, Telemetry
@@ -43,9 +44,9 @@ GAUGES = [
 class VolunteerService(base.ServiceBase):
     name = "volunteer"
 
-    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent)
-    grid = ServiceClient("grid")
-    notices = ServiceClient("notices")
+    db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
+    grid = GridClient()
+    notices = NoticesClient()
     telemetry = Telemetry(gauges=GAUGES)
 
     @property
@@ -240,6 +241,23 @@ class VolunteerService(base.ServiceBase):
         lead = dt.timedelta(minutes=float(self.config.get("UNDERSTAFFED_LEAD_MINUTES", 120)))
         duty.report_understaffed(self.db, lead, utcnow())
         self.db.commit()
+
+    # ---- the grid's tree changes (services/volunteer/grid_changes.py) -------
+
+    @on_event("grid", "unit_moved", schema=UnitMoved())
+    def on_unit_moved(self, envelope, data):
+        """A unit moved under a new parent: homes, posts, shifts, pledges, requests and plans follow it."""
+        return grid_changes.unit_moved(self.db.session, self.grid, data["unit_id"])
+
+    @on_event("grid", "household_moved", schema=HouseholdMoved())
+    def on_household_moved(self, envelope, data):
+        """A household moved to another small grid: its care plan, pending requests and volunteers follow."""
+        return grid_changes.household_moved(self.db.session, self.grid, data["household_id"])
+
+    @on_event("grid", "unit_closed", schema=UnitClosed())
+    def on_unit_closed(self, envelope, data):
+        """A unit closed: nothing is stopped (its people are still there); what is open inside is logged."""
+        return grid_changes.unit_closed(self.db.session, data["unit_id"])
 
 
 def _event_time(envelope):

@@ -4,9 +4,10 @@
     grassroots call grid.get_unit '{"unit_id": "12"}'          # call any RPC method
     grassroots tree 12 --depth 2 --campaign 3                  # a unit's subtree with counts
     grassroots tail --service grid --type 'incident_*'         # follow the suite's events
+    grassroots deadletters list | replay --queue Q             # dead letters: see them, move them back
 
-One module per command (``tokens``, ``call``, ``tree``, ``tail``), ``output`` for what they
-print, ``__main__`` for the argument parser. Exit codes: 0 done, 1 the service refused the call,
+One module per command (``tokens``, ``call``, ``tree``, ``tail``, ``deadletters``), ``output`` for
+what they print, ``__main__`` for the argument parser. Exit codes: 0 done, 1 the service refused the call,
 2 bad usage or local configuration, 3 the broker or the service could not be reached.
 """
 

@@ -10,6 +10,7 @@ from shared.cli import EXIT_REFUSED, EXIT_USAGE, CliError
 
 def build_parser():
     from shared.cli.call import add_call_command
+    from shared.cli.deadletters import add_deadletters_command
     from shared.cli.tail import add_tail_command
     from shared.cli.tokens import add_token_command
     from shared.cli.tree import add_tree_command
@@ -25,6 +26,7 @@ def build_parser():
     add_call_command(commands)
     add_tree_command(commands)
     add_tail_command(commands)
+    add_deadletters_command(commands)
     return parser
 
 

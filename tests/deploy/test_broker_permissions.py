@@ -1,7 +1,8 @@
 """The broker permissions of k8s/base/rabbitmq/permissions.yaml on a real RabbitMQ: the four
 services, each logged in as its own user with exactly the rendered Permission, start (declaring
-and binding everything they use), call each other, publish and handle events and dead-letter a
-malformed one and an RPC request without reply_to; and a service's user is refused another service's queue."""
+and binding everything they use), call each other, publish and handle events, dead-letter a
+malformed one (declaring their retry tiers) and an RPC request without reply_to, and route a retry
+through a tier; and a service's user is refused another service's queue."""
 
 import json
 import uuid
@@ -64,7 +65,9 @@ def restricted_suite(broker_users, container_factory, grid_config, notices_confi
         container.kill()
 
 
-def test_services_work_with_only_their_own_permissions(restricted_suite, call_as, rabbit_config, rabbit_manager):
+def test_services_work_with_only_their_own_permissions(
+    restricted_suite, broker_users, call_as, rabbit_config, rabbit_manager
+):
     admin = call_as(token("admin", sub="root"))  # the operator's proxy (guest), not a service user
     district = build_district(admin.grid)
     # legal -> grid RPC (legal's reply queue, nameko-rpc), grid's reply through nameko-rpc.
@@ -94,6 +97,24 @@ def test_services_work_with_only_their_own_permissions(restricted_suite, call_as
             return False
 
     wait_until(dead_letters, timeout=20, message="the malformed event was not dead-lettered")
+    # Its retry tiers were declared with it, under legal's own user; legal may publish to one, and the
+    # tier's TTL dead-letters the message back to the handler's queue (dead-lettered again: malformed).
+    vhost = rabbit_config["vhost"]
+    tiers = [q["name"] for q in rabbit_manager.get_queues(vhost) if q["name"].startswith("legal.retry.")]
+    assert "legal.retry.1s" in tiers and "legal.retry.300s" in tiers, tiers
+    with Connection(broker_users["legal"]) as conn:
+        conn.Producer().publish(
+            {"not": "an envelope"},
+            exchange=Exchange("legal.retry.1s", type="topic", durable=True, no_declare=True),
+            routing_key=queue,
+            serializer="json",
+            expiration=0.2,
+        )
+    wait_until(
+        lambda: rabbit_manager.get_queue(vhost, f"{queue}.dead").get("messages") == 2,
+        timeout=20,
+        message="a message published to a retry tier did not come back to the handler",
+    )
     # An RPC request nobody can be answered for (no reply_to) is parked in rpc-grid.dead by grid.
     with Connection(rabbit_config["AMQP_URI"]) as conn:
         conn.Producer().publish(

@@ -560,19 +560,42 @@ def test_broker_address_vhost_and_user_match_the_rabbitmq_objects(overlay):
     assert "rabbitmq_prometheus" in cluster["spec"]["rabbitmq"]["additionalPlugins"]
 
 
-def queue_names(service):
+# Who sends commands to whom (shared/commands.py): {receiving service: the services that send it
+# commands}. The receiver declares <service>.commands and its cmd-<service>-<command> queues; a
+# sender only publishes to the exchange.
+COMMAND_SENDERS = {"notices": {"volunteer", "legal"}}
+
+
+def queue_names(service, documents=None):
     """What the service's code declares, consumes and publishes to, as nameko 2.14 names them.
 
     {"configure": {...}, "write": {...}, "read": {...}}: RabbitMQ checks `configure` to declare
     a queue or exchange, `write` to publish to an exchange or bind a queue, `read` to consume from
-    a queue or bind from an exchange."""
+    a queue or bind from an exchange (and to declare a queue with a dead-letter exchange, `write`
+    on that exchange). The retry tiers follow the deployed EVENT_RETRY_* settings (``documents``,
+    else config.yml's defaults)."""
     from nameko.events import EventHandler
     from nameko.rpc import Rpc
 
     from shared.clients import ServiceClient
+    from shared.commands import CommandHandler, command_exchange_name, command_queue_name
+    from shared.handlers import RetrySchedule, tier_name
 
     cls = getattr(importlib.import_module(f"services.{service}.service"), f"{service.capitalize()}Service")
     names = {"configure": {"nameko-rpc", f"{service}.events"}, "write": {f"{service}.events"}, "read": set()}
+    keys = ("EVENT_RETRY_BASE_SECONDS", "EVENT_RETRY_MAX_DELAY_SECONDS", "EVENT_RETRY_HORIZON_SECONDS")
+    deployed = {key: setting(documents, service, f"GRASSROOTS_{key}") for key in keys} if documents else {}
+    tiers = {tier_name(service, d) for d in RetrySchedule.from_config(deployed).tiers}
+    assert tiers, "no retry tier"
+
+    def consumes(queue):
+        """A handler queue with its .dead twin and the service's retry tiers (exchange and queue of
+        one name each): published to through amq.default and the tiers' exchanges, dead-lettered
+        back through amq.default."""
+        names["configure"] |= {queue, f"{queue}.dead"} | tiers
+        names["write"] |= {queue, "amq.default"} | tiers
+        names["read"] |= {queue} | tiers
+
     for attr in dir(cls):
         for entrypoint in getattr(getattr(cls, attr), "nameko_entrypoints", ()):
             if isinstance(entrypoint, Rpc):
@@ -581,13 +604,17 @@ def queue_names(service):
                 names["configure"] |= {queue, f"{queue}.dead"}
                 names["write"] |= {"nameko-rpc", queue, "amq.default"}  # replies; binding the queue
                 names["read"] |= {"nameko-rpc", queue}
+            elif isinstance(entrypoint, CommandHandler):  # before EventHandler: it is one
+                exchange = command_exchange_name(service)
+                consumes(command_queue_name(service, entrypoint.command))
+                names["configure"].add(exchange)
+                names["read"].add(exchange)
             elif isinstance(entrypoint, EventHandler):
-                queue = f"evt-{entrypoint.source_service}-{entrypoint.event_type}--{service}.{attr}"
                 exchange = f"{entrypoint.source_service}.events"
-                twins = {f"{queue}.retry", f"{queue}.dead"}
-                names["configure"] |= {queue, exchange} | twins
-                names["write"] |= {queue, "amq.default"} | twins
-                names["read"] |= {queue, exchange} | twins
+                consumes(f"evt-{entrypoint.source_service}-{entrypoint.event_type}--{service}.{attr}")
+                names["configure"].add(exchange)
+                names["read"].add(exchange)
+    names["write"] |= {f"{receiver}.commands" for receiver, senders in COMMAND_SENDERS.items() if service in senders}
     if any(isinstance(getattr(cls, attr, None), ServiceClient) for attr in dir(cls)):
         reply = f"rpc.reply-{service}-{uuid.uuid4()}"
         names["configure"] |= {reply, "nameko-rpc"}
@@ -602,8 +629,11 @@ def allowed(permission, access, name):
 
 def test_broker_permissions_allow_what_each_service_uses_and_nothing_of_the_others(overlay):
     _, documents = overlay
-    used = {service: queue_names(service) for service in SERVICES}
-    assert any(".retry" in n for names in used.values() for n in names["read"]), "event handlers were found"
+    used = {service: queue_names(service, documents) for service in SERVICES}
+    assert any(n.endswith(".dead") for names in used.values() for n in names["configure"]), "no event handler found"
+    assert any(".retry." in n for names in used.values() for n in names["write"]), "no retry tier found"
+    receivers = {s for s in SERVICES if any(n.startswith(f"cmd-{s}-") for n in used[s]["configure"])}
+    assert receivers == set(COMMAND_SENDERS), "COMMAND_SENDERS names every service with command handlers"
     for service in SERVICES:
         _, permission = permission_for(documents, service)
         for access, names in used[service].items():
@@ -614,9 +644,17 @@ def test_broker_permissions_allow_what_each_service_uses_and_nothing_of_the_othe
                 continue
             for access, names in used[other].items():
                 shared = {"nameko-rpc", "amq.default"} | {f"{s}.events" for s in SERVICES}
+                if access == "write":  # the commands exchanges it sends to
+                    shared |= {f"{r}.commands" for r, senders in COMMAND_SENDERS.items() if service in senders}
                 private = sorted(n for n in names - shared if allowed(permission, access, n))
                 assert private == [], f"{service} may {access} {other}'s {private}"
             assert not allowed(permission, "write", f"{other}.events"), f"{service} may publish {other}'s events"
+            # another's retry tiers and command queues, whatever names they come to have
+            for name in (f"{other}.retry.1s", f"{other}.retry.250ms", f"cmd-{other}-x", f"cmd-{other}-x.dead"):
+                assert not any(allowed(permission, access, name) for access in ("configure", "write", "read")), name
+            sends = service in COMMAND_SENDERS.get(other, ())
+            assert allowed(permission, "write", f"{other}.commands") == sends, f"{service} commanding {other}"
+            assert not allowed(permission, "configure", f"{other}.commands"), f"{service} declaring {other}.commands"
 
 
 def test_database_address_role_and_secret_match_the_postgres_objects(overlay):

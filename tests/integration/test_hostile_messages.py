@@ -502,7 +502,7 @@ class PickyService:
     runs: ClassVar[Counter] = Counter()
     seen: ClassVar[dict] = {}
 
-    @on_event("ledger", "always_fails", max_attempts=3, retry_delay=0.05)
+    @on_event("ledger", "always_fails")
     def on_always_fails(self, envelope, data):
         type(self).runs[envelope["id"]] += 1
         raise RuntimeError("downstream unavailable")
@@ -518,6 +518,15 @@ class PickyService:
         type(self).runs[envelope["id"]] += 1
 
 
+# Retries after 25–50 ms, then 50–100 ms: three attempts in all (shared.handlers.RetrySchedule).
+FAST_RETRIES = {
+    "EVENT_RETRY_BASE_SECONDS": 0.05,
+    "EVENT_RETRY_MAX_DELAY_SECONDS": 0.1,
+    "EVENT_RETRY_HORIZON_SECONDS": 0.06,
+}
+RETRY_TIERS = ("picky.retry.50ms", "picky.retry.100ms")
+
+
 def running_picky(container_factory, config):
     with scratch_database("grassroots_test_picky") as name:
         url = database_url(name)
@@ -526,7 +535,7 @@ def running_picky(container_factory, config):
         engine.dispose()
         PickyService.runs.clear()
         PickyService.seen.clear()
-        container = container_factory(PickyService, {**config, "DATABASE_URL": url, "max_workers": 4})
+        container = container_factory(PickyService, {**config, "DATABASE_URL": url, "max_workers": 4, **FAST_RETRIES})
         container.start()
         yield container
         container.kill()
@@ -593,7 +602,7 @@ def test_retries_are_bounded_whatever_the_attempt_header_says(picky, rabbit_conf
     try:
         dead = wire.take_dead(f"{queue}.dead", len(sent), timeout=30)
         # Parked for good: nothing left to run again, neither on the queue nor waiting to retry.
-        wire.drained(queue, f"{queue}.retry")
+        wire.drained(queue, *RETRY_TIERS)
     finally:
         wire.close()
     assert sorted(json.loads(m.body)["id"] for m in dead) == sorted(sent.values())
@@ -675,7 +684,7 @@ def test_a_retry_that_would_not_fit_a_frame_does_not_loop(picky, event_wire, cap
     channel.basic_publish(message, exchange="ledger.events", routing_key="always_fails")
     (dead,) = event_wire.take_dead(f"{ALWAYS_FAILS}.dead", 1, timeout=30)
     assert "x-padding" not in dead.headers and json.loads(dead.body)["id"] == event_id
-    event_wire.drained(ALWAYS_FAILS, f"{ALWAYS_FAILS}.retry")
+    event_wire.drained(ALWAYS_FAILS, *RETRY_TIERS)
     assert PickyService.runs[event_id] == 3
     assert picky_alive(picky)
 

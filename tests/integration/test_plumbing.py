@@ -16,9 +16,11 @@ from nameko.testing.services import entrypoint_waiter
 from sqlalchemy import String, create_engine, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from shared import queues
 from shared.auth import Auth
 from shared.db import BigId, Database
 from shared.endpoints import endpoint, on_event
+from shared.handlers import DEAD_QUEUE_ARGUMENTS
 from shared.outbox import OutboxRelay, outbox_models
 from shared.telemetry import Telemetry
 from shared.validation import Str, StrictSchema
@@ -85,10 +87,18 @@ class ListenerService:
         self.db.session.add(Seen(event_id=envelope["id"], note=data["note"]))
         return "handled"
 
-    @on_event("ledger", "flaky", max_attempts=3, retry_delay=0.05)
+    @on_event("ledger", "flaky")
     def on_flaky(self, envelope, data):
         type(self).failures += 1
         raise RuntimeError("downstream unavailable")
+
+
+# Retries after 25–50 ms, then 50–100 ms: three attempts in all (shared.handlers.RetrySchedule).
+FAST_RETRIES = {
+    "EVENT_RETRY_BASE_SECONDS": 0.05,
+    "EVENT_RETRY_MAX_DELAY_SECONDS": 0.1,
+    "EVENT_RETRY_HORIZON_SECONDS": 0.06,
+}
 
 
 @pytest.fixture
@@ -108,6 +118,7 @@ def config(rabbit_config, ledger_db):
         "DATABASE_URL": ledger_db[1],
         "GRASSROOTS_JWT_SECRET": JWT_SECRET,
         "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}",
+        **FAST_RETRIES,
     }
 
 
@@ -183,7 +194,9 @@ def dead_letters(config, queue_name):
     """Raw messages (undecoded: some are not JSON) parked in a dead-letter queue."""
     eventlet.sleep(0.5)
     with Connection(config["AMQP_URI"]) as conn:
-        bound = Queue(queue_name, durable=True)(conn.default_channel)
+        # declared as the handler declares it (the broker refuses other arguments)
+        arguments = queues.durable_arguments(config, DEAD_QUEUE_ARGUMENTS)
+        bound = Queue(queue_name, durable=True, queue_arguments=arguments)(conn.default_channel)
         bound.declare()
         messages = []
         while (message := bound.get(no_ack=True)) is not None:

@@ -1,5 +1,6 @@
 """The AsyncAPI document (docs/asyncapi.yaml): valid AsyncAPI 3.0, up to date with the code, and
-covering every RPC method and every event the code emits. Pure: no broker, no database.
+covering every RPC method (a write's ``idempotency_key`` too), every event the code emits and every
+command a service accepts. Pure: no broker, no database.
 
 When one of these fails after you added a method or an event: document it (an ``@endpoint``
 schema; a schema in ``services/<svc>/events.py`` EVENTS) and run ``make asyncapi``.
@@ -15,9 +16,13 @@ import jsonschema
 import pytest
 import yaml
 from marshmallow import Schema, ValidationError, fields, validate
+from nameko.extensions import DependencyProvider
 
-from shared import asyncapi
-from shared.endpoints import endpoint, on_event, rpc
+from services.notices.client import send_direct_command
+from shared import asyncapi, errors
+from shared.commands import on_command
+from shared.endpoints import MAX_KEY_LENGTH, endpoint, on_event, rpc
+from shared.idempotency import KEY_ARGUMENT as KEY
 from shared.outbox import envelope
 from shared.service import ServiceBase
 from shared.validation import Id, ListOf, OneOf, Str, StrictSchema, UtcDateTime
@@ -330,9 +335,72 @@ def test_every_rpc_method_has_a_contract_and_is_in_the_document(services, commit
             if contract["schema"] is not None:
                 component = kwargs["$ref"].rsplit("/", 1)[1]
                 assert component in committed["components"]["schemas"], name
-                documented = set(committed["components"]["schemas"][component]["properties"])
-                assert documented == _field_names(contract["schema"]), name
+                properties = committed["components"]["schemas"][component]["properties"]
+                write = not contract["read_only"]
+                # shared.endpoints: every write takes the optional idempotency_key, no read does
+                assert set(properties) == _field_names(contract["schema"]) | ({KEY} if write else set()), name
+                if write:
+                    assert properties[KEY] == {"$ref": f"#/components/schemas/{asyncapi.IDEMPOTENCY_KEY}"}, name
+                    assert KEY not in committed["components"]["schemas"][component].get("required", []), name
+                assert operation["x-read-only"] is not write, name
     assert problems == [], "\n".join(problems)
+
+
+def test_the_idempotency_key_is_described_once_with_the_bounds_the_endpoint_enforces(committed):
+    key = committed["components"]["schemas"][asyncapi.IDEMPOTENCY_KEY]
+    assert (key["type"], key["minLength"], key["maxLength"]) == ("string", 1, MAX_KEY_LENGTH)
+    for words in ("first reply", "Conflict", "correlation_id", "IDEMPOTENCY_TTL_HOURS", "waits"):
+        assert words in key["description"], words
+    assert "idempotency_key" in committed["info"]["description"]
+
+
+def test_every_error_a_caller_can_get_is_named_in_the_remote_error(committed):
+    described = committed["components"]["schemas"]["RemoteError"]["properties"]["exc_type"]["description"]
+    typed = {
+        name
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.GrassrootsError) and cls is not errors.GrassrootsError
+    }
+    assert typed >= {"ServiceUnavailable", "Conflict"}
+    assert [name for name in sorted(typed) if f"``{name}``" not in described] == []
+    assert "``idempotency_key``" in described  # Conflict for a reused key; ServiceUnavailable: retry with it
+
+
+# ---- (e) every command a service accepts is documented --------------------------------------
+
+
+def test_every_command_handler_is_in_the_document(services, committed):
+    found = 0
+    for service, cls in sorted(services.items()):
+        for method, contract in asyncapi.command_handlers(cls):
+            found += 1
+            command = contract["command"]
+            channel = committed["channels"][f"commands.{service}.{command}"]
+            assert channel["address"] == command
+            assert channel["bindings"]["amqp"]["exchange"]["name"] == f"{service}.commands"
+            assert f"cmd-{service}-{command}" in channel["description"]
+            operation = committed["operations"][f"{service}.handle.{method}"]
+            assert operation["action"] == "receive" and operation["x-handler"] == f"{service}.{method}"
+            assert operation["channel"] == {"$ref": f"#/channels/commands.{service}.{command}"}
+            assert {"name": "command"} in operation["tags"]
+            payload = committed["components"]["messages"][f"commands.{service}.{command}"]["payload"]
+            data = payload["allOf"][1]["properties"]["data"]["$ref"].rsplit("/", 1)[1]
+            assert set(committed["components"]["schemas"][data]["properties"]) == _field_names(contract["schema"])
+    assert found >= 1  # notices' send_direct at least
+    operation = committed["operations"]["notices.handle.on_send_direct"]
+    assert "origin" in operation["description"] and "``volunteer``" in operation["description"]
+
+
+def test_a_recorded_command_validates_against_its_documented_message(committed):
+    # What volunteer's NoticesClient records (shared.db UnitOfWork.command): the origin also in data.
+    data = send_direct_command("volunteer:offer/12", [42], "volunteer_offer", {"kind": "groceries"}, ["sms"])
+    body = envelope("volunteer", "send_direct", data["origin"], data)
+    payload_ref = {**committed, "$ref": "#/components/messages/commands.notices.send_direct/payload"}
+    validator = jsonschema.Draft7Validator(payload_ref, format_checker=jsonschema.FormatChecker())
+    assert list(validator.iter_errors(body)) == []
+    assert list(validator.iter_errors({**body, "type": "send_reminder"}))
+    assert list(validator.iter_errors({**body, "data": {k: v for k, v in data.items() if k != "origin"}}))
+    assert list(validator.iter_errors({**body, "data": {**data, "template": "spam"}}))
 
 
 def test_an_rpc_method_without_a_contract_is_refused():
@@ -392,6 +460,120 @@ def test_endpoint_and_on_event_attach_their_contracts():
 
 class _FakeGrid(ServiceBase):
     name = "grid"
+
+
+class _Ref(StrictSchema):
+    unit_id = Id(required=True)
+
+
+class _Keyed(StrictSchema):
+    unit_id = Id(required=True)
+    idempotency_key = Str(load_default=None, allow_none=True, max_length=10)  # the endpoint's own wins
+
+
+class _Order(StrictSchema):
+    """``order`` as a command: one per ``origin``."""
+
+    origin = Str(required=True, max_length=50)
+    unit_id = Id(required=True)
+
+
+class _Writer(ServiceBase):
+    name = "demo"
+
+    @rpc
+    @endpoint(roles=("admin",), schema=_Ref(), read_only=True)
+    def look(self, caller, **args):
+        """Look."""
+
+    @rpc
+    @endpoint(roles=("admin",), schema=_Ref())
+    def close(self, caller, **args):
+        """Close (the same arguments as ``look``)."""
+
+    @rpc
+    @endpoint(roles=("admin",), schema=_Keyed())
+    def keyed(self, caller, **args):
+        """A schema that names the key itself."""
+
+    @rpc
+    @endpoint(roles=("admin",))
+    def touch(self, caller):
+        """A write without arguments."""
+
+    @on_command("order", schema=_Order())
+    def on_order(self, sender, envelope, data):
+        """Another service's order."""
+
+
+class _OrderClient(DependencyProvider):
+    pass
+
+
+_OrderClient.__module__ = "services.demo.client"  # what command_senders looks for
+
+
+class _Sender(ServiceBase):
+    name = "sender"
+    demo = _OrderClient()
+
+
+def test_writes_take_the_key_and_reads_refuse_it_in_the_document(spec_validator):
+    document = asyncapi.build({"demo": _Writer})
+    schemas = document["components"]["schemas"]
+
+    def problems(method, kwargs):
+        ref = {**document, "$ref": f"#/components/messages/rpc.demo.{method}/payload"}
+        return list(jsonschema.Draft7Validator(ref).iter_errors({"args": [], "kwargs": kwargs}))
+
+    assert _errors(spec_validator, document) == []
+    # close (a write) comes first, yet the read keeps the plain schema's name; the write's variant adds the key
+    assert problems("look", {"unit_id": "1"}) == [] and problems("look", {"unit_id": "1", KEY: "k"})
+    plain = f"{__name__}._Ref"
+    assert set(schemas[plain]["properties"]) == {"unit_id"}
+    assert set(schemas[f"{plain}.write"]["properties"]) == {"unit_id", KEY}
+    close = document["components"]["messages"]["rpc.demo.close"]["payload"]["properties"]["kwargs"]
+    assert close == {"$ref": f"#/components/schemas/{plain}.write"}
+    assert problems("close", {"unit_id": "1"}) == [] and problems("close", {"unit_id": "1", KEY: "k"}) == []
+    for bad in ("", "k" * (MAX_KEY_LENGTH + 1), 7):
+        assert problems("close", {"unit_id": "1", KEY: bad}), bad
+    assert problems("keyed", {"unit_id": "1", KEY: "k" * 50}) == []  # 1–200, not the schema's 10
+    assert problems("touch", {KEY: "k"}) == [] and problems("touch", {"other": 1})
+    assert document["operations"]["demo.close"]["x-read-only"] is False
+    assert "idempotency_key" in document["operations"]["demo.close"]["description"]
+    assert "redelivery" in document["components"]["messages"]["rpc.demo.close"]["correlationId"]["description"]
+    assert "redelivery" not in document["components"]["messages"]["rpc.demo.look"]["correlationId"]["description"]
+
+
+def test_a_command_handler_gets_a_channel_and_a_receive_operation(spec_validator):
+    contract = _Writer.on_order.__contract__
+    assert (contract["kind"], contract["command"], contract["doc"]) == (
+        "command_handler",
+        "order",
+        "Another service's order.",
+    )
+    assert [name for name, _ in asyncapi.command_handlers(_Writer)] == ["on_order"]
+    assert asyncapi.entrypoints(_Writer)[1] == []  # not an event handler
+    document = asyncapi.build({"demo": _Writer, "sender": _Sender})
+    assert _errors(spec_validator, document) == []
+    channel = document["channels"]["commands.demo.order"]
+    assert channel["address"] == "order"
+    assert channel["bindings"]["amqp"]["exchange"] == {
+        "name": "demo.commands",
+        "type": "topic",
+        "durable": True,
+        "autoDelete": False,
+        "vhost": "/",
+    }
+    operation = document["operations"]["demo.handle.on_order"]
+    assert operation["action"] == "receive" and operation["summary"] == "Another service's order."
+    assert "``sender``" in operation["description"] and "cmd-demo-order" in operation["description"]
+    body = envelope("sender", "order", "sender:thing/1", {"origin": "sender:thing/1", "unit_id": "3"})
+    ref = {**document, "$ref": "#/components/messages/commands.demo.order/payload"}
+    assert list(jsonschema.Draft7Validator(ref).iter_errors(body)) == []
+    assert list(jsonschema.Draft7Validator(ref).iter_errors({**body, "data": {"unit_id": "3"}}))
+    summary = document["components"]["messages"]["commands.demo.order"]["summary"]
+    assert summary == "``order`` as a command: one per ``origin``."
 
 
 # ---- (e) the marshmallow → JSON Schema converter --------------------------------------------

@@ -1,5 +1,6 @@
-"""The RPC reference (docs/rpc.md): up to date with the code, and covering every RPC method, every
-event and every event handler. Pure: no broker, no database.
+"""The RPC reference (docs/rpc.md): up to date with the code, and covering every RPC method (a
+write's ``idempotency_key`` too), every event, every event handler and every command a service
+accepts. Pure: no broker, no database.
 
 When one of these fails after you changed a method, a schema, an event or docs/rpc-notes.md: run
 ``make docs`` and commit docs/rpc.md (and docs/asyncapi.yaml, which it regenerates too).
@@ -13,7 +14,9 @@ import pytest
 from marshmallow import fields, validate
 
 from shared import asyncapi
+from shared.commands import on_command
 from shared.endpoints import endpoint, on_event, rpc
+from shared.idempotency import KEY_ARGUMENT as KEY
 from shared.service import ServiceBase
 from shared.validation import Id, ListOf, OneOf, Str, StrictSchema, UtcDateTime, WeeklyWindow
 from tools import rpc_reference
@@ -96,7 +99,43 @@ def test_every_rpc_method_is_in_the_reference_with_its_roles_and_arguments(servi
                 for name, field in contract["schema"].fields.items():
                     if not field.dump_only and f"| `{field.data_key or name}` |" not in section:
                         problems.append(f"{service}.{method}: argument {name!r} missing")
+            key_rows = section.count(f"| `{KEY}` |")
+            if key_rows != (0 if contract["read_only"] else 1):
+                problems.append(f"{service}.{method}: {key_rows} `{KEY}` rows (read-only: {contract['read_only']})")
     assert problems == [], "\n".join(problems) + f"\n{REGENERATE}"
+
+
+def test_the_header_points_writers_to_retrying_safely(committed):
+    header = committed.split("\n## ", 1)[0]
+    assert f"`{KEY}`" in header and "calling.md#retrying-writes-safely" in header
+    assert "`ServiceUnavailable`" in header
+    calling = (ROOT / "docs" / "calling.md").read_text(encoding="utf-8")
+    assert "\n## Retrying writes safely\n" in calling  # the anchor every key row links to
+
+
+def test_every_command_is_in_the_reference_with_its_fields(services, committed):
+    problems, found = [], 0
+    for service, cls in sorted(services.items()):
+        accepted = _section(committed, f"### Commands `{service}` accepts")
+        for method, contract in asyncapi.command_handlers(cls):
+            found += 1
+            heading = f"#### `{contract['command']}`"
+            if heading + "\n" not in accepted:
+                problems.append(f"{service} accepts {contract['command']}: not in docs/rpc.md")
+                continue
+            command = _section(accepted, heading)
+            if f"Handled by `{method}`." not in command:
+                problems.append(f"{service}.{method}: handler not named")
+            problems += [
+                f"{service}.{contract['command']}: field {name!r} missing"
+                for name, field in contract["schema"].fields.items()
+                if f"| `{field.data_key or name}` |" not in command
+            ]
+    assert problems == [], "\n".join(problems) + f"\n{REGENERATE}"
+    assert found >= 1
+    send_direct = _section(committed, "#### `send_direct`")
+    assert "one message per origin" in send_direct and "| `origin` | string | yes |" in send_direct
+    assert "`legal` and `volunteer`" in _section(committed, "### Commands `notices` accepts")
 
 
 def test_every_event_and_handler_is_in_the_reference(services, committed):
@@ -153,6 +192,16 @@ class _Looked(StrictSchema):
     unit_id = Id(required=True)
 
 
+class _Keyed(StrictSchema):
+    unit_id = Id(required=True)
+    idempotency_key = Str(load_default=None, allow_none=True, max_length=10)  # the endpoint's own wins
+
+
+class _Order(StrictSchema):
+    origin = Str(required=True, max_length=50)
+    unit_id = Id(required=True)
+
+
 class _Demo(ServiceBase):
     name = "demo"
 
@@ -168,9 +217,18 @@ class _Demo(ServiceBase):
     def ping(self, caller):
         return None
 
+    @rpc
+    @endpoint(roles=("admin",), schema=_Keyed())
+    def keep(self, caller, **args):
+        """Keep something."""
+
     @on_event("demo", "looked", schema=_Looked())
     def on_looked(self, envelope, data):
         """Note that someone looked."""
+
+    @on_command("order", schema=_Order())
+    def on_order(self, sender, envelope, data):
+        """Another service's order: one per origin."""
 
 
 def test_the_generator_lays_out_a_method_its_arguments_and_events(monkeypatch):
@@ -191,12 +249,26 @@ def test_the_generator_lays_out_a_method_its_arguments_and_events(monkeypatch):
     assert rows["address"] == "| `address` | object | yes | — | Where it is. |"
     assert rows["address.street"] == "| `address.street` | string | yes | — | 1–30 characters |"
     assert rows["weekly[].start"] == "| `weekly[].start` | string | yes | — | `HH:MM` |"
-    assert "No arguments." in _section(text, "### `demo.ping`")
+    assert "No arguments." not in _section(text, "### `demo.ping`")  # a write: the key is its one argument
+    assert KEY not in look
+    key_row = (
+        f"| `{KEY}` | string | no | — | 1–200 printable characters; a retry under the same key returns the first "
+        "reply ([how](calling.md#retrying-writes-safely)) |"
+    )
+    assert key_row in _section(text, "### `demo.ping`")
+    keep = _section(text, "### `demo.keep`")
+    assert keep.count(f"| `{KEY}` |") == 1 and key_row in keep
     assert "An introduction." in _section(text, "## `demo`")
     assert "| `unit_id` | id | yes |" in _section(text, "#### `looked`")
     assert "Emitted by `look`." in _section(text, "#### `looked`")  # reStructuredText literals become Markdown
     handled = _section(text, "### Events `demo` handles")
     assert "| [`demo.looked`](#demo-event-looked) | `on_looked` | Note that someone looked. | `unit_id` |" in handled
+    accepted = _section(text, "### Commands `demo` accepts")
+    assert "`demo.commands` topic exchange" in accepted and "`cmd-demo-<command>`" in accepted
+    order = _section(accepted, "#### `order`")
+    assert "Another service's order: one per origin.\n\nHandled by `on_order`." in order
+    assert "| `origin` | string | yes | — | 1–50 characters |" in order
+    assert "| [`demo`](#demo) | 3 | 1 | 1 | 1 |" in text
 
 
 @pytest.mark.parametrize(

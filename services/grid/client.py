@@ -1,0 +1,253 @@
+"""The grid as the other services see it: typed reads over RPC, and an in-memory twin for unit tests.
+
+The other services act on grid facts (a unit and its path, a household's members, residents' tags)
+and never change the grid by RPC: what they cause in the grid travels as their own events, which
+the grid takes up once per origin. So this client has only reads. Each call goes as the calling
+service (its own ``service`` token) and raises ``ServiceUnavailable`` when the grid does not answer
+in time (``RPC_TIMEOUT``, 10 s): the caller's transaction rolls back, and an event handler retries.
+
+    grid = GridClient()                # on the service class
+    self.grid.unit(unit_id, "unit_id") # in a method: the unit, or ValidationError naming the field
+"""
+
+from shared.clients import ServiceClient
+from shared.errors import NotFound, ValidationError
+from shared.paths import as_path
+from shared.validation import EventData, Id, ListOf
+
+
+class GridReads:
+    """What other services ask the grid; the helpers turn an unknown id into the caller's mistake."""
+
+    def unit(self, unit_id, field):
+        """The unit, with its ``path`` also as a path string under ``path_string``."""
+        try:
+            found = self.get_unit(unit_id=str(unit_id))
+        except NotFound:
+            raise ValidationError({field: [f"Unknown unit {unit_id}."]}) from None
+        return {**found, "path_string": as_path(found["path"])}
+
+    def unit_path(self, unit_id, field):
+        return self.unit(unit_id, field)["path_string"]
+
+    def residents(self, resident_ids, field):
+        """Residents as the grid's find rows (id, household_id, unit_id, unit_path, tags, ...)."""
+        found = self.get_residents(resident_ids=[str(i) for i in resident_ids])
+        if found["missing"]:
+            raise ValidationError({field: [f"Unknown residents: {', '.join(found['missing'])}."]})
+        return found["items"]
+
+    def resident(self, resident_id, field="resident_id"):
+        return self.residents([resident_id], field)[0]
+
+    # The RPC reads, by keyword as the grid names its arguments (services/grid/service.py).
+    def get_unit(self, *, unit_id):
+        raise NotImplementedError
+
+    def get_residents(self, *, resident_ids):
+        raise NotImplementedError
+
+
+class Grid(GridReads):
+    """One worker's view of the grid service."""
+
+    def __init__(self, service):
+        self._service = service
+
+    def get_unit(self, *, unit_id):
+        return self._service.get_unit(unit_id=str(unit_id))
+
+    def ancestors(self, *, unit_id):
+        return self._service.ancestors(unit_id=str(unit_id))
+
+    def list_units(self, *, under=None, level=None, include_closed=False, page=1, page_size=100):
+        return self._service.list_units(
+            under=under, level=level, include_closed=include_closed, page=page, page_size=page_size
+        )
+
+    def get_household(self, *, household_id):
+        return self._service.get_household(household_id=str(household_id))
+
+    def get_household_async(self, *, household_id):
+        """Send now, ``.result()`` later (same timeout)."""
+        return self._service.get_household.call_async(household_id=str(household_id))
+
+    def get_residents(self, *, resident_ids):
+        return self._service.get_residents(resident_ids=[str(i) for i in resident_ids])
+
+    def find_residents_async(self, **filters):
+        """``find_residents`` sent now, ``.result()`` later: audience pages are fetched ahead."""
+        return self._service.find_residents.call_async(**filters)
+
+    def get_incident(self, *, incident_id):
+        return self._service.get_incident(incident_id=str(incident_id))
+
+
+class GridClient(ServiceClient):
+    """A dependency: ``self.grid`` is a ``Grid`` for this worker. ``pii=True`` asks for a token with
+    the ``pii`` claim (phone numbers: notices' addresses, legal's contacts)."""
+
+    def __init__(self, timeout=10.0, pii=False):
+        super().__init__("grid", timeout=timeout, pii=pii)
+
+    def get_dependency(self, worker_ctx):
+        return Grid(super().get_dependency(worker_ctx))
+
+
+class _Ready:
+    """An answer already there (the fake's ``*_async``)."""
+
+    def __init__(self, value=None, error=None):
+        self._value, self._error = value, error
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class FakeGrid(GridReads):
+    """The in-memory twin: units, households and residents a unit test puts in, answered as the grid
+    answers them (shapes of services/grid/schemas.py), ``NotFound`` for unknown ids.
+
+    ``unavailable`` makes every call raise ServiceUnavailable (a grid that is down)."""
+
+    def __init__(self):
+        self.units: dict[str, dict] = {}
+        self.households: dict[str, dict] = {}
+        self.residents_by_id: dict[str, dict] = {}
+        self.incidents: dict[str, dict] = {}
+        self.unavailable = False
+        self.calls: list[str] = []
+
+    # ---- building the fake's world ---------------------------------------
+
+    def add_unit(self, unit_id, level, parent_id=None, name=None, closed=False):
+        unit_id = str(unit_id)
+        parent = self.units[str(parent_id)] if parent_id is not None else None
+        path = (parent["path"] if parent else []) + [unit_id]
+        self.units[unit_id] = {
+            "id": unit_id,
+            "parent_id": str(parent_id) if parent_id is not None else None,
+            "level": level,
+            "name": name or f"unit {unit_id}",
+            "path": path,
+            "closed": closed,
+        }
+        return self.units[unit_id]
+
+    def add_household(self, household_id, unit_id, address="1 Test Road"):
+        household_id = str(household_id)
+        unit = self.units[str(unit_id)]
+        self.households[household_id] = {
+            "id": household_id,
+            "unit_id": unit["id"],
+            "unit_path": list(unit["path"]),
+            "address": address,
+            "resident_ids": [],
+        }
+        return self.households[household_id]
+
+    def add_resident(self, resident_id, household_id, tags=()):
+        resident_id = str(resident_id)
+        household = self.households[str(household_id)]
+        household["resident_ids"].append(resident_id)
+        self.residents_by_id[resident_id] = {
+            "id": resident_id,
+            "household_id": household["id"],
+            "unit_id": household["unit_id"],
+            "unit_path": list(household["unit_path"]),
+            "tags": sorted(tags),
+        }
+        return self.residents_by_id[resident_id]
+
+    # ---- the reads -------------------------------------------------------
+
+    def _call(self, name):
+        from shared.errors import ServiceUnavailable
+
+        self.calls.append(name)
+        if self.unavailable:
+            raise ServiceUnavailable(f"grid.{name} did not answer (fake grid is down)")
+
+    @staticmethod
+    def _found(table, key, what):
+        try:
+            return dict(table[str(key)])
+        except KeyError:
+            raise NotFound(f"{what} {key} not found") from None
+
+    def get_unit(self, *, unit_id):
+        self._call("get_unit")
+        return self._found(self.units, unit_id, "unit")
+
+    def ancestors(self, *, unit_id):
+        self._call("ancestors")
+        unit = self._found(self.units, unit_id, "unit")
+        return [dict(self.units[i]) for i in unit["path"][:-1]]
+
+    def list_units(self, *, under=None, level=None, include_closed=False, page=1, page_size=100):
+        self._call("list_units")
+        rows = [
+            dict(u)
+            for u in self.units.values()
+            if (under is None or str(under) in u["path"])
+            and (level is None or u["level"] == level)
+            and (include_closed or not u["closed"])
+        ]
+        start = (page - 1) * page_size
+        items = rows[start : start + page_size]
+        return {"items": items, "page": page, "page_size": page_size, "has_more": len(rows) > start + page_size}
+
+    def get_household(self, *, household_id):
+        self._call("get_household")
+        return self._found(self.households, household_id, "household")
+
+    def get_household_async(self, *, household_id):
+        try:
+            return _Ready(self.get_household(household_id=household_id))
+        except Exception as exc:
+            return _Ready(error=exc)
+
+    def get_residents(self, *, resident_ids):
+        self._call("get_residents")
+        ids = [str(i) for i in resident_ids]
+        return {
+            "items": [dict(self.residents_by_id[i]) for i in ids if i in self.residents_by_id],
+            "missing": [i for i in ids if i not in self.residents_by_id],
+        }
+
+    def get_incident(self, *, incident_id):
+        self._call("get_incident")
+        return self._found(self.incidents, incident_id, "incident")
+
+
+# ---- the grid's tree changes, as the services that keep copies read them -----------------
+
+
+def _unit_path(**kwargs):
+    return ListOf(Id(), min_items=1, max_items=20, **kwargs)
+
+
+class UnitMoved(EventData):
+    """grid.unit_moved: the copies follow the unit to where the grid says it is now."""
+
+    unit_id = Id(required=True)
+    unit_path = _unit_path(required=True)
+    old_path = _unit_path(required=True)
+
+
+class UnitClosed(EventData):
+    """grid.unit_closed."""
+
+    unit_id = Id(required=True)
+    unit_path = _unit_path(required=True)
+
+
+class HouseholdMoved(EventData):
+    """grid.household_moved: the household's pending copies follow it to where the grid says it lives now."""
+
+    household_id = Id(required=True)
+    unit_id = Id(required=True)
+    unit_path = _unit_path(required=True)
+    old_unit_path = _unit_path(required=True)

@@ -1,0 +1,108 @@
+"""Idempotent writes: a retried or redelivered request returns the first reply instead of acting twice.
+
+The gap. nameko acknowledges an RPC request only after its reply is published, so a process killed
+between its commit and its reply — or a broker that drops the connection then — has the request
+delivered again, and it runs again (the fault run saw one client call create two incidents). And a
+caller whose call timed out cannot tell whether its write happened, so it cannot retry safely.
+
+Here every write endpoint (``shared.endpoints.endpoint`` without ``read_only``) remembers its reply,
+in the same transaction as its change, under a key:
+
+- the caller's ``idempotency_key`` argument, when given (any retry of the same call, by the caller);
+- else the request's AMQP ``correlation_id``, which is the same on a redelivery.
+
+The key is scoped by the caller (token subject) and the method. A second request under a key that
+committed gets the stored reply; one whose arguments differ is refused (``Conflict``); one that
+arrives while the first is still running waits for it (a transaction-scoped lock on the key), then
+gets its reply. A failed call remembers nothing: its retry runs afresh. Replies are stored encrypted
+(they can hold personal data) and purged after ``IDEMPOTENCY_TTL_HOURS`` (24) by the outbox relay.
+"""
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import DateTime, LargeBinary, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.errors import Conflict
+
+KEY_ARGUMENT = "idempotency_key"
+REQUEST_ID_CONTEXT_KEY = "grassroots.request_id"  # set by shared.rpc from the request's correlation id
+REPLY_CONTEXT = b"idempotent-reply"
+DEFAULT_TTL_HOURS = 24
+_MISSING = object()
+
+
+def idempotency_ttl(config) -> dt.timedelta:
+    return dt.timedelta(hours=float((config or {}).get("IDEMPOTENCY_TTL_HOURS", DEFAULT_TTL_HOURS)))
+
+
+class IdempotentRequestMixin:
+    """Columns of a service's ``idempotent_requests`` table: the replies of write requests, by key."""
+
+    __tablename__ = "idempotent_requests"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of caller, method and key
+    method: Mapped[str] = mapped_column(String(100))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    reply: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted JSON
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+def idempotency_model(base: type[Any]):
+    """A service's ``idempotent_requests`` table, on its own declarative base."""
+
+    class IdempotentRequest(IdempotentRequestMixin, base):
+        pass
+
+    return IdempotentRequest
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def request_hash(params) -> str:
+    """The arguments' fingerprint: the same call hashes the same whatever the keyword order."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Remembered:
+    """One write request's key, in its unit of work: ``replay()`` before acting, ``remember()`` after."""
+
+    def __init__(self, uow, vault, subject, method, key, params):
+        self.uow = uow
+        self.vault = vault
+        self.method = method
+        self.key = _digest(subject, method, key)
+        self.request_hash = request_hash(params)
+
+    def replay(self):
+        """The stored reply for this key, or ``MISSING``; Conflict if the key was used for other arguments.
+
+        Takes the key's lock first, so a twin of this request still running is waited for."""
+        from shared.db import serialize_on
+
+        model = self.uow.idempotency_model
+        session = self.uow.session
+        serialize_on(session, "grassroots.idempotency", int(self.key[:8], 16))
+        row = session.scalar(select(model).where(model.key == self.key))
+        if row is None:
+            return _MISSING
+        if row.method != self.method or row.request_hash != self.request_hash:
+            raise Conflict(f"this idempotency key was used for another {self.method} request; nothing was changed")
+        return json.loads(self.vault.decrypt(row.reply, REPLY_CONTEXT))
+
+    def remember(self, reply):
+        from shared.db import utcnow
+
+        model = self.uow.idempotency_model
+        blob = self.vault.encrypt(json.dumps(reply, default=str), REPLY_CONTEXT)
+        self.uow.session.add(
+            model(key=self.key, method=self.method, request_hash=self.request_hash, reply=blob, created_at=utcnow())
+        )
+
+
+MISSING = _MISSING
