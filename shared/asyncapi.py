@@ -436,8 +436,9 @@ def spoken_list(items):
 
 
 def is_write(contract):
-    """An RPC method that changes data: it takes ``idempotency_key`` (shared.endpoints)."""
-    return contract["kind"] == "rpc" and not contract.get("read_only")
+    """An RPC method that changes data and remembers its reply: it takes ``idempotency_key``
+    (shared.endpoints; not an audited read such as ``legal.get_consultation``)."""
+    return contract["kind"] == "rpc" and contract.get("idempotent", not contract.get("read_only"))
 
 
 def idempotency_key_schema():

@@ -35,9 +35,13 @@ def rpc(method):
     return ServiceRpc.decorator(expected_exceptions=CLIENT_ERRORS)(method)
 
 
-def endpoint(*, roles, schema=None, read_only=False):
-    """``read_only`` endpoints read in autocommit mode: no BEGIN/COMMIT round trips."""
+def endpoint(*, roles, schema=None, read_only=False, remember=True):
+    """``read_only`` endpoints read in autocommit mode: no BEGIN/COMMIT round trips. A write's reply is
+    remembered under its idempotency key (shared.idempotency) unless ``remember`` is false: a read
+    that writes an audit row, whose every call must be checked and audited afresh (and whose reply
+    is not to be kept)."""
     roles = tuple(roles)
+    takes_key = remember and not read_only
 
     def decorate(method):
         @functools.wraps(method)
@@ -50,7 +54,7 @@ def endpoint(*, roles, schema=None, read_only=False):
                     self.db.read_only()
                 if args:
                     raise ValidationError(POSITIONAL_ERROR)
-                key = None if read_only else idempotency_key(kwargs, self.db.request_id)
+                key = idempotency_key(kwargs, self.db.request_id) if takes_key else None
                 params = load(schema, kwargs) if schema is not None else load(_NO_ARGS, kwargs)
                 remembered = None
                 if key is not None and self.db.idempotency_model is not None:
@@ -86,6 +90,7 @@ def endpoint(*, roles, schema=None, read_only=False):
             "roles": roles,
             "schema": schema,
             "read_only": read_only,
+            "idempotent": takes_key,
             "doc": method.__doc__,
         }
         return wrapper

@@ -55,6 +55,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
+import amqp.exceptions
 from amqp.exceptions import MessageNacked
 from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher
@@ -275,6 +276,7 @@ class ReliableEventHandler(EventHandler):
             durable=True,
             queue_arguments=queues.durable_arguments(config, DEAD_QUEUE_ARGUMENTS),
         )
+        self.dead_queue_as_is = False  # set when an older `.dead` refuses our arguments (_publish)
         self.publisher = Publisher(
             config[AMQP_URI_CONFIG_KEY],
             use_confirms=True,
@@ -284,6 +286,23 @@ class ReliableEventHandler(EventHandler):
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
+
+    def _publish(self, body, **kwargs):
+        try:
+            self.publisher.publish(body, **kwargs)
+        except amqp.exceptions.PreconditionFailed:
+            if self.dead_queue_as_is:
+                raise
+            # `<queue>.dead` was declared by an older version, without the bound: redeclaring it with
+            # other arguments is refused (406), which would fail every retry and dead letter. Use it
+            # as it is (unbounded) and say so; docs/running.md says how to re-create it.
+            log.warning(
+                "dead-letter queue exists with other arguments; used as it is, without the bound",
+                extra={"queue": self.dead_queue.name},
+            )
+            self.dead_queue_as_is = True
+            self.publisher.declare = [*self.tiers.values()]
+            self.publisher.publish(body, **kwargs)
 
     def make_queue(self, queue):
         """The queue this handler consumes, from the one nameko built (``evt-<source>-<type>--<service>.<method>``)."""
@@ -347,7 +366,7 @@ class ReliableEventHandler(EventHandler):
 
     def _publish_retry(self, message, delay_ms, expiration_ms, next_attempt):
         headers = {**kept_headers(message), ATTEMPT_HEADER: next_attempt}
-        self.publisher.publish(
+        self._publish(
             message.body,
             exchange=self.tiers[delay_ms].exchange,
             routing_key=self.queue.name,
@@ -371,7 +390,7 @@ class ReliableEventHandler(EventHandler):
         }
         if not keep_body:
             headers[BODY_BYTES_HEADER] = len(body)
-        self.publisher.publish(
+        self._publish(
             body if keep_body else b"",
             exchange="",
             routing_key=self.dead_queue.name,

@@ -14,6 +14,7 @@ import logging
 import uuid
 from typing import Any
 
+import amqp.exceptions
 import eventlet
 import eventlet.semaphore
 from kombu import Exchange
@@ -28,6 +29,13 @@ from shared.db import BigId, locking, utcnow
 from shared.idempotency import idempotency_ttl
 
 log = logging.getLogger(__name__)
+
+# A command the broker did not take, for now: no queue bound (UndeliverableMessage), no exchange yet
+# (404), or a sender the broker's permissions refuse (403, a deployment mistake, logged each time).
+NOT_DELIVERED_YET = (UndeliverableMessage, amqp.exceptions.NotFound, amqp.exceptions.AccessRefused)
+# Seconds a publish waits for the broker's confirm: a queue without a majority must not hold the
+# relay's transaction open for ever.
+CONFIRM_TIMEOUT = 30
 
 SPEC_VERSION = "1.0"
 
@@ -202,15 +210,22 @@ class OutboxRelay(DependencyProvider):
                         routing_key=row.event_type,
                         headers=row.headers or {},
                         message_id=row.event_id,
-                        declare=[exchange],
+                        confirm_timeout=CONFIRM_TIMEOUT,
                         **extra,
                     )
-                except UndeliverableMessage:
-                    # No queue takes this command yet: its service has not started once. Later.
+                except NOT_DELIVERED_YET as exc:
+                    if row.destination is None:
+                        raise
+                    # The receiver has not started once (no exchange, no queue yet), or the broker
+                    # refuses this sender: this row waits, the rows behind it go on.
                     row.retry_at = now + dt.timedelta(seconds=min(60.0, 2.0 * row.attempts))
                     log.warning(
-                        "command not routable yet; will retry",
-                        extra={"event_type": row.event_type, "destination": row.destination},
+                        "command not delivered yet; will retry",
+                        extra={
+                            "event_type": row.event_type,
+                            "destination": row.destination,
+                            "error_type": type(exc).__name__,
+                        },
                     )
                     continue
                 row.published_at = now
@@ -221,7 +236,8 @@ class OutboxRelay(DependencyProvider):
     def _command_exchange(self, name):
         exchange = self._exchanges.get(name)
         if exchange is None:
-            exchange = self._exchanges[name] = Exchange(name, type="topic", durable=True)
+            # Declared by the receiver (its command queues bind to it); a sender may only write to it.
+            exchange = self._exchanges[name] = Exchange(name, type="topic", durable=True, no_declare=True)
         return exchange
 
     def pending_count(self):

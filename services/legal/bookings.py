@@ -343,7 +343,9 @@ def send_reminder(notices, uow, policy, consultation):
     session = uow.session
     station = session.get(Station, consultation.station_id)
     lawyer = session.get(Lawyer, consultation.lawyer_id)
-    recipients = [str(consultation.resident_id)] + ([str(lawyer.resident_id)] if lawyer.resident_id else [])
+    recipients = [str(consultation.resident_id)]
+    if lawyer.resident_id and lawyer.resident_id != consultation.resident_id:  # a lawyer consulting themself
+        recipients.append(str(lawyer.resident_id))
     local = consultation.starts_at.astimezone(policy.zone).strftime("%Y-%m-%d %H:%M")
     starts = consultation.starts_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%MZ")
     notices.send_direct(

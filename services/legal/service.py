@@ -135,7 +135,8 @@ class LegalService(base.ServiceBase):
         return schemas.CONSULTATION.dump(bookings.complete(self.db, caller, self.vault, **args))
 
     @rpc
-    @endpoint(roles=PARTICIPANTS, schema=schemas.ConsultationRef())
+    # Writes only an audit row (who read the summary): each call is checked and audited afresh.
+    @endpoint(roles=PARTICIPANTS, schema=schemas.ConsultationRef(), remember=False)
     def get_consultation(self, caller, consultation_id):
         consultation = bookings.reachable_consultation(self.db.session, caller, consultation_id)
         result = schemas.CONSULTATION.dump(consultation)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
-from sqlalchemy import BigInteger, Table, any_, bindparam, insert, select, text, update
+from sqlalchemy import BigInteger, Table, and_, any_, bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from services.notices.channels import Outbound, Outcome
@@ -35,6 +35,7 @@ DELIVERIES = cast(Table, Delivery.__table__)  # Core statements: no ORM bookkeep
 LEASE_SECONDS = 60.0  # a claim's lease (NOTICES_CLAIM_LEASE_SECONDS)
 RECORD_EVERY = 200  # outcomes recorded at least every this many results ...
 RECORD_SECONDS = 0.2  # ... or this many seconds
+RECORD_MARGIN_SECONDS = 2.0  # kept between a post's deadline and its claim's lease end, for recording it
 
 
 class RetryPolicy:
@@ -50,8 +51,10 @@ class RetryPolicy:
 def start_window(lease, deadline):
     """Seconds after claiming during which a post may start: each post ends within the adapter's
     ``deadline``, so the claim is recorded before its lease runs out and nobody reclaims it while
-    it is still in flight (with a lease shorter than twice the deadline, half the lease)."""
-    return max(float(lease) - float(deadline or 0.0), float(lease) / 2)
+    it is still in flight (with a lease shorter than twice the deadline, half the lease). A margin
+    is kept for recording the outcome; a dispatcher overtaken all the same records nothing over the
+    claim that took over (``Recorder``)."""
+    return max(float(lease) - float(deadline or 0.0) - RECORD_MARGIN_SECONDS, float(lease) / 2)
 
 
 @dataclass
@@ -117,12 +120,15 @@ def dispatch_due(
         if not granted:
             continue
         claimed_at = time.monotonic()
-        claims, messages = claim(uow, channel, granted, now or utcnow(), lease, vault)
+        claimed_now = now or utcnow()
+        lease_end = claimed_now + dt.timedelta(seconds=float(lease))
+        claims, messages = claim(uow, channel, granted, claimed_now, lease, vault, lease_end=lease_end)
         limiter.give_back(channel, granted - len(claims))
         if not claims:
             continue
         start_by = claimed_at + start_window(lease, getattr(adapter, "deadline", 0.0))
-        _post_and_record(uow, adapter, retry, channel, claims, messages, now, start_by, record_every, record_seconds)
+        recorder = Recorder(uow, retry, channel, claims, now, record_every, record_seconds, lease_end=lease_end)
+        _post_and_record(recorder, adapter, channel, messages, start_by, record_seconds)
         attempted += len(claims)
     return attempted
 
@@ -140,12 +146,12 @@ class Claim(NamedTuple):
     vulnerable_tags: list | None
 
 
-def claim(uow, channel, limit, now, lease, vault):
+def claim(uow, channel, limit, now, lease, vault, lease_end=None):
     """Claim up to ``limit`` due deliveries of ``channel`` in a transaction of their own (committed
     here) and compose their messages: ``({delivery id: Claim}, [Outbound])``. A reclaimed delivery
     whose notice was cancelled or expired meanwhile fails without a post."""
     session = uow.session
-    rows = claim_rows(session, channel, limit, now, now + dt.timedelta(seconds=float(lease)))
+    rows = claim_rows(session, channel, limit, now, lease_end or now + dt.timedelta(seconds=float(lease)))
     if not rows:
         return {}, []  # nothing changed: the next channel's claim goes on in this transaction
     texts = {
@@ -247,8 +253,7 @@ def among(session, column, ids):
     return column.in_(ids)
 
 
-def _post_and_record(uow, adapter, retry, channel, claims, messages, now, start_by, every, seconds):
-    recorder = Recorder(uow, retry, channel, claims, now, every, seconds)
+def _post_and_record(recorder, adapter, channel, messages, start_by, seconds):
     addressed = []
     for message in messages:
         if message.to is None:
@@ -289,12 +294,15 @@ def _outcomes(adapter, messages, tick, start_by):
 class Recorder:
     """Outcomes waiting to be recorded, and recording them: one UPDATE for every sent delivery, one
     for released claims, a statement per failure — each time in a transaction of its own. Only a
-    delivery still ``sending`` is touched: a gateway's report (``record_delivery_status``) may have
-    come first, and it stands."""
+    delivery still ``sending`` under this dispatcher's claim is touched: a gateway's report
+    (``record_delivery_status``) may have come first, and it stands; and a claim another dispatcher
+    took over once its lease ran out (this one was paused, or slow) is that one's — its lease end,
+    kept in ``next_attempt_at``, tells them apart."""
 
-    def __init__(self, uow, retry, channel, claims, now, every, seconds, clock=time.monotonic):
+    def __init__(self, uow, retry, channel, claims, now, every, seconds, clock=time.monotonic, lease_end=None):
         self.uow, self.retry, self.channel, self.claims = uow, retry, channel, claims
         self.now, self.every, self.seconds, self.clock = now, every, seconds, clock
+        self.lease_end = lease_end
         self.pending: list[tuple] = []
         self.answered: set[int] = set()
         self.since = clock()
@@ -315,6 +323,8 @@ class Recorder:
         plan = plan_outcomes(self.pending, self.retry, now)
         session = self.uow.session
         sending = DELIVERIES.c.status == "sending"
+        if self.lease_end is not None:
+            sending = and_(sending, DELIVERIES.c.next_attempt_at == self.lease_end)
         if plan.sent:
             session.execute(
                 update(DELIVERIES)

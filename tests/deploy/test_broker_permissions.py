@@ -131,6 +131,14 @@ def test_services_work_with_only_their_own_permissions(
             return False
 
     wait_until(rpc_dead_letters, timeout=20, message="the unanswerable RPC request was not dead-lettered")
+    # volunteer's relay sends a command to notices.commands under volunteer's own user (write, no
+    # declare); notices consumes it under its own (here: an unknown resident, so it is dead-lettered).
+    send_command_as_volunteer(restricted_suite["volunteer"].config["DATABASE_URL"])
+    wait_until(
+        lambda: _messages(rabbit_manager, vhost, "cmd-notices-send_direct.dead") == 1,
+        timeout=30,
+        message="volunteer's command did not reach notices under their own permissions",
+    )
     # Everything still running: nothing was refused.
     for container in restricted_suite.values():
         assert not container._died.ready()
@@ -149,3 +157,40 @@ def test_a_service_user_cannot_touch_another_services_queues(restricted_suite, b
             retry=False,
         )
         conn.default_channel.basic_qos(0, 1, False)  # flush: the refusal closes the channel
+
+
+def _messages(rabbit_manager, vhost, queue):
+    from requests.exceptions import HTTPError
+
+    try:
+        return rabbit_manager.get_queue(vhost, queue).get("messages")
+    except HTTPError:  # not declared yet
+        return None
+
+
+def send_command_as_volunteer(database_url):
+    """A send_direct command in volunteer's outbox, as services.notices.client records it."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from services.volunteer.models import OutboxEvent
+    from shared.db import utcnow
+    from shared.outbox import envelope
+
+    data = {"origin": "test:permissions/1", "resident_ids": ["987654"], "template": "volunteer_offer", "params": {}}
+    body = envelope("volunteer", "send_direct", "test:permissions/1", data)
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        with Session(engine) as session, session.begin():
+            session.add(
+                OutboxEvent(
+                    event_id=body["id"],
+                    event_type="send_direct",
+                    payload=body,
+                    headers={},
+                    created_at=utcnow(),
+                    destination="notices.commands",
+                )
+            )
+    finally:
+        engine.dispose()

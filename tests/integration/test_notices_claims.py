@@ -239,3 +239,21 @@ def test_every_sms_of_a_running_service_carries_its_delivery_id_as_idempotency_k
     sms = [(key, status) for path, key, status in receiver.keys if path == "/sms"]
     assert sorted(key for key, _ in sms) == sorted(body["delivery_id"] for body in receiver.accepted("/sms"))
     assert receiver.duplicates == 0
+
+
+def test_a_dispatcher_overtaken_after_its_lease_records_nothing_over_the_claim_that_took_over(database, receiver):
+    """A paused dispatcher wakes after another took its claim over: its late outcome (here: a release)
+    must not hand the delivery back while the other is posting it."""
+    (delivery_id,) = seed(database, 1)
+    slow = UnitOfWork(database, "notices")
+    first_lease_end = utcnow()  # already over: the claim is up for taking
+    claims, messages = claim(slow, "app_push", 10, utcnow(), LEASE, None, lease_end=first_lease_end)
+    fast = UnitOfWork(database, "notices")
+    taken, _ = claim(fast, "app_push", 10, utcnow(), LEASE, None)
+    assert list(taken) == [delivery_id]
+    late = Recorder(slow, RetryPolicy(), "app_push", claims, None, 200, 0.2, lease_end=first_lease_end)
+    late.add([(messages[0], Outcome(False, retryable=True, detail="gateway timeout"))])
+    late.record()
+    slow.close()
+    fast.close()
+    assert statuses(database) == {delivery_id: "sending"}  # still the second dispatcher's

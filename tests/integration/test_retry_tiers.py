@@ -318,3 +318,25 @@ def test_quorum_mode_declares_quorum_queues_that_work(container_factory, rabbit_
     assert set(declared) - durable == {name for name in declared if name.startswith("rpc.reply-")}
     tier = declared["quorate.retry.100ms"]["arguments"]
     assert tier["x-dead-letter-strategy"] == "at-least-once" and tier["x-message-ttl"] == 100
+
+
+def test_a_dead_letter_queue_left_by_an_older_version_is_used_as_it_is(container_factory, rabbit_config):
+    """A `.dead` queue declared before it had a bound (no arguments) refuses our redeclaration (406):
+    the handler must still park its dead letters there, not fail and drop them."""
+    uri = rabbit_config["AMQP_URI"]
+    dead_queue = f"{queue_of('malformed')}.dead"
+    with Connection(uri) as conn:
+        conn.default_channel.queue_declare(dead_queue, durable=True, auto_delete=False)
+    Deliveries.seen.clear()
+    container = container_factory(TieredService, {**rabbit_config, **RETRIES, "max_workers": 10})
+    container.start()
+    first, second = publish(uri, "malformed"), publish(uri, "malformed")
+    dead = []
+
+    def parked():
+        dead.extend(take(uri, dead_queue))
+        return len(dead) == 2
+
+    wait_until(parked, timeout=30, message="dead letters were not parked in the older queue")
+    assert sorted(json.loads(m.body)["id"] for m in dead) == sorted([first, second])
+    assert not container._died.ready()

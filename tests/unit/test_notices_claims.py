@@ -68,8 +68,8 @@ def test_outcomes_are_recorded_every_n_results_or_every_t_seconds():
 
 
 def test_posts_start_only_while_they_can_end_before_the_lease():
-    assert start_window(60, 10) == 50  # the default lease and a gateway's default deadline
-    assert start_window(60, None) == 60  # the stub twin has no deadline
+    assert start_window(60, 10) == 48  # the default lease, a gateway's default deadline, the recording margin
+    assert start_window(60, None) == 58  # the stub twin has no deadline
     assert start_window(12, 10) == 6  # a lease too short for the deadline: half of it
 
 
