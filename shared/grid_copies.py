@@ -108,6 +108,17 @@ def rebase_unit(session, columns, unit_id, unit_path):
     return changed
 
 
+def unit_moved(session, grid, columns, unit_id):
+    """A ``unit_moved`` handler's whole work: under the copies lock, rebase every copy in ``columns``
+    through the unit on the path the grid gives it now (nothing when the grid no longer knows it).
+    Returns {"table.column": rows changed}."""
+    hold(session)
+    path = unit_path_now(grid, unit_id)
+    if path is None:
+        return {}
+    return rebase_unit(session, columns, unit_id, path)
+
+
 def follow(session, path_column, where, unit_path, unit_id_column=None, unit_id=None):
     """Move the copies ``where`` selects to the household's small grid (``unit_id``, ``unit_path``) unless
     their unit still contains it (a request at the community stays when the household moved within the

@@ -31,11 +31,7 @@ UNIT_PATHS = (Station.unit_path, Consultation.station_path, MediationCase.unit_p
 
 def unit_moved(session, grid, unit_id):
     """Rebase every copy through the unit on its current path; {"table.column": rows changed}."""
-    grid_copies.hold(session)
-    path = grid_copies.unit_path_now(grid, unit_id)
-    if path is None:
-        return {}
-    return grid_copies.rebase_unit(session, UNIT_PATHS, unit_id, path)
+    return grid_copies.unit_moved(session, grid, UNIT_PATHS, unit_id)
 
 
 def unit_closed(session, unit_id):
