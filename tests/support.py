@@ -176,7 +176,10 @@ class Receiver:
         self.socket.close()
 
 
-def wait_until(predicate, timeout=15.0, interval=0.1, message="condition not met"):
+def wait_until(predicate, timeout=45.0, interval=0.1, message="condition not met"):
+    """Wait for a condition the system must reach; ``timeout`` is patience for a loaded 2-core CI
+    machine (a notices fan-out once took over 15 s there), not a speed claim. Kept under notices'
+    60 s claim lease, so a delivery stuck in a claim still fails a wait for it."""
     import eventlet
 
     deadline = eventlet.hubs.get_hub().clock() + timeout
