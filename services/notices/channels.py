@@ -77,6 +77,7 @@ def post_each(send, messages, concurrency, tick=0.2, start_by=None, clock=time.m
     pool = eventlet.GreenPool(concurrency)
 
     def post(message):
+        outcome = Outcome(False, retryable=True, detail="adapter error: interrupted")
         try:
             # Judged when it would start, not when it was queued behind the others.
             late = start_by is not None and clock() >= start_by
@@ -84,7 +85,10 @@ def post_each(send, messages, concurrency, tick=0.2, start_by=None, clock=time.m
         except Exception as exc:  # every message must answer, or the stream would wait for it forever
             log.exception("channel adapter failed on one message", extra={"method": message.channel})
             outcome = Outcome(False, retryable=True, detail=f"adapter error: {type(exc).__name__}")
-        finished.put((message, outcome))
+        finally:
+            # Even a BaseException (an eventlet.Timeout not ours) answers: a green thread that died
+            # without an outcome would hold the dispatcher — and every delivery after it — for ever.
+            finished.put((message, outcome))
 
     def feed():
         for message in messages:
