@@ -55,6 +55,16 @@ def settle_quarantine_instructions(call_as, district, receiver):
         ),
         message="quarantine instructions not sent",
     )
+    # The report counts a resident sent once any channel was (push first, say): wait for every post —
+    # an instruction SMS arriving after the reset would be counted as one of the test's own.
+    instructions = message["title"]
+    wait_until(
+        lambda: (
+            [len([b for b in receiver.accepted(path) if b["title"] == instructions]) for path in ("/sms", "/push")]
+            == [2, 2]
+        ),
+        message="quarantine instructions not posted on both channels",
+    )
     receiver.reset()
 
 
