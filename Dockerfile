@@ -1,5 +1,5 @@
 # The Grassroots image: one image for every service; the service is chosen by the arguments
-# (`run <service>`, `migrate <service>`: shared/launch.py), see k8s/base/<service>/deployment.yaml.
+# (`run <service>`, `migrate <service>`: services/launch.py), see k8s/base/<service>/deployment.yaml.
 #
 #   docker build -t registry.example.org/grassroots/suite:0.1.0 .
 #
@@ -43,5 +43,5 @@ COPY services/ services/
 RUN python -m compileall -q shared services
 USER 10001:10001
 EXPOSE 8080
-ENTRYPOINT ["python", "-m", "shared.launch"]
+ENTRYPOINT ["python", "-m", "services.launch"]
 CMD ["--help"]

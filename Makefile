@@ -21,14 +21,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m shared.suite run
+	$(PY) -m tools.suite run
 
 # Two cross-service scenarios against the suite `make run` started (in another terminal).
 demo: install
-	$(PY) -m shared.demo $(DEMO_ARGS)
+	$(PY) -m tools.demo $(DEMO_ARGS)
 
 migrate: install
-	$(PY) -m shared.migrate
+	$(PY) -m tools.migrate
 
 # Lint and type checks, then the whole suite against a real RabbitMQ (management plugin on) and
 # PostgreSQL; tests create and drop their own vhosts and databases. tools/test_prereqs finds or
@@ -49,15 +49,17 @@ test-faults: install
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# ruff (lint and format check) and mypy, configured in pyproject.toml.
+# ruff (lint and format check), mypy and the import contracts (the layers: docs/architecture.md),
+# configured in pyproject.toml.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 # docs/asyncapi.yaml from the code (RPC contracts, services/*/events.py); tests fail when it is stale.
 asyncapi: install
-	$(PY) -m shared.asyncapi
+	$(PY) -m tools.asyncapi
 
 # Every generated document: docs/asyncapi.yaml (the asyncapi target) and docs/rpc.md
 # (tools/rpc_reference.py); tests fail when either is stale.

@@ -113,7 +113,7 @@ def claim_rpc_queues(amqp_uri, names):
         if consumers:
             raise SystemExit(
                 f"{consumers} consumer(s) already on 'rpc-{name}' at {amqp_uri}: another {name} service (e.g. "
-                "`make run` / `python -m shared.suite run`) would take some of the calls and skew the run.\n"
+                "`make run` / `python -m tools.suite run`) would take some of the calls and skew the run.\n"
                 "Stop it, or point --amqp-uri at another vhost."
             )
         existed[name] = exists
@@ -187,8 +187,8 @@ class ServiceProcess:
             self.process = subprocess.Popen(self.argv(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def argv(self):
-        """The service's command line as deployed (shared.launch: the service runner)."""
-        from shared.launch import run_argv
+        """The service's command line as deployed (services.launch: the service runner)."""
+        from services.launch import run_argv
 
         return run_argv(self.name)
 

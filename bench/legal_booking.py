@@ -90,8 +90,8 @@ from bench.harness import (  # noqa: E402
 )
 from services.grid.idnumbers import make_id_number  # noqa: E402
 from services.legal.vocabulary import SPECIALTIES  # noqa: E402
+from services.registry import get as service_entry  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 GRID_DATABASE = "grassroots_bench_legal_grid"
@@ -798,7 +798,7 @@ def run(args):
     print(f"Legal bench: recreating {GRID_DATABASE} and {LEGAL_DATABASE}", flush=True)
     for service, url in (("grid", grid_url), ("legal", legal_url)):
         recreate_database(url)
-        upgrade(service, url)
+        service_entry(service).migrate(url)
 
     services = {
         "grid": legal_service("grid", amqp_uri, {"GRID_DATABASE_URL": grid_url, "GRID_HOUSEKEEPING_INTERVAL": "3600"}),

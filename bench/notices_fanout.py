@@ -74,9 +74,9 @@ from bench.harness import (  # noqa: E402
 )
 from bench.seed_grid import bench_targets  # noqa: E402
 from services.notices.client import SEND_DIRECT  # noqa: E402
+from services.registry import get as service_entry  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
 from shared.commands import command_queue_name  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
 
 DEFAULT_GRID_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/grassroots_bench"
 NOTICES_DATABASE = "grassroots_bench_notices"
@@ -743,7 +743,7 @@ def run_bench(grid_url, notices_url, amqp_uri, dispatch_batch, poll_interval, ti
 
     print(f"Notices fan-out bench: recreating {make_url(notices_url).database}", flush=True)
     recreate_database(notices_url)
-    upgrade("notices", notices_url)
+    service_entry("notices").migrate(notices_url)
 
     settings = {
         "publish_interval": PUBLISH_INTERVAL,

@@ -42,7 +42,7 @@ from bench import pii_key, save_json
 from bench.db import libpq_url, recreate_database
 from services.grid.idnumbers import make_id_number
 from services.grid.residents import ID_INDEX
-from shared.migrate import upgrade
+from services.registry import get as service_entry
 from shared.paths import child_path
 from shared.pii import PiiVault
 
@@ -445,7 +445,7 @@ def seed(url, residents, seed_value, chunk_rows=COPY_CHUNK_ROWS):
 
     mark = time.perf_counter()
     recreate_database(url)
-    upgrade("grid", url)
+    service_entry("grid").migrate(url)
     mark = phase("create + migrate", mark)
 
     units = build_units()

@@ -102,13 +102,13 @@ from bench.harness import (  # noqa: E402
 from bench.seed_grid import bench_targets  # noqa: E402
 from services.grid.client import Grid  # noqa: E402
 from services.notices.client import SEND_DIRECT, SERVICE as NOTICES, Notices  # noqa: E402
+from services.registry import get as service_entry  # noqa: E402
 from services.volunteer import matching, requests as volunteer_requests, schemas  # noqa: E402
 from services.volunteer.models import OutboxEvent  # noqa: E402
 from services.volunteer.vocabulary import REQUEST_KINDS, SKILLS  # noqa: E402
 from shared.auth import Caller, mint_token  # noqa: E402
 from shared.commands import command_exchange_name, command_queue_name  # noqa: E402
 from shared.db import UnitOfWork, make_engine, make_green  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
 from shared.pii import PiiVault  # noqa: E402
 from shared.validation import load  # noqa: E402
 
@@ -361,7 +361,7 @@ def make_history(rng, volunteers, now):
 def seed(volunteer_url, facts, rng):
     started = time.perf_counter()
     recreate_database(volunteer_url)
-    upgrade("volunteer", volunteer_url)
+    service_entry("volunteer").migrate(volunteer_url)
     now = now_utc()
     volunteers = make_volunteers(rng, facts, PiiVault(pii_key()), now)
     history, offers = make_history(rng, volunteers, now)

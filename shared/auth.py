@@ -6,7 +6,7 @@ caller may act on; absent for admin and service), ``pii`` (may see personal
 data unmasked), ``exp``.
 
 Tokens for operators and tests: ``grassroots token --sub alice --role officer --unit 12``
-(shared.cli.tokens), which reads var/dev.env when the secret is not in the environment.
+(tools.cli.tokens), which reads var/dev.env when the secret is not in the environment.
 """
 
 import os
@@ -197,5 +197,5 @@ class Auth(DependencyProvider):
 if __name__ == "__main__":
     sys.exit(
         "mint tokens with `.venv/bin/grassroots token --sub S --role ROLE [--unit ID]` "
-        "(or `python -m shared.cli token ...`)"
+        "(or `python -m tools.cli token ...`)"
     )

@@ -16,6 +16,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy import JSON, BigInteger, Integer, create_engine, event, select, text, types as sqltypes
 from sqlalchemy.dialects.sqlite import DATETIME as SqliteDateTime
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from shared.errors import NotFound
 
@@ -78,10 +79,17 @@ class UtcSqliteDateTime(SqliteDateTime):
 def make_engine(url, pool_size=10, pre_ping=True):
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        path = url.split("///", 1)[1] if "///" in url else ""
+        in_memory = path in ("", ":memory:")
+        if not in_memory:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+            # In memory the database is the connection: every session shares the one.
+            **({"poolclass": StaticPool} if in_memory else {}),
+        )
         engine.dialect.colspecs = {**engine.dialect.colspecs, sqltypes.DateTime: UtcSqliteDateTime}
 
         @event.listens_for(engine, "connect")
@@ -226,10 +234,12 @@ class UnitOfWork:
 
 
 class Database(DependencyProvider):
-    """Gives each worker a UnitOfWork; commits it if the worker succeeded, rolls back otherwise.
+    """Gives each worker a UnitOfWork. The entrypoint that runs the worker owns its transaction and
+    commits it (``@endpoint`` before replying, the event and command handlers, ``config_timer``);
+    whatever a worker leaves uncommitted — it failed, or nothing committed it — is rolled back.
 
-    Endpoints built with ``shared.endpoints`` commit before replying, so a failed
-    commit reaches the caller as an error instead of after a success reply.
+    Outside nameko (unit tests, scripts) ``Database.local(...)`` binds one to a URL and
+    ``unit_of_work()`` hands out what a worker would get.
     """
 
     def __init__(self, base, outbox_model=None, processed_model=None, idempotency_model=None):
@@ -240,17 +250,40 @@ class Database(DependencyProvider):
         self.after_commit = []
 
     def setup(self):
-        self.url = database_url(self.container.config, self.container.service_name)
-        if normalise_url(self.url).startswith("postgresql"):
-            make_green()
         config = self.container.config
-        self.engine = make_engine(
-            self.url,
-            pool_size=int(config.get("DB_POOL_SIZE", 10)),
-            # Pre-ping costs a round trip per checkout; without it a database restart fails one call per
-            # pooled connection (then the pool is recycled).
-            pre_ping=str(config.get("DB_PRE_PING", "true")).lower() not in ("false", "0", "no"),
+        self.service_name = self.container.service_name
+        url = database_url(config, self.service_name)
+        if normalise_url(url).startswith("postgresql"):
+            make_green()
+        self.use_engine(
+            make_engine(
+                url,
+                pool_size=int(config.get("DB_POOL_SIZE", 10)),
+                # Pre-ping costs a round trip per checkout; without it a database restart fails one call
+                # per pooled connection (then the pool is recycled).
+                pre_ping=str(config.get("DB_PRE_PING", "true")).lower() not in ("false", "0", "no"),
+            )
         )
+
+    @classmethod
+    def local(cls, base, service_name, engine=None, create=True, **models):
+        """A Database outside any container, on ``engine`` (default: a private in-memory SQLite),
+        its tables created from ``base``: the seam unit tests run domain code through."""
+        provider = cls(base, **models)
+        provider.service_name = service_name
+        if engine is None:
+            engine = make_engine("sqlite://")
+        provider.use_engine(engine)
+        if create:
+            base.metadata.create_all(engine)
+        return provider
+
+    def unit_of_work(self, call_id_stack=(), request_id=None):
+        return UnitOfWork(self, self.service_name, call_id_stack, request_id=request_id)
+
+    def use_engine(self, engine):
+        self.engine = engine
+        self.url = engine.url
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
         self.read_sessionmaker = sessionmaker(
             bind=self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
@@ -298,20 +331,16 @@ class Database(DependencyProvider):
         from shared.idempotency import REQUEST_ID_CONTEXT_KEY
 
         request_id = worker_ctx.data.get(REQUEST_ID_CONTEXT_KEY)
-        return UnitOfWork(self, self.container.service_name, worker_ctx.call_id_stack, request_id=request_id)
+        return self.unit_of_work(worker_ctx.call_id_stack, request_id=request_id)
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
         uow = getattr(worker_ctx.service, self.attr_name, None)
         if not isinstance(uow, UnitOfWork):
             return
         try:
-            if exc_info is None:
-                uow.commit()
-            else:
-                uow.rollback()
+            uow.rollback()  # what the entrypoint did not commit (it failed) is not kept
         except Exception:
-            log.exception("unit of work failed to finish", extra={"call_id": worker_ctx.call_id})
-            uow.rollback()
+            log.exception("unit of work failed to roll back", extra={"call_id": worker_ctx.call_id})
 
     def worker_teardown(self, worker_ctx):
         uow = getattr(worker_ctx.service, self.attr_name, None)

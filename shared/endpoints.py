@@ -3,12 +3,13 @@
 ``@rpc`` goes on top::
 
     @rpc
-    @endpoint(roles=STAFF, schema=schemas.CreateUnit)
+    @endpoint(roles=STAFF, schema=schemas.CreateUnit(), returns=schemas.UNIT)
     def create_unit(self, caller, **args):
-        return schemas.UNIT.dump(units.create_unit(self.db, caller, **args))
+        return units.create_unit(self.db, caller, **args)
 
-The unit of work is committed before the reply is sent, so a failed commit
-reaches the caller as an error rather than after a success.
+The method returns domain objects; ``returns`` (shared.replies) dumps them into the reply. The
+unit of work is the endpoint's: it commits before the reply is sent, so a failed commit reaches
+the caller as an error rather than after a success, and the domain code never commits.
 """
 
 import functools
@@ -21,6 +22,7 @@ from shared import logs
 from shared.errors import CLIENT_ERRORS, Conflict, InternalError, ServiceUnavailable, ValidationError
 from shared.handlers import ReliableEventHandler
 from shared.idempotency import KEY_ARGUMENT, MISSING, Remembered
+from shared.replies import dump_reply
 from shared.rpc import ServiceRpc
 from shared.validation import Str, load
 
@@ -35,8 +37,11 @@ def rpc(method):
     return ServiceRpc.decorator(expected_exceptions=CLIENT_ERRORS)(method)
 
 
-def endpoint(*, roles, schema=None, read_only=False, remember=True):
-    """``read_only`` endpoints read in autocommit mode: no BEGIN/COMMIT round trips. A write's reply is
+def endpoint(*, roles, schema=None, returns=None, read_only=False, remember=True):
+    """``schema`` loads the keyword arguments; ``returns`` (a schema, or shared.replies' ``OneOf`` or
+    ``page``) dumps what the method returns into the reply.
+
+    ``read_only`` endpoints read in autocommit mode: no BEGIN/COMMIT round trips. A write's reply is
     remembered under its idempotency key (shared.idempotency) unless ``remember`` is false: a read
     that writes an audit row, whose every call must be checked and audited afresh (and whose reply
     is not to be kept)."""
@@ -64,6 +69,8 @@ def endpoint(*, roles, schema=None, read_only=False, remember=True):
                         self.db.commit()
                         return reply
                 result = method(self, caller, **params)
+                if returns is not None:
+                    result = dump_reply(returns, caller, result)
                 if remembered is not None:
                     remembered.remember(result)
                 self.db.commit()
@@ -84,11 +91,12 @@ def endpoint(*, roles, schema=None, read_only=False, remember=True):
 
         # mypy has no notion of attributes set on a function (python/mypy#2087).
         wrapper.allowed_roles = roles  # type: ignore[attr-defined]
-        # Read by shared.asyncapi to document the RPC contract.
+        # Read by tools.asyncapi to document the RPC contract.
         wrapper.__contract__ = {  # type: ignore[attr-defined]
             "kind": "rpc",
             "roles": roles,
             "schema": schema,
+            "returns": returns,
             "read_only": read_only,
             "idempotent": takes_key,
             "doc": method.__doc__,

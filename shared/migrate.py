@@ -1,18 +1,13 @@
-"""Alembic migrations for each service, driven from Python (no alembic.ini).
-
-    python -m shared.migrate [service ...]          # upgrade to head
-    python -m shared.migrate --revision -m "msg" grid   # autogenerate a revision
+"""Alembic migrations driven from Python (no alembic.ini): what `services.launch migrate` and
+`tools.migrate` run, given a service's metadata and migrations folder (services/registry.py).
 
 Each service's URL comes from <SERVICE>_DATABASE_URL (default: SQLite under var/). On PostgreSQL an
 upgrade holds an advisory lock, so replicas that start together (each pod's migration
 initContainer) migrate one at a time: the first upgrades, the others then find the database at head.
 """
 
-import argparse
 import hashlib
-import importlib
 import os
-import sys
 from contextlib import contextmanager
 
 from alembic import command
@@ -21,30 +16,26 @@ from sqlalchemy import create_engine, pool, text
 
 from shared.db import database_url, normalise_url
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVICES_DIR = os.path.join(ROOT, "services")
 
-
-def services():
-    return sorted(
-        name for name in os.listdir(SERVICES_DIR) if os.path.isdir(os.path.join(SERVICES_DIR, name, "migrations"))
-    )
-
-
-def alembic_config(service, url=None):
+def alembic_config(service, metadata, script_location, url=None):
     config = Config()
-    config.set_main_option("script_location", os.path.join(SERVICES_DIR, service, "migrations"))
+    config.set_main_option("script_location", script_location)
     config.set_main_option("sqlalchemy.url", normalise_url(url or database_url({}, service)).replace("%", "%%"))
-    config.attributes["metadata"] = importlib.import_module(f"services.{service}.models").Base.metadata
+    config.attributes["metadata"] = metadata
     return config
 
 
-def upgrade(service, url=None, revision="head"):
+def upgrade(service, metadata, script_location, url=None, revision="head"):
     url = normalise_url(url or database_url({}, service))
     if url.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///") :])), exist_ok=True)
     with migration_lock(service, url):
-        command.upgrade(alembic_config(service, url), revision)
+        command.upgrade(alembic_config(service, metadata, script_location, url), revision)
+
+
+def revision(service, metadata, script_location, message):
+    """Autogenerate a revision from the difference between the models and the database."""
+    command.revision(alembic_config(service, metadata, script_location), message=message, autogenerate=True)
 
 
 def lock_key(service):
@@ -69,21 +60,3 @@ def migration_lock(service, url):
                 conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key(service)})
     finally:
         engine.dispose()
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m shared.migrate")
-    parser.add_argument("services", nargs="*", help="default: every service with migrations")
-    parser.add_argument("--revision", action="store_true", help="autogenerate a new revision")
-    parser.add_argument("-m", "--message", default="change")
-    args = parser.parse_args(argv)
-    for service in args.services or services():
-        if args.revision:
-            command.revision(alembic_config(service), message=args.message, autogenerate=True)
-        else:
-            upgrade(service)
-            print(f"{service}: migrated to head")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,9 @@
-"""A nameko timer whose interval comes from the service's config (tests shorten it)."""
+"""A nameko timer whose interval comes from the service's config (tests shorten it), owning the
+unit of work its worker gets: it commits ``self.db`` when the method returns (a failure rolls back,
+shared.db), as ``@endpoint`` and the event and command handlers do. Work done in steps commits each
+step in the timer method itself; domain code never commits."""
+
+import functools
 
 from nameko.timer import Timer
 
@@ -15,4 +20,14 @@ class ConfigTimer(Timer):
         super().setup()
 
 
-config_timer = ConfigTimer.decorator
+def config_timer(config_key, default, **kwargs):
+    def decorate(method):
+        @functools.wraps(method)
+        def tick(self):
+            result = method(self)
+            self.db.commit()
+            return result
+
+        return ConfigTimer.decorator(config_key, default, **kwargs)(tick)
+
+    return decorate

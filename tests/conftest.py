@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from services import registry
+
 os.environ.setdefault("GRASSROOTS_JWT_SECRET", "test-secret-for-grassroots-tests")
 os.environ.setdefault("GRASSROOTS_PII_KEY", "test-pii-key-0123456789abcdef")
 
@@ -13,11 +15,10 @@ def _migrated_template(service):
     """A session fixture ``<service>_template``: a database migrated once, cloned by each test."""
 
     def template():
-        from shared.migrate import upgrade
         from tests.support import database_url, scratch_database
 
         with scratch_database(f"grassroots_tpl_{service}") as name:
-            upgrade(service, database_url(name))
+            registry.get(service).migrate(database_url(name))
             yield name
 
     return pytest.fixture(scope="session", name=f"{service}_template")(template)
@@ -57,7 +58,7 @@ def _running(service, class_name, needs=()):
     return pytest.fixture(name=service)(running)
 
 
-SERVICES = ("grid", "notices", "legal", "volunteer")
+SERVICES = registry.NAMES
 grid_template, notices_template, legal_template, volunteer_template = (_migrated_template(s) for s in SERVICES)
 grid_db, notices_db, legal_db, volunteer_db = (_fresh_database(s) for s in SERVICES)
 grid = _running("grid", "GridService")

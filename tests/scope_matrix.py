@@ -1,7 +1,7 @@
 """The scope matrix (issue 12): every RPC argument that carries ids, and what an id from outside the
 caller's scope must do there.
 
-``id_arguments()`` reads the endpoint contracts (``shared.asyncapi``'s walk of the service classes
+``id_arguments()`` reads the endpoint contracts (``tools.asyncapi``'s walk of the service classes
 and their marshmallow load schemas) and lists every ``service.method:argument`` that names an object:
 ``Id`` fields, lists of ``Id``, and arguments whose name says they name one (``*_id``, ``*_key``,
 ``under``, ``references``, ...). ``METHODS`` is the table of cases: per method, an example builder
@@ -25,9 +25,9 @@ from typing import Any
 from marshmallow import fields
 from sqlalchemy import create_engine, text
 
-from shared.asyncapi import entrypoints, service_classes
 from shared.validation import Id
 from tests.support import id_number, token
+from tools.asyncapi import entrypoints, service_classes
 
 # Argument names that name an object even when the field is not an ``Id`` (a user id, a key that
 # resolves to a stored object) — and the usual id names, for fields typed otherwise.

@@ -7,7 +7,7 @@ One walk of the contracts feeds both this reference and docs/asyncapi.yaml: the 
 their RPC methods, event handlers and command handlers with the ``__contract__`` that
 ``shared.endpoints`` and ``shared.commands`` attach (roles, input schema, read-only, docstring), the
 events each service publishes (``services/<svc>/events.py``) and the marshmallow → JSON Schema
-conversion all come from ``shared.asyncapi``; this module only lays them out as Markdown. A write
+conversion all come from ``tools.asyncapi``; this module only lays them out as Markdown. A write
 method (not read-only) gets the ``idempotency_key`` row ``shared.endpoints`` adds to its arguments.
 
 What the contracts do not carry (what a method does, what it returns, paging, which conflicts it
@@ -24,8 +24,9 @@ import re
 import sys
 from pathlib import Path
 
-from shared import asyncapi, validation
-from shared.asyncapi import ContractError
+from shared import replies, validation
+from tools import asyncapi
+from tools.asyncapi import ContractError
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "rpc.md"
@@ -60,7 +61,7 @@ def _first_sentence(text):
 
 
 def collect(services=None):
-    """Everything the reference shows, from ``shared.asyncapi``'s walk of the code.
+    """Everything the reference shows, from ``tools.asyncapi``'s walk of the code.
 
     ``{service: {"doc", "rpcs": [(method, contract)], "handlers": [(method, contract)],
     "commands": [(method, contract)], "senders": [service], "events": {type: schema}}}`` plus the
@@ -321,8 +322,34 @@ def _method_section(service, method, contract, converter, notes):
     else:
         out.append("No arguments.")
     out.append("")
+    out += _reply_lines(contract.get("returns"), converter)
     if notes:
         out += [notes, ""]
+    return out
+
+
+def _reply_lines(returns, converter):
+    """The reply's shape: one table per schema it may take (a ``OneOf`` lists each, with its doc)."""
+    if returns is None:
+        return []
+    shapes = returns.schemas if isinstance(returns, replies.OneOf) else (returns,)
+    out = []
+    for n, shape in enumerate(shapes):
+        instance = shape() if isinstance(shape, type) else shape
+        component = _schema_of(instance, converter, "dump")
+        if len(shapes) == 1:
+            lead = "**Reply:** a list of objects" if instance.many else "**Reply:**"
+        else:
+            lead = f"**Reply, {'first' if n == 0 else 'or'} shape{' (a list)' if instance.many else ''}:**"
+        doc = _md(component.get("description") or "")
+        out += [f"{lead} {doc}".rstrip(), ""]
+        rows = field_rows(component, converter.components, "dump")
+        if rows:
+            out += ["| field | type | meaning |", "| --- | --- | --- |"]
+            out += [f"| `{name}` | {_cell(kind)} | {_cell(text)} |" for name, kind, _, _, text in rows]
+        else:
+            out.append("No fields.")
+        out.append("")
     return out
 
 

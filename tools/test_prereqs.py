@@ -26,7 +26,7 @@ import time
 import urllib.request
 from urllib.parse import urlparse
 
-from shared.suite import DEFAULT_AMQP_URI, ensure_broker, is_local_host, masked
+from tools.suite import DEFAULT_AMQP_URI, ensure_broker, is_local_host, masked
 
 MIN_KUBECTL = (1, 27)
 

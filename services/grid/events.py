@@ -1,7 +1,7 @@
 """Payloads of the events the grid publishes on the ``grid.events`` topic exchange.
 
 Each event travels in the CloudEvents-shaped envelope of ``shared.outbox.envelope``; these
-schemas describe its ``data``. They document the contract (``shared.asyncapi`` turns them into
+schemas describe its ``data``. They document the contract (``tools.asyncapi`` turns them into
 docs/asyncapi.yaml) and list exactly the fields the grid writes: ids as strings of digits,
 unit paths as lists of id strings from the district down, timestamps as ISO-8601 strings. No
 names, ID numbers or phone numbers ever travel in an event.

@@ -8,6 +8,7 @@ from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
 from shared import service as base
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
+from shared.replies import page
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
 from shared.validation import page_of
@@ -73,15 +74,15 @@ class GridService(base.ServiceBase):
         return schemas.UNIT.dump(units.create_unit(self.db, caller, **args))
 
     @rpc
-    @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), read_only=True)
+    @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), returns=schemas.UNIT, read_only=True)
     def get_unit(self, caller, unit_id):
-        return schemas.UNIT.dump(units.reachable_unit(self.db.session, caller, unit_id))
+        return units.reachable_unit(self.db.session, caller, unit_id)
 
     @rpc
-    @endpoint(roles=UNIT_READERS, schema=schemas.ListUnits(), read_only=True)
+    @endpoint(roles=UNIT_READERS, schema=schemas.ListUnits(), returns=page(schemas.UNIT), read_only=True)
     def list_units(self, caller, page, page_size, **args):
         rows, more = units.list_units(self.db.session, caller, page=page, page_size=page_size, **args)
-        return page_of(schemas.UNITS.dump(rows), page, page_size, more)
+        return page_of(rows, page, page_size, more)
 
     @rpc
     @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), read_only=True)

@@ -1,7 +1,7 @@
 """Payloads of the events the notices service publishes on the ``notices.events`` topic exchange.
 
 Each event travels in the CloudEvents-shaped envelope of ``shared.outbox.envelope``; these
-schemas describe its ``data`` (documented in docs/asyncapi.yaml by ``shared.asyncapi``): ids as
+schemas describe its ``data`` (documented in docs/asyncapi.yaml by ``tools.asyncapi``): ids as
 strings of digits. Titles, bodies and phone numbers never travel in an event.
 """
 

@@ -1,7 +1,7 @@
 """Payloads of the events the volunteer service publishes on the ``volunteer.events`` topic exchange.
 
 Each event travels in the CloudEvents-shaped envelope of ``shared.outbox.envelope``; these
-schemas describe its ``data`` (documented in docs/asyncapi.yaml by ``shared.asyncapi``): ids as
+schemas describe its ``data`` (documented in docs/asyncapi.yaml by ``tools.asyncapi``): ids as
 strings of digits, unit paths as lists of id strings from the district down, timestamps as
 ISO-8601 strings. A request's details and the resident's identity never travel in an event.
 """

@@ -8,10 +8,12 @@ import subprocess
 import pytest
 import yaml
 
+from services import registry
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S = os.path.join(ROOT, "k8s")
 OVERLAYS = ("dev", "prod")
-SERVICES = ("grid", "notices", "legal", "volunteer")
+SERVICES = registry.NAMES
 
 
 def render(overlay):

@@ -1,6 +1,6 @@
 """The container image, without building it (no Docker engine here): the Dockerfile's properties,
 what its build context keeps, that the runtime pins alone carry the services, and the launcher
-it runs (`python -m shared.launch run|migrate <service>`) — its argv, its refusals, the credentials
+it runs (`python -m services.launch run|migrate <service>`) — its argv, its refusals, the credentials
 it percent-encodes, and advisory-locked migrations against a real PostgreSQL."""
 
 import fnmatch
@@ -15,7 +15,8 @@ import urllib.request
 import pytest
 from sqlalchemy import create_engine, text
 
-from shared import launch, migrate
+from services import launch, registry
+from shared import migrate
 from tests.deploy.conftest import ROOT, SERVICES
 
 PYTHON = sys.executable
@@ -67,7 +68,7 @@ def dockerfile_problems(dockerfile):
         if variable not in env:
             problems.append(f"no {variable}")
     entrypoints = [line for line in final if line.upper().startswith("ENTRYPOINT ")]
-    if not entrypoints or entrypoints[-1] != 'ENTRYPOINT ["python", "-m", "shared.launch"]':
+    if not entrypoints or entrypoints[-1] != 'ENTRYPOINT ["python", "-m", "services.launch"]':
         problems.append("the entrypoint is not the launcher")
     builder = instructions[instructions.index(stages[0]) : instructions.index(stages[-1])] if len(stages) > 1 else []
     if not any(re.search(r"pip wheel .*-r requirements\.txt", line) for line in builder):
@@ -138,8 +139,7 @@ def test_build_context_keeps_the_services_and_drops_the_rest():
             f"services/{service}/migrations/env.py",
         ):
             assert not ignored(path, patterns), path
-        assert ignored(f"services/{service}/seed.py", patterns)
-    for path in ("requirements.txt", "shared/launch.py", "shared/migrate.py", "shared/web.py"):
+    for path in ("requirements.txt", "services/launch.py", "shared/migrate.py", "shared/web.py"):
         assert not ignored(path, patterns), path
     for path in (
         "requirements-dev.txt",
@@ -147,7 +147,9 @@ def test_build_context_keeps_the_services_and_drops_the_rest():
         "k8s/base/kustomization.yaml",
         ".venv/bin/python",
         "var/grid.db",
-        "shared/cli/__main__.py",
+        "tools/cli/__main__.py",
+        "tools/seeds/grid.py",
+        "tools/demo.py",
         "shared/__pycache__/db.cpython-311.pyc",
     ):
         assert ignored(path, patterns), path
@@ -162,7 +164,7 @@ class Absent(importlib.abc.MetaPathFinder):  # what requirements-dev.txt adds is
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 
 sys.meta_path.insert(0, Absent())
-import shared.launch, shared.migrate, nameko.cli.main, nameko.cli.run
+import services.launch, shared.migrate, nameko.cli.main, nameko.cli.run
 for service in {services!r}:
     __import__(f"services.{{service}}.service")
     __import__(f"services.{{service}}.models")
@@ -235,7 +237,7 @@ def test_run_builds_the_runner_command_line_of_each_service():
 @pytest.mark.parametrize("command", ["run", "migrate"])
 def test_unknown_services_are_refused_clearly(command):
     result = subprocess.run(
-        [PYTHON, "-W", "ignore", "-m", "shared.launch", command, "gird"],
+        [PYTHON, "-W", "ignore", "-m", "services.launch", command, "gird"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -337,7 +339,9 @@ def alembic_head(database):
 def expected_heads(service):
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(migrate.alembic_config(service, "sqlite://")).get_heads()
+    return ScriptDirectory.from_config(
+        migrate.alembic_config(service, None, registry.get(service).migrations, "sqlite://")
+    ).get_heads()
 
 
 def test_migrate_upgrades_a_database_to_head_with_pasted_credentials(login_role):
@@ -352,7 +356,7 @@ def test_migrate_upgrades_a_database_to_head_with_pasted_credentials(login_role)
             conn.execute(text(f'ALTER DATABASE "{database}" OWNER TO "{user}"'))
         engine.dispose()
         result = subprocess.run(
-            [PYTHON, "-m", "shared.launch", "migrate", "grid"],
+            [PYTHON, "-m", "services.launch", "migrate", "grid"],
             cwd="/",
             env=migrate_env(database, user, password),
             capture_output=True,
@@ -373,7 +377,7 @@ def test_replicas_migrating_at_once_take_turns():
         env = migrate_env(database, *admin_credentials())
         processes = [
             subprocess.Popen(
-                [PYTHON, "-m", "shared.launch", "migrate", "grid"],
+                [PYTHON, "-m", "services.launch", "migrate", "grid"],
                 cwd="/",
                 env=env,
                 stdout=subprocess.PIPE,
@@ -398,7 +402,7 @@ def test_a_migration_waits_for_the_advisory_lock():
         with holder.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": migrate.lock_key("grid")})
             process = subprocess.Popen(
-                [PYTHON, "-m", "shared.launch", "migrate", "grid"],
+                [PYTHON, "-m", "services.launch", "migrate", "grid"],
                 cwd="/",
                 env=migrate_env(database, *admin_credentials()),
                 stdout=subprocess.DEVNULL,
@@ -420,7 +424,7 @@ def test_a_migration_waits_for_the_advisory_lock():
 
 
 def launched_grid(rabbit_config, database):
-    """`python -m shared.launch run grid` as the container runs it (cwd /, only its own settings)."""
+    """`python -m services.launch run grid` as the container runs it (cwd /, only its own settings)."""
     from tests.support import JWT_SECRET, PII_KEY, free_port
 
     port = free_port()
@@ -435,7 +439,7 @@ def launched_grid(rabbit_config, database):
         "LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
-        [PYTHON, "-m", "shared.launch", "run", "grid"],
+        [PYTHON, "-m", "services.launch", "run", "grid"],
         cwd="/",
         env=env,
         stdout=subprocess.DEVNULL,
@@ -464,7 +468,7 @@ def ended(process):
 
 
 def test_run_execs_the_runner_which_stops_a_busy_grid_gracefully_and_answers_every_call(rabbit_config, grid_db):
-    """`python -m shared.launch run grid` becomes the service process itself (exec: it receives
+    """`python -m services.launch run grid` becomes the service process itself (exec: it receives
     SIGTERM directly, as the container's main process would). Stopped while callers keep it busy,
     it finishes what it took and exits 0; what it had not taken waits in its queue for the next
     grid, which answers it: every call gets exactly one answer."""

@@ -503,11 +503,11 @@ def test_the_variable_check_can_fail(overlay):
 
 
 def test_launcher_arguments_name_real_services(overlay):
-    from shared.launch import UnknownService, run_argv
-    from shared.suite import present_services
+    from services import registry
+    from services.launch import run_argv
 
     _, documents = overlay
-    assert set(SERVICES) == set(present_services())
+    assert set(SERVICES) == set(registry.NAMES)
     for service, deployment in service_deployments(documents).items():
         command, target = app_container(deployment)["args"]
         assert (command, target) == ("run", service)
@@ -516,7 +516,7 @@ def test_launcher_arguments_name_real_services(overlay):
         assert os.path.exists(config)
         module, cls = spec.split(":")
         assert getattr(importlib.import_module(module), cls).name == service
-    with pytest.raises(UnknownService):
+    with pytest.raises(registry.UnknownService):
         run_argv("gird")
 
 

@@ -2,7 +2,7 @@
 
 The integration tests run services as in-process nameko containers: nothing there can be
 SIGKILLed, SIGSTOPped or cut off from the broker on its own. Here each replica is
-``python -m shared.runner`` (``shared.launch.run_argv``), started with the environment its
+``python -m shared.runner`` (``services.launch.run_argv``), started with the environment its
 config.yml reads, on a broker URI the caller gives (a private vhost of the machine's broker, or a
 private RabbitMQ node) and on scratch PostgreSQL databases cloned from the migrated templates::
 
@@ -30,11 +30,11 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from shared import launch
+from services import launch, registry
 from shared.auth import mint_token
 from tests.support import JWT_SECRET, PII_KEY, database_url, free_port, scratch_database
 
-SERVICES = ("grid", "notices", "legal", "volunteer")  # grid first: the others call it
+SERVICES = registry.NAMES  # grid first: the others call it
 # What every replica gets unless the caller's env says otherwise. Pools stay small: the machine's
 # PostgreSQL has 100 connections for every test run at once (a pool may double under load).
 BASE_ENV = {
@@ -163,8 +163,6 @@ class Suite:
         self._cleanup.close()
 
     def _prepare_databases(self):
-        from shared.migrate import upgrade
-
         for name in self.services:
             if name in self.database_urls:
                 continue
@@ -172,7 +170,7 @@ class Suite:
             db_name = self._cleanup.enter_context(scratch_database(f"grassroots_faults_{name}", template=template))
             url = database_url(db_name)
             if template is None:
-                upgrade(name, url)
+                registry.get(name).migrate(url)
             self.database_urls[name] = url
 
     # ---- one replica --------------------------------------------------------

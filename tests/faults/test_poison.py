@@ -15,14 +15,15 @@ from collections import Counter
 import eventlet
 from kombu import Connection, Exchange, Queue
 
-from shared import asyncapi
+from services import registry
 from shared.rpc import TOKEN_HEADER
 from tests.faults import effects, population, scenario
 from tests.faults.effects import Databases
 from tests.faults.report import Tally, report
 from tests.faults.suite import Suite, admin_token
+from tools import asyncapi
 
-SERVICES = ("grid", "notices", "legal", "volunteer")
+SERVICES = registry.NAMES
 RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 # A handler's (or command's) own queue: not its retry or dead queues.
 HANDLER_QUEUE = re.compile(r"^(evt-[^.]+--[a-z_]+\.[a-z_]+|cmd-[a-z_]+-[a-z_]+)$")

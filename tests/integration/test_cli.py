@@ -7,8 +7,8 @@ import json
 import eventlet
 import pytest
 
-from shared.cli.__main__ import main
 from tests.support import add_household, add_resident, token, wait_until
+from tools.cli.__main__ import main
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from nameko.dependency_providers import Config
 from sqlalchemy import create_engine
 from sqlalchemy.orm import DeclarativeBase
 
-from shared.cli.__main__ import main
-from shared.cli.deadletters import declared_queue_names, management_url
 from shared.db import Database
 from shared.endpoints import on_event
 from shared.outbox import outbox_models
 from tests.support import database_url, free_port, scratch_database, wait_until
+from tools.cli.__main__ import main
+from tools.cli.deadletters import declared_queue_names, management_url
 
 MARKER = "private-data-5d1f03"  # in every event's data: must never be printed
 HANDLER_QUEUE = "evt-ledger-tagged--probe.on_tagged"

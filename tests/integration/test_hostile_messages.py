@@ -33,7 +33,6 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import create_engine
 from sqlalchemy.orm import DeclarativeBase
 
-from shared import asyncapi
 from shared.db import Database
 from shared.endpoints import on_event
 from shared.errors import ValidationError
@@ -45,6 +44,7 @@ from shared.validation import Str, StrictSchema
 from tests.integration import module_suite
 from tests.integration.module_suite import SERVICES
 from tests.support import database_url, scratch_database, token, wait_until
+from tools import asyncapi
 
 MARKER = "hostile-body-7c1e9a"  # in every body sent here; must never appear in a log
 ADMIN = token("admin", sub="root")

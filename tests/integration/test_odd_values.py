@@ -20,11 +20,12 @@ import pytest
 from marshmallow import fields
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from shared import asyncapi, validation
+from shared import validation
 from shared.auth import ROLES
 from shared.errors import ValidationError
 from tests.integration import module_suite
 from tests.support import add_household, add_resident, build_district, table_counts, token
+from tools import asyncapi
 
 # Every role and no unit: any method's authorisation passes, so each call reaches validation.
 ANYONE = token(*sorted(ROLES), sub="odd-values")

@@ -25,12 +25,12 @@ from nameko.containers import get_container_cls
 from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import create_engine, insert, text
 
-from shared.asyncapi import entrypoints, service_classes
 from shared.db import utcnow
 from shared.errors import Forbidden
 from shared.outbox import OutboxRelay, envelope
 from tests import scope_matrix as matrix
 from tests.support import JWT_SECRET, PII_KEY, EventTap, free_port, scratch_database, table_counts, token, wait_until
+from tools.asyncapi import entrypoints, service_classes
 
 SERVICES = {
     "grid": ("services.grid", "GridService"),

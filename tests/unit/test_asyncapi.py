@@ -19,18 +19,19 @@ from marshmallow import Schema, ValidationError, fields, validate
 from nameko.extensions import DependencyProvider
 
 from services.notices.client import send_direct_command
-from shared import asyncapi, errors
+from shared import errors
 from shared.commands import on_command
 from shared.endpoints import MAX_KEY_LENGTH, endpoint, on_event, rpc
 from shared.idempotency import KEY_ARGUMENT as KEY
 from shared.outbox import envelope
 from shared.service import ServiceBase
 from shared.validation import Id, ListOf, OneOf, Str, StrictSchema, UtcDateTime
+from tools import asyncapi
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_PATH = ROOT / "docs" / "asyncapi.yaml"
 SPEC_PATH = ROOT / "docs" / "schemas" / "asyncapi-3.0.0.json"
-REGENERATE = "run `make asyncapi` (python -m shared.asyncapi) and commit docs/asyncapi.yaml"
+REGENERATE = "run `make asyncapi` (python -m tools.asyncapi) and commit docs/asyncapi.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ from nameko.exceptions import MethodNotFound, RemoteError
 from rich.console import Console
 
 from shared.auth import decode_token
-from shared.cli import CliError
-from shared.cli.__main__ import build_parser, main
-from shared.cli.output import flatten_fields, format_remote_error
-from shared.cli.tail import envelope_fields, format_event, format_time, matches, routing_keys
-from shared.cli.tokens import caller_token, signing_secret
-from shared.cli.tree import Subtree, UnitStats, collect, render, summary
 from shared.errors import NotFound, ValidationError
+from tools.cli import CliError
+from tools.cli.__main__ import build_parser, main
+from tools.cli.output import flatten_fields, format_remote_error
+from tools.cli.tail import envelope_fields, format_event, format_time, matches, routing_keys
+from tools.cli.tokens import caller_token, signing_secret
+from tools.cli.tree import Subtree, UnitStats, collect, render, summary
 
 SECRET = "unit-test-secret-for-the-cli-0123456789"
 
@@ -113,7 +113,7 @@ def test_secret_from_the_environment_else_var_dev_env(tmp_path):
 
 def test_token_command_without_a_secret_fails_concisely(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("GRASSROOTS_JWT_SECRET", raising=False)
-    monkeypatch.setattr("shared.cli.tokens.dev_env_path", lambda: str(tmp_path / "dev.env"))
+    monkeypatch.setattr("tools.cli.tokens.dev_env_path", lambda: str(tmp_path / "dev.env"))
     assert main(["token", "--sub", "x", "--role", "admin"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: GRASSROOTS_JWT_SECRET is not set") and "Traceback" not in err
@@ -403,4 +403,4 @@ def test_module_entry_point_is_installed_as_grassroots():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "pyproject.toml"), "rb") as source:
         project = tomllib.load(source)["project"]
-    assert project["scripts"]["grassroots"] == "shared.cli.__main__:main"
+    assert project["scripts"]["grassroots"] == "tools.cli.__main__:main"

@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 
 from shared import handlers, rpc
-from shared.cli import deadletters
-from shared.cli.__main__ import build_parser, main
-from shared.cli.deadletters import (
+from tools.cli import deadletters
+from tools.cli.__main__ import build_parser, main
+from tools.cli.deadletters import (
     DeadQueue,
     Outcome,
     QueueListing,

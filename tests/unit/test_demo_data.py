@@ -1,4 +1,4 @@
-"""The demo district generator (shared.demo_data): deterministic, real street names, valid synthetic
+"""The demo district generator (tools.demo_data): deterministic, real street names, valid synthetic
 people, consistent keys between the records the seeders send to different services."""
 
 import dataclasses
@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from services.grid.idnumbers import birth_date_of, id_number_problem
-from shared import demo_data
 from shared.validation import phone_problem
+from tools import demo_data
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ back, a non-strict ``fields.Integer`` would turn 1.5 into 1: a new field of thos
 import pytest
 from marshmallow import fields
 
-from shared import asyncapi, validation
+from shared import validation
 from shared.endpoints import EnvelopeSchema
+from tools import asyncapi
 
 
 def input_schemas():

@@ -39,7 +39,7 @@ def test_other_warnings_are_not_silenced():
 
 def test_the_cli_prints_only_its_answer():
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "token", "--sub", "alice", "--role", "admin"],
+        [sys.executable, "-m", "tools.cli", "token", "--sub", "alice", "--role", "admin"],
         cwd="/",
         capture_output=True,
         text=True,

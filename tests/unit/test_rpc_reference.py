@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 from marshmallow import fields, validate
 
-from shared import asyncapi
 from shared.commands import on_command
 from shared.endpoints import endpoint, on_event, rpc
 from shared.idempotency import KEY_ARGUMENT as KEY
 from shared.service import ServiceBase
 from shared.validation import Id, ListOf, OneOf, Str, StrictSchema, UtcDateTime, WeeklyWindow
-from tools import rpc_reference
+from tools import asyncapi, rpc_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_PATH = ROOT / "docs" / "rpc.md"

@@ -1,7 +1,7 @@
 """The container image's entrypoint: one service per container, named on the command line.
 
-    python -m shared.launch run <service>       # exec the service runner (shared.runner) on its config
-    python -m shared.launch migrate <service>   # alembic upgrade head (shared.migrate; advisory-locked)
+    python -m services.launch run <service>       # exec the service runner (shared.runner) on its config
+    python -m services.launch migrate <service>   # alembic upgrade head (shared/migrate.py; advisory-locked)
 
 The settings come from the environment that services/<service>/config.yml reads (``${VAR:default}``),
 in Kubernetes from the service's ConfigMap and Secrets (k8s/base/<service>/).
@@ -12,18 +12,10 @@ import os
 import sys
 from urllib.parse import quote
 
-from shared.suite import ROOT, present_services, service_class
+from services import registry
 
-
-class UnknownService(SystemExit):
-    def __init__(self, name):
-        super().__init__(f"unknown service {name!r}: choose one of {', '.join(present_services())}")
-
-
-def check_service(name):
-    if name not in present_services():
-        raise UnknownService(name)
-    return name
+# The repo root (the directory holding services/): the runner imports the service module by name.
+ROOT = os.path.dirname(registry.HERE)
 
 
 def run_argv(service):
@@ -31,15 +23,8 @@ def run_argv(service):
 
     shared.runner is `nameko run` with a stop that a start cannot swallow and that is bounded.
     """
-    check_service(service)
-    return [
-        sys.executable,
-        "-m",
-        "shared.runner",
-        "--config",
-        os.path.join(ROOT, "services", service, "config.yml"),
-        f"services.{service}.service:{service_class(service)}",
-    ]
+    entry = registry.get(service)
+    return [sys.executable, "-m", "shared.runner", "--config", entry.config_path, entry.spec]
 
 
 def credential_urls(service):
@@ -89,26 +74,24 @@ def run(service):
 
 
 def migrate(service):
-    check_service(service)
-    from shared import migrate as migrations
-
+    entry = registry.get(service)
     os.environ.update(quote_credentials(os.environ, service))
     print(f"{service}: migrating to head", flush=True)
-    migrations.upgrade(service)
+    entry.migrate()
     print(f"{service}: migrated to head", flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m shared.launch", description="Run or migrate one Grassroots service."
+        prog="python -m services.launch", description="Run or migrate one Grassroots service."
     )
     parser.add_argument("command", choices=["run", "migrate"])
-    parser.add_argument("service", help="one of: " + ", ".join(present_services()))
+    parser.add_argument("service", help="one of: " + ", ".join(registry.NAMES))
     args = parser.parse_args(argv)
     try:
-        check_service(args.service)
-    except UnknownService as refused:
-        parser.error(str(refused.code))  # usage + message, exit status 2
+        registry.get(args.service)
+    except registry.UnknownService as refused:
+        parser.error(str(refused))  # usage + message, exit status 2
     if args.command == "run":
         run(args.service)
     else:

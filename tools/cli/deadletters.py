@@ -38,9 +38,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from rich.text import Text
 
-from shared.cli import EXIT_REFUSED, EXIT_UNREACHABLE, CliError
-from shared.cli.connect import add_amqp_option, amqp_uri, broker_error, redact
-from shared.cli.output import print_json
+from tools.cli import EXIT_REFUSED, EXIT_UNREACHABLE, CliError
+from tools.cli.connect import add_amqp_option, amqp_uri, broker_error, redact
+from tools.cli.output import print_json
 
 DEAD_SUFFIX = ".dead"
 # The headers shared.handlers and shared.rpc write (tests/unit/test_deadletters_cli.py checks they agree).
@@ -698,7 +698,7 @@ def declared_queue_names():
     from nameko.events import EventHandler
     from nameko.rpc import Rpc
 
-    from shared.asyncapi import service_classes
+    from tools.asyncapi import service_classes
 
     names = set()
     for service, cls in service_classes().items():

@@ -1,15 +1,15 @@
-"""Demo legal data for `make run` (see ``shared.demo_data``): a public legal service station in every
+"""Demo legal data for `make run` (see ``tools.demo_data``): a public legal service station in every
 street of the demo district and a legal service room in about half of its communities, three dozen
 lawyers with weekly plans, a few with time off. Idempotent: skipped when the district has stations.
 
-    python -m services.legal.seed
+    python -m tools.seeds.legal
 """
 
 import datetime as dt
 import os
 
-from shared.demo_data import build_district
-from shared.demo_seed import (
+from tools.demo_data import build_district
+from tools.demo_seed import (
     Stopwatch,
     batch,
     district_to_seed,
@@ -90,7 +90,7 @@ def seed_demo(amqp_uri, district=None):
 
 
 if __name__ == "__main__":
-    from shared.suite import load_dev_secrets
+    from tools.suite import load_dev_secrets
 
     load_dev_secrets()
     seed_demo(os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))

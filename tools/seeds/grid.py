@@ -1,15 +1,15 @@
-"""The demo district (滨城区, see ``shared.demo_data``) created through the grid's own RPC:
+"""The demo district (滨城区, see ``tools.demo_data``) created through the grid's own RPC:
 units with their Party organisations and staff, households, residents and their tags, a
 door-to-door screening with visits, a few incidents. Idempotent: skipped when the district exists.
 
-    python -m services.grid.seed   # needs the grid service running, AMQP_URI and GRASSROOTS_JWT_SECRET
+    python -m tools.seeds.grid   # needs the grid service running, AMQP_URI and GRASSROOTS_JWT_SECRET
 """
 
 import datetime as dt
 import os
 
-from shared.demo_data import DISTRICT_CODE, build_district
-from shared.demo_seed import Stopwatch, batch, find_district, progress, proxy, remember, say
+from tools.demo_data import DISTRICT_CODE, build_district
+from tools.demo_seed import Stopwatch, batch, find_district, progress, proxy, remember, say
 
 DEMO_CODE = DISTRICT_CODE
 LEVELS_BELOW = ("street", "community", "grid_large", "grid_medium", "grid_small")
@@ -156,7 +156,7 @@ def _all_incidents(grid, under):
 
 
 if __name__ == "__main__":
-    from shared.suite import load_dev_secrets
+    from tools.suite import load_dev_secrets
 
     load_dev_secrets()
     seed_demo(os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.auth import jwt_secret, mint_token
-from shared.demo_data import DISTRICT_CODE
+from tools.demo_data import DISTRICT_CODE
 
 console = Console(highlight=False)
 # Ids worth starting from, written by the seeders, read by `make run` on every start.

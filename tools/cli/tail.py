@@ -14,15 +14,15 @@ import uuid
 
 from rich.text import Text
 
-from shared.cli import EXIT_UNREACHABLE, EXIT_USAGE, CliError
-from shared.cli.connect import add_amqp_option, amqp_uri, broker_error
+from tools.cli import EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from tools.cli.connect import add_amqp_option, amqp_uri, broker_error
 
 ENVELOPE_FIELDS = ("time", "source", "type", "subject", "data")
 GLOB_CHARS = set("*?[")
 
 
 def suite_services():
-    from shared.suite import present_services
+    from tools.suite import present_services
 
     return present_services()
 

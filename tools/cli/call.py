@@ -4,10 +4,10 @@ import argparse
 import json
 import re
 
-from shared.cli import EXIT_REFUSED
-from shared.cli.connect import DEFAULT_TIMEOUT, add_amqp_option, amqp_uri, rpc_proxy, unreachable
-from shared.cli.output import format_remote_error, print_error, print_json
-from shared.cli.tokens import add_caller_options, caller_token
+from tools.cli import EXIT_REFUSED
+from tools.cli.connect import DEFAULT_TIMEOUT, add_amqp_option, amqp_uri, rpc_proxy, unreachable
+from tools.cli.output import format_remote_error, print_error, print_json
+from tools.cli.tokens import add_caller_options, caller_token
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -1,15 +1,15 @@
 """Tokens: ``grassroots token`` and the token every other command calls with.
 
 The signing secret is ``GRASSROOTS_JWT_SECRET``, else the one ``make run`` wrote to
-``var/dev.env``. Unlike ``shared.suite.load_dev_secrets`` this never creates that file: a secret
+``var/dev.env``. Unlike ``tools.suite.load_dev_secrets`` this never creates that file: a secret
 made up here would sign tokens no running service accepts.
 """
 
 import os
 
 from shared.auth import ROLES, SECRET_ENV, mint_token
-from shared.cli import EXIT_USAGE, CliError
-from shared.cli.output import print_plain
+from tools.cli import EXIT_USAGE, CliError
+from tools.cli.output import print_plain
 
 TOKEN_ENV = "GRASSROOTS_TOKEN"
 DEFAULT_SUB = "grassroots-cli"
@@ -17,7 +17,7 @@ CALL_TOKEN_TTL = 600
 
 
 def dev_env_path():
-    from shared.suite import DEV_ENV
+    from tools.suite import DEV_ENV
 
     return DEV_ENV
 

@@ -22,9 +22,9 @@ from rich.text import Text
 from rich.tree import Tree
 
 from services.grid.vocabulary import LEVELS
-from shared.cli import CliError
-from shared.cli.connect import DEFAULT_TIMEOUT, add_amqp_option, amqp_uri, rpc_proxy, unreachable
-from shared.cli.tokens import add_caller_options, caller_token
+from tools.cli import CliError
+from tools.cli.connect import DEFAULT_TIMEOUT, add_amqp_option, amqp_uri, rpc_proxy, unreachable
+from tools.cli.tokens import add_caller_options, caller_token
 
 PAGE_SIZE = 500  # the grid's largest page
 IN_FLIGHT = 16  # concurrent per-unit calls

@@ -1,7 +1,7 @@
 """The suite's AsyncAPI 3.0 document, generated from the code.
 
-    python -m shared.asyncapi            # (re)write docs/asyncapi.yaml  (make asyncapi)
-    python -m shared.asyncapi --check    # exit 1, showing the difference, when it is stale
+    python -m tools.asyncapi            # (re)write docs/asyncapi.yaml  (make asyncapi)
+    python -m tools.asyncapi --check    # exit 1, showing the difference, when it is stale
 
 What it reads:
 
@@ -28,7 +28,6 @@ import difflib
 import importlib
 import inspect
 import json
-import pkgutil
 import re
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import yaml
 from marshmallow import EXCLUDE, INCLUDE, fields, missing, validate
 
-from shared import validation
+from shared import replies, validation
 from shared.commands import command_exchange_name, command_queue_name
 from shared.endpoints import MAX_KEY_LENGTH
 from shared.idempotency import DEFAULT_TTL_HOURS, KEY_ARGUMENT
@@ -151,6 +150,14 @@ class SchemaConverter:
             "description": f"No arguments but the optional ``{KEY_ARGUMENT}``.",
         }
 
+    def reply(self, returns, mode="dump"):
+        """The JSON Schema of what ``returns`` (a schema, ``many`` or not, or a ``replies.OneOf``) dumps."""
+        if isinstance(returns, replies.OneOf):
+            return {"oneOf": [self.reply(schema, mode) for schema in returns.schemas]}
+        instance = returns() if isinstance(returns, type) else returns
+        ref = _ref(self.component(instance, mode))
+        return {"type": "array", "items": ref} if instance.many else ref
+
     def schema_object(self, schema, mode, write=False):
         instance = schema() if isinstance(schema, type) else schema
         properties, required = {}, []
@@ -211,6 +218,8 @@ class SchemaConverter:
                     {"type": "integer", "minimum": 1, "maximum": validation.MAX_ID},
                 ]
             }
+        if isinstance(field, replies.Choice):
+            return self.reply(field.one_of, mode)
         if isinstance(field, (fields.Function, fields.Method)):
             return {"description": "Computed by the service."}
         if isinstance(field, fields.Nested):
@@ -340,25 +349,15 @@ def _nullable(result):
 
 
 def service_classes():
-    """``{service name: class}`` for every ``services/<svc>/service.py``."""
-    import services
-    from shared.service import ServiceBase
+    """``{service name: class}`` for every service in the registry (services/registry.py)."""
+    from services import registry
 
     found = {}
-    for info in sorted(pkgutil.iter_modules(services.__path__), key=lambda i: i.name):
-        if not info.ispkg or not (Path(services.__path__[0]) / info.name / "service.py").exists():
-            continue
-        module = importlib.import_module(f"services.{info.name}.service")
-        for _, cls in sorted(vars(module).items()):
-            if (
-                isinstance(cls, type)
-                and issubclass(cls, ServiceBase)
-                and cls.__module__ == module.__name__
-                and isinstance(getattr(cls, "name", None), str)
-            ):
-                if cls.name in found:
-                    raise ContractError(f"two service classes are named {cls.name!r}")
-                found[cls.name] = cls
+    for entry in registry.SERVICES:
+        cls = entry.service_class()
+        if cls.name != entry.name:
+            raise ContractError(f"{entry.spec} is named {cls.name!r}, the registry says {entry.name!r}")
+        found[entry.name] = cls
     return found
 
 
@@ -649,6 +648,36 @@ def build(services=None):
                     },
                 },
             }
+            reply_name = "reply"
+            if contract.get("returns") is not None:
+                reply_name = f"{service}.{method}"
+                channels[REPLY_CHANNEL]["messages"][reply_name] = {"$ref": f"#/components/messages/{key}.reply"}
+                messages[f"{key}.reply"] = {
+                    "name": f"{service}.{method} reply",
+                    "title": f"{service}.{method} reply",
+                    "contentType": "application/json",
+                    "payload": {
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "required": ["result", "error"],
+                                "properties": {
+                                    "result": converter.reply(contract["returns"]),
+                                    "error": {"type": "null"},
+                                },
+                            },
+                            {
+                                "type": "object",
+                                "required": ["result", "error"],
+                                "properties": {"result": {"type": "null"}, "error": _ref(REMOTE_ERROR)},
+                            },
+                        ]
+                    },
+                    "correlationId": {
+                        "location": "$message.header#/correlation_id",
+                        "description": "The AMQP ``correlation_id`` property of the request.",
+                    },
+                }
             description = [doc] if doc else []
             description.append(
                 f"Roles: {', '.join(roles)}."
@@ -667,7 +696,7 @@ def build(services=None):
                         "description": "The AMQP ``reply_to`` property of the request.",
                     },
                     "channel": {"$ref": f"#/channels/{REPLY_CHANNEL}"},
-                    "messages": [{"$ref": f"#/channels/{REPLY_CHANNEL}/messages/reply"}],
+                    "messages": [{"$ref": f"#/channels/{REPLY_CHANNEL}/messages/{reply_name}"}],
                 },
                 "tags": [{"name": service}, {"name": "rpc"}],
                 "x-roles": roles,
@@ -836,7 +865,7 @@ def build(services=None):
                 "Every input string refuses NUL, the other C0 control characters (tab, newline and carriage "
                 'return excepted) and lone surrogates; integers are strict (``1.5``, ``"2"`` and ``true`` are '
                 "refused); timestamps and dates lie in the window each field's description gives.\n\n"
-                "Generated from the code by ``python -m shared.asyncapi`` (``make asyncapi``); do not edit."
+                "Generated from the code by ``python -m tools.asyncapi`` (``make asyncapi``); do not edit."
             ),
             "tags": tags,
         },
@@ -912,7 +941,7 @@ def generated_document_main(argv, prog, description, output, generate, regenerat
 def main(argv=None):
     return generated_document_main(
         argv,
-        "python -m shared.asyncapi",
+        "python -m tools.asyncapi",
         __doc__.split("\n\n")[0],
         OUTPUT,
         generate,

@@ -1,18 +1,18 @@
-"""Demo volunteers for `make run` (see ``shared.demo_data``): a few hundred volunteers, most of them
+"""Demo volunteers for `make run` (see ``tools.demo_data``): a few hundred volunteers, most of them
 residents of the demo district, with skills and weekly availability; a Party-member vanguard post
 (党员先锋岗) in every community with shifts over the next two days and their sign-ups; public
 pledges; help requests from elderly and disabled residents, offered to nearby volunteers, some
 accepted and done. Idempotent: skipped when the district has volunteers.
 
-    python -m services.volunteer.seed
+    python -m tools.seeds.volunteer
 """
 
 import datetime as dt
 import os
 from zoneinfo import ZoneInfo
 
-from shared.demo_data import Volunteer, build_district
-from shared.demo_seed import (
+from tools.demo_data import Volunteer, build_district
+from tools.demo_seed import (
     Stopwatch,
     batch,
     district_to_seed,
@@ -185,7 +185,7 @@ def seed_demo(amqp_uri, district=None):
 
 
 def _demo_pointers(data, ids, volunteer_ids):
-    """A few ids to start exploring from: `make run` prints commands with them (shared.demo_seed)."""
+    """A few ids to start exploring from: `make run` prints commands with them (tools.demo_seed)."""
     crews: dict[str, list[Volunteer]] = {}
     for v in data.volunteers:
         crews.setdefault(v.home_unit_code, []).append(v)
@@ -194,7 +194,7 @@ def _demo_pointers(data, ids, volunteer_ids):
 
 
 if __name__ == "__main__":
-    from shared.suite import load_dev_secrets
+    from tools.suite import load_dev_secrets
 
     load_dev_secrets()
     seed_demo(os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))

@@ -1,7 +1,7 @@
 """Run the whole suite locally (what `make run` does).
 
-python -m shared.suite run      # broker check, migrations, every service, demo data; Ctrl-C stops
-python -m shared.suite broker   # only make sure a broker is reachable (starting a local one if needed)
+python -m tools.suite run      # broker check, migrations, every service, demo data; Ctrl-C stops
+python -m tools.suite broker   # only make sure a broker is reachable (starting a local one if needed)
 """
 
 import argparse
@@ -17,11 +17,12 @@ import time
 import urllib.request
 from urllib.parse import urlparse
 
+from services import registry
+from shared.db import database_url
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAR = os.path.join(ROOT, "var")
 DEV_ENV = os.path.join(VAR, "dev.env")
-# Every service the suite knows, with its default HTTP port; only those present are started.
-SERVICE_PORTS = {"grid": 8001, "notices": 8002, "legal": 8003, "volunteer": 8004}
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 
 
@@ -30,7 +31,7 @@ def say(message):
 
 
 def present_services():
-    return [name for name in SERVICE_PORTS if os.path.exists(os.path.join(ROOT, "services", name, "service.py"))]
+    return list(registry.NAMES)
 
 
 def load_dev_secrets():
@@ -143,10 +144,8 @@ def database_problem(url, timeout=5):
 
 
 def ensure_databases(services):
-    from shared import migrate
-
     for name in services:
-        url = migrate.database_url({}, name)
+        url = database_url({}, name)
         if url.startswith("sqlite"):
             continue  # a local file: the migration creates it
         problem = database_problem(url)
@@ -183,7 +182,7 @@ def start_service(name, port):
         "WEB_SERVER_ADDRESS": f"0.0.0.0:{port}",
         "GRASSROOTS_STOP_TIMEOUT": os.environ.get("GRASSROOTS_STOP_TIMEOUT", "15"),
     }
-    from shared import launch  # it imports this module
+    from services import launch  # it imports this module
 
     # One JSON line per call would bury the terminal: each service logs to its own file.
     with open(log_path(name), "ab") as log:  # the child keeps its own descriptor
@@ -209,10 +208,6 @@ def log_tail(name, lines=20):
         return b"".join(log.readlines()[-lines:]).decode("utf-8", "replace")
 
 
-def service_class(name):
-    return f"{name.capitalize()}Service"
-
-
 def stop_all(processes):
     for process in processes.values():
         if process.poll() is None:
@@ -230,13 +225,11 @@ def run():
     amqp_uri = os.environ.setdefault("AMQP_URI", DEFAULT_AMQP_URI)
     load_dev_secrets()
     ensure_broker(amqp_uri)
-    from shared import migrate
-
     services = present_services()
     ensure_databases(services)
     for name in services:
-        migrate.upgrade(name)
-        say(f"{name}: database migrated ({migrate.database_url({}, name)})")
+        registry.get(name).migrate()
+        say(f"{name}: database migrated ({masked(database_url({}, name))})")
     processes = {}
     stopping = False
 
@@ -250,24 +243,22 @@ def run():
     signal.signal(signal.SIGINT, on_signal)
     try:
         for name in services:
-            processes[name] = start_service(name, SERVICE_PORTS[name])
+            processes[name] = start_service(name, registry.get(name).dev_port)
         for name in services:
-            if not wait_ready(SERVICE_PORTS[name]):
+            if not wait_ready(registry.get(name).dev_port):
                 raise SystemExit(f"{name} did not become ready; the end of {log_path(name)}:\n{log_tail(name)}")
         for name in services:  # demo data, through each service's own RPC
-            seeder = os.path.join(ROOT, "services", name, "seed.py")
-            if os.path.exists(seeder):
-                importlib.import_module(f"services.{name}.seed").seed_demo(amqp_uri)
+            importlib.import_module(f"tools.seeds.{name}").seed_demo(amqp_uri)
         say("suite running — Ctrl-C stops it")
         for name in services:
-            port = SERVICE_PORTS[name]
+            port = registry.get(name).dev_port
             say(
                 f"  {name:<10} health http://127.0.0.1:{port}/healthz  ready http://127.0.0.1:{port}/readyz  "
                 f"metrics http://127.0.0.1:{port}/metrics"
             )
         say("  logs: var/log/<service>.log (JSON lines); tokens are signed with the secrets in var/dev.env")
         say("where to start (in another terminal):")
-        from shared.demo_seed import where_to_start
+        from tools.demo_seed import where_to_start
 
         for line in where_to_start(amqp_uri):
             say(f"  {line}")
@@ -287,7 +278,7 @@ def run():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m shared.suite")
+    parser = argparse.ArgumentParser(prog="python -m tools.suite")
     parser.add_argument("command", choices=["run", "broker"])
     args = parser.parse_args(argv)
     if args.command == "broker":

@@ -1,15 +1,15 @@
 """Demo notices for `make run`: two published notices in the demo district (see
-``shared.demo_data``) — anti-fraud legal publicity for its elderly residents living alone, and a
+``tools.demo_data``) — anti-fraud legal publicity for its elderly residents living alone, and a
 volunteer call-out for one street — delivered through the stub channels. Idempotent: skipped when
 the district already has published notices.
 
-    python -m services.notices.seed
+    python -m tools.seeds.notices
 """
 
 import datetime as dt
 import os
 
-from shared.demo_seed import Stopwatch, district_to_seed, proxy, say
+from tools.demo_seed import Stopwatch, district_to_seed, proxy, say
 
 
 def notices_for(district_id, street_id, street_name):
@@ -56,7 +56,7 @@ def seed_demo(amqp_uri):
 
 
 if __name__ == "__main__":
-    from shared.suite import load_dev_secrets
+    from tools.suite import load_dev_secrets
 
     load_dev_secrets()
     seed_demo(os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))

@@ -1,19 +1,19 @@
-"""The ``grassroots`` command (installed by ``make install``; also ``python -m shared.cli``)."""
+"""The ``grassroots`` command (installed by ``make install``; also ``python -m tools.cli``)."""
 
 import argparse
 import logging
 import sys
 import warnings
 
-from shared.cli import EXIT_REFUSED, EXIT_USAGE, CliError
+from tools.cli import EXIT_REFUSED, EXIT_USAGE, CliError
 
 
 def build_parser():
-    from shared.cli.call import add_call_command
-    from shared.cli.deadletters import add_deadletters_command
-    from shared.cli.tail import add_tail_command
-    from shared.cli.tokens import add_token_command
-    from shared.cli.tree import add_tree_command
+    from tools.cli.call import add_call_command
+    from tools.cli.deadletters import add_deadletters_command
+    from tools.cli.tail import add_tail_command
+    from tools.cli.tokens import add_token_command
+    from tools.cli.tree import add_tree_command
 
     parser = argparse.ArgumentParser(
         prog="grassroots",
@@ -44,7 +44,7 @@ def main(argv=None):
     quiet_libraries()
     from nameko.exceptions import BadRequest, RemoteError
 
-    from shared.cli.output import fail, format_remote_error, print_error, stderr_console, stdout_console
+    from tools.cli.output import fail, format_remote_error, print_error, stderr_console, stdout_console
 
     parser = build_parser()
     try:

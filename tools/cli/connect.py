@@ -4,7 +4,7 @@ import os
 from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
-from shared.cli import EXIT_UNREACHABLE, CliError
+from tools.cli import EXIT_UNREACHABLE, CliError
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 DEFAULT_TIMEOUT = 30.0

@@ -1,7 +1,7 @@
 """`make demo`: two cross-service scenarios played against the running suite (`make run` in another
 terminal), printed step by step.
 
-    python -m shared.demo [--timeout 30] [--only quarantine|dispute]
+    python -m tools.demo [--timeout 30] [--only quarantine|dispute]
 
 1. Quarantine — a grid worker tags a resident ``quarantined``; notices sends the household its
    ``quarantine_instructions``; volunteer opens daily ``groceries`` and ``check_in`` requests for the
@@ -32,9 +32,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from shared.auth import jwt_secret, mint_token
-from shared.demo_data import DISTRICT_CODE
-from shared.demo_seed import find_district
 from shared.errors import Conflict
+from tools.demo_data import DISTRICT_CODE
+from tools.demo_seed import find_district
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 HEALTH_TAGS = (
@@ -460,11 +460,11 @@ class Demo:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m shared.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each effect (30)")
     parser.add_argument("--only", choices=("quarantine", "dispute"), help="play one scenario")
     args = parser.parse_args(argv)
-    from shared.suite import load_dev_secrets
+    from tools.suite import load_dev_secrets
 
     load_dev_secrets()
     amqp_uri = os.environ.get("AMQP_URI") or DEFAULT_AMQP_URI
