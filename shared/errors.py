@@ -70,7 +70,3 @@ class ServiceUnavailable(GrassrootsError):
 
 # Raised for errors the caller caused: logged as warnings, counted as client errors.
 CLIENT_ERRORS = (ValidationError, NotFound, Conflict, Forbidden, Unauthenticated)
-
-
-def validation_error(field, message):
-    return ValidationError({field: [message]})

@@ -4,7 +4,6 @@ outbox (commit ⇔ publish), handler dedup, retries, dead-lettering of poison me
 import json
 import uuid
 
-import eventlet
 import pytest
 from kombu import Connection, Exchange, Queue
 from marshmallow import fields
@@ -25,7 +24,7 @@ from shared.outbox import OutboxRelay, outbox_models
 from shared.telemetry import Telemetry
 from shared.validation import Str, StrictSchema
 from shared.web import ObservableMixin
-from tests.support import JWT_SECRET, database_url, free_port, scratch_database, token
+from tests.support import JWT_SECRET, database_url, free_port, scratch_database, token, wait_until
 
 
 class Base(DeclarativeBase):
@@ -190,18 +189,22 @@ def envelope(event_type, data, event_id=None):
     )
 
 
-def dead_letters(config, queue_name):
-    """Raw messages (undecoded: some are not JSON) parked in a dead-letter queue."""
-    eventlet.sleep(0.5)
-    with Connection(config["AMQP_URI"]) as conn:
-        # declared as the handler declares it (the broker refuses other arguments)
-        arguments = queues.durable_arguments(config, DEAD_QUEUE_ARGUMENTS)
-        bound = Queue(queue_name, durable=True, queue_arguments=arguments)(conn.default_channel)
-        bound.declare()
-        messages = []
-        while (message := bound.get(no_ack=True)) is not None:
-            messages.append(message)
-        return messages
+def dead_letters(config, queue_name, count):
+    """Raw messages (undecoded: some are not JSON) parked in a dead-letter queue, once ``count`` are."""
+    messages = []
+
+    def arrived():
+        with Connection(config["AMQP_URI"]) as conn:
+            # declared as the handler declares it (the broker refuses other arguments)
+            arguments = queues.durable_arguments(config, DEAD_QUEUE_ARGUMENTS)
+            bound = Queue(queue_name, durable=True, queue_arguments=arguments)(conn.default_channel)
+            bound.declare()
+            while (message := bound.get(no_ack=True)) is not None:
+                messages.append(message)
+        return len(messages) >= count
+
+    wait_until(arrived, message=f"{count} dead letters never reached {queue_name}")
+    return messages
 
 
 def test_rolled_back_change_publishes_nothing_and_committed_publishes_once(ledger, tap, config, ledger_db):
@@ -269,7 +272,7 @@ def test_poison_messages_are_dead_lettered_and_the_service_keeps_working(listene
     with entrypoint_waiter(listener, "on_entry") as ok:
         publish(config, "entry_added", envelope("entry_added", {"note": "fine"}))
     assert ok.get() == "handled"
-    dead = dead_letters(config, f"{queue}.dead")
+    dead = dead_letters(config, f"{queue}.dead", 3)
     reasons = sorted(m.headers["x-grassroots-dead-reason"].split(":")[0] for m in dead)
     assert reasons == ["malformed", "malformed", "undecodable"]
     assert _metric(listener, "grassroots_dead_letters_total", service="listener", handler="on_entry") == 3
@@ -280,11 +283,7 @@ def test_poison_messages_are_dead_lettered_and_the_service_keeps_working(listene
 def test_failing_handler_is_retried_then_dead_lettered(listener, config):
     queue = "evt-ledger-flaky--listener.on_flaky"
     publish(config, "flaky", envelope("flaky", {"n": 1}))
-    dead = []
-    for _ in range(20):
-        dead = dead_letters(config, f"{queue}.dead")
-        if dead:
-            break
+    dead = dead_letters(config, f"{queue}.dead", 1)
     assert len(dead) == 1
     assert dead[0].headers["x-grassroots-attempt"] == 3
     assert ListenerService.failures == 3
