@@ -31,21 +31,15 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from services.grid.vocabulary import TAGS
 from shared.auth import jwt_secret, mint_token
 from shared.errors import Conflict
 from tools.demo_data import DISTRICT_CODE
 from tools.demo_seed import find_district
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
-HEALTH_TAGS = (
-    "quarantined",
-    "elderly_alone",
-    "disabled",
-    "chronic_illness",
-    "pregnant",
-    "low_income",
-    "needs_assistance",
-)
+# The tags no volunteer may see (every grid tag but Party membership).
+HEALTH_TAGS = tuple(tag for tag in TAGS if tag != "party_member")
 CARE_KINDS = ("groceries", "check_in")
 ZONE = ZoneInfo("Asia/Shanghai")
 LIVE_STATUSES = ("open", "offered", "matched")

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass, field
 
 from services.grid.idnumbers import make_id_number
+from services.legal.vocabulary import SPECIALTIES
 
 DEFAULT_SEED = 3716_02
 DEFAULT_RESIDENTS = 3000
@@ -283,16 +284,7 @@ LAW_FIRMS = (
     "北海和信律师事务所",
     "滨州民本律师事务所",
 )
-LEGAL_SPECIALTIES = (
-    "family",
-    "labour",
-    "housing_property",
-    "contract",
-    "neighbour_dispute",
-    "consumer",
-    "administrative",
-    "criminal_defence",
-)
+# How common each of legal's specialties is among the district's lawyers, in SPECIALTIES' order.
 SPECIALTY_WEIGHTS = (6, 4, 4, 3, 6, 3, 2, 1)
 
 SKILL_SETS = (  # (skills, weight)
@@ -808,7 +800,7 @@ def _legal(rng, people, root, residents):
             ]
         specialties: set[str] = set()
         while len(specialties) < rng.randint(1, 3):
-            specialties.add(rng.choices(LEGAL_SPECIALTIES, weights=SPECIALTY_WEIGHTS)[0])
+            specialties.add(rng.choices(SPECIALTIES, weights=SPECIALTY_WEIGHTS)[0])
         resident = linked[n] if n < len(linked) else None
         name = resident.name if resident else people.name(rng.choice("MF"))
         while True:
