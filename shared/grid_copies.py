@@ -34,9 +34,14 @@ def hold(session):
 
 
 def through(path, unit_id):
-    """The prefix of ``path`` that ends with ``unit_id`` (the unit as this copy knows it), or None."""
+    """The prefix of ``path`` that ends with ``unit_id`` (the unit as this copy knows it), or None.
+
+    The last occurrence: a path holds a unit twice only after a move was handled before an earlier one
+    (unit 3 moved out from under 2, then 2 moved under 3; 2's move handled first rebases 3's copy
+    ``/1/2/3/`` to ``/1/3/2/3/``). Its deepest occurrence is the stale part, which 3's own move then
+    rebases on 3's present path."""
     segment = f"/{unit_id}/"
-    at = path.find(segment)
+    at = path.rfind(segment)
     return None if at < 0 else path[: at + len(segment)]
 
 
@@ -49,7 +54,7 @@ def rebase(path, unit_id, unit_path):
 
 def stale_prefixes(paths, unit_id, unit_path):
     """The distinct prefixes through ``unit_id`` among ``paths`` that are not its current path: each is
-    one subtree to rebase (they are disjoint — each ends at the unit, which a path holds once)."""
+    one subtree to rebase."""
     return {p for p in (through(path, unit_id) for path in paths) if p is not None and p != unit_path}
 
 
@@ -95,7 +100,8 @@ def rebase_unit(session, columns, unit_id, unit_path):
         # The copies through the unit, whatever the path above it: found by the /<id>/ segment.
         paths = session.scalars(select(column).distinct().where(column.contains(f"/{unit_id}/"))).all()
         count = 0
-        for prefix in sorted(stale_prefixes(paths, unit_id, unit_path)):
+        # Deepest first: a stale prefix can extend another (the unit twice in a path, see ``through``).
+        for prefix in sorted(stale_prefixes(paths, unit_id, unit_path), key=lambda p: (-len(p), p)):
             result = session.execute(
                 update(column.class_)
                 .where(in_subtree(column, prefix))
