@@ -1,29 +1,27 @@
-"""nameko's own RPC floor: a no-op method in its own process, called like the grid bench calls grid.
+"""nameko's own RPC floor: no-op methods in their own process, called as the benches call the services.
 
-    python -m bench.rpc_floor [--amqp-uri ...] [--requests 1000]
+    python -m bench.rpc_floor [--amqp-uri amqp://guest:guest@localhost:5672/] [--requests 1000] [--warmup 50]
 
-Separates what the framework costs (client proxy, dispatch, worker, reply) from what
-a grid method adds, beside the same run's raw kombu direct reply-to floor.
+Separates what the framework costs (client proxy, dispatch, worker, reply) from what a service method adds:
+a no-op on nameko's stock ``@rpc`` (confirmed, persistent replies) and one on the suite's (``shared.rpc``),
+each as a multiple of the raw kombu request/reply floor (direct reply-to) measured in the same run.
 """
 
-import warnings
+import bench.green  # noqa: F401  (first: eventlet's monkey patching)
 
-warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
+# isort: split
+import os
+import subprocess
+import sys
+import time
 
-import eventlet  # noqa: E402
+import eventlet
+from nameko.rpc import rpc
+from nameko.standalone.rpc import ClusterRpcProxy
 
-eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-from nameko.rpc import rpc  # noqa: E402
-from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
-
-from bench.harness import percentile, start_nameko, stop_process, timed  # noqa: E402
-from shared.endpoints import rpc as service_rpc  # noqa: E402
+from bench import harness
+from bench.harness import stat_cells, summarise
+from shared.endpoints import rpc as service_rpc
 
 
 class NoopNamekoRpc:
@@ -44,39 +42,61 @@ class NoopServiceRpc:
         return "pong"
 
 
-def main():
-    parser = argparse.ArgumentParser(prog="python -m bench.rpc_floor")
-    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI", "amqp://guest:guest@localhost:5672/"))
+def wait_until_answered(proxy, process, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proxy.bench_noop_service.ping()
+            proxy.bench_noop_nameko.ping()
+            return
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            eventlet.sleep(0.5)
+
+
+def main(argv=None):
+    parser = harness.parser("bench.rpc_floor", __doc__)
     parser.add_argument("--requests", type=int, default=1000)
-    args = parser.parse_args()
-    env = {**os.environ, "AMQP_URI": args.amqp_uri, "PYTHONWARNINGS": "ignore"}
-    service = start_nameko(
-        ["run", "--broker", args.amqp_uri, "bench.rpc_floor:NoopNamekoRpc", "bench.rpc_floor:NoopServiceRpc"],
-        env,
-        subprocess.DEVNULL,
+    parser.add_argument("--warmup", type=int, default=50)
+    args = harness.parse(parser, argv, positive=("requests",), not_negative=("warmup",))
+    existed = harness.claim_queues(args.amqp_uri, harness.rpc_queues(NoopNamekoRpc.name, NoopServiceRpc.name))
+    env = {**os.environ, "PYTHONPATH": harness.ROOT, "AMQP_URI": args.amqp_uri, "PYTHONWARNINGS": "ignore"}
+    argv = ["run", "--broker", args.amqp_uri, "bench.rpc_floor:NoopNamekoRpc", "bench.rpc_floor:NoopServiceRpc"]
+    service = subprocess.Popen(
+        [sys.executable, "-m", "nameko", *argv],
+        cwd=harness.ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
+    loads = [os.getloadavg()]
     try:
         with ClusterRpcProxy({"AMQP_URI": args.amqp_uri}, timeout=30) as proxy:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    proxy.bench_noop_service.ping()
-                    proxy.bench_noop_nameko.ping()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
-            print(f"{'no-op RPC (ms)':<40} {'p50':>6} {'p99':>6}")
-            for label, method in (
+            wait_until_answered(proxy, service)
+            cases = [
                 ("nameko @rpc (confirmed, persistent reply)", proxy.bench_noop_nameko.ping),
                 ("suite @rpc (shared.rpc replies)", proxy.bench_noop_service.ping),
-            ):
-                samples = timed(method, args.requests, warmup=50)
-                print(f"{label:<40} {percentile(samples, 50):>6.2f} {percentile(samples, 99):>6.2f}")
+            ]
+            stats = [(label, summarise(harness.timed(ping, args.requests, args.warmup))) for label, ping in cases]
     finally:
-        stop_process(service)
+        harness.stop_process(service)
+        harness.release_queues(args.amqp_uri, existed)
+    floor = summarise(harness.measure_floor(args.amqp_uri, harness.rpc_request({}), "pong", args.requests, args.warmup))
+    loads.append(os.getloadavg())
+    print()
+    harness.print_table(
+        [("no-op RPC (ms)", 44), ("p50", 8), ("p99", 8), ("mean", 8)],
+        [
+            [label, *stat_cells(found, "p50_ms", "p99_ms", "mean_ms")]
+            for label, found in [("raw AMQP floor", floor), *stats]
+        ],
+    )
+    print()
+    harness.floor_lines(floor, stats)
+    print(harness.load_line(loads))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

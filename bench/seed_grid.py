@@ -21,10 +21,11 @@ would in production.
 
 Everything except the ciphertexts (random nonces) and quarantine end dates is a
 function of ``--seed``. The PII key comes from GRASSROOTS_PII_KEY (default: the
-bench key in ``bench/__init__.py``); the RPC bench must run with the same key.
+bench key in ``bench.harness``); the RPC bench must run with the same key.
 """
 
 import argparse
+import contextlib
 import datetime as dt
 import io
 import queue
@@ -35,11 +36,20 @@ import time
 from collections import namedtuple
 
 import psycopg2
-from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from bench import pii_key, save_json
-from bench.db import libpq_url, recreate_database
+from bench.harness import (
+    NULL,
+    bytea,
+    database_name,
+    fix_sequences,
+    libpq_url,
+    parse,
+    person_name,
+    pii_key,
+    recreate_database,
+    save_json,
+)
 from services.grid.idnumbers import make_id_number
 from services.grid.residents import ID_INDEX
 from services.registry import get as service_entry
@@ -87,34 +97,8 @@ ELDERLY_ALONE_RATE = TAG_RATES["elderly_alone"] / ELDERLY_SHARE
 
 # Six-digit administrative region codes (Jinan, Shandong); one ID number is
 # region + birth date + a 3-digit sequence, so a (region, date) pair has 999 slots.
-REGIONS = (
-    "370102",
-    "370103",
-    "370104",
-    "370105",
-    "370112",
-    "370113",
-    "370114",
-    "370115",
-    "370116",
-    "370117",
-    "370124",
-    "370126",
-)
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
-GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建国文志海燕鹏飞宇浩然晨阳雪梅琳丹"
-COMPOUNDS = (
-    "阳光花园",
-    "幸福小区",
-    "和谐家园",
-    "锦绣苑",
-    "翠湖小区",
-    "泉城新居",
-    "明湖花园",
-    "文化东路宿舍",
-    "山大南路小区",
-    "舜耕苑",
-)
+REGIONS = tuple(f"3701{n:02d}" for n in (2, 3, 4, 5, 12, 13, 14, 15, 16, 17, 24, 26))
+COMPOUNDS = "阳光花园 幸福小区 和谐家园 锦绣苑 翠湖小区 泉城新居 明湖花园 文化东路宿舍 山大南路小区 舜耕苑".split()  # noqa: SIM905
 
 COPY_CHUNK_ROWS = 50_000  # residents per COPY round (households and tags ride along)
 COPY_READ_SIZE = 1 << 16
@@ -125,27 +109,12 @@ BULK_TABLES = ("households", "residents", "resident_tags")
 
 UnitRow = namedtuple("UnitRow", "id parent_id level name path label")
 
-UNIT_COLUMNS = ("id", "parent_id", "level", "name", "code", "path", "closed", "party_org_name", "created_at")
-HOUSEHOLD_COLUMNS = ("id", "unit_id", "unit_path", "compound", "building", "entrance", "room", "created_at")
+UNIT_COLUMNS = ["id", "parent_id", "level", "name", "code", "path", "closed", "party_org_name", "created_at"]
+HOUSEHOLD_COLUMNS = ["id", "unit_id", "unit_path", "compound", "building", "entrance", "room", "created_at"]
 RESIDENT_COLUMNS = (
-    "id",
-    "household_id",
-    "unit_path",
-    "name",
-    "id_number_enc",
-    "id_number_hash",
-    "phone_enc",
-    "birth_date",
-    "created_at",
+    "id household_id unit_path name id_number_enc id_number_hash phone_enc birth_date created_at".split()  # noqa: SIM905
 )
-TAG_COLUMNS = ("resident_id", "tag", "unit_path", "until", "note", "tagged_at")
-
-NULL = r"\N"  # COPY text format
-
-
-def bytea(blob):
-    # COPY text format unescapes one level of backslashes, so "\\x" reaches bytea input as "\x".
-    return "\\\\x" + blob.hex()
+TAG_COLUMNS = ["resident_id", "tag", "unit_path", "until", "note", "tagged_at"]
 
 
 # ---- database lifecycle ---------------------------------------------------
@@ -184,15 +153,6 @@ def drop_bulk_constraints(cur):
         for table, name, definition, kind in sorted(constraints, key=lambda c: c[3] != "u")
     ]
     return rebuild
-
-
-def fix_sequences(cur):
-    """Ids were assigned explicitly; move each sequence past them so the service's inserts don't collide."""
-    for table in ("units", "households", "residents"):
-        cur.execute(
-            f"SELECT setval(pg_get_serial_sequence(%s, 'id'), (SELECT coalesce(max(id), 1) FROM {table}))",
-            (table,),
-        )
 
 
 # ---- COPY plumbing --------------------------------------------------------
@@ -344,18 +304,8 @@ def load_people(stream, rng, vault, small_grids, residents, chunk_rows):
             created = (REGISTRATION_START + step * (household_id - 1)).isoformat()
             path = grid.path
             households.append(
-                "\t".join(
-                    (
-                        str(household_id),
-                        str(grid.id),
-                        path,
-                        choice(COMPOUNDS),
-                        str(randrange(1, 31)),
-                        str(randrange(1, 7)),
-                        f"{randrange(1, 19)}0{randrange(1, 5)}",
-                        created,
-                    )
-                )
+                f"{household_id}\t{grid.id}\t{path}\t{choice(COMPOUNDS)}\t{randrange(1, 31)}\t{randrange(1, 7)}\t"
+                f"{randrange(1, 19)}0{randrange(1, 5)}\t{created}"
             )
             for _ in range(size):
                 resident_id += 1
@@ -363,21 +313,10 @@ def load_people(stream, rng, vault, small_grids, residents, chunk_rows):
                 birth = reference - dt.timedelta(days=age_days)
                 id_number = ids.issue(randrange(n_regions), birth, age_days)
                 phone = f"13{randrange(10**9):09d}"
-                name = choice(SURNAMES) + "".join(choice(GIVEN) for _ in range(randrange(1, 3)))
                 people.append(
-                    "\t".join(
-                        (
-                            str(resident_id),
-                            str(household_id),
-                            path,
-                            name,
-                            bytea(encrypt(id_number, ID_INDEX)),
-                            blind_index(id_number, ID_INDEX),
-                            bytea(encrypt(phone, PHONE_CONTEXT)),
-                            birth.isoformat(),
-                            created,
-                        )
-                    )
+                    f"{resident_id}\t{household_id}\t{path}\t{person_name(rng)}\t"
+                    f"{bytea(encrypt(id_number, ID_INDEX))}\t{blind_index(id_number, ID_INDEX)}\t"
+                    f"{bytea(encrypt(phone, PHONE_CONTEXT))}\t{birth.isoformat()}\t{created}"
                 )
                 rid = str(resident_id)
                 if age_days >= elderly_days and random_() < ELDERLY_ALONE_RATE:
@@ -397,13 +336,13 @@ def load_people(stream, rng, vault, small_grids, residents, chunk_rows):
 
 
 def bench_targets(cur):
-    """The units the RPC bench queries: the bench district, its first street,
-    that street's first community and that community's first small grid."""
-    cur.execute("SELECT id, path FROM units WHERE code = %s", (DISTRICT_CODE,))
+    """The units the benches address: the bench district, its first street, that street's first community
+    and that community's first small grid (LookupError when there is no bench district)."""
+    cur.execute("SELECT id FROM units WHERE code = %s", (DISTRICT_CODE,))
     row = cur.fetchone()
     if row is None:
-        raise RuntimeError("no bench district: run `python -m bench.seed_grid` first")
-    district_id, _ = row
+        raise LookupError("no bench district")
+    district_id = row[0]
     cur.execute("SELECT min(id) FROM units WHERE parent_id = %s AND level = 'street'", (district_id,))
     street_id = cur.fetchone()[0]
     cur.execute("SELECT min(id), min(path) FROM units WHERE parent_id = %s AND level = 'community'", (street_id,))
@@ -411,6 +350,27 @@ def bench_targets(cur):
     cur.execute("SELECT min(id) FROM units WHERE level = 'grid_small' AND path LIKE %s", (community_path + "%",))
     small_grid_id = cur.fetchone()[0]
     return {"district": district_id, "street": street_id, "community": community_id, "small_grid": small_grid_id}
+
+
+@contextlib.contextmanager
+def seeded(url):
+    """(cursor, bench_targets) on the seeded bench database, read-only use; SystemExit saying how to seed it
+    when it is missing or holds no bench district."""
+    seed_first = f"Seed it first: python -m bench.seed_grid --database-url {url}"
+    try:
+        conn = psycopg2.connect(libpq_url(url))
+    except psycopg2.OperationalError as exc:
+        raise SystemExit(f"cannot open the grid bench database ({str(exc).strip()}).\n{seed_first}") from None
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            try:
+                targets = bench_targets(cur)
+            except (LookupError, psycopg2.Error):
+                raise SystemExit(f"{database_name(url)} holds no bench district. {seed_first}") from None
+            yield cur, targets
+    finally:
+        conn.close()
 
 
 def table_counts(cur):
@@ -440,7 +400,7 @@ def seed(url, residents, seed_value, chunk_rows=COPY_CHUNK_ROWS):
 
     rng = random.Random(seed_value)
     vault = PiiVault(pii_key())
-    name = make_url(url).database
+    name = database_name(url)
     print(f"Seeding {name}: {residents:,} residents, seed {seed_value}", flush=True)
 
     mark = time.perf_counter()
@@ -468,7 +428,7 @@ def seed(url, residents, seed_value, chunk_rows=COPY_CHUNK_ROWS):
         with conn.cursor() as cur:
             for statement in rebuild:
                 cur.execute(statement)
-            fix_sequences(cur)
+            fix_sequences(cur, ("units", "households", "residents"))
         conn.commit()
         mark = phase("indexes + constraints", mark)
 
@@ -522,22 +482,16 @@ def seed(url, residents, seed_value, chunk_rows=COPY_CHUNK_ROWS):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.seed_grid", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--database-url", required=True, help="PostgreSQL URL of the bench database (dropped and recreated)"
+        "--database-url",
+        required=True,
+        help="PostgreSQL URL of the bench database (its name must hold 'bench': it is dropped and recreated)",
     )
     parser.add_argument("--residents", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--chunk-rows", type=int, default=COPY_CHUNK_ROWS, help="residents per COPY round")
-    parser.add_argument(
-        "--force", action="store_true", help="allow dropping a database whose name does not contain 'bench'"
-    )
-    args = parser.parse_args(argv)
-    url = make_url(args.database_url)
-    if not url.drivername.startswith("postgresql"):
-        parser.error("--database-url must be a PostgreSQL URL")
-    if "bench" not in (url.database or "") and not args.force:
-        parser.error(f"refusing to drop database {url.database!r}: its name has no 'bench' (use --force)")
-    if args.residents < 1:
-        parser.error("--residents must be positive")
+    args = parse(parser, argv, positive=("residents", "chunk_rows"))
+    if "bench" not in (database_name(args.database_url) or ""):
+        parser.error("--database-url must name a database whose name holds 'bench': it is dropped and recreated")
     seed(args.database_url, args.residents, args.seed, args.chunk_rows)
     return 0
 

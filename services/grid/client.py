@@ -136,14 +136,14 @@ class FakeGrid(GridReads):
         }
         return self.units[unit_id]
 
-    def add_household(self, household_id, unit_id, address="1 Test Road"):
+    def add_household(self, household_id, unit_id, address=None):
         household_id = str(household_id)
         unit = self.units[str(unit_id)]
         self.households[household_id] = {
             "id": household_id,
             "unit_id": unit["id"],
+            "address": address or {"compound": "Test Garden", "building": "1", "entrance": "1", "room": household_id},
             "unit_path": list(unit["path"]),
-            "address": address,
             "resident_ids": [],
         }
         return self.households[household_id]
@@ -160,6 +160,23 @@ class FakeGrid(GridReads):
             "tags": sorted(tags),
         }
         return self.residents_by_id[resident_id]
+
+    def add_incident(self, incident_id, unit_id, category="dispute", description=None, party_resident_ids=()):
+        """An open incident at ``unit_id``, as ``get_incident`` answers it (no steps beyond its report)."""
+        incident_id, unit = str(incident_id), self.units[str(unit_id)]
+        self.incidents[incident_id] = {
+            "id": incident_id,
+            "unit_id": unit["id"],
+            "category": category,
+            "description": description or f"incident {incident_id}",
+            "party_resident_ids": [str(i) for i in party_resident_ids],
+            "status": "open",
+            "handling_unit_id": unit["id"],
+            "handling_level": unit["level"],
+            "origin": None,
+            "steps": [{"action": "reported", "from_level": None, "to_level": unit["level"]}],
+        }
+        return self.incidents[incident_id]
 
     # ---- the reads -------------------------------------------------------
 
@@ -208,6 +225,24 @@ class FakeGrid(GridReads):
             return _Ready(self.get_household(household_id=household_id))
         except Exception as exc:
             return _Ready(error=exc)
+
+    def find_residents_async(self, *, under, tags_any=None, tags_all=None, page_size=100, after=None):
+        """Residents under ``under`` in keyset pages (``items``, ``has_more``, ``next_after``), in id order."""
+        try:
+            self._call("find_residents")
+        except Exception as exc:
+            return _Ready(error=exc)
+        rows = [
+            dict(r)
+            for r in sorted(self.residents_by_id.values(), key=lambda r: int(r["id"]))
+            if str(under) in r["unit_path"]
+            and (not tags_any or set(tags_any) & set(r["tags"]))
+            and (not tags_all or set(tags_all) <= set(r["tags"]))
+            and (after is None or int(r["id"]) > int(after))
+        ]
+        items, more = rows[:page_size], len(rows) > page_size
+        page = {"items": items, "page": 1, "page_size": page_size, "has_more": more}
+        return _Ready({**page, "next_after": items[-1]["id"] if more else None})
 
     def get_residents(self, *, resident_ids):
         self._call("get_residents")

@@ -10,7 +10,13 @@ names, ID numbers or phone numbers ever travel in an event.
 from marshmallow import EXCLUDE, Schema, fields
 
 from services.grid import vocabulary as v
+from shared.paths import path_ids
 from shared.validation import Id, OneOf, Str, UtcDateTime
+
+
+def path_out(path):
+    """A materialised path (``/1/5/23/``) as events carry it: its ids as strings, district first."""
+    return [str(i) for i in path_ids(path)]
 
 
 class EventPayload(Schema):

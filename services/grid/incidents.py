@@ -4,8 +4,9 @@ import datetime as dt
 
 from sqlalchemy import select
 
+from services.grid.events import path_out
 from services.grid.models import Incident, IncidentStep, Resident, Unit
-from services.grid.units import reachable_unit
+from services.grid.units import RowView, reachable_unit
 from services.grid.vocabulary import DEPARTMENT_LEVEL
 from shared import paths as tree
 from shared.db import fetch, locking, paged, utcnow
@@ -32,7 +33,7 @@ def _event(incident, **extra):
     return {
         "incident_id": str(incident.id),
         "unit_id": str(incident.unit_id),
-        "unit_path": [str(i) for i in tree.path_ids(incident.unit_path)],
+        "unit_path": path_out(incident.unit_path),
         "category": incident.category,
         "department": incident.department,
         "status": incident.status,
@@ -132,30 +133,29 @@ def _climb(uow, policy, incident, actor, reason, now):
     if incident.handling_unit_id is None:
         raise Conflict(f"incident {incident.id} is already with the {incident.department} department")
     current = session.get(Unit, incident.handling_unit_id)
-    from_level = incident.handling_level
     if current.parent_id is None:
-        incident.handling_unit_id, incident.handling_level = None, DEPARTMENT_LEVEL
-    else:
-        parent = session.get(Unit, current.parent_id)
-        incident.handling_unit_id, incident.handling_level = parent.id, parent.level
-    incident.status = "escalated"
+        return _hand_on(uow, policy, incident, None, DEPARTMENT_LEVEL, actor, reason, now, actor == SYSTEM_ACTOR)
+    parent = session.get(Unit, current.parent_id)
+    return _hand_on(uow, policy, incident, parent.id, parent.level, actor, reason, now, actor == SYSTEM_ACTOR)
+
+
+def _hand_on(uow, policy, incident, unit_id, level, actor, reason, now, automatic):
+    """The incident goes to whoever handles it next (a unit, or with ``unit_id`` None the department),
+    with that level's deadline; the step is recorded and announced."""
+    from_level = incident.handling_level
+    incident.handling_unit_id, incident.handling_level = unit_id, level
+    incident.status, incident.due_at = "escalated", policy.due(level, now)
     incident.escalations += 1
-    incident.due_at = policy.due(incident.handling_level, now)
-    _step(
-        session,
-        incident,
-        "escalated",
-        actor,
-        note=reason,
-        from_level=from_level,
-        to_level=incident.handling_level,
-        at=now,
-    )
-    uow.emit(
-        "incident_escalated",
-        f"incident/{incident.id}",
-        _event(incident, from_level=from_level, automatic=actor == SYSTEM_ACTOR),
-    )
+    _step(uow.session, incident, "escalated", actor, note=reason, from_level=from_level, to_level=level, at=now)
+    event = _event(incident, from_level=from_level, automatic=automatic)
+    uow.emit("incident_escalated", f"incident/{incident.id}", event)
+    return incident
+
+
+def _resolve(uow, incident, resolution, actor, now):
+    incident.status, incident.resolution, incident.resolved_at, incident.due_at = "resolved", resolution, now, None
+    _step(uow.session, incident, "resolved", actor, note=resolution, from_level=incident.handling_level, at=now)
+    uow.emit("incident_resolved", f"incident/{incident.id}", _event(incident))
     return incident
 
 
@@ -210,16 +210,8 @@ def refer_to_department(uow, policy, incident, department, actor, reason):
     """Hand an incident straight to a department, skipping the levels between (e.g. a court referral)."""
     if incident.status == "resolved":
         raise Conflict(f"incident {incident.id} is resolved")
-    now = utcnow()
-    from_level = incident.handling_level
-    incident.department, incident.handling_unit_id, incident.handling_level = department, None, DEPARTMENT_LEVEL
-    incident.status, incident.due_at = "escalated", policy.due(DEPARTMENT_LEVEL, now)
-    incident.escalations += 1
-    _step(
-        uow.session, incident, "escalated", actor, note=reason, from_level=from_level, to_level=DEPARTMENT_LEVEL, at=now
-    )
-    uow.emit("incident_escalated", f"incident/{incident.id}", _event(incident, from_level=from_level, automatic=True))
-    return incident
+    incident.department = department
+    return _hand_on(uow, policy, incident, None, DEPARTMENT_LEVEL, actor, reason, utcnow(), automatic=True)
 
 
 def settle_from_mediation(uow, policy, incident_id, case_id, outcome, actor):
@@ -236,12 +228,7 @@ def settle_from_mediation(uow, policy, incident_id, case_id, outcome, actor):
         return refer_to_department(
             uow, policy, incident, COURT_DEPARTMENT, actor, f"mediation case {case_id} referred to court"
         )
-    now = utcnow()
-    resolution = f"mediation case {case_id} closed: {outcome}"
-    incident.status, incident.resolution, incident.resolved_at, incident.due_at = "resolved", resolution, now, None
-    _step(uow.session, incident, "resolved", actor, note=resolution, from_level=incident.handling_level, at=now)
-    uow.emit("incident_resolved", f"incident/{incident.id}", _event(incident))
-    return incident
+    return _resolve(uow, incident, f"mediation case {case_id} closed: {outcome}", actor, utcnow())
 
 
 def resolve_incident(uow, caller, incident_id, resolution):
@@ -256,17 +243,16 @@ def resolve_incident(uow, caller, incident_id, resolution):
     else:
         handling_ids = origin_ids[: origin_ids.index(incident.handling_unit_id) + 1]
     caller.require_reach(handling_ids, f"incident handled at {incident.handling_level}")
-    now = utcnow()
-    incident.status, incident.resolution, incident.resolved_at, incident.due_at = "resolved", resolution, now, None
-    _step(session, incident, "resolved", caller.sub, note=resolution, from_level=incident.handling_level, at=now)
-    uow.emit("incident_resolved", f"incident/{incident.id}", _event(incident))
-    return incident
+    return _resolve(uow, incident, resolution, caller.sub, utcnow())
 
 
-def incident_steps(session, incident):
-    return session.scalars(
+def incident_trail(session, caller, incident_id):
+    """The incident with its steps, oldest first."""
+    incident = load_incident(session, caller, incident_id)
+    steps = session.scalars(
         select(IncidentStep).where(IncidentStep.incident_id == incident.id).order_by(IncidentStep.id)
     ).all()
+    return RowView(incident, steps=list(steps))
 
 
 def list_incidents(session, caller, under, status, page, page_size):

@@ -1,21 +1,20 @@
 """Households, residents and their tags; audience queries over a subtree."""
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
+from services.grid.events import path_out
 from services.grid.models import Household, Resident, ResidentTag
-from services.grid.units import reachable_unit
+from services.grid.units import RowView, reachable_unit
 from shared import paths as tree
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.pii import mask_id_number, mask_phone
+from shared.validation import page_of
 
 ID_INDEX = b"id_number"
-
-
-def _path_list(path):
-    return [str(i) for i in tree.path_ids(path)]
 
 
 def load_household(session, caller, household_id):
@@ -42,35 +41,13 @@ def register_household(uow, caller, unit_id, address):
     return household
 
 
-@dataclass
-class HouseholdView:
-    """A household with its members' ids (for services acting on a whole household)."""
-
-    id: int
-    unit_id: int
-    unit_path: str
-    compound: str
-    building: str
-    entrance: str
-    room: str
-    members: list
-
-
 def household_view(session, caller, household_id):
+    """The household with its members' ids, in id order (for services acting on a whole household)."""
     household = load_household(session, caller, household_id)
     members = session.scalars(
         select(Resident.id).where(Resident.household_id == household.id).order_by(Resident.id)
     ).all()
-    return HouseholdView(
-        household.id,
-        household.unit_id,
-        household.unit_path,
-        household.compound,
-        household.building,
-        household.entrance,
-        household.room,
-        list(members),
-    )
+    return RowView(household, resident_ids=list(members))
 
 
 def move_household(uow, caller, household_id, unit_id):
@@ -94,14 +71,15 @@ def move_household(uow, caller, household_id, unit_id):
         {
             "household_id": str(household.id),
             "unit_id": str(unit.id),
-            "unit_path": _path_list(unit.path),
-            "old_unit_path": _path_list(old_path),
+            "unit_path": path_out(unit.path),
+            "old_unit_path": path_out(old_path),
         },
     )
     return household
 
 
 def register_resident(uow, caller, vault, household_id, name, id_number, phone, birth_date):
+    """The new resident as ``caller`` may see it (a ResidentView)."""
     session = uow.session
     household = load_household(session, caller, household_id)
     id_hash = vault.blind_index(id_number, ID_INDEX)
@@ -119,7 +97,7 @@ def register_resident(uow, caller, vault, household_id, name, id_number, phone, 
     )
     session.add(resident)
     session.flush()
-    return resident
+    return view_resident(resident, [], vault, caller.pii)
 
 
 def load_resident(session, caller, resident_id):
@@ -140,7 +118,7 @@ class ResidentView:
     id: int
     household_id: int
     unit_id: int
-    unit_path: list
+    unit_path: str
     name: str
     id_number: str
     phone: str
@@ -155,7 +133,7 @@ def view_resident(resident, tags, vault, reveal, with_id_number=True):
         id=resident.id,
         household_id=resident.household_id,
         unit_id=tree.path_ids(resident.unit_path)[-1],
-        unit_path=_path_list(resident.unit_path),
+        unit_path=resident.unit_path,
         name=resident.name,
         id_number=id_number if reveal else mask_id_number(id_number),
         phone=phone if reveal else mask_phone(phone),
@@ -177,12 +155,24 @@ def tag_event(resident, tag):
         "resident_id": str(resident.id),
         "household_id": str(resident.household_id),
         "unit_id": str(tree.path_ids(resident.unit_path)[-1]),
-        "unit_path": _path_list(resident.unit_path),
+        "unit_path": path_out(resident.unit_path),
         "tag": tag,
     }
 
 
+@dataclass
+class TagSet:
+    """A tag as it now stands on a resident; ``created``: the resident did not carry it before."""
+
+    resident_id: int
+    tag: str
+    until: dt.datetime | None
+    note: str | None
+    created: bool
+
+
 def tag_resident(uow, caller, resident_id, tag, until, note):
+    """Tag the resident, or update ``until``/``note`` of the tag they carry (announced only when new)."""
     session = uow.session
     resident = load_resident(session, caller, resident_id)
     if until is not None and until <= utcnow():
@@ -190,7 +180,7 @@ def tag_resident(uow, caller, resident_id, tag, until, note):
     existing = session.get(ResidentTag, (resident.id, tag))
     if existing is not None:
         existing.until, existing.note = until, note
-        return existing, False
+        return TagSet(resident.id, tag, until, note, created=False)
     row = ResidentTag(
         resident_id=resident.id, tag=tag, unit_path=resident.unit_path, until=until, note=note, tagged_at=utcnow()
     )
@@ -201,10 +191,11 @@ def tag_resident(uow, caller, resident_id, tag, until, note):
         f"resident/{resident.id}",
         {**tag_event(resident, tag), "until": until.isoformat() if until else None},
     )
-    return row, True
+    return TagSet(resident.id, tag, until, note, created=True)
 
 
 def untag_resident(uow, caller, resident_id, tag, reason="untagged"):
+    """Take the tag off the resident; returns the removed tag's row."""
     session = uow.session
     resident = load_resident(session, caller, resident_id)
     existing = session.get(ResidentTag, (resident.id, tag))
@@ -213,6 +204,7 @@ def untag_resident(uow, caller, resident_id, tag, reason="untagged"):
     session.delete(existing)
     session.flush()
     uow.emit("resident_untagged", f"resident/{resident.id}", {**tag_event(resident, tag), "reason": reason})
+    return existing
 
 
 def expire_tags(uow, now, limit=500):
@@ -261,6 +253,8 @@ def count_residents(session, caller, under, tags_any, tags_all):
 
 
 def find_residents(session, caller, vault, under, tags_any, tags_all, page, page_size, after=None):
+    """One page of resident summaries in id order, by ``page`` or (``after``) by keyset; ``next_after``
+    is the ``after`` of the next page (None on the last)."""
     root = reachable_unit(session, caller, under)
     matching = _matching_ids(root.path, tags_any, tags_all)
     query = select(Resident)
@@ -271,7 +265,8 @@ def find_residents(session, caller, vault, under, tags_any, tags_all, page, page
     query = query.where(Resident.id > after) if after is not None else query.offset((page - 1) * page_size)
     rows = session.scalars(query.order_by(Resident.id).limit(page_size + 1)).all()
     rows, has_more = rows[:page_size], len(rows) > page_size
-    return _summaries(session, caller, vault, rows), has_more
+    found = page_of(_summaries(session, caller, vault, rows), page, page_size, has_more)
+    return {**found, "next_after": rows[-1].id if has_more else None}
 
 
 def _summaries(session, caller, vault, rows):
@@ -292,4 +287,4 @@ def get_residents(session, caller, vault, resident_ids):
     for resident in rows:
         caller.require_reach(tree.path_ids(resident.unit_path), "resident")
     found = {r.id for r in rows}
-    return _summaries(session, caller, vault, rows), [str(i) for i in resident_ids if i not in found]
+    return {"items": _summaries(session, caller, vault, rows), "missing": [i for i in resident_ids if i not in found]}

@@ -1,6 +1,6 @@
 """Input and output schemas of the grid RPC contract."""
 
-from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
+from marshmallow import ValidationError as FieldError, fields, missing, pre_dump, validate, validates_schema
 
 from services.grid import vocabulary as v
 from services.grid.idnumbers import birth_date_of, id_number_problem, normalise_id_number
@@ -210,9 +210,44 @@ class MediationClosed(EventData):
 # ---- outputs --------------------------------------------------------------
 
 
+class UnitPath(fields.List):
+    """A materialised path (``/1/5/23/``) dumped as its unit ids, district first."""
+
+    def __init__(self, **kwargs):
+        super().__init__(Id(), **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return super()._serialize(None if value is None else path_ids(value), attr, obj, **kwargs)
+
+
+class Inline(fields.Nested):
+    """A nested object made of the parent's own attributes (a household's address columns); null
+    where ``present(parent)`` is false."""
+
+    def __init__(self, nested, present=None, **kwargs):
+        super().__init__(nested, **kwargs)
+        self.present = present
+
+    def get_value(self, obj, attr, accessor=None, default=missing):
+        return obj if self.present is None or self.present(obj) else None
+
+
+class LookedUp(fields.String):
+    """The value ``table`` gives the attribute (documented as the table's values)."""
+
+    def __init__(self, table, **kwargs):
+        super().__init__(validate=validate.OneOf(sorted(set(table.values()))), **kwargs)
+        self.table = table
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return super()._serialize(self.table[value], attr, obj, **kwargs)
+
+
 class PartyOrgOut(StrictSchema):
-    name = fields.String()
-    type = fields.String()
+    """A unit's Party organisation: its name, and its type, which the unit's level sets."""
+
+    name = fields.String(attribute="party_org_name")
+    type = LookedUp(v.PARTY_ORG_TYPES, attribute="level")
 
 
 class UnitOut(StrictSchema):
@@ -221,13 +256,9 @@ class UnitOut(StrictSchema):
     level = fields.String()
     name = fields.String()
     code = fields.String(allow_none=True)
-    path = fields.Function(lambda unit: [str(i) for i in unit.path.strip("/").split("/")])
+    path = UnitPath()
     closed = fields.Boolean()
-    party_org = fields.Function(
-        lambda unit: (
-            {"name": unit.party_org_name, "type": v.PARTY_ORG_TYPES[unit.level]} if unit.party_org_name else None
-        )
-    )
+    party_org = Inline(PartyOrgOut, present=lambda unit: unit.party_org_name, allow_none=True)
 
 
 class StaffOut(StrictSchema):
@@ -242,22 +273,35 @@ class StaffOut(StrictSchema):
 class HouseholdOut(StrictSchema):
     id = Id()
     unit_id = Id()
-    address = fields.Function(
-        lambda h: {"compound": h.compound, "building": h.building, "entrance": h.entrance, "room": h.room}
-    )
+    address = Inline(Address)
 
 
 class HouseholdDetailOut(HouseholdOut):
     """A household with its unit path and members (ids only: no names, no tags)."""
 
-    unit_path = fields.Function(lambda h: [str(i) for i in path_ids(h.unit_path)])
-    resident_ids = fields.Function(lambda h: [str(i) for i in h.members])
+    unit_path = UnitPath()
+    resident_ids = fields.List(Id())
 
 
 class TagOut(StrictSchema):
     tag = fields.String()
     until = UtcDateTime(allow_none=True)
     note = fields.String(allow_none=True)
+
+
+class TagSetOut(TagOut):
+    """The tag as it now stands on the resident; ``created``: the resident did not carry it before."""
+
+    resident_id = Id()
+    created = fields.Boolean()
+
+
+class TagRemovedOut(StrictSchema):
+    """The tag was taken off the resident."""
+
+    resident_id = Id()
+    tag = fields.String()
+    removed = fields.Constant(True)
 
 
 class ResidentOut(StrictSchema):
@@ -279,10 +323,38 @@ class ResidentSummaryOut(StrictSchema):
     id = Id()
     household_id = Id()
     unit_id = Id()
-    unit_path = fields.List(fields.String())
+    unit_path = UnitPath()
     name = fields.String()
     phone = fields.String()
     tags = fields.List(fields.String())
+
+
+class ResidentPage(StrictSchema):
+    """One page of residents in id order; ``has_more``: a next page exists, fetched with ``after`` set
+    to ``next_after`` (null on the last page)."""
+
+    items = fields.List(fields.Nested(ResidentSummaryOut))
+    page = fields.Integer()
+    page_size = fields.Integer()
+    has_more = fields.Boolean()
+    next_after = Id(allow_none=True)
+
+
+class ResidentsFound(StrictSchema):
+    """The residents found, in id order; ``missing``: the ids asked for that no resident has."""
+
+    items = fields.List(fields.Nested(ResidentSummaryOut))
+    missing = fields.List(Id())
+
+
+class ResidentCount(StrictSchema):
+    """How many residents match the filter."""
+
+    count = fields.Integer()
+
+    @pre_dump
+    def from_number(self, count, **kwargs):
+        return {"count": count}
 
 
 class CampaignOut(StrictSchema):
@@ -303,6 +375,44 @@ class VisitOut(StrictSchema):
     visited_at = UtcDateTime()
 
 
+# One count per outcome of the vocabulary, so the two cannot drift apart.
+VisitOutcomeCounts = type(
+    "VisitOutcomeCounts",
+    (StrictSchema,),
+    {
+        "__doc__": "Households by the outcome of their latest visit.",
+        "__module__": __name__,
+        **{outcome: fields.Integer() for outcome in v.VISIT_OUTCOMES},
+    },
+)
+
+
+class UnitProgressOut(StrictSchema):
+    """One unit's share of a campaign."""
+
+    unit_id = Id()
+    name = fields.String()
+    level = fields.String()
+    households = fields.Integer()
+    visited = fields.Integer()
+    outcomes = fields.Nested(VisitOutcomeCounts)
+    coverage_percent = fields.Float()
+
+
+class ScreeningProgressOut(StrictSchema):
+    """A campaign's progress over its whole area, then per unit at ``level``: households, households
+    visited, latest outcomes, coverage percent (visited of households)."""
+
+    campaign_id = Id()
+    title = fields.String()
+    level = fields.String()
+    households = fields.Integer()
+    visited = fields.Integer()
+    outcomes = fields.Nested(VisitOutcomeCounts)
+    coverage_percent = fields.Float()
+    units = fields.List(fields.Nested(UnitProgressOut))
+
+
 class IncidentStepOut(StrictSchema):
     action = fields.String()
     from_level = fields.String(allow_none=True)
@@ -318,7 +428,7 @@ class IncidentOut(StrictSchema):
     category = fields.String()
     description = fields.String()
     department = fields.String()
-    party_resident_ids = fields.Function(lambda i: [str(r) for r in i.party_resident_ids or []])
+    party_resident_ids = fields.List(Id())
     status = fields.String()
     handling_unit_id = Id(allow_none=True)
     handling_level = fields.String()
@@ -331,6 +441,12 @@ class IncidentOut(StrictSchema):
     origin = fields.String(allow_none=True)
 
 
+class IncidentDetailOut(IncidentOut):
+    """An incident with its trail: reported, each escalation, resolved (oldest first)."""
+
+    steps = fields.List(fields.Nested(IncidentStepOut))
+
+
 UNIT = UnitOut()
 UNITS = UnitOut(many=True)
 STAFF = StaffOut()
@@ -338,9 +454,6 @@ STAFF_LIST = StaffOut(many=True)
 HOUSEHOLD = HouseholdOut()
 HOUSEHOLD_DETAIL = HouseholdDetailOut()
 RESIDENT = ResidentOut()
-RESIDENT_SUMMARIES = ResidentSummaryOut(many=True)
 CAMPAIGN = CampaignOut()
 VISIT = VisitOut()
 INCIDENT = IncidentOut()
-INCIDENTS = IncidentOut(many=True)
-INCIDENT_STEPS = IncidentStepOut(many=True)

@@ -5,6 +5,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from services.grid import incidents
+from services.grid.events import path_out
 from services.grid.models import Household, ScreeningCampaign, ScreeningVisit, Unit
 from services.grid.residents import load_household
 from services.grid.units import reachable_unit
@@ -72,7 +73,7 @@ def record_visit(uow, caller, policy, campaign_id, household_id, outcome, note):
             "visit_id": str(visit.id),
             "household_id": str(household.id),
             "unit_id": str(household.unit_id),
-            "unit_path": [str(i) for i in tree.path_ids(household.unit_path)],
+            "unit_path": path_out(household.unit_path),
             "outcome": outcome,
         },
     )
@@ -134,35 +135,34 @@ def screening_progress(session, caller, campaign_id, level):
     ):
         outcomes[group_of(path)][outcome] += count
 
-    rows = []
-    for unit in units:
-        counts = outcomes.get(unit.id, dict.fromkeys(VISIT_OUTCOMES, 0))
-        total = households.get(unit.id, 0)
-        visited = sum(counts.values())
-        rows.append(
-            {
-                "unit_id": str(unit.id),
-                "name": unit.name,
-                "level": unit.level,
-                "households": total,
-                "visited": visited,
-                "outcomes": counts,
-                "coverage_percent": round(100.0 * visited / total, 1) if total else 0.0,
-            }
-        )
+    rows = [
+        {
+            "unit_id": unit.id,
+            "name": unit.name,
+            "level": unit.level,
+            **_coverage(households.get(unit.id, 0), outcomes.get(unit.id, dict.fromkeys(VISIT_OUTCOMES, 0))),
+        }
+        for unit in units
+    ]
     totals = dict.fromkeys(VISIT_OUTCOMES, 0)
     for counts in outcomes.values():
         for key, value in counts.items():
             totals[key] += value
-    all_households = sum(households.values())
-    all_visited = sum(totals.values())
     return {
-        "campaign_id": str(campaign.id),
+        "campaign_id": campaign.id,
         "title": campaign.title,
         "level": level,
-        "households": all_households,
-        "visited": all_visited,
-        "outcomes": totals,
-        "coverage_percent": round(100.0 * all_visited / all_households, 1) if all_households else 0.0,
+        **_coverage(sum(households.values()), totals),
         "units": rows,
+    }
+
+
+def _coverage(households, outcomes):
+    """Households, how many of them were visited, their latest outcomes, and the percent visited."""
+    visited = sum(outcomes.values())
+    return {
+        "households": households,
+        "visited": visited,
+        "outcomes": outcomes,
+        "coverage_percent": round(100.0 * visited / households, 1) if households else 0.0,
     }

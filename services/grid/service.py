@@ -69,9 +69,9 @@ class GridService(base.ServiceBase):
     # ---- units ------------------------------------------------------------
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.CreateUnit())
+    @endpoint(roles=MANAGERS, schema=schemas.CreateUnit(), returns=schemas.UNIT)
     def create_unit(self, caller, **args):
-        return schemas.UNIT.dump(units.create_unit(self.db, caller, **args))
+        return units.create_unit(self.db, caller, **args)
 
     @rpc
     @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), returns=schemas.UNIT, read_only=True)
@@ -85,143 +85,143 @@ class GridService(base.ServiceBase):
         return page_of(rows, page, page_size, more)
 
     @rpc
-    @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), read_only=True)
+    @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), returns=schemas.UNITS, read_only=True)
     def ancestors(self, caller, unit_id):
-        return schemas.UNITS.dump(units.ancestors(self.db.session, caller, unit_id))
+        return units.ancestors(self.db.session, caller, unit_id)
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.MoveUnit())
+    @endpoint(roles=MANAGERS, schema=schemas.MoveUnit(), returns=schemas.UNIT)
     def move_unit(self, caller, **args):
-        return schemas.UNIT.dump(units.move_unit(self.db, caller, **args))
+        return units.move_unit(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.UnitRef())
+    @endpoint(roles=MANAGERS, schema=schemas.UnitRef(), returns=schemas.UNIT)
     def close_unit(self, caller, unit_id):
-        return schemas.UNIT.dump(units.close_unit(self.db, caller, unit_id))
+        return units.close_unit(self.db, caller, unit_id)
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.SetPartyOrg())
+    @endpoint(roles=MANAGERS, schema=schemas.SetPartyOrg(), returns=schemas.UNIT)
     def set_party_org(self, caller, **args):
-        return schemas.UNIT.dump(units.set_party_org(self.db, caller, **args))
+        return units.set_party_org(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.AssignStaff())
+    @endpoint(roles=MANAGERS, schema=schemas.AssignStaff(), returns=schemas.STAFF)
     def assign_staff(self, caller, **args):
-        return schemas.STAFF.dump(units.assign_staff(self.db, caller, **args))
+        return units.assign_staff(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UnitRef(), read_only=True)
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UnitRef(), returns=schemas.STAFF_LIST, read_only=True)
     def list_staff(self, caller, unit_id):
-        return schemas.STAFF_LIST.dump(units.list_staff(self.db.session, caller, unit_id))
+        return units.list_staff(self.db.session, caller, unit_id)
 
     # ---- households and residents -----------------------------------------
 
     @rpc
-    @endpoint(roles=STAFF, schema=schemas.RegisterHousehold())
+    @endpoint(roles=STAFF, schema=schemas.RegisterHousehold(), returns=schemas.HOUSEHOLD)
     def register_household(self, caller, **args):
-        return schemas.HOUSEHOLD.dump(residents.register_household(self.db, caller, **args))
+        return residents.register_household(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.HouseholdRef(), read_only=True)
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.HouseholdRef(), returns=schemas.HOUSEHOLD_DETAIL, read_only=True)
     def get_household(self, caller, household_id):
         """A household's address, unit path and member ids (for services acting on a whole household)."""
-        return schemas.HOUSEHOLD_DETAIL.dump(residents.household_view(self.db.session, caller, household_id))
+        return residents.household_view(self.db.session, caller, household_id)
 
     @rpc
-    @endpoint(roles=STAFF, schema=schemas.MoveHousehold())
+    @endpoint(roles=STAFF, schema=schemas.MoveHousehold(), returns=schemas.HOUSEHOLD)
     def move_household(self, caller, **args):
-        return schemas.HOUSEHOLD.dump(residents.move_household(self.db, caller, **args))
+        return residents.move_household(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=STAFF, schema=schemas.RegisterResident())
+    @endpoint(roles=STAFF, schema=schemas.RegisterResident(), returns=schemas.RESIDENT)
     def register_resident(self, caller, **args):
-        resident = residents.register_resident(self.db, caller, self.vault, **args)
-        return schemas.RESIDENT.dump(residents.view_resident(resident, [], self.vault, caller.pii))
+        return residents.register_resident(self.db, caller, self.vault, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES + ("resident",), schema=schemas.ResidentRef(), read_only=True)
+    @endpoint(
+        roles=STAFF_AND_SERVICES + ("resident",), schema=schemas.ResidentRef(), returns=schemas.RESIDENT, read_only=True
+    )
     def get_resident(self, caller, resident_id):
-        return schemas.RESIDENT.dump(residents.get_resident(self.db.session, caller, self.vault, resident_id))
+        return residents.get_resident(self.db.session, caller, self.vault, resident_id)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.TagResident())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.TagResident(), returns=schemas.TagSetOut())
     def tag_resident(self, caller, **args):
-        tag, created = residents.tag_resident(self.db, caller, **args)
-        return {**schemas.TagOut().dump(tag), "resident_id": str(args["resident_id"]), "created": created}
+        return residents.tag_resident(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UntagResident())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UntagResident(), returns=schemas.TagRemovedOut())
     def untag_resident(self, caller, resident_id, tag):
-        residents.untag_resident(self.db, caller, resident_id, tag)
-        return {"resident_id": str(resident_id), "tag": tag, "removed": True}
+        return residents.untag_resident(self.db, caller, resident_id, tag)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents(), read_only=True)
-    def find_residents(self, caller, page, page_size, **args):
-        rows, more = residents.find_residents(
-            self.db.session, caller, self.vault, page=page, page_size=page_size, **args
-        )
-        result = page_of(schemas.RESIDENT_SUMMARIES.dump(rows), page, page_size, more)
-        result["next_after"] = str(rows[-1].id) if more else None
-        return result
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents(), returns=schemas.ResidentPage(), read_only=True)
+    def find_residents(self, caller, **args):
+        return residents.find_residents(self.db.session, caller, self.vault, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.GetResidents(), read_only=True)
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.GetResidents(), returns=schemas.ResidentsFound(), read_only=True)
     def get_residents(self, caller, resident_ids):
-        rows, missing = residents.get_residents(self.db.session, caller, self.vault, resident_ids)
-        return {"items": schemas.RESIDENT_SUMMARIES.dump(rows), "missing": missing}
+        return residents.get_residents(self.db.session, caller, self.vault, resident_ids)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResidentFilter(), read_only=True)
+    @endpoint(
+        roles=STAFF_AND_SERVICES, schema=schemas.ResidentFilter(), returns=schemas.ResidentCount(), read_only=True
+    )
     def count_residents(self, caller, **args):
-        return {"count": residents.count_residents(self.db.session, caller, **args)}
+        return residents.count_residents(self.db.session, caller, **args)
 
     # ---- screening --------------------------------------------------------
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.StartScreening())
+    @endpoint(roles=MANAGERS, schema=schemas.StartScreening(), returns=schemas.CAMPAIGN)
     def start_screening(self, caller, **args):
-        return schemas.CAMPAIGN.dump(screening.start_screening(self.db, caller, **args))
+        return screening.start_screening(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=STAFF, schema=schemas.RecordVisit())
+    @endpoint(roles=STAFF, schema=schemas.RecordVisit(), returns=schemas.VISIT)
     def record_visit(self, caller, **args):
-        return schemas.VISIT.dump(screening.record_visit(self.db, caller, self.policy, **args))
+        return screening.record_visit(self.db, caller, self.policy, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ScreeningProgress(), read_only=True)
+    @endpoint(
+        roles=STAFF_AND_SERVICES,
+        schema=schemas.ScreeningProgress(),
+        returns=schemas.ScreeningProgressOut(),
+        read_only=True,
+    )
     def screening_progress(self, caller, **args):
         return screening.screening_progress(self.db.session, caller, **args)
 
     # ---- incidents --------------------------------------------------------
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ReportIncident())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ReportIncident(), returns=schemas.INCIDENT)
     def report_incident(self, caller, **args):
-        return schemas.INCIDENT.dump(incidents.report_incident(self.db, caller, self.policy, **args))
+        return incidents.report_incident(self.db, caller, self.policy, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.EscalateIncident())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.EscalateIncident(), returns=schemas.INCIDENT)
     def escalate_incident(self, caller, **args):
-        return schemas.INCIDENT.dump(incidents.escalate_incident(self.db, caller, self.policy, **args))
+        return incidents.escalate_incident(self.db, caller, self.policy, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResolveIncident())
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ResolveIncident(), returns=schemas.INCIDENT)
     def resolve_incident(self, caller, **args):
-        return schemas.INCIDENT.dump(incidents.resolve_incident(self.db, caller, **args))
+        return incidents.resolve_incident(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.IncidentRef(), read_only=True)
+    @endpoint(
+        roles=STAFF_AND_SERVICES, schema=schemas.IncidentRef(), returns=schemas.IncidentDetailOut(), read_only=True
+    )
     def get_incident(self, caller, incident_id):
-        incident = incidents.load_incident(self.db.session, caller, incident_id)
-        steps = incidents.incident_steps(self.db.session, incident)
-        return {**schemas.INCIDENT.dump(incident), "steps": schemas.INCIDENT_STEPS.dump(steps)}
+        return incidents.incident_trail(self.db.session, caller, incident_id)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ListIncidents(), read_only=True)
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.ListIncidents(), returns=page(schemas.INCIDENT), read_only=True)
     def list_incidents(self, caller, page, page_size, **args):
         rows, more = incidents.list_incidents(self.db.session, caller, page=page, page_size=page_size, **args)
-        return page_of(schemas.INCIDENTS.dump(rows), page, page_size, more)
+        return page_of(rows, page, page_size, more)
 
     # ---- escalation from other services (bottom-up) ------------------------
 
@@ -255,4 +255,3 @@ class GridService(base.ServiceBase):
         now = utcnow()
         incidents.escalate_overdue(self.db, self.policy, now)
         residents.expire_tags(self.db, now)
-        self.db.commit()

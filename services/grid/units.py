@@ -2,6 +2,7 @@
 
 from sqlalchemy import select, update
 
+from services.grid.events import path_out
 from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
 from services.grid.vocabulary import DEPTH
 from shared import paths as tree
@@ -19,6 +20,18 @@ PATH_COPIES = (
 )
 
 
+class RowView:
+    """A row with a few more attributes for its reply (a household's member ids, an incident's steps);
+    every other attribute is read through to the row."""
+
+    def __init__(self, row, **extra):
+        self.row = row
+        self.__dict__.update(extra)
+
+    def __getattr__(self, name):
+        return getattr(self.row, name)
+
+
 def reachable_unit(session, caller, unit_id, *, lock=False):
     unit = fetch(session, Unit, unit_id, "unit", lock=lock)
     caller.require_reach(tree.path_ids(unit.path))
@@ -26,7 +39,7 @@ def reachable_unit(session, caller, unit_id, *, lock=False):
 
 
 def unit_event(unit):
-    return {"unit_id": str(unit.id), "level": unit.level, "unit_path": [str(i) for i in tree.path_ids(unit.path)]}
+    return {"unit_id": str(unit.id), "level": unit.level, "unit_path": path_out(unit.path)}
 
 
 def create_unit(uow, caller, parent_id, level, name, code):
@@ -104,9 +117,7 @@ def move_unit(uow, caller, unit_id, new_parent_id):
     unit = fetch(session, Unit, unit_id, "unit")
     unit.parent_id = parent.id
     session.flush()
-    uow.emit(
-        "unit_moved", f"unit/{unit.id}", {**unit_event(unit), "old_path": [str(i) for i in tree.path_ids(old_path)]}
-    )
+    uow.emit("unit_moved", f"unit/{unit.id}", {**unit_event(unit), "old_path": path_out(old_path)})
     return unit
 
 

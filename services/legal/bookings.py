@@ -2,17 +2,18 @@
 idempotent by key, atomic reschedules; confidential summaries with an audit trail."""
 
 import datetime as dt
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import eventlet
 from sqlalchemy import func, or_, select
 
 from services.legal import slots
-from services.legal.directory import is_lawyer
+from services.legal.directory import STAFF, is_lawyer, staff_reaches
 from services.legal.models import Consultation, Lawyer, LawyerStation, Schedule, Station, SummaryRead, TimeOff
+from services.legal.views import RowView
 from shared.db import fetch, locking, paged, serialize_on, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
-from shared.paths import path_ids
 
 SUMMARY_CONTEXT = b"consultation summary"
 
@@ -73,6 +74,17 @@ def _busy(session, lawyer_ids, start, end, exclude_consultation=None):
     return {lawyer_id: slots.Busy(intervals) for lawyer_id, intervals in busy.items()}
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A free slot of a lawyer's plan at a station."""
+
+    lawyer_id: int
+    lawyer_name: str
+    station_id: int
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+
+
 def find_slots(session, grid, policy, specialty, date_from, date_to, station_id, unit_id, limit=1000):
     """The earliest ``limit`` free slots in the range, in start order.
 
@@ -95,25 +107,16 @@ def find_slots(session, grid, policy, specialty, date_from, date_to, station_id,
     range_start = dt.datetime.combine(date_from, dt.time(0), tzinfo=policy.zone)
     range_end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(0), tzinfo=policy.zone)
     busy = _busy(session, {plan.lawyer_id for plan, _ in plans}, range_start, range_end)
-    found: list[tuple[dt.datetime, int, str, int, dt.datetime]] = []
+    found: list[Slot] = []
     day = date_from
     while day <= date_to and len(found) < limit:
         for plan, lawyer in plans:
             for start, end in slots.open_slots(plan, busy[plan.lawyer_id], day, day, policy.zone, earliest, latest):
-                found.append((start, lawyer.id, lawyer.name, plan.station_id, end))
+                found.append(Slot(lawyer.id, lawyer.name, plan.station_id, start, end))
             eventlet.sleep(0)  # a cooperative pause: other calls on this process keep flowing
         day += dt.timedelta(days=1)
-    found.sort(key=lambda slot: (slot[0], slot[1]))
-    return [
-        {
-            "lawyer_id": str(lawyer_id),
-            "lawyer_name": name,
-            "station_id": str(station),
-            "starts_at": start.isoformat(),
-            "ends_at": end.isoformat(),
-        }
-        for start, lawyer_id, name, station, end in found[:limit]
-    ]
+    found.sort(key=lambda slot: (slot.starts_at, slot.lawyer_id))
+    return found[:limit]
 
 
 def _authorize_for_resident(caller, grid, resident_id):
@@ -123,7 +126,7 @@ def _authorize_for_resident(caller, grid, resident_id):
     """
     if caller.has_role("resident") and caller.sub == str(resident_id):
         return
-    if not caller.has_role("admin", "officer", "grid_worker", "service"):
+    if not caller.has_role(*STAFF):
         raise Forbidden("residents book only for themselves")
     caller.require_reach(grid.resident(resident_id)["unit_path"], "resident")
 
@@ -196,20 +199,13 @@ def _event(consultation, **extra):
     }
 
 
-def _staff_reaches(caller, consultation):
-    """Staff and services whose scope holds the consultation's station."""
-    return caller.has_role("admin", "service", "officer", "grid_worker") and caller.reaches(
-        path_ids(consultation.station_path)
-    )
-
-
 def reachable_consultation(session, caller, consultation_id, *, lock=False):
     consultation = fetch(session, Consultation, consultation_id, "consultation", lock=lock)
     if is_lawyer(caller, consultation.lawyer_id) or caller.unrestricted:
         return consultation
     if caller.has_role("resident") and caller.sub == str(consultation.resident_id):
         return consultation
-    if _staff_reaches(caller, consultation):
+    if staff_reaches(caller, consultation.station_path):
         return consultation
     raise Forbidden("consultation is outside the caller's reach")
 
@@ -247,7 +243,7 @@ def mark_no_show(uow, caller, consultation_id):
     consultation = reachable_consultation(uow.session, caller, consultation_id, lock=True)
     # the consultation's own lawyer or staff reaching its station: not its resident, whatever other
     # role (another consultation's lawyer) the token holds
-    if not (is_lawyer(caller, consultation.lawyer_id) or _staff_reaches(caller, consultation)):
+    if not (is_lawyer(caller, consultation.lawyer_id) or staff_reaches(caller, consultation.station_path)):
         raise Forbidden("only the consultation's lawyer or staff reaching its station mark a no-show")
     _booked(consultation)
     if consultation.starts_at > utcnow():
@@ -266,6 +262,19 @@ def complete(uow, caller, vault, consultation_id, summary, outcome):
     consultation.updated_at = utcnow()
     uow.emit("consultation_completed", f"consultation/{consultation.id}", _event(consultation, outcome=outcome))
     return consultation
+
+
+@dataclass(frozen=True)
+class ConsultationRead(RowView):
+    """A consultation as one caller reads it: ``summary`` is None unless they may read it."""
+
+    row: Consultation
+    summary: str | None
+
+
+def read_consultation(uow, caller, vault, consultation_id):
+    consultation = reachable_consultation(uow.session, caller, consultation_id)
+    return ConsultationRead(consultation, read_summary(uow, caller, vault, consultation))
 
 
 def may_read_summary(caller, consultation):

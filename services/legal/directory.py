@@ -1,16 +1,27 @@
 """Stations, lawyers, their weekly schedules and time off."""
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 
 from services.legal.models import Lawyer, LawyerStation, Schedule, Station, TimeOff
+from services.legal.views import RowView
 from services.legal.vocabulary import STATION_LEVELS
 from shared.db import fetch, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
 from shared.paths import in_subtree, path_ids
 
+# Roles that act on whatever lies in their unit scope (admin and service: the whole district).
+STAFF = ("admin", "service", "officer", "grid_worker")
+
 
 def is_lawyer(caller, lawyer_id):
     return caller.has_role("lawyer") and caller.sub == str(lawyer_id)
+
+
+def staff_reaches(caller, unit_path):
+    """True for staff and services whose scope holds ``unit_path`` (a path string)."""
+    return caller.has_role(*STAFF) and caller.reaches(path_ids(unit_path))
 
 
 def reachable_station(session, caller, station_id):
@@ -40,6 +51,14 @@ def list_stations(session, grid, under):
     return session.scalars(query).all()
 
 
+@dataclass(frozen=True)
+class RegisteredLawyer(RowView):
+    """A lawyer just registered, with the stations they serve in the order the registrar named them."""
+
+    row: Lawyer
+    station_ids: list[int]
+
+
 def register_lawyer(uow, caller, grid, name, firm, license_no, specialties, station_ids, resident_id):
     """Every station and the linked resident must be in the caller's scope, checked before anything
     else is said (a licence already registered included)."""
@@ -63,7 +82,7 @@ def register_lawyer(uow, caller, grid, name, firm, license_no, specialties, stat
     for station in stations:
         session.add(LawyerStation(lawyer_id=lawyer.id, station_id=station.id))
     session.flush()
-    return lawyer
+    return RegisteredLawyer(lawyer, [station.id for station in stations])
 
 
 def station_ids_of(session, lawyer_id):

@@ -2,10 +2,13 @@
 or social (community) mediators free of conflicts of interest, closed with an outcome."""
 
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from services.legal.directory import staff_reaches
 from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
+from services.legal.views import RowView
 from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.paths import in_subtree, path_ids
@@ -102,6 +105,28 @@ def open_from_incident(uow, caller, grid, incident_id, unit_id, party_resident_i
     return _open(uow, caller, unit_id, path, INCIDENT_CASE_CATEGORY, inside, description, incident_id)
 
 
+@dataclass(frozen=True)
+class CaseDetail(RowView):
+    """A case as a case worker reads it: its parties, its mediators (by kind, then id) and its sessions."""
+
+    row: MediationCase
+    parties: list[dict]
+    mediators: list[CaseMediator]
+    sessions: list[MediationSession]
+
+
+def case_detail(session, caller, grid_contacts, case_id):
+    """The case with its parties' names and phones from the grid (``grid_contacts`` reads them unmasked:
+    masked here unless the caller may contact the parties)."""
+    case = reachable_case(session, caller, case_id)
+    mediators = sorted(_mediators(session, case), key=lambda m: (m.kind, m.mediator_id))
+    sessions = session.scalars(
+        select(MediationSession).where(MediationSession.case_id == case.id).order_by(MediationSession.held_at)
+    ).all()
+    parties = parties_of(grid_contacts, case, may_contact_parties(session, caller, case))
+    return CaseDetail(case, parties, mediators, list(sessions))
+
+
 def may_contact_parties(session, caller, case):
     """Assigned mediators (and callers holding ``pii``) see the parties' phone numbers unmasked."""
     return caller.pii or _is_assigned(session, caller, case)
@@ -134,10 +159,12 @@ def _event(case, **extra):
     }
 
 
+def _mediators(session, case):
+    return session.scalars(select(CaseMediator).where(CaseMediator.case_id == case.id)).all()
+
+
 def mediator_ids(session, case):
-    return {
-        (m.kind, m.mediator_id) for m in session.scalars(select(CaseMediator).where(CaseMediator.case_id == case.id))
-    }
+    return {(m.kind, m.mediator_id) for m in _mediators(session, case)}
 
 
 def _is_assigned(session, caller, case):
@@ -149,7 +176,7 @@ def _is_assigned(session, caller, case):
 
 def reachable_case(session, caller, case_id, *, lock=False):
     case = fetch(session, MediationCase, case_id, "mediation case", lock=lock)
-    if caller.has_role("admin", "service", "officer", "grid_worker") and caller.reaches(path_ids(case.unit_path)):
+    if staff_reaches(caller, case.unit_path):
         return case
     if _is_assigned(session, caller, case):
         return case
@@ -209,12 +236,6 @@ def close_mediation(uow, caller, case_id, outcome, agreement):
     case.status, case.outcome, case.agreement, case.closed_at = "closed", outcome, agreement, utcnow()
     uow.emit("mediation_closed", f"mediation/{case.id}", _event(case, outcome=outcome))
     return case
-
-
-def sessions_of(session, case):
-    return session.scalars(
-        select(MediationSession).where(MediationSession.case_id == case.id).order_by(MediationSession.held_at)
-    ).all()
 
 
 def list_cases(session, caller, grid, under, status, page, page_size):

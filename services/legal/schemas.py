@@ -5,6 +5,7 @@ import itertools
 from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
 
 from services.legal import vocabulary as v
+from shared import replies
 from shared.validation import (
     Date,
     EventData,
@@ -178,6 +179,8 @@ class IncidentReported(EventData):
 
 
 class StationOut(StrictSchema):
+    """A legal station: where lawyers receive residents of the street or community it serves."""
+
     id = Id()
     unit_id = Id()
     name = fields.String()
@@ -185,6 +188,8 @@ class StationOut(StrictSchema):
 
 
 class LawyerOut(StrictSchema):
+    """A lawyer as registered, with the stations they serve (in the order the registrar named them)."""
+
     id = Id()
     name = fields.String()
     firm = fields.String()
@@ -193,7 +198,39 @@ class LawyerOut(StrictSchema):
     station_ids = fields.List(Id())
 
 
+class ScheduleOut(StrictSchema):
+    """A lawyer's weekly plan at one station."""
+
+    lawyer_id = Id()
+    station_id = Id()
+    weekly = fields.List(fields.Nested(WeeklyWindow))
+    slot_minutes = fields.Integer()
+    buffer_minutes = fields.Integer()
+
+
+class TimeOffOut(StrictSchema):
+    """A lawyer's time off: no slot overlapping it is offered or booked."""
+
+    id = Id()
+    lawyer_id = Id()
+    starts_at = UtcDateTime()
+    ends_at = UtcDateTime()
+    reason = fields.String(allow_none=True)
+
+
+class SlotOut(StrictSchema):
+    """A free slot: a lawyer at a station from ``starts_at`` to ``ends_at``."""
+
+    lawyer_id = Id()
+    lawyer_name = fields.String()
+    station_id = Id()
+    starts_at = UtcDateTime()
+    ends_at = UtcDateTime()
+
+
 class ConsultationOut(StrictSchema):
+    """A consultation, without its confidential summary."""
+
     id = Id()
     lawyer_id = Id()
     station_id = Id()
@@ -207,12 +244,21 @@ class ConsultationOut(StrictSchema):
     cancel_reason = fields.String(allow_none=True)
 
 
+class ConsultationWithSummaryOut(ConsultationOut):
+    """A completed consultation as its lawyer, its resident or an admin reads it: with the summary (each
+    read audited)."""
+
+    summary = fields.String()
+
+
 class CaseOut(StrictSchema):
+    """A mediation case."""
+
     id = Id()
     unit_id = Id()
     category = fields.String()
     description = fields.String()
-    party_resident_ids = fields.Function(lambda c: [str(i) for i in c.party_resident_ids])
+    party_resident_ids = fields.List(Id())
     source_incident_id = Id(allow_none=True)
     status = fields.String()
     outcome = fields.String(allow_none=True)
@@ -222,10 +268,63 @@ class CaseOut(StrictSchema):
     closed_at = UtcDateTime(allow_none=True)
 
 
+class PartyOut(StrictSchema):
+    """A party to a dispute: the phone masked (138****5678) unless the caller may contact the parties."""
+
+    resident_id = Id()
+    household_id = Id()
+    name = fields.String()
+    phone = fields.String()
+
+
+class MediatorOut(StrictSchema):
+    """A mediator assigned to a case: a lawyer (``judicial``) or a community resident (``social``)."""
+
+    mediator_id = fields.String()
+    kind = fields.String()
+
+
+class CaseSessionOut(StrictSchema):
+    """A mediation session held on a case."""
+
+    held_at = UtcDateTime()
+    attendees = fields.List(fields.String())
+    notes = fields.String()
+
+
+class CaseDetailOut(CaseOut):
+    """A mediation case with its parties, mediators and sessions (in the order they were held)."""
+
+    parties = fields.List(fields.Nested(PartyOut))
+    mediators = fields.List(fields.Nested(MediatorOut))
+    sessions = fields.List(fields.Nested(CaseSessionOut))
+
+
+class RecordedSessionOut(StrictSchema):
+    """A mediation session as recorded (its notes are read back with the case)."""
+
+    id = Id()
+    case_id = Id()
+    held_at = UtcDateTime()
+    attendees = fields.List(fields.String())
+
+
 STATION = StationOut()
 STATIONS = StationOut(many=True)
 LAWYER = LawyerOut()
+SCHEDULE = ScheduleOut()
+TIME_OFF = TimeOffOut()
+SLOTS = SlotOut(many=True)
 CONSULTATION = ConsultationOut()
-CONSULTATIONS = ConsultationOut(many=True)
+CONSULTATION_WITH_SUMMARY = ConsultationWithSummaryOut()
+# The summary only for those bookings.read_summary lets read it (it is None for everyone else).
+CONSULTATION_READ = replies.OneOf(
+    CONSULTATION,
+    CONSULTATION_WITH_SUMMARY,
+    choose=lambda caller, read: CONSULTATION if read.summary is None else CONSULTATION_WITH_SUMMARY,
+)
+CONSULTATION_PAGE = replies.page(CONSULTATION)
 CASE = CaseOut()
-CASES = CaseOut(many=True)
+CASE_DETAIL = CaseDetailOut()
+CASE_PAGE = replies.page(CASE)
+RECORDED_SESSION = RecordedSessionOut()

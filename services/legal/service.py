@@ -23,6 +23,8 @@ EVERYONE = ("admin", "officer", "grid_worker", "lawyer", "mediator", "volunteer"
 BOOKERS = ("admin", "officer", "grid_worker", "resident", "service")
 PARTICIPANTS = ("admin", "officer", "grid_worker", "lawyer", "resident", "service")
 CASE_WORKERS = ("admin", "officer", "grid_worker", "mediator", "lawyer", "service")
+NO_SHOW_MARKERS = ("admin", "officer", "grid_worker", "lawyer")
+CASE_OPENERS = ("admin", "officer", "grid_worker", "service")
 
 GAUGES = [
     SqlGauge(
@@ -63,145 +65,106 @@ class LegalService(base.ServiceBase):
     # ---- stations and lawyers ---------------------------------------------
 
     @rpc
-    @endpoint(roles=ADMIN_OFFICER, schema=schemas.CreateStation())
+    @endpoint(roles=ADMIN_OFFICER, schema=schemas.CreateStation(), returns=schemas.STATION)
     def create_station(self, caller, **args):
-        return schemas.STATION.dump(directory.create_station(self.db, caller, self.grid, **args))
+        return directory.create_station(self.db, caller, self.grid, **args)
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.ListStations(), read_only=True)
+    @endpoint(roles=EVERYONE, schema=schemas.ListStations(), returns=schemas.STATIONS, read_only=True)
     def list_stations(self, caller, under):
-        return schemas.STATIONS.dump(directory.list_stations(self.db.session, self.grid, under))
+        return directory.list_stations(self.db.session, self.grid, under)
 
     @rpc
-    @endpoint(roles=ADMIN_OFFICER, schema=schemas.RegisterLawyer())
+    @endpoint(roles=ADMIN_OFFICER, schema=schemas.RegisterLawyer(), returns=schemas.LAWYER)
     def register_lawyer(self, caller, **args):
-        lawyer = directory.register_lawyer(self.db, caller, self.grid, **args)
-        return {**schemas.LAWYER.dump(lawyer), "station_ids": [str(i) for i in args["station_ids"]]}
+        return directory.register_lawyer(self.db, caller, self.grid, **args)
 
     @rpc
-    @endpoint(roles=PLANNERS, schema=schemas.SetSchedule())
+    @endpoint(roles=PLANNERS, schema=schemas.SetSchedule(), returns=schemas.SCHEDULE)
     def set_schedule(self, caller, **args):
-        schedule = directory.set_schedule(self.db, caller, **args)
-        return {
-            "lawyer_id": str(schedule.lawyer_id),
-            "station_id": str(schedule.station_id),
-            "weekly": schedule.weekly,
-            "slot_minutes": schedule.slot_minutes,
-            "buffer_minutes": schedule.buffer_minutes,
-        }
+        return directory.set_schedule(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=PLANNERS, schema=schemas.AddTimeOff())
+    @endpoint(roles=PLANNERS, schema=schemas.AddTimeOff(), returns=schemas.TIME_OFF)
     def add_time_off(self, caller, **args):
-        leave = directory.add_time_off(self.db, caller, **args)
-        return {
-            "id": str(leave.id),
-            "lawyer_id": str(leave.lawyer_id),
-            "starts_at": leave.starts_at.isoformat(),
-            "ends_at": leave.ends_at.isoformat(),
-            "reason": leave.reason,
-        }
+        return directory.add_time_off(self.db, caller, **args)
 
     # ---- booking ----------------------------------------------------------
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.FindSlots(), read_only=True)
+    @endpoint(roles=EVERYONE, schema=schemas.FindSlots(), returns=schemas.SLOTS, read_only=True)
     def find_slots(self, caller, **args):
         return bookings.find_slots(self.db.session, self.grid, self.policy, **args)
 
     @rpc
-    @endpoint(roles=BOOKERS, schema=schemas.Book())
+    @endpoint(roles=BOOKERS, schema=schemas.Book(), returns=schemas.CONSULTATION)
     def book(self, caller, **args):
-        return schemas.CONSULTATION.dump(bookings.book(self.db, caller, self.grid, self.policy, **args))
+        return bookings.book(self.db, caller, self.grid, self.policy, **args)
 
     @rpc
-    @endpoint(roles=PARTICIPANTS, schema=schemas.Cancel())
+    @endpoint(roles=PARTICIPANTS, schema=schemas.Cancel(), returns=schemas.CONSULTATION)
     def cancel(self, caller, consultation_id, reason):
-        return schemas.CONSULTATION.dump(bookings.cancel(self.db, caller, consultation_id, reason))
+        return bookings.cancel(self.db, caller, consultation_id, reason)
 
     @rpc
-    @endpoint(roles=PARTICIPANTS, schema=schemas.Reschedule())
+    @endpoint(roles=PARTICIPANTS, schema=schemas.Reschedule(), returns=schemas.CONSULTATION)
     def reschedule(self, caller, **args):
-        return schemas.CONSULTATION.dump(bookings.reschedule(self.db, caller, self.policy, **args))
+        return bookings.reschedule(self.db, caller, self.policy, **args)
 
     @rpc
-    @endpoint(roles=("admin", "officer", "grid_worker", "lawyer"), schema=schemas.ConsultationRef())
+    @endpoint(roles=NO_SHOW_MARKERS, schema=schemas.ConsultationRef(), returns=schemas.CONSULTATION)
     def mark_no_show(self, caller, consultation_id):
-        return schemas.CONSULTATION.dump(bookings.mark_no_show(self.db, caller, consultation_id))
+        return bookings.mark_no_show(self.db, caller, consultation_id)
 
     @rpc
-    @endpoint(roles=("lawyer",), schema=schemas.Complete())
+    @endpoint(roles=("lawyer",), schema=schemas.Complete(), returns=schemas.CONSULTATION)
     def complete(self, caller, **args):
-        return schemas.CONSULTATION.dump(bookings.complete(self.db, caller, self.vault, **args))
+        return bookings.complete(self.db, caller, self.vault, **args)
 
     @rpc
     # Writes only an audit row (who read the summary): each call is checked and audited afresh.
-    @endpoint(roles=PARTICIPANTS, schema=schemas.ConsultationRef(), remember=False)
+    @endpoint(roles=PARTICIPANTS, schema=schemas.ConsultationRef(), returns=schemas.CONSULTATION_READ, remember=False)
     def get_consultation(self, caller, consultation_id):
-        consultation = bookings.reachable_consultation(self.db.session, caller, consultation_id)
-        result = schemas.CONSULTATION.dump(consultation)
-        summary = bookings.read_summary(self.db, caller, self.vault, consultation)
-        if summary is not None:
-            result["summary"] = summary
-        return result
+        return bookings.read_consultation(self.db, caller, self.vault, consultation_id)
 
     @rpc
-    @endpoint(roles=PARTICIPANTS, schema=schemas.ListConsultations(), read_only=True)
+    @endpoint(roles=PARTICIPANTS, schema=schemas.ListConsultations(), returns=schemas.CONSULTATION_PAGE, read_only=True)
     def list_consultations(self, caller, page, page_size, **args):
         rows, more = bookings.list_consultations(self.db.session, caller, page=page, page_size=page_size, **args)
-        return page_of(schemas.CONSULTATIONS.dump(rows), page, page_size, more)
+        return page_of(rows, page, page_size, more)
 
     # ---- mediation --------------------------------------------------------
 
     @rpc
-    @endpoint(roles=("admin", "officer", "grid_worker", "service"), schema=schemas.OpenMediation())
+    @endpoint(roles=CASE_OPENERS, schema=schemas.OpenMediation(), returns=schemas.CASE)
     def open_mediation(self, caller, **args):
-        return schemas.CASE.dump(mediation.open_mediation(self.db, caller, self.grid, **args))
+        return mediation.open_mediation(self.db, caller, self.grid, **args)
 
     @rpc
-    @endpoint(roles=("admin", "officer", "service"), schema=schemas.AssignMediator())
+    @endpoint(roles=("admin", "officer", "service"), schema=schemas.AssignMediator(), returns=schemas.CASE)
     def assign_mediator(self, caller, **args):
-        return schemas.CASE.dump(mediation.assign_mediator(self.db, caller, self.grid, **args))
+        return mediation.assign_mediator(self.db, caller, self.grid, **args)
 
     @rpc
-    @endpoint(roles=CASE_WORKERS, schema=schemas.RecordSession())
+    @endpoint(roles=CASE_WORKERS, schema=schemas.RecordSession(), returns=schemas.RECORDED_SESSION)
     def record_session(self, caller, **args):
-        record = mediation.record_session(self.db, caller, **args)
-        return {
-            "id": str(record.id),
-            "case_id": str(record.case_id),
-            "held_at": record.held_at.isoformat(),
-            "attendees": record.attendees,
-        }
+        return mediation.record_session(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=CASE_WORKERS, schema=schemas.CloseMediation())
+    @endpoint(roles=CASE_WORKERS, schema=schemas.CloseMediation(), returns=schemas.CASE)
     def close_mediation(self, caller, **args):
-        return schemas.CASE.dump(mediation.close_mediation(self.db, caller, **args))
+        return mediation.close_mediation(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=CASE_WORKERS, schema=schemas.CaseRef(), read_only=True)
+    @endpoint(roles=CASE_WORKERS, schema=schemas.CaseRef(), returns=schemas.CASE_DETAIL, read_only=True)
     def get_case(self, caller, case_id):
-        case = mediation.reachable_case(self.db.session, caller, case_id)
-        sessions = mediation.sessions_of(self.db.session, case)
-        reveal = mediation.may_contact_parties(self.db.session, caller, case)
-        return {
-            **schemas.CASE.dump(case),
-            "parties": mediation.parties_of(self.grid_contacts, case, reveal),
-            "mediators": [
-                {"mediator_id": m_id, "kind": kind}
-                for kind, m_id in sorted(mediation.mediator_ids(self.db.session, case))
-            ],
-            "sessions": [
-                {"held_at": s.held_at.isoformat(), "attendees": s.attendees, "notes": s.notes} for s in sessions
-            ],
-        }
+        return mediation.case_detail(self.db.session, caller, self.grid_contacts, case_id)
 
     @rpc
-    @endpoint(roles=CASE_WORKERS, schema=schemas.ListCases(), read_only=True)
+    @endpoint(roles=CASE_WORKERS, schema=schemas.ListCases(), returns=schemas.CASE_PAGE, read_only=True)
     def list_cases(self, caller, page, page_size, **args):
         rows, more = mediation.list_cases(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return page_of(schemas.CASES.dump(rows), page, page_size, more)
+        return page_of(rows, page, page_size, more)
 
     @on_event("grid", "incident_reported", schema=schemas.IncidentReported())
     def on_incident_reported(self, envelope, data):
@@ -229,6 +192,8 @@ class LegalService(base.ServiceBase):
                 break
             try:
                 bookings.send_reminder(self.notices, self.db, self.policy, consultation)
+                # One reminder a transaction: it is recorded (with its command to notices) and its row's
+                # SKIP LOCKED claim released before the next, so a later failure loses none already sent.
                 self.db.commit()
             except Exception:
                 # a database failure: leave it unreminded; the next tick tries again

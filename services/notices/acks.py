@@ -8,7 +8,8 @@ from services.notices import access
 from services.notices.models import Acknowledgement, Delivery, Notice, NoticeTarget, Recipient
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, NotFound, ValidationError
-from shared.paths import path_ids
+from shared.grid_copies import contains
+from shared.paths import as_path, path_ids
 
 EVENT_CHUNK = 500  # residents per notice_unacknowledged event
 
@@ -54,18 +55,19 @@ def _path_if_concerned(session, caller, grid, notice, resident_id):
     if the notice concerns the caller — one of its audience units lies under the caller's unit, or
     above the resident — else None (the grid knows no such resident, or the notice is not theirs)."""
     try:
-        path = [int(i) for i in grid.resident(resident_id)["unit_path"]]
+        path = as_path(grid.resident(resident_id)["unit_path"])
     except ValidationError:
         return None
     targets = select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)
-    for target in (path_ids(p) for p in session.scalars(targets)):
-        if caller.reaches(target) or path[: len(target)] == target:
+    for target in session.scalars(targets):
+        if caller.reaches(path_ids(target)) or contains(target, path):
             return path
     return None
 
 
 def delivery_report(session, caller, grid, notice, level):
-    """Per unit: targeted, sent, delivered, failed and acknowledged residents.
+    """Per unit: targeted, sent, delivered, failed and acknowledged residents (the reply's shape:
+    ``schemas.DeliveryReportOut``).
 
     A resident counts as sent/delivered if any of their deliveries was; as failed if all failed.
     Aggregated by small grid in SQL, rolled up to the requested units here. A caller scoped to a
@@ -121,10 +123,10 @@ def delivery_report(session, caller, grid, notice, level):
         if caller.reaches(path_ids(path)):
             chat[status] += count
     return {
-        "notice_id": str(notice.id),
+        "notice_id": notice.id,
         "level": level,
         **totals,
-        "units": [{"unit_id": str(g), **rows[g]} for g in sorted(groups)],
+        "units": [{"unit_id": g, **rows[g]} for g in sorted(groups)],
         "chat_groups": {status: chat.get(status, 0) for status in ("queued", "sent", "delivered", "failed")},
     }
 

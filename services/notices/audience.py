@@ -2,8 +2,9 @@
 and each page becomes recipients and queued deliveries in one go.
 
 Resolution is resumable: the notice keeps a cursor (audience unit, last resident id) that is
-committed with each batch of pages, so the dispatcher can start on the first pages while the
-rest resolve, and a restart continues where it stopped.
+committed with each page (by the publishing timer, at each step ``resolve_pages`` yields), so the
+dispatcher can start on the first pages while the rest resolve, and a restart continues where it
+stopped.
 """
 
 import datetime as dt
@@ -11,13 +12,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, or_, select
 
-from services.notices.models import ChatGroup, Delivery, Notice, NoticeTarget, Preference, Recipient
+from services.notices.models import ChatGroup, Delivery, Notice, Preference, Recipient
+from services.notices.notices import target_paths
 from services.notices.vocabulary import PERSONAL_CHANNELS, URGENT_SEVERITIES, VULNERABLE_TAGS
 from shared.db import bulk_insert, locking, utcnow
 from shared.paths import as_path, in_subtree, path_ids
 
 PAGE_SIZE = 1000
-PHONE_CONTEXT = b"phone"
+PHONE_CONTEXT = b"phone"  # the vault context of recipients' numbers (delivery.py decrypts them)
 
 
 class DeliveryPlan:
@@ -57,11 +59,12 @@ def quiet_hours_end(now, start, end, zone):
 
 
 def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):
-    """Resolve up to ``max_pages`` pages of the notice's audience, committing each page (with the
-    cursor) so the dispatcher starts on it at once. The next page is requested from the grid
-    while this one is stored. Returns True when the audience is complete.
+    """Resolve up to ``max_pages`` pages of the notice's audience: a generator that yields once each
+    page is stored with the cursor, for the caller to commit it there (the timer does), so the
+    dispatcher starts on it at once and a crash resumes from the cursor. The next page is requested
+    from the grid while this one is stored. Returns True when the audience is complete.
 
-    Between pages the notice is locked again; if another replica took it meanwhile (its cursor
+    After each commit the notice is locked again; if another replica took it meanwhile (its cursor
     moved), this one stops and leaves the rest to it.
     """
     under = notice.audience["under"]
@@ -90,7 +93,7 @@ def resolve_pages(uow, grid, vault, notice, timezone, max_pages=20):
         pending = request(following) if more else None
         add_recipients(uow, vault, notice, plan, page["items"])
         notice.resolve_cursor = cursor = following
-        uow.commit()
+        yield  # the page and the cursor are committed here
         if not _still_ours(uow.session, notice, cursor):  # lock it again before going on or publishing
             return False
     return cursor["unit"] >= len(under)
@@ -157,7 +160,7 @@ def add_chat_groups(session, notice, now):
     tag filters: a group message reaches everyone in the group."""
     if "chat_group" not in notice.channels or notice.audience.get("tags_any") or notice.audience.get("tags_all"):
         return 0
-    paths = session.scalars(select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)).all()
+    paths = target_paths(session, notice)
     groups = (
         session.scalars(select(ChatGroup).where(or_(*[in_subtree(ChatGroup.unit_path, path) for path in paths]))).all()
         if paths

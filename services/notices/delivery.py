@@ -10,6 +10,10 @@ with the same ``Idempotency-Key`` (the delivery id), and a delivery recorded as 
 again. Replicas claim with SKIP LOCKED, so no two post the same delivery at once; and a dispatcher
 starts no post later than its claim's lease allows (``start_window``), so a live one is never
 overtaken by a reclaim.
+
+The steps are the dispatching timer's to commit (services/notices/service.py): ``dispatch_due`` is a
+generator that yields at each step boundary — claims made, outcomes recorded — and the timer commits
+there before it goes on.
 """
 
 import datetime as dt
@@ -21,6 +25,7 @@ from typing import NamedTuple, cast
 from sqlalchemy import BigInteger, Table, and_, any_, bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from services.notices.audience import PHONE_CONTEXT
 from services.notices.channels import Outbound, Outcome
 from services.notices.models import CLAIMABLE, ChatGroup, Delivery, Notice, Recipient
 from services.notices.vocabulary import URGENT_SEVERITIES
@@ -29,7 +34,6 @@ from shared.errors import Conflict
 from shared.paths import path_ids
 
 log = logging.getLogger(__name__)
-PHONE_CONTEXT = b"phone"
 DELIVERIES = cast(Table, Delivery.__table__)  # Core statements: no ORM bookkeeping on hot paths
 
 LEASE_SECONDS = 60.0  # a claim's lease (NOTICES_CLAIM_LEASE_SECONDS)
@@ -110,7 +114,10 @@ def dispatch_due(
     record_every=RECORD_EVERY,
     record_seconds=RECORD_SECONDS,
 ):
-    """Claim, post and record one batch of due deliveries per channel; returns how many were claimed.
+    """Claim, post and record one batch of due deliveries per channel: a generator that yields where
+    the caller must commit — a channel's claims, before any of them is posted (a crash after the
+    post must find the claim), and each record of outcomes while posts stream. Returns how many
+    deliveries were claimed.
 
     ``now`` (default: the time of each step) is what claims, leases and outcomes are stamped with.
     """
@@ -125,10 +132,12 @@ def dispatch_due(
         claims, messages = claim(uow, channel, granted, claimed_now, lease, vault, lease_end=lease_end)
         limiter.give_back(channel, granted - len(claims))
         if not claims:
-            continue
+            continue  # whatever claim changed (stopped deliveries) is committed with the next step
+        yield  # claimed before posted: the claims are committed here
+        uow.close()  # no connection (nor SQLite's lock) held while posting
         start_by = claimed_at + start_window(lease, getattr(adapter, "deadline", 0.0))
         recorder = Recorder(uow, retry, channel, claims, now, record_every, record_seconds, lease_end=lease_end)
-        _post_and_record(recorder, adapter, channel, messages, start_by, record_seconds)
+        yield from _post_and_record(recorder, adapter, channel, messages, start_by, record_seconds)
         attempted += len(claims)
     return attempted
 
@@ -147,9 +156,9 @@ class Claim(NamedTuple):
 
 
 def claim(uow, channel, limit, now, lease, vault, lease_end=None):
-    """Claim up to ``limit`` due deliveries of ``channel`` in a transaction of their own (committed
-    here) and compose their messages: ``({delivery id: Claim}, [Outbound])``. A reclaimed delivery
-    whose notice was cancelled or expired meanwhile fails without a post."""
+    """Claim up to ``limit`` due deliveries of ``channel`` and compose their messages: ``({delivery id:
+    Claim}, [Outbound])``. The caller commits the claims before posting any (``dispatch_due`` yields
+    for that). A reclaimed delivery whose notice was cancelled or expired meanwhile fails without a post."""
     session = uow.session
     rows = claim_rows(session, channel, limit, now, lease_end or now + dt.timedelta(seconds=float(lease)))
     if not rows:
@@ -194,8 +203,6 @@ def claim(uow, channel, limit, now, lease, vault, lease_end=None):
             .where(DELIVERIES.c.id == delivery_id)
             .values(status="failed", detail=status, failed_at=now)
         )
-    uow.commit()
-    uow.close()  # no connection (nor SQLite's lock) held while posting
     return claims, messages
 
 
@@ -254,6 +261,8 @@ def among(session, column, ids):
 
 
 def _post_and_record(recorder, adapter, channel, messages, start_by, seconds):
+    """Post the claimed messages and record their outcomes as they stream back; yields at each record
+    for the caller to commit it."""
     addressed = []
     for message in messages:
         if message.to is None:
@@ -274,10 +283,20 @@ def _post_and_record(recorder, adapter, channel, messages, start_by, seconds):
                 break
             recorder.add(chunk)
             if recorder.due():
-                recorder.record()
+                yield from _record(recorder)
     finally:
-        stream.close()  # stops the posts still out, if recording failed (or the worker is being killed)
-    recorder.record()
+        # Stops the posts still out if recording failed, or the worker is being killed (or the caller
+        # closed this generator: its commit failed).
+        stream.close()
+    yield from _record(recorder)
+
+
+def _record(recorder):
+    """Record what waits, if anything: committed at the yield, in a transaction of its own; then the
+    connection goes back while posts are still out."""
+    if recorder.record():
+        yield
+        recorder.uow.close()
 
 
 def _outcomes(adapter, messages, tick, start_by):
@@ -293,7 +312,8 @@ def _outcomes(adapter, messages, tick, start_by):
 
 class Recorder:
     """Outcomes waiting to be recorded, and recording them: one UPDATE for every sent delivery, one
-    for released claims, a statement per failure — each time in a transaction of its own. Only a
+    for released claims, a statement per failure — each time in a transaction of its own, which the
+    dispatching timer commits (``record`` only writes; ``dispatch_due`` yields after it). Only a
     delivery still ``sending`` under this dispatcher's claim is touched: a gateway's report
     (``record_delivery_status``) may have come first, and it stands; and a claim another dispatcher
     took over once its lease ran out (this one was paused, or slow) is that one's — its lease end,
@@ -316,9 +336,10 @@ class Recorder:
         return due_to_record(len(self.pending), self.since, self.clock(), self.every, self.seconds)
 
     def record(self):
+        """Write the waiting outcomes into the unit of work (uncommitted); how many there were."""
         self.since = self.clock()
         if not self.pending:
-            return
+            return 0
         now = self.now or utcnow()
         plan = plan_outcomes(self.pending, self.retry, now)
         session = self.uow.session
@@ -361,9 +382,8 @@ class Recorder:
                     row.vulnerable_tags,
                     now,
                 )
-        self.uow.commit()
-        self.uow.close()
-        self.pending = []
+        recorded, self.pending = len(self.pending), []
+        return recorded
 
 
 def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id, vulnerable_tags, now):

@@ -8,22 +8,8 @@ from services.notices.models import Delivery, Notice, NoticeTarget
 from services.notices.vocabulary import URGENT_SEVERITIES
 from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, Forbidden, ValidationError
+from shared.grid_copies import contains
 from shared.paths import in_subtree, path_ids
-
-NOTICE_FIELDS = (
-    "title",
-    "body",
-    "category",
-    "severity",
-    "urgency",
-    "channels",
-    "publish_at",
-    "expires_at",
-    "requires_ack",
-    "ack_deadline",
-    "msg_type",
-    "references",
-)
 
 
 def create_notice(uow, caller, grid, audience, **fields):
@@ -69,12 +55,13 @@ def referenced_notice(session, caller, notice_id, msg_type, paths):
         raise ValidationError(
             {"audience": [f"A cancel goes to the audience of the notice it cancels: under must be [{units_of}]."]}
         )
-    if msg_type == "update" and not all(any(p.startswith(o) for o in original_paths) for p in paths.values()):
+    if msg_type == "update" and not all(any(contains(o, p) for o in original_paths) for p in paths.values()):
         raise ValidationError({"audience": ["An update's audience must lie within the notice it updates."]})
     return original
 
 
 def target_paths(session, notice):
+    """The paths of the notice's audience units."""
     return session.scalars(select(NoticeTarget.unit_path).where(NoticeTarget.notice_id == notice.id)).all()
 
 
@@ -149,15 +136,21 @@ def due_for_publishing(session, now, limit=5):
     return session.scalars(locking(query, session, skip_locked=True)).all()
 
 
+def stop_queued(session, notice, why, now):
+    """The notice's deliveries not yet claimed fail, ``detail`` saying why (a claimed one is stopped
+    when its claim is found stale: ``delivery.claim``)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.notice_id == notice.id, Delivery.status == "queued")
+        .values(status="failed", detail=why, failed_at=now)
+    )
+
+
 def cancel_original(uow, cancel_notice, now):
     """A published cancel stops the original's pending deliveries and marks it cancelled."""
     session = uow.session
     original = fetch(session, Notice, cancel_notice.references, "notice", lock=True)
-    session.execute(
-        update(Delivery)
-        .where(Delivery.notice_id == original.id, Delivery.status == "queued")
-        .values(status="failed", detail="cancelled", failed_at=now)
-    )
+    stop_queued(session, original, "cancelled", now)
     if original.status not in ("cancelled",):
         original.status, original.cancelled_at = "cancelled", now
         uow.emit(
@@ -174,10 +167,6 @@ def expire_notices(uow, now):
     query = select(Notice).where(Notice.status.in_(("approved", "published")), Notice.expires_at <= now)
     expired = session.scalars(locking(query, session, skip_locked=True)).all()
     for notice in expired:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.notice_id == notice.id, Delivery.status == "queued")
-            .values(status="failed", detail="expired", failed_at=now)
-        )
+        stop_queued(session, notice, "expired", now)
         notice.status = "expired"
     return len(expired)

@@ -12,8 +12,10 @@ from shared.paths import as_path
 
 
 def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
-    """Resolve (part of) due notices' audiences, a notice at a time, each round its own
-    transaction; publish those that are complete."""
+    """Resolve (part of) due notices' audiences, a notice at a time, and publish those that are
+    complete: a generator of steps — each page of an audience, each notice's round — that yields at
+    every step boundary for the caller (the publishing timer) to commit there. Returns how many
+    notices were published."""
     session = uow.session
     published = 0
     for _ in range(max_rounds):
@@ -27,7 +29,7 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
             audience.copy_reached_recipients(uow, notice, notice.references, timezone)
             complete = True
         else:
-            complete = audience.resolve_pages(uow, grid, vault, notice, timezone, max_pages=max_pages)
+            complete = yield from audience.resolve_pages(uow, grid, vault, notice, timezone, max_pages=max_pages)
         if complete:
             audience.add_chat_groups(session, notice, now)
             notice.status, notice.published_at = "published", now
@@ -47,7 +49,7 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
                 },
             )
             published += 1
-        uow.commit()
+        yield  # the round ends: committed here
     return published
 
 
@@ -120,7 +122,7 @@ def quarantine_instructions(uow, author, grid, vault, timezone, household_id, un
     if not any(QUARANTINED in member["tags"] for member in found):
         return None, "no longer quarantined"
     ends = until.astimezone(zone).date().isoformat() if until else "另行通知 further notice"
-    unit_path = as_path([int(i) for i in household["unit_path"]])
+    unit_path = as_path(household["unit_path"])
     return _direct(
         uow,
         author,

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from marshmallow import ValidationError as FieldError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError as FieldError, fields, pre_dump, validate, validates_schema
 
 from services.notices import vocabulary as v
 from services.notices.templates import TEMPLATES
@@ -132,6 +132,14 @@ class ResidentTagged(EventData):
 # ---- outputs --------------------------------------------------------------
 
 
+class AudienceOut(fields.Dict):
+    """A notice's audience as stored (``under``, ``tags_any``, ``tags_all``; a direct message's also
+    ``template`` and, for a household, ``household_id``), its unit ids as strings like every id."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else {**value, "under": [str(u) for u in value.get("under", [])]}
+
+
 class NoticeOut(StrictSchema):
     id = Id()
     kind = fields.String()
@@ -142,7 +150,7 @@ class NoticeOut(StrictSchema):
     urgency = fields.String()
     msg_type = fields.String()
     references = Id(allow_none=True)
-    audience = fields.Function(lambda n: {**n.audience, "under": [str(u) for u in n.audience.get("under", [])]})
+    audience = AudienceOut()
     channels = fields.List(fields.String())
     publish_at = UtcDateTime(allow_none=True)
     expires_at = UtcDateTime(allow_none=True)
@@ -156,7 +164,8 @@ class NoticeOut(StrictSchema):
     published_at = UtcDateTime(allow_none=True)
     cancelled_at = UtcDateTime(allow_none=True)
     recipient_count = fields.Integer()
-    template = fields.Function(lambda n: n.audience.get("template"))
+    # A direct message's template (kept in its audience); null for a notice.
+    template = fields.String(attribute="audience.template", dump_default=None, allow_none=True)
     origin = fields.String(allow_none=True)
 
 
@@ -172,6 +181,82 @@ class DeliveryOut(StrictSchema):
     failed_at = UtcDateTime(allow_none=True)
 
 
+class PreferencesOut(Schema):
+    """A resident's channels and quiet hours, as saved (``quiet_hours`` null: none)."""
+
+    resident_id = Id()
+    channels = fields.List(fields.String())
+    quiet_hours = fields.Nested(QuietHours, allow_none=True)
+
+    @pre_dump
+    def quiet_hours_as_one(self, preference, **kwargs):
+        """The stored ``quiet_start`` and ``quiet_end`` as one ``{start, end}`` value."""
+        quiet = {"start": preference.quiet_start, "end": preference.quiet_end} if preference.quiet_start else None
+        return {"resident_id": preference.resident_id, "channels": preference.channels, "quiet_hours": quiet}
+
+
+class ChatGroupOut(Schema):
+    """A small grid's chat group as registered (its webhook URL is not repeated)."""
+
+    unit_id = Id()
+    name = fields.String()
+
+
+class AcknowledgementOut(Schema):
+    """A resident's acknowledgement of a notice (the first one, when acknowledged again)."""
+
+    notice_id = Id()
+    resident_id = Id()
+    acknowledged_at = UtcDateTime()
+
+
+class DirectMessageOut(Schema):
+    """The direct message sent: its id (a notice of kind ``direct``) and how many residents it goes to."""
+
+    message_id = Id(attribute="id")
+    recipients = fields.Integer(attribute="recipient_count")
+
+
+class UnitReport(Schema):
+    """One unit's residents: targeted, sent (any channel), delivered, failed (every channel), acknowledged."""
+
+    unit_id = Id()
+    targeted = fields.Integer()
+    sent = fields.Integer()
+    delivered = fields.Integer()
+    failed = fields.Integer()
+    acknowledged = fields.Integer()
+
+
+class ChatGroupReport(Schema):
+    """The notice's chat-group deliveries by status."""
+
+    queued = fields.Integer()
+    sent = fields.Integer()
+    delivered = fields.Integer()
+    failed = fields.Integer()
+
+
+class DeliveryReportOut(Schema):
+    """A notice's delivery report: residents targeted, sent, delivered, failed and acknowledged in
+    total and per unit (the audience units, or the units at ``level`` under them), and its chat-group
+    deliveries; a caller scoped to a unit sees only what lies under it."""
+
+    notice_id = Id()
+    level = fields.String(allow_none=True)
+    targeted = fields.Integer()
+    sent = fields.Integer()
+    delivered = fields.Integer()
+    failed = fields.Integer()
+    acknowledged = fields.Integer()
+    units = fields.List(fields.Nested(UnitReport))
+    chat_groups = fields.Nested(ChatGroupReport)
+
+
 NOTICE = NoticeOut()
-NOTICES = NoticeOut(many=True)
 DELIVERY = DeliveryOut()
+PREFERENCES = PreferencesOut()
+CHAT_GROUP = ChatGroupOut()
+ACKNOWLEDGEMENT = AcknowledgementOut()
+DIRECT_MESSAGE = DirectMessageOut()
+DELIVERY_REPORT = DeliveryReportOut()

@@ -1,6 +1,8 @@
 """The notices service: CAP-style notices to grid audiences over several channels, with
 delivery tracking and acknowledgements; direct messages for the other services."""
 
+from contextlib import closing
+
 from nameko.extensions import DependencyProvider
 
 from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitMoved
@@ -11,6 +13,7 @@ from shared import service as base
 from shared.commands import on_command
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
+from shared.replies import page
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
 from shared.validation import page_of
@@ -46,6 +49,20 @@ GAUGES = [
         "SELECT count(*) FROM acknowledgements",
     ),
 ]
+
+
+def commit_steps(uow, steps):
+    """Run a generator of steps (``publishing.publish_due``, ``delivery.dispatch_due``), committing
+    ``uow`` at every step boundary it yields: these transactions are the timer's, the domain never
+    commits. The generator is closed even when a commit fails, so a dispatch's posts still out stop
+    at once. Returns what the steps return."""
+    with closing(steps):
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
+            uow.commit()
 
 
 class Channels(DependencyProvider):
@@ -89,75 +106,73 @@ class NoticesService(base.ServiceBase):
     # ---- notices ----------------------------------------------------------
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.CreateNotice())
+    @endpoint(roles=MANAGERS, schema=schemas.CreateNotice(), returns=schemas.NOTICE)
     def create_notice(self, caller, **args):
-        return schemas.NOTICE.dump(notices.create_notice(self.db, caller, self.grid, **args))
+        """A draft notice to the residents under the audience units (every one within the caller's scope)."""
+        return notices.create_notice(self.db, caller, self.grid, **args)
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.NoticeRef())
+    @endpoint(roles=MANAGERS, schema=schemas.NoticeRef(), returns=schemas.NOTICE)
     def approve_notice(self, caller, notice_id):
-        return schemas.NOTICE.dump(notices.approve_notice(self.db, caller, notice_id))
+        """Approve a draft: the publishing timer publishes it at ``publish_at`` (now if none)."""
+        return notices.approve_notice(self.db, caller, notice_id)
 
     @rpc
-    @endpoint(roles=READERS, schema=schemas.NoticeRef(), read_only=True)
+    @endpoint(roles=READERS, schema=schemas.NoticeRef(), returns=schemas.NOTICE, read_only=True)
     def get_notice(self, caller, notice_id):
-        return schemas.NOTICE.dump(notices.reachable_notice(self.db.session, caller, notice_id))
+        """A notice or direct message whose audience reaches into the caller's scope."""
+        return notices.reachable_notice(self.db.session, caller, notice_id)
 
     @rpc
-    @endpoint(roles=READERS, schema=schemas.ListNotices(), read_only=True)
+    @endpoint(roles=READERS, schema=schemas.ListNotices(), returns=page(schemas.NOTICE), read_only=True)
     def list_notices(self, caller, page, page_size, **args):
+        """Notices (or direct messages) to units under ``under``, newest first; without ``under``, those
+        under the caller's unit (all of them for an admin or service token naming no unit)."""
         rows, more = notices.list_notices(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return page_of(schemas.NOTICES.dump(rows), page, page_size, more)
+        return page_of(rows, page, page_size, more)
 
     # ---- deliveries -------------------------------------------------------
 
     @rpc
-    @endpoint(roles=SERVICES, schema=schemas.RecordDeliveryStatus())
+    @endpoint(roles=SERVICES, schema=schemas.RecordDeliveryStatus(), returns=schemas.DELIVERY)
     def record_delivery_status(self, caller, delivery_id, status, detail):
-        return schemas.DELIVERY.dump(delivery.record_delivery_status(self.db, caller, delivery_id, status, detail))
+        """A gateway's report on a delivery: sent, delivered or failed."""
+        return delivery.record_delivery_status(self.db, caller, delivery_id, status, detail)
 
     @rpc
-    @endpoint(roles=ACKERS, schema=schemas.SetPreferences())
+    @endpoint(roles=ACKERS, schema=schemas.SetPreferences(), returns=schemas.PREFERENCES)
     def set_preferences(self, caller, **args):
-        saved = preferences.set_preferences(self.db, caller, self.grid, **args)
-        quiet = (
-            {"start": saved.quiet_start.strftime("%H:%M"), "end": saved.quiet_end.strftime("%H:%M")}
-            if saved.quiet_start
-            else None
-        )
-        return {"resident_id": str(saved.resident_id), "channels": saved.channels, "quiet_hours": quiet}
+        """A resident's channels and quiet hours (by the resident, or staff for a resident in their scope)."""
+        return preferences.set_preferences(self.db, caller, self.grid, **args)
 
     @rpc
-    @endpoint(roles=MANAGERS, schema=schemas.RegisterChatGroup())
+    @endpoint(roles=MANAGERS, schema=schemas.RegisterChatGroup(), returns=schemas.CHAT_GROUP)
     def register_chat_group(self, caller, **args):
-        group = preferences.register_chat_group(self.db, caller, self.grid, self.channels.policies.webhooks, **args)
-        return {"unit_id": str(group.unit_id), "name": group.name}
+        """Register (or replace) a small grid's chat-group robot webhook."""
+        return preferences.register_chat_group(self.db, caller, self.grid, self.channels.policies.webhooks, **args)
 
     # ---- acknowledgements and reports -------------------------------------
 
     @rpc
-    @endpoint(roles=ACKERS, schema=schemas.Acknowledge())
+    @endpoint(roles=ACKERS, schema=schemas.Acknowledge(), returns=schemas.ACKNOWLEDGEMENT)
     def acknowledge(self, caller, notice_id, resident_id):
-        ack = acks.acknowledge(self.db, caller, self.grid, notice_id, resident_id)
-        return {
-            "notice_id": str(ack.notice_id),
-            "resident_id": str(ack.resident_id),
-            "acknowledged_at": ack.acknowledged_at.isoformat(),
-        }
+        """A recipient acknowledges a notice (by the resident, or staff for a resident in their scope); once."""
+        return acks.acknowledge(self.db, caller, self.grid, notice_id, resident_id)
 
     @rpc
-    @endpoint(roles=READERS, schema=schemas.DeliveryReport(), read_only=True)
+    @endpoint(roles=READERS, schema=schemas.DeliveryReport(), returns=schemas.DELIVERY_REPORT, read_only=True)
     def delivery_report(self, caller, notice_id, level):
+        """Who a notice reached, per unit, as far as the caller's scope goes."""
         notice = notices.reachable_notice(self.db.session, caller, notice_id)
         return acks.delivery_report(self.db.session, caller, self.grid, notice, level)
 
     # ---- direct messages --------------------------------------------------
 
     @rpc
-    @endpoint(roles=SERVICES, schema=schemas.SendDirect())
+    @endpoint(roles=SERVICES, schema=schemas.SendDirect(), returns=schemas.DIRECT_MESSAGE)
     def send_direct(self, caller, **args):
-        message = publishing.send_direct(self.db, caller, self.grid, self.vault, self.timezone, **args)
-        return {"message_id": str(message.id), "recipients": message.recipient_count}
+        """A message from a template to residents; a token scoped to a unit reaches only residents under it."""
+        return publishing.send_direct(self.db, caller, self.grid, self.vault, self.timezone, **args)
 
     @on_command("send_direct", schema=schemas.SendDirectCommand())
     def on_send_direct(self, sender, envelope, data):
@@ -181,30 +196,34 @@ class NoticesService(base.ServiceBase):
 
     @config_timer("PUBLISH_INTERVAL", 1.0)
     def publish_due(self):
-        """Resolve audiences of approved notices whose publish_at has come, and publish them."""
-        publishing.publish_due(self.db, self.grid, self.vault, self.timezone)
+        """Resolve audiences of approved notices whose publish_at has come, and publish them: each
+        page of an audience committed (with its cursor) as it is stored, each notice's round too."""
+        commit_steps(self.db, publishing.publish_due(self.db, self.grid, self.vault, self.timezone))
 
     @config_timer("DISPATCH_INTERVAL", 0.5)
     def dispatch(self):
-        """Hand due deliveries to their channels."""
-        delivery.dispatch_due(
+        """Hand due deliveries to their channels: each channel's claims committed before any is
+        posted, outcomes committed as they are recorded."""
+        commit_steps(
             self.db,
-            self.channels.adapters,
-            self.channels.limiter,
-            self.vault,
-            self.channels.retry,
-            batch=int(self.config.get("DISPATCH_BATCH", 2000)),
-            lease=float(self.config.get("CLAIM_LEASE_SECONDS", delivery.LEASE_SECONDS)),
+            delivery.dispatch_due(
+                self.db,
+                self.channels.adapters,
+                self.channels.limiter,
+                self.vault,
+                self.channels.retry,
+                batch=int(self.config.get("DISPATCH_BATCH", 2000)),
+                lease=float(self.config.get("CLAIM_LEASE_SECONDS", delivery.LEASE_SECONDS)),
+            ),
         )
 
     @config_timer("HOUSEKEEPING_INTERVAL", 5.0)
     def housekeeping(self):
-        """Stop expired notices; report who has not acknowledged by the deadline."""
+        """Stop expired notices; report who has not acknowledged by the deadline (one transaction)."""
         now = utcnow()
         notices.expire_notices(self.db, now)
         for notice in acks.due_ack_checks(self.db.session, now):
             acks.report_unacknowledged(self.db, notice)
-        self.db.commit()
 
     # ---- the grid's tree changes (services/notices/grid_changes.py) ---------
 

@@ -1,5 +1,7 @@
 """What the notices service needs from the grid about units: paths, for scope and subtrees."""
 
+from shared.grid_copies import contains
+
 
 def unit_paths(grid, unit_ids, field="under"):
     """{unit id: path string} from the grid (its own scope rules apply to our service token)."""
@@ -11,6 +13,6 @@ def outermost(paths):
     ordered = sorted(paths.items(), key=lambda item: len(item[1]))
     kept: dict[int, str] = {}
     for unit_id, path in ordered:
-        if not any(path.startswith(other) for other in kept.values()):
+        if not any(contains(other, path) for other in kept.values()):
             kept[unit_id] = path
     return kept

@@ -8,7 +8,6 @@ MSG_TYPES = ("alert", "update", "cancel")
 CHANNELS = ("sms", "voice_call", "app_push", "chat_group")
 PERSONAL_CHANNELS = ("sms", "voice_call", "app_push")  # one delivery per resident; chat_group is per small grid
 STATUSES = ("draft", "approved", "published", "cancelled", "expired")
-DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "failed")
 # Who is followed up when they do not acknowledge in time.
 VULNERABLE_TAGS = ("elderly_alone", "disabled", "chronic_illness", "quarantined")
 TAGS = (

@@ -73,7 +73,7 @@ def start(uow, grid, notices, policy, household_id, now):
         plan = CarePlan(
             household_id=household_id,
             unit_id=int(household["unit_id"]),
-            unit_path=as_path([int(i) for i in household["unit_path"]]),
+            unit_path=as_path(household["unit_path"]),
             address=household["address"],
             kinds=list(CARE_KINDS),
             active=True,
@@ -143,12 +143,9 @@ def open_today(uow, grid, notices, policy, plan, now):
     return opened
 
 
-def open_due(uow, grid, notices, policy, now, limit=1000):
-    """The daily recurrence: today's requests for every active plan still missing them.
-
-    Each household's requests are committed on their own, so one slow match holds no long
-    transaction and a restart loses nothing (what was opened has its origin; the rest follows)."""
-    session = uow.session
+def due_households(session, policy, now, limit=1000):
+    """The daily recurrence, first step: households (at most ``limit``, by id) whose active plan is
+    still missing some of today's (local day) requests."""
     day = now.astimezone(policy.zone).date()
     plans = session.scalars(select(CarePlan).where(CarePlan.active.is_(True)).order_by(CarePlan.household_id)).all()
     wanted = {_care_origin(p.household_id, k, day): p for p in plans for k in p.kinds}
@@ -160,25 +157,31 @@ def open_due(uow, grid, notices, policy, now, limit=1000):
                 select(HelpRequest.origin).where(HelpRequest.origin.in_(origins[start_at : start_at + 1000]))
             )
         )
-    due: dict[int, CarePlan] = {}
+    due: dict[int, None] = {}  # household ids in plan order, once each
     for origin, plan in wanted.items():
         if origin not in have:
-            due.setdefault(plan.household_id, plan)
-    opened = []
-    for household_id in list(due)[:limit]:
-        # Claimed again one at a time: a plan stopped since the read above is skipped, and another
-        # replica's timer working on the same household passes it by.
-        plan = session.scalar(
-            locking(
-                select(CarePlan).where(CarePlan.household_id == household_id, CarePlan.active.is_(True)),
-                session,
-                skip_locked=True,
-            )
+            due.setdefault(plan.household_id)
+    return list(due)[:limit]
+
+
+def open_due(uow, grid, notices, policy, household_id, now):
+    """The daily recurrence, one step: today's missing requests of one household from
+    ``due_households``; the caller commits each household on its own, so one slow match holds no
+    long transaction and a restart loses nothing (what was opened has its origin; the rest follows).
+
+    The plan is claimed again here: one stopped since ``due_households`` read it is skipped, and
+    another replica's timer working on the same household passes it by."""
+    session = uow.session
+    plan = session.scalar(
+        locking(
+            select(CarePlan).where(CarePlan.household_id == household_id, CarePlan.active.is_(True)),
+            session,
+            skip_locked=True,
         )
-        if plan is not None:
-            opened += open_today(uow, grid, notices, policy, plan, now)
-        uow.commit()
-    return opened
+    )
+    if plan is None:
+        return []
+    return open_today(uow, grid, notices, policy, plan, now)
 
 
 def door_knocks(uow, grid, notices, policy, notice_id, residents, now):
@@ -207,7 +210,7 @@ def door_knocks(uow, grid, notices, policy, notice_id, residents, now):
             origins[household_id],
             created_by=SYSTEM,
             unit_id=int(household["unit_id"]),
-            unit_path=as_path([int(i) for i in household["unit_path"]]),
+            unit_path=as_path(household["unit_path"]),
             kind="check_in",
             details=DOOR_KNOCK_DETAILS,
             urgency="high",

@@ -2,6 +2,7 @@
 check-out with hours from the actual times, coverage gaps, and understaffed warnings."""
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
@@ -127,6 +128,23 @@ def check_out(uow, caller, shift_id, volunteer_id):
     return signup
 
 
+@dataclass(frozen=True)
+class ShiftGap:
+    """A shift with fewer volunteers signed up than it needs."""
+
+    shift_id: int
+    post_id: int
+    post: str  # the duty post's name
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    needed: int
+    signed: int
+
+    @property
+    def missing(self):
+        return self.needed - self.signed
+
+
 def coverage(session, caller, grid, zone, under, date):
     """Shifts on ``date`` (local) under the unit with fewer volunteers than needed."""
     path = grid.unit_path(under, field="under")
@@ -148,16 +166,7 @@ def coverage(session, caller, grid, zone, under, date):
         .order_by(Shift.starts_at, Shift.id)
     ).all()
     return [
-        {
-            "shift_id": str(shift.id),
-            "post_id": str(shift.post_id),
-            "post": name,
-            "starts_at": shift.starts_at.isoformat(),
-            "ends_at": shift.ends_at.isoformat(),
-            "needed": shift.needed,
-            "signed": count,
-            "missing": shift.needed - count,
-        }
+        ShiftGap(shift.id, shift.post_id, name, shift.starts_at, shift.ends_at, shift.needed, count)
         for shift, name, count in rows
         if count < shift.needed
     ]

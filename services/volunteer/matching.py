@@ -6,11 +6,10 @@ Never: the requester's own household, a volunteer quarantined in the grid, one a
 limit, one already offered this request.
 """
 
-import datetime as dt
 from dataclasses import dataclass
 
 from services.volunteer.vocabulary import KIND_SKILLS
-from shared.paths import path_ids
+from shared.paths import as_path, path_ids
 
 
 @dataclass
@@ -79,8 +78,4 @@ def search_scopes(request_path, floor=None):
     handful, not a community."""
     ids = path_ids(request_path)
     shallowest = max(1, min(floor or 1, len(ids)))
-    return ["/" + "".join(f"{i}/" for i in ids[:depth]) for depth in range(len(ids), shallowest - 1, -1)]
-
-
-def recent_window(now, days=30):
-    return now - dt.timedelta(days=days)
+    return [as_path(ids[:depth]) for depth in range(len(ids), shallowest - 1, -1)]

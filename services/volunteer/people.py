@@ -1,12 +1,14 @@
 """Volunteers, their public pledges (亮牌践诺) and their hours."""
 
+import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
 from services.volunteer.models import Pledge, Signup, Volunteer
 from shared.db import fetch, paged, utcnow
-from shared.errors import Conflict, Forbidden, ValidationError
+from shared.errors import Conflict, ValidationError
 from shared.paths import in_subtree, path_ids
 
 PHONE_CONTEXT = b"phone"
@@ -137,8 +139,28 @@ def fulfil_pledge(uow, caller, pledge_id, note):
     return pledge
 
 
+@dataclass(frozen=True)
+class UnitPledges:
+    """Pledges made and fulfilled under one child unit."""
+
+    unit_id: int
+    pledges: int
+    fulfilled: int
+
+    @property
+    def fulfilment_rate(self):
+        return round(self.fulfilled / self.pledges, 3) if self.pledges else 0.0
+
+
+@dataclass(frozen=True)
+class PledgeBoard:
+    items: list[Pledge]
+    units: list[UnitPledges]
+
+
 def list_pledges(session, grid, under, status):
-    """Public commitments under a unit, with the fulfilment rate per child unit."""
+    """Public commitments under a unit, with the fulfilment rate per child unit (pledges made at the
+    unit itself count for it)."""
     path = grid.unit_path(under, field="under")
     depth = len(path_ids(path))
     query = select(Pledge).where(in_subtree(Pledge.unit_path, path))
@@ -151,19 +173,20 @@ def list_pledges(session, grid, under, status):
         unit = ids[depth] if len(ids) > depth else ids[-1]
         totals[unit][0] += 1
         totals[unit][1] += pledge.status == "fulfilled"
-    rates = [
-        {
-            "unit_id": str(unit),
-            "pledges": made,
-            "fulfilled": done,
-            "fulfilment_rate": round(done / made, 3) if made else 0.0,
-        }
-        for unit, (made, done) in sorted(totals.items())
-    ]
-    return pledges, rates
+    units = [UnitPledges(unit, made, done) for unit, (made, done) in sorted(totals.items())]
+    return PledgeBoard(list(pledges), units)
+
+
+@dataclass(frozen=True)
+class VolunteerHours:
+    volunteer_id: int
+    hours: float
+    shifts: int
+    since: dt.datetime | None
 
 
 def hours(session, caller, volunteer_id, since):
+    """The volunteer's checked-out shifts and their hours, since ``since`` if given."""
     volunteer = reachable_volunteer(session, caller, volunteer_id)
     query = select(func.coalesce(func.sum(Signup.hours), 0), func.count()).where(
         Signup.volunteer_id == volunteer.id, Signup.checked_out_at.is_not(None)
@@ -171,14 +194,4 @@ def hours(session, caller, volunteer_id, since):
     if since is not None:
         query = query.where(Signup.checked_out_at >= since)
     total, shifts = session.execute(query).one()
-    return {
-        "volunteer_id": str(volunteer.id),
-        "hours": round(float(total), 2),
-        "shifts": shifts,
-        "since": since.isoformat() if since else None,
-    }
-
-
-def guard_self_or_staff(caller, volunteer_id):
-    if caller.roles == {"volunteer"} and not is_self(caller, volunteer_id):
-        raise Forbidden("volunteers act only for themselves")
+    return VolunteerHours(volunteer.id, round(float(total), 2), shifts, since)

@@ -2,13 +2,15 @@
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 
 from services.volunteer import matching
 from services.volunteer.models import CarePlan, HelpRequest, Offer, Volunteer
-from services.volunteer.people import is_self
+from services.volunteer.people import is_self, reachable_volunteer
 from services.volunteer.vocabulary import ACTIVE_TASK_STATUSES, STAFF_ROLES
 from shared.db import fetch, locking, paged, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -273,7 +275,14 @@ def offer_next(uow, grid, notices, policy, request):
     return offers
 
 
+class OfferAnswer(NamedTuple):
+    offer: Offer
+    request: HelpRequest  # as it stands after the answer
+
+
 def respond_offer(uow, caller, grid, notices, policy, offer_id, accept):
+    """The offered volunteer (or an admin reaching the request) accepts or declines; a decline offers
+    the request on once no offer of it is pending, an accept matches it and withdraws the others."""
     session = uow.session
     offer = fetch(session, Offer, offer_id, "offer")
     if not is_self(caller, offer.volunteer_id):
@@ -292,7 +301,7 @@ def respond_offer(uow, caller, grid, notices, policy, offer_id, accept):
         offer.status = "declined"
         if not _pending_offers(session, request.id):
             offer_next(uow, grid, notices, policy, request)
-        return offer, request
+        return OfferAnswer(offer, request)
     if request.status != "offered":
         raise Conflict(f"request {request.id} is already {request.status}")
     offer.status = "accepted"
@@ -303,7 +312,7 @@ def respond_offer(uow, caller, grid, notices, policy, offer_id, accept):
         .values(status="withdrawn", responded_at=now)
     )
     uow.emit("request_matched", f"request/{request.id}", _event(request))
-    return offer, request
+    return OfferAnswer(offer, request)
 
 
 def _pending_offers(session, request_id):
@@ -382,9 +391,16 @@ def list_requests(session, caller, grid, under, status, page, page_size):
     return paged(session, query.order_by(HelpRequest.id.desc()), page, page_size)
 
 
+@dataclass(frozen=True)
+class Tasks:
+    tasks: list[HelpRequest]
+    offers: list[Offer]
+
+
 def my_tasks(session, caller, volunteer_id):
     """The volunteer's tasks and pending offers: all of them for the volunteer; staff reaching the
     volunteer see only those whose request is in their scope too (a volunteer may help anywhere)."""
+    reachable_volunteer(session, caller, volunteer_id)
     tasks = session.scalars(
         select(HelpRequest)
         .where(HelpRequest.volunteer_id == volunteer_id, HelpRequest.status == "matched")
@@ -397,8 +413,8 @@ def my_tasks(session, caller, volunteer_id):
         .order_by(Offer.expires_at)
     ).all()
     if is_self(caller, volunteer_id):
-        return tasks, [offer for offer, _ in offers]
-    return (
+        return Tasks(list(tasks), [offer for offer, _ in offers])
+    return Tasks(
         [task for task in tasks if caller.reaches(path_ids(task.unit_path))],
         [offer for offer, path in offers if caller.reaches(path_ids(path))],
     )

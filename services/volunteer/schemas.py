@@ -3,7 +3,8 @@
 from marshmallow import fields, validate
 
 from services.volunteer import vocabulary as v
-from services.volunteer.vocabulary import STAFF_ROLES
+from services.volunteer.requests import staff_reaches
+from shared import replies
 from shared.validation import (
     Date,
     EventData,
@@ -163,6 +164,8 @@ class NoticeUnacknowledged(EventData):
 
 
 class VolunteerOut(StrictSchema):
+    """A volunteer: home unit, skills, weekly availability and task limit (never the phone number)."""
+
     id = Id()
     name = fields.String()
     home_unit_id = Id()
@@ -175,6 +178,8 @@ class VolunteerOut(StrictSchema):
 
 
 class PledgeOut(StrictSchema):
+    """A volunteer's public pledge (亮牌践诺) and, once fulfilled, the note saying how."""
+
     id = Id()
     volunteer_id = Id()
     text = fields.String()
@@ -184,6 +189,8 @@ class PledgeOut(StrictSchema):
 
 
 class ShiftOut(StrictSchema):
+    """A shift at a duty post and how many volunteers it needs."""
+
     id = Id()
     post_id = Id()
     starts_at = UtcDateTime()
@@ -219,6 +226,8 @@ class StaffRequestOut(RequestOut):
 
 
 class OfferOut(StrictSchema):
+    """A request offered to one volunteer: pending until they answer or ``expires_at`` passes."""
+
     id = Id()
     request_id = Id()
     volunteer_id = Id()
@@ -226,23 +235,102 @@ class OfferOut(StrictSchema):
     expires_at = UtcDateTime()
 
 
+class PostOut(StrictSchema):
+    """A duty post (先锋岗): where in which unit volunteers stand their shifts."""
+
+    id = Id()
+    unit_id = Id()
+    name = fields.String()
+    location = fields.String()
+
+
+class SignupOut(StrictSchema):
+    """A volunteer's place on a shift: signed up or withdrawn, when they checked in and out, and the
+    hours credited (from the actual times, once checked out)."""
+
+    shift_id = Id()
+    volunteer_id = Id()
+    status = fields.String()
+    checked_in_at = UtcDateTime(allow_none=True)
+    checked_out_at = UtcDateTime(allow_none=True)
+    hours = fields.Float(allow_none=True)
+
+
+class ShiftGapOut(StrictSchema):
+    """A shift of the day with fewer volunteers signed up than it needs."""
+
+    shift_id = Id()
+    post_id = Id()
+    post = fields.String(metadata={"description": "The duty post's name."})
+    starts_at = UtcDateTime()
+    ends_at = UtcDateTime()
+    needed = fields.Integer()
+    signed = fields.Integer()
+    missing = fields.Integer()
+
+
+class HoursOut(StrictSchema):
+    """A volunteer's checked-out shifts and their hours (rounded to 0.01), since ``since`` if given."""
+
+    volunteer_id = Id()
+    hours = fields.Float()
+    shifts = fields.Integer()
+    since = UtcDateTime(allow_none=True)
+
+
+class UnitPledgesOut(StrictSchema):
+    """Pledges made under one child unit of the one asked about, and how many are fulfilled."""
+
+    unit_id = Id()
+    pledges = fields.Integer()
+    fulfilled = fields.Integer()
+    fulfilment_rate = fields.Float(metadata={"description": "fulfilled / pledges, rounded to 0.001."})
+
+
+class PledgeBoardOut(StrictSchema):
+    """Public pledges (亮牌践诺) under a unit, and the fulfilment rate per child unit."""
+
+    items = fields.List(fields.Nested(PledgeOut))
+    units = fields.List(fields.Nested(UnitPledgesOut))
+
+
 VOLUNTEER = VolunteerOut()
-VOLUNTEERS = VolunteerOut(many=True)
 PLEDGE = PledgeOut()
-PLEDGES = PledgeOut(many=True)
 SHIFT = ShiftOut()
+POST = PostOut()
+SIGNUP = SignupOut()
+SHIFT_GAPS = ShiftGapOut(many=True)
+HOURS = HoursOut()
+PLEDGE_BOARD = PledgeBoardOut()
 REQUEST = RequestOut()
-REQUESTS = RequestOut(many=True)
 STAFF_REQUEST = StaffRequestOut()
-STAFF_REQUESTS = StaffRequestOut(many=True)
-
-
-def request_view(caller, many=False):
-    """The request schema for this caller: staff see the full record, everyone else the need only."""
-    if caller.has_role(*STAFF_ROLES):
-        return STAFF_REQUESTS if many else STAFF_REQUEST
-    return REQUESTS if many else REQUEST
-
-
 OFFER = OfferOut()
-OFFERS = OfferOut(many=True)
+VOLUNTEER_PAGE = replies.page(VolunteerOut)
+
+
+def _request_shape(caller, request):
+    """The whole record for staff and services reaching the request; the need only for anyone else
+    (a volunteer, the requester), whatever other roles they hold."""
+    return STAFF_REQUEST if staff_reaches(caller, request) else REQUEST
+
+
+REQUEST_VIEW = replies.OneOf(STAFF_REQUEST, REQUEST, choose=_request_shape)
+REQUEST_PAGE = replies.page(REQUEST_VIEW, name="RequestPage")
+
+
+class OfferAnswerOut(StrictSchema):
+    """The answered offer, and its request as it stands after the answer."""
+
+    offer = fields.Nested(OfferOut)
+    request = replies.Choice(REQUEST_VIEW)
+
+
+class TasksOut(StrictSchema):
+    """A volunteer's matched requests (soonest needed first) and pending offers (soonest expiring first)."""
+
+    tasks = fields.List(replies.Choice(REQUEST_VIEW))
+    offers = fields.List(fields.Nested(OfferOut))
+
+
+OFFER_ANSWER = OfferAnswerOut()
+TASKS = TasksOut()

@@ -60,133 +60,127 @@ class VolunteerService(base.ServiceBase):
     # ---- volunteers and pledges -------------------------------------------
 
     @rpc
-    @endpoint(roles=STAFF, schema=schemas.RegisterVolunteer())
+    @endpoint(roles=STAFF, schema=schemas.RegisterVolunteer(), returns=schemas.VOLUNTEER)
     def register_volunteer(self, caller, **args):
-        return schemas.VOLUNTEER.dump(people.register_volunteer(self.db, caller, self.grid, self.vault, **args))
+        return people.register_volunteer(self.db, caller, self.grid, self.vault, **args)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.UpdateVolunteer())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.UpdateVolunteer(), returns=schemas.VOLUNTEER)
     def update_volunteer(self, caller, volunteer_id, **changes):
-        return schemas.VOLUNTEER.dump(
-            people.update_volunteer(self.db, caller, self.grid, self.vault, volunteer_id, **changes)
-        )
+        return people.update_volunteer(self.db, caller, self.grid, self.vault, volunteer_id, **changes)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), returns=schemas.VOLUNTEER, read_only=True)
     def get_volunteer(self, caller, volunteer_id):
-        return schemas.VOLUNTEER.dump(people.reachable_volunteer(self.db.session, caller, volunteer_id))
+        return people.reachable_volunteer(self.db.session, caller, volunteer_id)
 
     @rpc
-    @endpoint(roles=STAFF_SERVICE, schema=schemas.ListVolunteers(), read_only=True)
+    @endpoint(roles=STAFF_SERVICE, schema=schemas.ListVolunteers(), returns=schemas.VOLUNTEER_PAGE, read_only=True)
     def list_volunteers(self, caller, page, page_size, **args):
         rows, more = people.list_volunteers(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return page_of(schemas.VOLUNTEERS.dump(rows), page, page_size, more)
+        return page_of(rows, page, page_size, more)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.SetActive())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.SetActive(), returns=schemas.VOLUNTEER)
     def set_active(self, caller, volunteer_id, active):
-        return schemas.VOLUNTEER.dump(people.set_active(self.db, caller, volunteer_id, active))
+        return people.set_active(self.db, caller, volunteer_id, active)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.MakePledge())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.MakePledge(), returns=schemas.PLEDGE)
     def make_pledge(self, caller, **args):
-        return schemas.PLEDGE.dump(people.make_pledge(self.db, caller, **args))
+        return people.make_pledge(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.FulfilPledge())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.FulfilPledge(), returns=schemas.PLEDGE)
     def fulfil_pledge(self, caller, **args):
-        return schemas.PLEDGE.dump(people.fulfil_pledge(self.db, caller, **args))
+        return people.fulfil_pledge(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=EVERYONE, schema=schemas.ListPledges(), read_only=True)
+    @endpoint(roles=EVERYONE, schema=schemas.ListPledges(), returns=schemas.PLEDGE_BOARD, read_only=True)
     def list_pledges(self, caller, under, status):
-        pledges, rates = people.list_pledges(self.db.session, self.grid, under, status)
-        return {"items": schemas.PLEDGES.dump(pledges), "units": rates}
+        return people.list_pledges(self.db.session, self.grid, under, status)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.Hours(), read_only=True)
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.Hours(), returns=schemas.HOURS, read_only=True)
     def hours(self, caller, volunteer_id, since):
         return people.hours(self.db.session, caller, volunteer_id, since)
 
     # ---- duty posts and shifts --------------------------------------------
 
     @rpc
-    @endpoint(roles=("admin", "officer"), schema=schemas.CreatePost())
+    @endpoint(roles=("admin", "officer"), schema=schemas.CreatePost(), returns=schemas.POST)
     def create_post(self, caller, **args):
-        post = duty.create_post(self.db, caller, self.grid, **args)
-        return {"id": str(post.id), "unit_id": str(post.unit_id), "name": post.name, "location": post.location}
+        return duty.create_post(self.db, caller, self.grid, **args)
 
     @rpc
-    @endpoint(roles=("admin", "officer"), schema=schemas.AddShift())
+    @endpoint(roles=("admin", "officer"), schema=schemas.AddShift(), returns=schemas.SHIFT)
     def add_shift(self, caller, **args):
-        return schemas.SHIFT.dump(duty.add_shift(self.db, caller, **args))
+        return duty.add_shift(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer(), returns=schemas.SIGNUP)
     def sign_up(self, caller, shift_id, volunteer_id):
-        return _signup(duty.sign_up(self.db, caller, shift_id, volunteer_id))
+        return duty.sign_up(self.db, caller, shift_id, volunteer_id)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer(), returns=schemas.SIGNUP)
     def withdraw(self, caller, shift_id, volunteer_id):
-        return _signup(duty.withdraw(self.db, caller, shift_id, volunteer_id))
+        return duty.withdraw(self.db, caller, shift_id, volunteer_id)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer(), returns=schemas.SIGNUP)
     def check_in(self, caller, shift_id, volunteer_id):
-        return _signup(duty.check_in(self.db, caller, shift_id, volunteer_id))
+        return duty.check_in(self.db, caller, shift_id, volunteer_id)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.ShiftVolunteer(), returns=schemas.SIGNUP)
     def check_out(self, caller, shift_id, volunteer_id):
-        return _signup(duty.check_out(self.db, caller, shift_id, volunteer_id))
+        return duty.check_out(self.db, caller, shift_id, volunteer_id)
 
     @rpc
-    @endpoint(roles=STAFF_SERVICE, schema=schemas.Coverage(), read_only=True)
+    @endpoint(roles=STAFF_SERVICE, schema=schemas.Coverage(), returns=schemas.SHIFT_GAPS, read_only=True)
     def coverage(self, caller, under, date):
         return duty.coverage(self.db.session, caller, self.grid, self.zone, under, date)
 
     # ---- help requests ----------------------------------------------------
 
     @rpc
-    @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.CreateRequest())
+    @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.CreateRequest(), returns=schemas.REQUEST_VIEW)
     def create_request(self, caller, **args):
-        request = requests.create_request(self.db, caller, self.grid, self.notices, self.policy, **args)
-        return _request_out(caller, request)
+        return requests.create_request(self.db, caller, self.grid, self.notices, self.policy, **args)
 
     @rpc
-    @endpoint(roles=("volunteer", "admin"), schema=schemas.RespondOffer())
+    @endpoint(roles=("volunteer", "admin"), schema=schemas.RespondOffer(), returns=schemas.OFFER_ANSWER)
     def respond_offer(self, caller, offer_id, accept):
-        offer, request = requests.respond_offer(self.db, caller, self.grid, self.notices, self.policy, offer_id, accept)
-        return {"offer": schemas.OFFER.dump(offer), "request": _request_out(caller, request)}
+        return requests.respond_offer(self.db, caller, self.grid, self.notices, self.policy, offer_id, accept)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.CompleteRequest())
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.CompleteRequest(), returns=schemas.REQUEST_VIEW)
     def complete_request(self, caller, request_id, note):
-        return _request_out(caller, requests.complete_request(self.db, caller, request_id, note))
+        return requests.complete_request(self.db, caller, request_id, note)
 
     @rpc
-    @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.ConfirmRequest())
+    @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.ConfirmRequest(), returns=schemas.REQUEST_VIEW)
     def confirm_request(self, caller, request_id, rating):
-        return _request_out(caller, requests.confirm_request(self.db, caller, request_id, rating))
+        return requests.confirm_request(self.db, caller, request_id, rating)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF + ("resident",), schema=schemas.RequestRef(), read_only=True)
+    @endpoint(
+        roles=SELF_OR_STAFF + ("resident",), schema=schemas.RequestRef(), returns=schemas.REQUEST_VIEW, read_only=True
+    )
     def get_request(self, caller, request_id):
-        return _request_out(caller, requests.reachable_request(self.db.session, caller, request_id))
+        return requests.reachable_request(self.db.session, caller, request_id)
 
     @rpc
-    @endpoint(roles=STAFF_SERVICE, schema=schemas.ListRequests(), read_only=True)
+    @endpoint(roles=STAFF_SERVICE, schema=schemas.ListRequests(), returns=schemas.REQUEST_PAGE, read_only=True)
     def list_requests(self, caller, page, page_size, **args):
         rows, more = requests.list_requests(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
-        return page_of(schemas.request_view(caller, many=True).dump(rows), page, page_size, more)
+        return page_of(rows, page, page_size, more)
 
     @rpc
-    @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), read_only=True)
+    @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), returns=schemas.TASKS, read_only=True)
     def my_tasks(self, caller, volunteer_id):
-        people.reachable_volunteer(self.db.session, caller, volunteer_id)
-        tasks, offers = requests.my_tasks(self.db.session, caller, volunteer_id)
-        return {"tasks": [_request_out(caller, task) for task in tasks], "offers": schemas.OFFERS.dump(offers)}
+        return requests.my_tasks(self.db.session, caller, volunteer_id)
 
     # ---- reacting to the grid and notices -----------------------------------
 
@@ -226,21 +220,23 @@ class VolunteerService(base.ServiceBase):
     @config_timer("CARE_INTERVAL", 300.0)
     def open_daily_care(self):
         """Each local day, open the day's groceries and check-in for every household under quarantine."""
-        care.open_due(self.db, self.grid, self.notices, self.policy, utcnow())
-        self.db.commit()
+        policy, now = self.policy, utcnow()
+        for household_id in care.due_households(self.db.session, policy, now):
+            care.open_due(self.db, self.grid, self.notices, policy, household_id, now)
+            # Each household's requests commit on their own: one slow match holds no long transaction,
+            # and a restart loses nothing (what was opened has its origin; the rest follows).
+            self.db.commit()
 
     @config_timer("OFFER_SWEEP_INTERVAL", 5.0)
     def sweep_offers(self):
         """Expired offers move their requests on to the next candidate."""
         requests.expire_offers(self.db, self.grid, self.notices, self.policy, utcnow())
-        self.db.commit()
 
     @config_timer("SHIFT_CHECK_INTERVAL", 60.0)
     def check_shifts(self):
         """Warn about shifts starting soon with too few volunteers."""
         lead = dt.timedelta(minutes=float(self.config.get("UNDERSTAFFED_LEAD_MINUTES", 120)))
         duty.report_understaffed(self.db, lead, utcnow())
-        self.db.commit()
 
     # ---- the grid's tree changes (services/volunteer/grid_changes.py) -------
 
@@ -262,20 +258,3 @@ class VolunteerService(base.ServiceBase):
 
 def _event_time(envelope):
     return dt.datetime.fromisoformat(envelope["time"])
-
-
-def _request_out(caller, request):
-    """The whole record for staff and services reaching the request; the need only for anyone else
-    (a volunteer, the requester), whatever other roles they hold."""
-    return (schemas.STAFF_REQUEST if requests.staff_reaches(caller, request) else schemas.REQUEST).dump(request)
-
-
-def _signup(signup):
-    return {
-        "shift_id": str(signup.shift_id),
-        "volunteer_id": str(signup.volunteer_id),
-        "status": signup.status,
-        "checked_in_at": signup.checked_in_at.isoformat() if signup.checked_in_at else None,
-        "checked_out_at": signup.checked_out_at.isoformat() if signup.checked_out_at else None,
-        "hours": signup.hours,
-    }

@@ -4,7 +4,6 @@ reschedules, idempotency, reminders through notices, confidential summaries, med
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-import eventlet
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -331,7 +330,7 @@ def test_scope(practice, call_as, tomorrow):
 
 
 def test_reminders_go_out_through_notices_and_not_for_cancelled_bookings(
-    container_factory, legal_config, grid, notices, receiver, call_as, admin, district, tomorrow
+    container_factory, legal_config, legal_db, grid, notices, receiver, call_as, admin, district, tomorrow
 ):
     """Bookings are made while reminders are off; a second legal instance then sends them."""
     from services.legal.service import LegalService
@@ -345,9 +344,11 @@ def test_reminders_go_out_through_notices_and_not_for_cancelled_bookings(
     )["id"]
     officer.set_schedule(lawyer_id=lawyer, station_id=station, weekly=EVERY_DAY)
     home = add_household(admin, district["small_a"])
-    keep, drop = add_resident(admin, home, 11)["id"], add_resident(admin, home, 12)["id"]
+    keep, drop, later = (add_resident(admin, home, seq)["id"] for seq in (11, 12, 13))
     desk = call_as(token("service", sub="service:desk")).legal
-    desk.book(lawyer_id=lawyer, station_id=station, starts_at=local(tomorrow, "09:00"), resident_id=keep, topic="a")
+    kept = desk.book(
+        lawyer_id=lawyer, station_id=station, starts_at=local(tomorrow, "09:00"), resident_id=keep, topic="a"
+    )
     dropped = desk.book(
         lawyer_id=lawyer, station_id=station, starts_at=local(tomorrow, "09:30"), resident_id=drop, topic="b"
     )
@@ -356,10 +357,37 @@ def test_reminders_go_out_through_notices_and_not_for_cancelled_bookings(
     reminding = container_factory(LegalService, {**legal_config, "REMINDER_LEAD_MINUTES": 3 * 24 * 60})
     reminding.start()
     wait_until(lambda: receiver.accepted("/sms"), message="no reminder sent")
-    eventlet.sleep(1.0)  # give a wrong second reminder time to show up
-    assert [b["to"] for b in receiver.accepted("/sms")] == ["13800000011"]
+    # A barrier instead of a pause: a booking made only now, starting after the others, which the same
+    # timer must remind on a later tick. A tick takes the due consultations in start order until none is
+    # left, so once this one's reminder has reached the gateway, any reminder wrongly owed to the earlier
+    # two (the cancelled one, or the kept one again because it was not marked reminded) had been recorded
+    # in legal's outbox before it. With that bug the outbox check fails however slowly the wrong message
+    # would travel on through notices; the gateway check then says what residents actually received.
+    later_one = desk.book(
+        lawyer_id=lawyer, station_id=station, starts_at=local(tomorrow, "10:00"), resident_id=later, topic="c"
+    )
+    wait_until(lambda: "13800000013" in sms_to(receiver), message="the later booking was never reminded")
+    assert reminded_consultations(legal_db) == [kept["id"], later_one["id"]]
+    assert sms_to(receiver) == ["13800000011", "13800000013"]
     assert "Station" in receiver.accepted("/sms")[0]["text"]
     reminding.kill()
+
+
+def sms_to(receiver):
+    return [body["to"] for body in receiver.accepted("/sms")]
+
+
+def reminded_consultations(legal_db):
+    """The consultation of every reminder legal recorded for notices (a send_direct command whose origin
+    is ``legal:consultation/<id>/reminder/<start>``), in the order recorded."""
+    engine = create_engine(legal_db.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.connect() as conn:
+        origins = conn.execute(
+            text("SELECT payload->>'subject' FROM outbox_events WHERE event_type = 'send_direct' ORDER BY id")
+        ).scalars()
+        found = [origin.split("/")[1] for origin in origins]
+    engine.dispose()
+    return found
 
 
 def test_the_upcoming_cap_holds_under_concurrent_bookings(practice, call_as, tomorrow):

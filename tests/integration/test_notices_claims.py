@@ -18,6 +18,7 @@ from services.notices.channels import HttpGateway, Outcome, RateLimiter
 from services.notices.delivery import Recorder, RetryPolicy, claim, dispatch_due
 from services.notices.models import Base, Delivery, Notice, Recipient
 from services.notices.outbound import OutboundPolicy
+from services.notices.service import commit_steps
 from shared.db import Database, UnitOfWork, utcnow
 from tests.support import add_household, add_resident, token, wait_until
 
@@ -100,11 +101,13 @@ def statuses(db):
 
 
 def dispatch(db, adapter, **kwargs):
-    """One dispatcher tick in a worker's unit of work, finished as the Database provider does."""
+    """One dispatcher tick in a worker's unit of work, committed step by step as the timer does and
+    finished as the Database provider does."""
     uow = UnitOfWork(db, "notices")
     try:
-        attempted = dispatch_due(
-            uow, {adapter.channel: adapter}, RateLimiter({}), None, RetryPolicy(), lease=LEASE, **kwargs
+        attempted = commit_steps(
+            uow,
+            dispatch_due(uow, {adapter.channel: adapter}, RateLimiter({}), None, RetryPolicy(), lease=LEASE, **kwargs),
         )
         uow.commit()
         return attempted
@@ -178,7 +181,8 @@ def test_a_claim_abandoned_before_its_post_is_taken_up_after_the_lease_with_the_
     ids = seed(database, 5)
     now = utcnow()
     uow = UnitOfWork(database, "notices")
-    claims, _messages = claim(uow, "app_push", 100, now, LEASE, None)  # committed; then the process "dies"
+    claims, _messages = claim(uow, "app_push", 100, now, LEASE, None)
+    uow.commit()  # as the dispatcher commits its claims; then the process "dies"
     uow.close()
     assert sorted(claims) == sorted(ids)
     gateway = HttpGateway("app_push", receiver.url("/push"), policy=POLICY)
@@ -219,11 +223,13 @@ def test_a_gateway_report_that_beats_the_dispatcher_stands(database, receiver):
     (delivery_id,) = seed(database, 1)
     uow = UnitOfWork(database, "notices")
     claims, messages = claim(uow, "app_push", 10, utcnow(), LEASE, None)
+    uow.commit()
     with database.session_scope() as session:
         session.execute(update(Delivery).where(Delivery.id == delivery_id).values(status="delivered"))
     recorder = Recorder(uow, RetryPolicy(), "app_push", claims, None, 200, 0.2)
     recorder.add([(messages[0], Outcome(True))])
     recorder.record()
+    uow.commit()
     uow.close()
     assert statuses(database) == {delivery_id: "delivered"}
 
@@ -248,12 +254,15 @@ def test_a_dispatcher_overtaken_after_its_lease_records_nothing_over_the_claim_t
     slow = UnitOfWork(database, "notices")
     first_lease_end = utcnow()  # already over: the claim is up for taking
     claims, messages = claim(slow, "app_push", 10, utcnow(), LEASE, None, lease_end=first_lease_end)
+    slow.commit()
     fast = UnitOfWork(database, "notices")
     taken, _ = claim(fast, "app_push", 10, utcnow(), LEASE, None)
+    fast.commit()
     assert list(taken) == [delivery_id]
     late = Recorder(slow, RetryPolicy(), "app_push", claims, None, 200, 0.2, lease_end=first_lease_end)
     late.add([(messages[0], Outcome(False, retryable=True, detail="gateway timeout"))])
     late.record()
+    slow.commit()
     slow.close()
     fast.close()
     assert statuses(database) == {delivery_id: "sending"}  # still the second dispatcher's

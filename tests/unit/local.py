@@ -10,6 +10,7 @@ clients' fakes stand in: ``services.grid.client.FakeGrid``, ``services.notices.c
     assert events(db) == [...]
 """
 
+import datetime as dt
 import importlib
 from contextlib import contextmanager
 
@@ -56,3 +57,26 @@ def events(db, event_type=None):
         rows = uow.session.scalars(select(outbox).order_by(outbox.id)).all()
         found = [(row.event_type, row.payload.get("subject"), row.payload.get("data")) for row in rows]
     return [event for event in found if event_type is None or event[0] == event_type]
+
+
+class Clock:
+    """The time domain modules read (their ``utcnow``), moved by the test, never by waiting."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta):
+        self.now += dt.timedelta(**delta)
+        return self.now
+
+    @classmethod
+    def install(cls, monkeypatch, now, *modules):
+        """A clock at ``now`` that every module of ``modules`` reading ``utcnow`` reads instead."""
+        clock = cls(now)
+        for module in modules:
+            if hasattr(module, "utcnow"):
+                monkeypatch.setattr(module, "utcnow", clock)
+        return clock

@@ -34,7 +34,7 @@ def domain_modules():
 
 def test_domain_code_never_commits_or_rolls_back():
     found = [
-        f"{path.relative_to(ROOT)}:{call.lineno} .{call.func.attr}()"  # type: ignore[attr-defined]
+        f"{path.relative_to(ROOT)}:{call.lineno} .{call.func.attr}()"
         for path in domain_modules()
         for call in calls_named(parsed(path), TRANSACTION_CALLS)
     ]

@@ -1,16 +1,13 @@
 """Pure logic: no broker, no database."""
 
-import datetime as dt
 import json
 import logging
 
 import jwt
 import pytest
 from cryptography.exceptions import InvalidTag
-from hypothesis import given, strategies as st
 from nameko.exceptions import RemoteError, deserialize, serialize
 
-from services.grid.idnumbers import check_digit, id_number_problem, make_id_number
 from shared import paths as tree
 from shared.auth import Caller, decode_token, mint_token
 from shared.errors import Forbidden, NotFound, Unauthenticated, ValidationError
@@ -21,22 +18,6 @@ from shared.telemetry import outcome_of
 from shared.validation import Id, Str, StrictSchema, load, phone_problem
 
 SECRET = "unit-test-secret-with-enough-bytes!"
-
-
-def test_known_id_number_check_digits():
-    assert check_digit("11010519491231002") == "X"  # the standard's own example
-    assert id_number_problem("11010519491231002X") is None
-    assert id_number_problem("110105194912310021") == "Check digit does not match."
-    assert id_number_problem("110105194902300021").startswith("Embedded birth date")
-    assert id_number_problem("11010519491231002") is not None
-
-
-@given(st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2025, 12, 31)), st.integers(0, 999))
-def test_generated_id_numbers_validate_and_any_single_digit_change_fails(birth, seq):
-    number = make_id_number("370102", birth, seq)
-    assert id_number_problem(number) is None
-    changed = number[:16] + str((int(number[16]) + 1) % 10) + number[17]
-    assert id_number_problem(changed) is not None
 
 
 def test_phone_numbers():

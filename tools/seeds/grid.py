@@ -8,15 +8,13 @@ door-to-door screening with visits, a few incidents. Idempotent: skipped when th
 import datetime as dt
 import os
 
-from tools.demo_data import DISTRICT_CODE, build_district
+from services.grid.vocabulary import LEVELS
+from tools.demo_data import build_district
 from tools.demo_seed import Stopwatch, batch, find_district, progress, proxy, remember, say
 
-DEMO_CODE = DISTRICT_CODE
-LEVELS_BELOW = ("street", "community", "grid_large", "grid_medium", "grid_small")
 
-
-def seed_demo(amqp_uri, district=None):
-    data = district or build_district()
+def seed_demo(amqp_uri):
+    data = build_district()
     with proxy(amqp_uri) as rpc:
         grid = rpc.grid
         existing = find_district(grid)
@@ -33,7 +31,7 @@ def seed_demo(amqp_uri, district=None):
             root = grid.create_unit(parent_id=None, level="district", name=data.root.name, code=data.root.code)
             ids[data.root.code] = root["id"]
             parents = {data.root.code: data.root}
-            for level in LEVELS_BELOW:
+            for level in LEVELS[1:]:  # every level below the district
                 units = [(parent_code, child) for parent_code, parent in parents.items() for child in parent.children]
                 made = batch(
                     grid.create_unit,

@@ -1,5 +1,5 @@
-"""The notices outbound URL policy (services.notices.outbound) and the several-roles rule for acting
-for a resident (services.notices.access): pure logic, no network (resolvers are plain functions)."""
+"""The notices outbound URL policy (services.notices.outbound): pure logic, no network (resolvers are
+plain functions)."""
 
 import ipaddress
 import logging
@@ -8,9 +8,8 @@ import socket
 import pytest
 from hypothesis import given, strategies as st
 
-from services.notices import access, outbound
+from services.notices import outbound
 from services.notices.outbound import ConfigRefused, OutboundPolicy, OutboundRefused, Unresolvable
-from shared.auth import Caller
 
 STRICT = OutboundPolicy()
 PUBLIC_V4 = "93.184.215.14"
@@ -395,55 +394,3 @@ def test_gateways_pass_when_allowed_and_an_unresolvable_one_only_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="services.notices.outbound"):
         outbound.startup_policies(channels(sms="https://sms.example.org/v1"), resolver=nxdomain)
     assert "NOTICES_SMS_GATEWAY_URL (sms): host sms.example.org does not resolve" in caplog.text
-
-
-# ---- several roles: acting for a resident ------------------------------------------------------
-
-PATHS = {"7": "/1/2/3/7/", "8": "/1/2/4/8/"}  # resident 7 under unit 3, resident 8 under unit 4
-
-
-def caller(*roles, sub="u1", unit=None):
-    return Caller(sub=sub, roles=frozenset(roles), unit=unit)
-
-
-def may(c, resident):
-    return access.may_act_for(c, resident, lambda: PATHS[resident])
-
-
-def test_a_resident_acts_only_for_themselves():
-    assert may(caller("resident", sub="7", unit="3"), "7")
-    assert not may(caller("resident", sub="7", unit="3"), "8")
-    assert not may(caller("resident", sub="7", unit="4"), "8")  # a unit claim gives a resident no scope
-
-
-def test_staff_act_only_within_their_unit():
-    assert may(caller("officer", unit="3"), "7")
-    assert not may(caller("officer", unit="3"), "8")
-    assert not may(caller("officer", sub="8", unit="3"), "8")  # a staff sub is no resident id
-    assert not may(caller("grid_worker"), "7")  # no unit claim: no staff scope
-    assert may(caller("service"), "8") and may(caller("admin"), "8")  # unit-less admin and service
-    assert not may(caller("admin", unit="3"), "8")
-
-
-@pytest.mark.parametrize("staff", ["officer", "grid_worker", "admin", "service"])
-def test_several_roles_allow_what_one_role_alone_allows_and_nothing_more(staff):
-    both = caller("resident", staff, sub="8", unit="3")
-    assert may(both, "8")  # as the resident (their own record, outside the unit)
-    assert may(both, "7")  # as staff (inside the unit)
-    outsider = caller("resident", staff, sub="9", unit="3")
-    assert not may(outsider, "8")  # neither the resident rule nor the staff scope allows it
-    unscoped = caller("resident", staff, sub="9")
-    assert may(unscoped, "8") == (staff in ("admin", "service"))  # a resident's token gains no staff scope
-    for c, resident in ((both, "8"), (both, "7"), (outsider, "8"), (unscoped, "8")):
-        alone = [caller(role, sub=c.sub, unit=c.unit) for role in c.roles]
-        assert may(c, resident) == any(may(one, resident) for one in alone)
-
-
-def test_the_grid_is_asked_for_a_path_only_when_the_staff_rule_needs_it():
-    def unknown():
-        raise AssertionError("not needed")
-
-    assert access.may_act_for(caller("resident", sub="7"), "7", unknown)
-    assert not access.may_act_for(caller("resident", sub="7"), "8", unknown)
-    assert access.may_act_for(caller("service"), "8", unknown)
-    assert not access.may_act_for(caller("officer", unit="3"), "8", lambda: None)  # unknown resident

@@ -1,76 +1,32 @@
-"""Claimed deliveries, pure parts: what outcomes do to claims, when outcomes are recorded, how long
-a claim may start posts, the Idempotency-Key on every post, the stub twin's duplicate count, and
-the stream of outcomes (green threads, no network)."""
+"""Delivery channels (services.notices.channels): the Idempotency-Key on every post, the gateways'
+and robots' judgement of replies, the stub twin, the stream of outcomes (green threads, no network),
+rate limits, and the adapters a config builds."""
 
-import datetime as dt
+import io
 import time
 
 import eventlet
+from hypothesis import given, strategies as st
 
 from services.notices.channels import (
     NOT_STARTED,
+    RESPONSE_CAP,
     ChatRobot,
     HttpGateway,
     Outbound,
     Outcome,
+    RateLimiter,
     Reply,
     StubChannel,
+    build_channels,
     post_each,
+    read_capped,
+    robot_errcode,
 )
-from services.notices.delivery import Claim, RetryPolicy, due_to_record, plan_outcomes, start_window
-
-NOW = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.UTC)
 
 
 def message(delivery_id, to="13800000001", channel="sms"):
     return Outbound(delivery_id, 7, channel, to, "Title", "Body", "moderate")
-
-
-def claim_row(delivery_id, attempt=1):
-    """A claimed delivery making its ``attempt``-th attempt."""
-    return Claim(delivery_id, 7, 70, "/1/2/", attempt, None, 1000, [])
-
-
-def test_outcomes_make_sent_retried_failed_and_released_claims():
-    retry = RetryPolicy(max_attempts=3, base_seconds=2.0)
-    plan = plan_outcomes(
-        [
-            (claim_row(1), Outcome(True)),
-            (claim_row(2), Outcome(False, retryable=True, detail="http 503")),
-            (claim_row(3, attempt=2), Outcome(False, retryable=True, detail="http 503")),
-            (claim_row(4, attempt=3), Outcome(False, retryable=True, detail="http 503")),  # the last one
-            (claim_row(5), Outcome(False, retryable=False, detail="http 400")),
-            (claim_row(6, attempt=2), NOT_STARTED),
-        ],
-        retry,
-        NOW,
-    )
-    assert plan.sent == [1]
-    # Backoff as before claims existed: counted from the attempt this claim made.
-    assert plan.retries == [
-        {"d_id": 2, "d_next": NOW + dt.timedelta(seconds=2), "d_detail": "http 503"},
-        {"d_id": 3, "d_next": NOW + dt.timedelta(seconds=4), "d_detail": "http 503"},
-    ]
-    assert [(row.id, detail) for row, detail in plan.failed] == [(4, "http 503"), (5, "http 400")]
-    assert plan.released == [6]
-
-
-def test_a_message_never_started_is_released_not_failed_even_at_the_last_attempt():
-    plan = plan_outcomes([(claim_row(9, attempt=4), NOT_STARTED)], RetryPolicy(max_attempts=4), NOW)
-    assert (plan.released, plan.failed, plan.retries) == ([9], [], [])
-
-
-def test_outcomes_are_recorded_every_n_results_or_every_t_seconds():
-    assert not due_to_record(0, since=0.0, now=100.0, every=200, seconds=0.2)  # nothing waits
-    assert not due_to_record(199, since=10.0, now=10.1, every=200, seconds=0.2)
-    assert due_to_record(200, since=10.0, now=10.0, every=200, seconds=0.2)
-    assert due_to_record(1, since=10.0, now=10.25, every=200, seconds=0.2)
-
-
-def test_posts_start_only_while_they_can_end_before_the_lease():
-    assert start_window(60, 10) == 48  # the default lease, a gateway's default deadline, the recording margin
-    assert start_window(60, None) == 58  # the stub twin has no deadline
-    assert start_window(12, 10) == 6  # a lease too short for the deadline: half of it
 
 
 def test_every_post_carries_the_delivery_id_as_its_idempotency_key():
@@ -170,3 +126,84 @@ def test_a_send_that_raises_answers_for_its_message_and_the_stream_ends():
         results = [pair for chunk in post_each(send, [message(1), message(2)], concurrency=2) for pair in chunk]
     outcomes = {m.delivery_id: (o.ok, o.retryable, o.detail) for m, o in results}
     assert outcomes == {1: (True, False, None), 2: (False, True, "adapter error: RuntimeError")}
+
+
+def test_rate_limiter_grants_a_second_of_tokens_then_refills():
+    now = [0.0]
+    limiter = RateLimiter({"sms": 10}, clock=lambda: now[0])
+    assert limiter.take("sms", 100) == 10
+    assert limiter.take("sms", 5) == 0
+    now[0] = 0.5
+    assert limiter.take("sms", 100) == 5
+    limiter.give_back("sms", 3)
+    assert limiter.take("sms", 100) == 3
+    assert limiter.take("app_push", 7) == 7  # no limit configured
+
+
+def test_robot_payloads_mention_everyone_only_when_severe():
+    message = Outbound(1, 2, "chat_group", "http://robot", "Storm", "Stay in", "severe", mention_all=True)
+    assert ChatRobot().payload(message) == {
+        "msgtype": "text",
+        "text": {"content": "【Storm】\nStay in", "mentioned_list": ["@all"]},
+    }
+    message.mention_all = False
+    assert ChatRobot().payload(message)["msgtype"] == "markdown"
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_no_robot_reply_body_raises_and_only_an_integer_errcode_counts(body):
+    code = robot_errcode(body)
+    assert isinstance(code, int) and not isinstance(code, bool)
+
+
+class BusyRobot(ChatRobot):
+    """A robot whose every post is answered 200 with the "too many messages" errcode."""
+
+    def post(self, url, message):
+        return Reply(200, b'{"errcode": 45009}')
+
+
+def test_a_robots_errcode_fails_its_post_and_its_rate_limit_code_retries():
+    assert [robot_errcode(b) for b in (b'{"errcode": 93000}', b'{"errcode": true}', b"[1]", b"")] == [93000, 0, 0, 0]
+    outcome = BusyRobot().send(message(1, "https://robot.example.org", "chat_group"))
+    assert (outcome.ok, outcome.retryable, outcome.detail) == (False, True, "robot errcode 45009")
+
+
+class Raw:
+    """urllib3's raw response as read_capped reads it."""
+
+    def __init__(self, body):
+        self.stream = io.BytesIO(body)
+
+    def read(self, size, decode_content=False):
+        return self.stream.read(size)
+
+
+def test_a_reply_body_is_read_up_to_the_cap_and_no_further():
+    assert read_capped(Raw(b"x" * RESPONSE_CAP)) == b"x" * RESPONSE_CAP
+    assert read_capped(Raw(b"x" * (RESPONSE_CAP + 1))) is None
+
+
+def test_a_config_builds_stub_twins_robots_and_gateways():
+    adapters = build_channels(
+        {
+            "sms": {"url": "https://sms.example.org/send", "timeout": 2, "deadline": 3},
+            "app_push": {"url": "stub"},
+            "chat_group": {"url": "robot"},
+        }
+    )
+    assert isinstance(adapters["app_push"], StubChannel) and isinstance(adapters["chat_group"], ChatRobot)
+    sms = adapters["sms"]
+    assert (type(sms), sms.url, sms.timeout, sms.deadline) == (HttpGateway, "https://sms.example.org/send", 2.0, 3.0)
+    assert HttpGateway("sms", "https://sms.example.org", timeout=4).deadline == 8.0  # twice the timeout by default
+
+
+def test_a_gateway_payload_carries_the_delivery_not_the_notice_id():
+    payload = HttpGateway("sms", "https://sms.example.org").payload(message(42))
+    assert payload == {
+        "delivery_id": "42",
+        "to": "13800000001",
+        "title": "Title",
+        "text": "Body",
+        "severity": "moderate",
+    }

@@ -1,0 +1,49 @@
+"""What the grid publishes matches what services/grid/events.py documents (docs/asyncapi.yaml is
+generated from those schemas): every event type, exactly the documented fields, valid values."""
+
+import datetime as dt
+
+from hypothesis import given, strategies as st
+
+from services.grid import events as grid_events, incidents, residents, screening, units
+from shared.paths import as_path
+from tests.unit.grid.conftest import ADMIN, COMMUNITY_B, LARGE_A, NOW, POLICY, SMALL_A, SMALL_B, STREET
+from tests.unit.local import events, unit_of_work
+
+
+def every_kind_of_change(db, add_household, add_resident):
+    household = add_household(SMALL_A)
+    resident = add_resident(household, 1)
+    with unit_of_work(db) as uow:
+        residents.tag_resident(uow, ADMIN, resident, "quarantined", NOW + dt.timedelta(days=1), None)
+        residents.untag_resident(uow, ADMIN, resident, "quarantined")
+        residents.move_household(uow, ADMIN, household, SMALL_B)
+        campaign = screening.start_screening(uow, ADMIN, STREET, "Visits", NOW.date(), NOW.date())
+        screening.record_visit(uow, ADMIN, POLICY, campaign.id, household, "seen_concern", None)
+        incident = incidents.report_incident(uow, ADMIN, POLICY, SMALL_A, "dispute", "d", [])
+        incidents.escalate_incident(uow, ADMIN, POLICY, incident.id, "up")
+        incidents.resolve_incident(uow, ADMIN, incident.id, "done")
+        units.move_unit(uow, ADMIN, LARGE_A, COMMUNITY_B)
+        units.close_unit(uow, ADMIN, SMALL_A)
+        uow.commit()
+
+
+def test_every_event_carries_exactly_its_documented_fields(district, add_household, add_resident):
+    every_kind_of_change(district, add_household, add_resident)
+    recorded = events(district)
+    assert {event_type for event_type, _, _ in recorded} == set(grid_events.EVENTS)
+    for event_type, _, data in recorded:
+        schema = grid_events.EVENTS[event_type]
+        assert set(data) == set(schema.fields), event_type
+        assert schema.validate(data) == {}, event_type
+
+
+def test_an_event_that_strays_from_its_schema_is_seen():
+    schema = grid_events.EVENTS["unit_closed"]
+    assert schema.validate({"unit_id": "1", "level": "castle", "unit_path": ["1"]}) != {}
+    assert schema.validate({"unit_id": "1", "level": "district"}) != {}  # unit_path missing
+
+
+@given(st.lists(st.integers(min_value=1, max_value=2**63 - 1), min_size=1, max_size=8))
+def test_a_path_goes_out_as_its_ids_in_order(ids):
+    assert grid_events.path_out(as_path(ids)) == [str(i) for i in ids]
