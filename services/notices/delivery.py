@@ -131,9 +131,11 @@ def dispatch_due(
         lease_end = claimed_now + dt.timedelta(seconds=float(lease))
         claims, messages = claim(uow, channel, granted, claimed_now, lease, vault, lease_end=lease_end)
         limiter.give_back(channel, granted - len(claims))
+        # Claimed before posted: the claims are committed here, and so are deliveries the claim failed
+        # because their notice stopped (even when nothing is left to post, so no later failure undoes them).
+        yield
         if not claims:
-            continue  # whatever claim changed (stopped deliveries) is committed with the next step
-        yield  # claimed before posted: the claims are committed here
+            continue
         uow.close()  # no connection (nor SQLite's lock) held while posting
         start_by = claimed_at + start_window(lease, getattr(adapter, "deadline", 0.0))
         recorder = Recorder(uow, retry, channel, claims, now, record_every, record_seconds, lease_end=lease_end)

@@ -216,6 +216,19 @@ def test_a_delivery_of_a_notice_cancelled_meanwhile_is_stopped_unposted(db):
     assert adapter.posted == [] and state(db, delivery_id) == ("failed", 1, "cancelled")
 
 
+def test_stopped_deliveries_are_committed_at_their_claim_even_if_a_later_channel_fails(db):
+    stopped = add_delivery(db, add_notice(db, status="cancelled"), channel="app_push", status="sending")
+    undecryptable = add_delivery(db, add_notice(db), channel="sms", address_enc=b"not a ciphertext")
+    with unit_of_work(db) as uow:
+        steps = delivery.dispatch_due(
+            uow, {"app_push": Scripted(), "sms": Scripted()}, RateLimiter({}), VAULT, RetryPolicy()
+        )
+        with pytest.raises(Exception):  # noqa: B017 - whatever the sms claim raises, app_push's step came first
+            commit_steps(uow, steps)
+    assert state(db, stopped) == ("failed", 1, "cancelled")
+    assert state(db, undecryptable)[0] == "queued"  # its failed claim was rolled back
+
+
 def test_a_dispatcher_overtaken_after_its_lease_records_nothing_over_the_new_claim(db):
     delivery_id = add_delivery(db, add_notice(db), channel="app_push")
     lease_end = utcnow()
