@@ -8,8 +8,12 @@ in time (``RPC_TIMEOUT``, 10 s): the caller's transaction rolls back, and an eve
 
     grid = GridClient()                # on the service class
     self.grid.unit(unit_id, "unit_id") # in a method: the unit, or ValidationError naming the field
+
+It also names the grid's vocabulary callers' arguments use (``LEVELS``, ``TAGS``) and the grid events
+they consume (``UnitMoved``, ``UnitClosed``, ``HouseholdMoved``).
 """
 
+from services.grid.vocabulary import LEVELS as LEVELS, TAGS as TAGS  # re-exported: the words callers use
 from shared.clients import ServiceClient
 from shared.errors import NotFound, ValidationError
 from shared.paths import as_path

@@ -1,5 +1,7 @@
 """The notices service's fixed vocabularies (CAP 1.2 words where CAP has them)."""
 
+from services.grid.client import LEVELS as GRID_LEVELS, TAGS as GRID_TAGS
+
 CATEGORIES = ("epidemic_prevention", "legal_publicity", "community_activity", "policy", "emergency")
 SEVERITIES = ("minor", "moderate", "severe", "extreme")
 URGENT_SEVERITIES = ("severe", "extreme")  # two-person approval, quiet hours overridden, @all in chat groups
@@ -10,15 +12,7 @@ PERSONAL_CHANNELS = ("sms", "voice_call", "app_push")  # one delivery per reside
 STATUSES = ("draft", "approved", "published", "cancelled", "expired")
 # Who is followed up when they do not acknowledge in time.
 VULNERABLE_TAGS = ("elderly_alone", "disabled", "chronic_illness", "quarantined")
-TAGS = (
-    "quarantined",
-    "elderly_alone",
-    "disabled",
-    "chronic_illness",
-    "pregnant",
-    "low_income",
-    "party_member",
-    "needs_assistance",
-)
-LEVELS = ("district", "street", "community", "grid_large", "grid_medium", "grid_small")
+# An audience is chosen by the grid's own words: its residents' tags and its unit levels.
+TAGS = GRID_TAGS
+LEVELS = GRID_LEVELS
 DIRECT = "direct"  # a notice row's kind for send_direct messages
