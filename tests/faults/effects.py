@@ -14,6 +14,7 @@ from collections import Counter
 
 from sqlalchemy import create_engine, pool, text
 
+from services import registry
 from tests.faults.report import Tally
 
 
@@ -149,7 +150,7 @@ def quarantine_tallies(db, gateway, households, with_care=True):
     return tallies
 
 
-def pending_detail(db, vhost, services=("grid", "notices", "legal", "volunteer")):
+def pending_detail(db, vhost, services=registry.NAMES):
     """What is still in flight, by place: messages in the vhost's queues (not dead letters, reply
     queues or the tests' own ``tap-`` queues), unpublished outbox rows, unfinished deliveries."""
     pending: Counter = Counter()
@@ -165,7 +166,7 @@ def pending_detail(db, vhost, services=("grid", "notices", "legal", "volunteer")
     return +pending
 
 
-def pending_work(db, vhost, services=("grid", "notices", "legal", "volunteer")):
+def pending_work(db, vhost, services=registry.NAMES):
     """How much is still in flight (pending_detail, summed): 0 when the suite is idle."""
     return sum(pending_detail(db, vhost, services).values())
 
