@@ -37,7 +37,7 @@ def rpc(method):
     return ServiceRpc.decorator(expected_exceptions=CLIENT_ERRORS)(method)
 
 
-def endpoint(*, roles, schema=None, returns=None, read_only=False, remember=True):
+def endpoint(*, roles, returns, schema=None, read_only=False, remember=True):
     """``schema`` loads the keyword arguments; ``returns`` (a schema, or shared.replies' ``OneOf`` or
     ``page``) dumps what the method returns into the reply.
 
@@ -68,9 +68,7 @@ def endpoint(*, roles, schema=None, returns=None, read_only=False, remember=True
                     if reply is not MISSING:
                         self.db.commit()
                         return reply
-                result = method(self, caller, **params)
-                if returns is not None:
-                    result = dump_reply(returns, caller, result)
+                result = dump_reply(returns, caller, method(self, caller, **params))
                 if remembered is not None:
                     remembered.remember(result)
                 self.db.commit()

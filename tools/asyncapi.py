@@ -52,7 +52,6 @@ REPLY_CHANNEL = "rpc.reply"
 ENVELOPE = "CloudEventEnvelope"
 RPC_HEADERS = "NamekoRpcHeaders"
 EVENT_HEADERS = "NamekoEventHeaders"
-RPC_REPLY = "RpcReply"
 REMOTE_ERROR = "RemoteError"
 IDEMPOTENCY_KEY = "IdempotencyKey"
 
@@ -548,17 +547,6 @@ def _fixed_components():
             },
         },
         IDEMPOTENCY_KEY: idempotency_key_schema(),
-        RPC_REPLY: {
-            "type": "object",
-            "required": ["error", "result"],
-            "properties": {
-                "result": {
-                    "description": "The method's JSON-safe result (ids as strings, ISO-8601 dates); "
-                    "null when ``error`` is set."
-                },
-                "error": {"oneOf": [_ref(REMOTE_ERROR), {"type": "null"}]},
-            },
-        },
     }
 
 
@@ -587,20 +575,9 @@ def build(services=None):
         "``utf-8``/``binary``, longer than ``MAX_MESSAGE_BYTES``) — is not run: what is known of it, never its "
         "body, is parked in ``rpc-<service>.dead`` (an undecodable one that names ``reply_to`` and "
         "``correlation_id`` is also answered with a ``ValidationError``). Bodies are read as plain JSON.",
-        "messages": {"reply": {"$ref": f"#/components/messages/{REPLY_CHANNEL}"}},
+        "messages": {},  # each method's reply message, added below
         "bindings": _amqp_channel(RPC_EXCHANGE),
     }
-    messages[REPLY_CHANNEL] = {
-        "name": "reply",
-        "title": "RPC reply",
-        "contentType": "application/json",
-        "payload": _ref(RPC_REPLY),
-        "correlationId": {
-            "location": "$message.header#/correlation_id",
-            "description": "The AMQP ``correlation_id`` property of the request.",
-        },
-    }
-
     for service, cls in sorted(services.items()):
         module_doc = _summary(_clean_doc(inspect.getmodule(cls).__doc__))
         tags.append({"name": service, **({"description": module_doc} if module_doc else {})})
@@ -648,36 +625,34 @@ def build(services=None):
                     },
                 },
             }
-            reply_name = "reply"
-            if contract.get("returns") is not None:
-                reply_name = f"{service}.{method}"
-                channels[REPLY_CHANNEL]["messages"][reply_name] = {"$ref": f"#/components/messages/{key}.reply"}
-                messages[f"{key}.reply"] = {
-                    "name": f"{service}.{method} reply",
-                    "title": f"{service}.{method} reply",
-                    "contentType": "application/json",
-                    "payload": {
-                        "oneOf": [
-                            {
-                                "type": "object",
-                                "required": ["result", "error"],
-                                "properties": {
-                                    "result": converter.reply(contract["returns"]),
-                                    "error": {"type": "null"},
-                                },
+            reply_name = f"{service}.{method}"
+            channels[REPLY_CHANNEL]["messages"][reply_name] = {"$ref": f"#/components/messages/{key}.reply"}
+            messages[f"{key}.reply"] = {
+                "name": f"{service}.{method} reply",
+                "title": f"{service}.{method} reply",
+                "contentType": "application/json",
+                "payload": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["result", "error"],
+                            "properties": {
+                                "result": converter.reply(contract["returns"]),
+                                "error": {"type": "null"},
                             },
-                            {
-                                "type": "object",
-                                "required": ["result", "error"],
-                                "properties": {"result": {"type": "null"}, "error": _ref(REMOTE_ERROR)},
-                            },
-                        ]
-                    },
-                    "correlationId": {
-                        "location": "$message.header#/correlation_id",
-                        "description": "The AMQP ``correlation_id`` property of the request.",
-                    },
-                }
+                        },
+                        {
+                            "type": "object",
+                            "required": ["result", "error"],
+                            "properties": {"result": {"type": "null"}, "error": _ref(REMOTE_ERROR)},
+                        },
+                    ]
+                },
+                "correlationId": {
+                    "location": "$message.header#/correlation_id",
+                    "description": "The AMQP ``correlation_id`` property of the request.",
+                },
+            }
             description = [doc] if doc else []
             description.append(
                 f"Roles: {', '.join(roles)}."

@@ -322,7 +322,7 @@ def _method_section(service, method, contract, converter, notes):
     else:
         out.append("No arguments.")
     out.append("")
-    out += _reply_lines(contract.get("returns"), converter)
+    out += _reply_lines(contract["returns"], converter)
     if notes:
         out += [notes, ""]
     return out
@@ -330,8 +330,6 @@ def _method_section(service, method, contract, converter, notes):
 
 def _reply_lines(returns, converter):
     """The reply's shape: one table per schema it may take (a ``OneOf`` lists each, with its doc)."""
-    if returns is None:
-        return []
     shapes = returns.schemas if isinstance(returns, replies.OneOf) else (returns,)
     out = []
     for n, shape in enumerate(shapes):

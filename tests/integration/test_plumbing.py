@@ -52,6 +52,10 @@ class AddEntry(StrictSchema):
     fail_after_emit = fields.Boolean(load_default=False)
 
 
+class EntryOut(StrictSchema):
+    note = fields.String()
+
+
 class EntryAdded(StrictSchema):
     note = Str(required=True, max_length=100)
 
@@ -65,13 +69,14 @@ class LedgerService(ObservableMixin):
     telemetry = Telemetry()
 
     @rpc
-    @endpoint(roles=("admin",), schema=AddEntry())
+    @endpoint(roles=("admin",), schema=AddEntry(), returns=EntryOut())
     def add(self, caller, note, fail_after_emit):
-        self.db.session.add(Entry(note=note))
+        entry = Entry(note=note)
+        self.db.session.add(entry)
         self.db.emit("entry_added", "entry", {"note": note})
         if fail_after_emit:
             raise RuntimeError("failed after emitting")
-        return note
+        return entry
 
 
 class ListenerService:
@@ -215,7 +220,7 @@ def test_rolled_back_change_publishes_nothing_and_committed_publishes_once(ledge
         assert err.value.exc_type == "InternalError" and "call id ledger.add." in err.value.value
         assert "failed after emitting" not in err.value.value
         assert drain(tap) == []
-        assert proxy.ledger.add(note="kept") == "kept"
+        assert proxy.ledger.add(note="kept") == {"note": "kept"}
     messages = drain(tap)
     assert len(messages) == 1
     body = messages[0].payload

@@ -24,6 +24,7 @@ from shared.commands import on_command
 from shared.endpoints import MAX_KEY_LENGTH, endpoint, on_event, rpc
 from shared.idempotency import KEY_ARGUMENT as KEY
 from shared.outbox import envelope
+from shared.replies import NOTHING
 from shared.service import ServiceBase
 from shared.validation import Id, ListOf, OneOf, Str, StrictSchema, UtcDateTime
 from tools import asyncapi
@@ -317,7 +318,7 @@ def test_every_rpc_method_has_a_contract_and_is_in_the_document(services, commit
     problems = []
     for service, cls in sorted(services.items()):
         rpcs, _, undocumented = asyncapi.entrypoints(cls)
-        problems += [f"{service}.{name}: @rpc without @endpoint(roles=..., schema=...)" for name in undocumented]
+        problems += [f"{service}.{name}: @rpc without @endpoint(roles=..., returns=...)" for name in undocumented]
         assert rpcs, f"{service} has no RPC methods?"
         for method, contract in rpcs:
             name = f"{service}.{method}"
@@ -413,7 +414,7 @@ def test_an_rpc_method_without_a_contract_is_refused():
             return None
 
         @rpc
-        @endpoint(roles=("admin",), schema=_Example())
+        @endpoint(roles=("admin",), schema=_Example(), returns=NOTHING)
         def documented(self, caller, **args):
             return None
 
@@ -429,7 +430,7 @@ def test_endpoint_and_on_event_attach_their_contracts():
         name = "demo"
 
         @rpc
-        @endpoint(roles=["admin", "officer"], schema=_Example(), read_only=True)
+        @endpoint(roles=["admin", "officer"], schema=_Example(), read_only=True, returns=NOTHING)
         def look(self, caller, **args):
             """Look at something."""
 
@@ -483,22 +484,22 @@ class _Writer(ServiceBase):
     name = "demo"
 
     @rpc
-    @endpoint(roles=("admin",), schema=_Ref(), read_only=True)
+    @endpoint(roles=("admin",), schema=_Ref(), read_only=True, returns=NOTHING)
     def look(self, caller, **args):
         """Look."""
 
     @rpc
-    @endpoint(roles=("admin",), schema=_Ref())
+    @endpoint(roles=("admin",), schema=_Ref(), returns=NOTHING)
     def close(self, caller, **args):
         """Close (the same arguments as ``look``)."""
 
     @rpc
-    @endpoint(roles=("admin",), schema=_Keyed())
+    @endpoint(roles=("admin",), schema=_Keyed(), returns=NOTHING)
     def keyed(self, caller, **args):
         """A schema that names the key itself."""
 
     @rpc
-    @endpoint(roles=("admin",))
+    @endpoint(roles=("admin",), returns=NOTHING)
     def touch(self, caller):
         """A write without arguments."""
 

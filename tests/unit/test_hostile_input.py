@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import jwt
 import pytest
 import yaml
-from marshmallow import Schema
+from marshmallow import Schema, fields
 
 from shared.auth import MAX_TOKEN_LENGTH, decode_token, mint_token
 from shared.endpoints import endpoint
@@ -169,12 +169,16 @@ def fake_service(authorize):
     return SimpleNamespace(auth=SimpleNamespace(authorize=authorize), db=FakeDb())
 
 
+class Ran(Schema):
+    ran = fields.Boolean()
+
+
 def test_a_bug_in_authorising_or_validating_is_an_internal_error_and_typed_errors_pass():
     """authorize() and load() ran outside the guard: whatever they raised reached the caller raw."""
 
-    @endpoint(roles=["admin"], schema=When(), read_only=True)
+    @endpoint(roles=["admin"], schema=When(), read_only=True, returns=Ran())
     def method(self, caller, **args):
-        return "ran"
+        return {"ran": True}
 
     def broken(roles):
         raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
@@ -192,4 +196,4 @@ def test_a_bug_in_authorising_or_validating_is_an_internal_error_and_typed_error
         method(service, day={"__type__": "date"})
     with pytest.raises(ValidationError):
         method(service, "positional")
-    assert method(service, day="2030-01-01") == "ran"
+    assert method(service, day="2030-01-01") == {"ran": True}

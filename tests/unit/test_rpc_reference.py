@@ -16,6 +16,7 @@ from marshmallow import fields, validate
 from shared.commands import on_command
 from shared.endpoints import endpoint, on_event, rpc
 from shared.idempotency import KEY_ARGUMENT as KEY
+from shared.replies import NOTHING
 from shared.service import ServiceBase
 from shared.validation import Id, ListOf, OneOf, Str, StrictSchema, UtcDateTime, WeeklyWindow
 from tools import asyncapi, rpc_reference
@@ -205,19 +206,19 @@ class _Demo(ServiceBase):
     name = "demo"
 
     @rpc
-    @endpoint(roles=("admin", "officer"), schema=_Example(), read_only=True)
+    @endpoint(roles=("admin", "officer"), schema=_Example(), read_only=True, returns=NOTHING)
     def look(self, caller, **args):
         """Look at something.
 
         Then say what you saw."""
 
     @rpc
-    @endpoint(roles=("admin",))
+    @endpoint(roles=("admin",), returns=NOTHING)
     def ping(self, caller):
         return None
 
     @rpc
-    @endpoint(roles=("admin",), schema=_Keyed())
+    @endpoint(roles=("admin",), schema=_Keyed(), returns=NOTHING)
     def keep(self, caller, **args):
         """Keep something."""
 
