@@ -20,21 +20,37 @@ A server may answer anything, slowly: every request has an overall deadline (bes
 of each read), at most ``RESPONSE_CAP`` bytes of a reply's body are read (a content-encoded body is
 not read at all), and nothing in a reply raises out of an adapter — one bad server fails only its
 own deliveries, never the batch.
+
+A gateway may want credentials: a channel's ``NOTICES_SMS_AUTH_HEADER``,
+``NOTICES_VOICE_AUTH_HEADER`` or ``NOTICES_PUSH_AUTH_HEADER`` (read from the environment as it is;
+on Kubernetes from the Secret ``notices-gateways``; else its ``auth_header`` setting) is sent as the
+``Authorization`` header of every post to that gateway, and never to a chat-group webhook. A value
+that is not one line of visible ASCII stops the service at start (``check_settings``), naming the
+setting and never showing the value.
+
+Rates: ``RateLimiter`` limits each channel per process. ``per_replica_rates`` gives each replica its
+share of a district-wide quota: a channel's ``rate_total`` (``NOTICES_<CHANNEL>_RATE_TOTAL``)
+divided by ``MAX_REPLICAS`` (``NOTICES_MAX_REPLICAS``, the most replicas the autoscaler may run),
+so that all replicas together never exceed the gateway's quota; without a total, the channel's
+``rate_per_second`` (``NOTICES_<CHANNEL>_RATE``) is taken as already per replica.
 """
 
 import http.client
 import json
 import logging
+import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import eventlet
 import eventlet.queue
 import requests
 import urllib3
 
-from services.notices.outbound import OutboundPolicy, OutboundRefused
+from services.notices.outbound import GATEWAY_SETTINGS, SENTINELS, OutboundPolicy, OutboundRefused
 
 log = logging.getLogger(__name__)
 
@@ -320,11 +336,139 @@ class StubChannel:
         yield [(message, self.send(message)) for message in messages]
 
 
+# The environment variables behind each channel's settings in services/notices/config.yml, for
+# messages that name what to fix.
+AUTH_HEADER_SETTINGS = {
+    "sms": "NOTICES_SMS_AUTH_HEADER",
+    "voice_call": "NOTICES_VOICE_AUTH_HEADER",
+    "app_push": "NOTICES_PUSH_AUTH_HEADER",
+}
+RATE_SETTINGS = {
+    "sms": "NOTICES_SMS_RATE",
+    "voice_call": "NOTICES_VOICE_RATE",
+    "app_push": "NOTICES_PUSH_RATE",
+    "chat_group": "NOTICES_CHAT_RATE",
+}
+MAX_REPLICAS_CONFIG_KEY = "MAX_REPLICAS"
+MAX_REPLICAS_SETTING = "NOTICES_MAX_REPLICAS"
+DEFAULT_RATE = 100.0  # sends per second of a channel that names no rate
+# One line of visible ASCII (spaces and tabs inside): what an HTTP header value may safely be.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
+
+
+class ChannelSettingError(ValueError):
+    """A channel setting the service cannot start with; the message is one line naming the setting
+    (never a credential's value)."""
+
+
+def _rate_setting(channel, suffix=""):
+    return RATE_SETTINGS.get(channel, f"CHANNELS.{channel}.rate") + suffix
+
+
+def gateway_auth_header(channel, settings, environ=None):
+    """The ``Authorization`` value for a gateway channel, or None when it has none.
+
+    The channel's variable (``AUTH_HEADER_SETTINGS``) as the environment has it, when it is set:
+    read here, not through config.yml, which would parse it as YAML (``a: b`` becomes a mapping,
+    `` #…`` is cut off as a comment, ``*…`` fails quoting it); else the channel's ``auth_header``
+    setting (a config given whole, as the tests do). Surrounding
+    whitespace is removed (a Secret made from a file often ends in a newline); ChannelSettingError
+    when what is left is not one line of visible ASCII."""
+    setting = AUTH_HEADER_SETTINGS.get(channel, f"CHANNELS.{channel}.auth_header")
+    environ = os.environ if environ is None else environ
+    value = environ.get(setting) if channel in AUTH_HEADER_SETTINGS else None
+    if value is None:
+        value = (settings or {}).get("auth_header")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ChannelSettingError(f"{setting} ({channel} gateway) must be text (an HTTP header value)")
+    value = value.strip()
+    if not value:
+        return None
+    if not _HEADER_VALUE.fullmatch(value):
+        raise ChannelSettingError(
+            f"{setting} ({channel} gateway) must be one line of visible ASCII characters (an HTTP header value)"
+        )
+    return value
+
+
+def _positive(value, setting, integer=False):
+    try:
+        number = int(str(value).strip()) if integer else float(value)
+    except (TypeError, ValueError):
+        number = 0
+    if not number > 0 or number == float("inf"):
+        kind = "a positive whole number" if integer else "a positive number"
+        raise ChannelSettingError(f"{setting} must be {kind}, not {str(value)[:40]!r}")
+    return number
+
+
+def max_replicas(config):
+    """``MAX_REPLICAS`` (``NOTICES_MAX_REPLICAS``): the most replicas of notices that may run at once
+    (the autoscaler's ceiling); 1 when unset."""
+    value = (config or {}).get(MAX_REPLICAS_CONFIG_KEY)
+    if value is None or value == "":
+        return 1
+    return _positive(value, MAX_REPLICAS_SETTING, integer=True)
+
+
+def per_replica_rates(config):
+    """{channel: sends per second this replica may make} from the notices config: a channel's
+    ``rate_total`` (the gateway's quota for the whole deployment) divided by ``max_replicas``, else
+    its ``rate_per_second`` (per replica), else DEFAULT_RATE. ChannelSettingError (naming the
+    setting) for a rate or ceiling that is not a positive number."""
+    replicas = max_replicas(config)
+    rates = {}
+    for name, settings in ((config or {}).get("CHANNELS") or {}).items():
+        settings = settings or {}
+        total = settings.get("rate_total")
+        if total is not None and total != "":
+            rates[name] = _positive(total, _rate_setting(name, "_TOTAL")) / replicas
+        else:
+            rates[name] = _positive(settings.get("rate_per_second", DEFAULT_RATE), _rate_setting(name))
+    return rates
+
+
+# Domains reserved for documentation and examples (RFC 2606, RFC 6761): a gateway URL there is a
+# placeholder someone forgot to replace (k8s/overlays/prod/notices.env ships such placeholders).
+PLACEHOLDER_DOMAINS = ("example.com", "example.net", "example.org", "example", "invalid")
+
+
+def placeholder_host(url):
+    """The host of ``url`` when it is in a reserved example domain, else None."""
+    try:
+        host = (urlsplit(str(url)).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return None  # not a URL at all: the outbound policy says why
+    return host if any(host == d or host.endswith(f".{d}") for d in PLACEHOLDER_DOMAINS) else None
+
+
+def check_settings(config):
+    """Every channel setting checked before the service starts (``NoticesService.check_config``):
+    no gateway URL left a placeholder, auth headers, rates and the replica ceiling;
+    ChannelSettingError names the first bad one."""
+    per_replica_rates(config)
+    for name, settings in ((config or {}).get("CHANNELS") or {}).items():
+        if name == "chat_group":
+            continue
+        url = str((settings or {}).get("url") or "stub")
+        host = None if url in SENTINELS else placeholder_host(url)
+        if host:
+            setting = GATEWAY_SETTINGS.get(name, f"CHANNELS.{name}.url")
+            raise ChannelSettingError(
+                f"{setting} ({name} gateway) is still a placeholder ({host}, a reserved example domain): "
+                "set your gateway's URL"
+            )
+        gateway_auth_header(name, settings)
+
+
 def build_channels(config, policy=None, webhook_policy=None):
     """Adapters from the CHANNELS config: ``url: stub`` picks the stub twin. The gateway URLs are
     expected to have passed ``outbound.startup_policies`` already; ``policy`` guards every gateway
     request, ``webhook_policy`` every chat-group one. ``timeout`` (seconds to connect and per read,
-    default 5) and ``deadline`` (the whole request, default twice the timeout) may be set per channel."""
+    default 5) and ``deadline`` (the whole request, default twice the timeout) may be set per channel,
+    and ``auth_header`` per gateway (``gateway_auth_header``; chat-group robots never get one)."""
     channels: dict[str, HttpGateway | StubChannel] = {}  # ChatRobot is an HttpGateway
     for name, settings in (config or {}).items():
         url = str(settings.get("url") or "stub")
@@ -336,19 +480,27 @@ def build_channels(config, policy=None, webhook_policy=None):
             channels[name] = ChatRobot(timeout=timeout, policy=webhook_policy, deadline=deadline)
         else:
             channels[name] = HttpGateway(
-                name, url, timeout=timeout, auth_header=settings.get("auth_header"), policy=policy, deadline=deadline
+                name,
+                url,
+                timeout=timeout,
+                auth_header=gateway_auth_header(name, settings),
+                policy=policy,
+                deadline=deadline,
             )
     return channels
 
 
 class RateLimiter:
-    """A token bucket per channel (per process): ``take(channel, n)`` grants up to n sends now."""
+    """A token bucket per channel (per process): ``take(channel, n)`` grants up to n sends now. A
+    bucket holds ``burst_seconds`` of its rate, and at least one send: a rate below one per second
+    (a small quota shared by many replicas) still sends, one at a time."""
 
     def __init__(self, rates, burst_seconds=1.0, clock=time.monotonic):
         self.rates = {channel: float(rate) for channel, rate in rates.items()}
         self.burst = burst_seconds
         self.clock = clock
-        self.tokens = {channel: rate * burst_seconds for channel, rate in self.rates.items()}
+        self.capacity = {channel: max(1.0, rate * burst_seconds) for channel, rate in self.rates.items()}
+        self.tokens = dict(self.capacity)
         self.updated = {channel: clock() for channel in self.rates}
 
     def take(self, channel, wanted):
@@ -356,7 +508,7 @@ class RateLimiter:
         if rate is None:
             return wanted
         now = self.clock()
-        self.tokens[channel] = min(rate * self.burst, self.tokens[channel] + (now - self.updated[channel]) * rate)
+        self.tokens[channel] = min(self.capacity[channel], self.tokens[channel] + (now - self.updated[channel]) * rate)
         self.updated[channel] = now
         granted = min(wanted, int(self.tokens[channel]))
         self.tokens[channel] -= granted

@@ -1,13 +1,14 @@
 """The notices service: CAP-style notices to grid audiences over several channels, with
 delivery tracking and acknowledgements; direct messages for the other services."""
 
+import logging
 from contextlib import closing
 
 from nameko.extensions import DependencyProvider
 
 from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitMoved
 from services.notices import acks, delivery, grid_changes, notices, outbound, preferences, publishing, schemas
-from services.notices.channels import RateLimiter, build_channels
+from services.notices.channels import RateLimiter, build_channels, check_settings, per_replica_rates
 from services.notices.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from shared import service as base
 from shared.commands import on_command
@@ -22,6 +23,8 @@ MANAGERS = ("admin", "officer")
 READERS = ("admin", "officer", "grid_worker", "service")
 SERVICES = ("admin", "service")
 ACKERS = ("admin", "officer", "grid_worker", "service", "resident")
+
+log = logging.getLogger(__name__)
 
 GAUGES = [
     SqlGauge(
@@ -66,16 +69,21 @@ def commit_steps(uow, steps):
 
 
 class Channels(DependencyProvider):
-    """The deployment's channel adapters (stub twins where a URL says ``stub``), rate limits and
-    outbound URL policies (gateways; chat-group webhooks). A refused gateway URL fails the setup
-    (the runner refuses even earlier: ``NoticesService.check_config``)."""
+    """The deployment's channel adapters (stub twins where a URL says ``stub``; gateways with their
+    auth header), rate limits (this replica's share of each channel's quota: ``per_replica_rates``)
+    and outbound URL policies (gateways; chat-group webhooks). A refused gateway URL or channel
+    setting fails the setup (the runner refuses even earlier: ``NoticesService.check_config``)."""
 
     def setup(self):
         self.policies = outbound.startup_policies(self.container.config)
+        check_settings(self.container.config)
         config = self.container.config.get("CHANNELS") or {}
         self.adapters = build_channels(config, self.policies.gateways, self.policies.webhooks)
-        self.limiter = RateLimiter(
-            {name: float(settings.get("rate_per_second", 100)) for name, settings in config.items()}
+        rates = per_replica_rates(self.container.config)
+        self.limiter = RateLimiter(rates)
+        log.info(
+            "channel rates per replica, sends per second: %s",
+            ", ".join(f"{name} {rate:g}" for name, rate in sorted(rates.items())),
         )
         self.retry = delivery.RetryPolicy(
             self.container.config.get("DELIVERY_MAX_ATTEMPTS", 4), self.container.config.get("DELIVERY_RETRY_BASE", 2.0)
@@ -99,9 +107,10 @@ class NoticesService(base.ServiceBase):
 
     @classmethod
     def check_config(cls, config):
-        """Before anything starts (shared.runner): a refused gateway URL or outbound setting is a
-        ValueError whose one-line message names the setting."""
+        """Before anything starts (shared.runner): a refused gateway URL, outbound setting, auth
+        header, rate or replica ceiling is a ValueError whose one-line message names the setting."""
         outbound.startup_policies(config)
+        check_settings(config)
 
     # ---- notices ----------------------------------------------------------
 

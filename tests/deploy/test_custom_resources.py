@@ -245,6 +245,26 @@ def test_formats():
     assert [e.split(":")[0] for e in _errors(doc)] == ["spec.replicas"]  # format: int32
 
 
+def test_keda_trigger_metadata_values_are_strings():
+    doc = _sample("ScaledObject")
+    doc["spec"]["triggers"][0]["metadata"]["value"] = 20  # map[string]string: the API server refuses a number
+    assert _errors(doc) == ["spec.triggers[0].metadata.value: 20 is not of type 'string'"]
+
+
+def test_backup_method_and_retention_policy():
+    doc = _sample("ScheduledBackup")
+    doc["spec"]["method"] = "barmanCloud"  # the plugin is `method: plugin` with a pluginConfiguration
+    assert _errors(doc) == [
+        "spec.method: 'barmanCloud' is not one of ['barmanObjectStore', 'volumeSnapshot', 'plugin']"
+    ]
+    doc = _sample("ObjectStore")
+    doc["spec"]["retentionPolicy"] = "30 days"
+    assert [e.split(":")[0] for e in _errors(doc)] == ["spec.retentionPolicy"]
+    doc["spec"]["retentionPolicy"] = "30d"
+    del doc["spec"]["configuration"]["destinationPath"]
+    assert _errors(doc) == ["spec.configuration: 'destinationPath' is a required property"]
+
+
 def test_preserve_unknown_fields_and_nullable():
     schema = {
         "type": "object",

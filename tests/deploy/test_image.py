@@ -178,7 +178,14 @@ def test_runtime_imports_only_runtime_pins_and_files_in_the_image():
     import importlib.metadata
     import json
 
-    owners = importlib.metadata.packages_distributions()
+    # pkg_resources (imported by any earlier test that loads nameko's CLI) puts setuptools' _vendor folder
+    # on sys.path: its dist-infos are setuptools' own vendored copies, not distributions to pin.
+    saved_path = sys.path[:]
+    sys.path[:] = [p for p in sys.path if f"{os.sep}_vendor" not in p]
+    try:
+        owners = importlib.metadata.packages_distributions()
+    finally:
+        sys.path[:] = saved_path
     runtime = pins("requirements.txt")
     dev_only = set(pins("requirements-dev.txt")) - set(runtime)
     blocked = sorted(

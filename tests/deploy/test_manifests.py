@@ -19,7 +19,7 @@ from tests.deploy.conftest import K8S, ROOT, SERVICES, of_kind
 NAMESPACE = "grassroots"
 KUBERNETES_VERSION = "1.32.0"  # the API version the manifests target (kubectl 1.32 here)
 # API groups whose kinds are custom resources (validated against vendored CRD schemas elsewhere).
-CUSTOM_GROUPS = {"rabbitmq.com", "postgresql.cnpg.io", "monitoring.coreos.com"}
+CUSTOM_GROUPS = {"rabbitmq.com", "postgresql.cnpg.io", "monitoring.coreos.com", "barmancloud.cnpg.io", "keda.sh"}
 APP_PORT = 8080
 
 
@@ -28,6 +28,21 @@ APP_PORT = 8080
 
 def by_name(documents, kind):
     return {d["metadata"]["name"]: d for d in of_kind(documents, kind)}
+
+
+def replica_bounds(documents, service):
+    """(kind, minimum, maximum) of the one autoscaler of the service's Deployment: the base's CPU
+    HorizontalPodAutoscaler (dev), or a KEDA ScaledObject (prod, which deletes the HPAs)."""
+    scalers = [
+        d
+        for d in of_kind(documents, "HorizontalPodAutoscaler") + of_kind(documents, "ScaledObject")
+        if d["spec"]["scaleTargetRef"]["name"] == service
+    ]
+    assert len(scalers) == 1, f"{service}: {[d['kind'] for d in scalers]}, not one autoscaler"
+    spec = scalers[0]["spec"]
+    if scalers[0]["kind"] == "ScaledObject":
+        return "ScaledObject", spec["minReplicaCount"], spec["maxReplicaCount"]
+    return "HorizontalPodAutoscaler", spec["minReplicas"], spec["maxReplicas"]
 
 
 def service_deployments(documents):
@@ -61,6 +76,17 @@ def config_reads(service):
     return {
         m.group(1): m.group(2) for m in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}", config_yml(service))
     }
+
+
+def code_reads(service):
+    """Variables a service's code reads from the environment itself, not through config.yml: the
+    notices gateways' Authorization headers (services/notices/channels.py reads them as they are,
+    since config.yml would parse a credential as YAML)."""
+    if service == "notices":
+        from services.notices.channels import AUTH_HEADER_SETTINGS
+
+        return dict.fromkeys(AUTH_HEADER_SETTINGS.values())
+    return {}
 
 
 def service_configmap(documents, service):
@@ -156,8 +182,9 @@ def test_every_overlay_renders_the_whole_suite(overlay):
             assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']}"
     assert [d["metadata"]["name"] for d in of_kind(documents, "Namespace")] == [NAMESPACE]
     for service in SERVICES:
-        for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"):
+        for kind in ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"):
             assert service in by_name(documents, kind), f"{name}: {service} has no {kind}"
+        replica_bounds(documents, service)  # one autoscaler: an HPA or a ScaledObject
         service_configmap(documents, service)
     assert "grassroots-rabbitmq" in by_name(documents, "RabbitmqCluster")
     assert "grassroots-pg" in by_name(documents, "Cluster")
@@ -305,15 +332,17 @@ def test_replicas_per_overlay(overlay):
     name, documents = overlay
     hpas = by_name(documents, "HorizontalPodAutoscaler")
     for service, deployment in service_deployments(documents).items():
-        # The HPA owns the count: a replicas field would reset it on every apply.
-        assert "replicas" not in deployment["spec"], f"{name}/{service}: replicas is the HPA's"
-        hpa = hpas[service]
-        assert hpa["apiVersion"] == "autoscaling/v2"
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": service}
-        assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
-        minimum, maximum = hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
+        # The autoscaler owns the count: a replicas field would reset it on every apply.
+        assert "replicas" not in deployment["spec"], f"{name}/{service}: replicas is the autoscaler's"
+        kind, minimum, maximum = replica_bounds(documents, service)
         assert minimum <= maximum
         if name == "dev":
+            # The fallback: CPU only (KEDA scales prod: tests/deploy/test_workloads.py).
+            assert kind == "HorizontalPodAutoscaler", f"dev/{service}"
+            hpa = hpas[service]
+            assert hpa["apiVersion"] == "autoscaling/v2"
+            assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": service}
+            assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
             assert (minimum, maximum) == (1, 2), f"dev/{service}"
         else:
             assert minimum >= 2, f"{name}/{service}: at least two replicas"
@@ -332,11 +361,10 @@ def test_replicas_per_overlay(overlay):
 
 def test_disruption_budgets_never_block_a_drain_and_keep_one_pod_in_prod(overlay):
     name, documents = overlay
-    hpas = by_name(documents, "HorizontalPodAutoscaler")
     for service, deployment in service_deployments(documents).items():
         pdb = by_name(documents, "PodDisruptionBudget")[service]["spec"]
         assert pdb["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
-        replicas = hpas[service]["spec"]["minReplicas"]
+        _, replicas, _ = replica_bounds(documents, service)
         evictable = min(pdb["maxUnavailable"], replicas) if "maxUnavailable" in pdb else replicas - pdb["minAvailable"]
         assert evictable >= 1, f"{name}/{service}: the PDB blocks every eviction"
         if name == "prod":
@@ -473,7 +501,7 @@ def test_probe_paths_are_served_by_shared_web(overlay):
 def test_every_variable_set_is_read_by_the_service(overlay):
     name, documents = overlay
     for service, deployment in service_deployments(documents).items():
-        reads = config_reads(service)
+        reads = {**config_reads(service), **code_reads(service)}
         configmap = service_configmap(documents, service)
         unread = sorted(set(configmap.get("data", {})) - set(reads))
         assert unread == [], f"{name}/{service}: ConfigMap sets what config.yml never reads"
@@ -553,7 +581,8 @@ def test_broker_address_vhost_and_user_match_the_rabbitmq_objects(overlay):
         assert user["spec"].get("tags", []) == []
     config = cluster["spec"]["rabbitmq"]["additionalConfig"]
     assert re.search(r"(?m)^\s*default_queue_type\s*=\s*quorum\s*$", config)
-    assert re.search(r"(?m)^\s*prometheus\.return_per_object_metrics\s*=\s*true\s*$", config)
+    # Per-queue series come from /metrics/detailed (k8s/base/monitoring); /metrics stays aggregated.
+    assert not re.search(r"(?m)^\s*prometheus\.return_per_object_metrics\s*=\s*true\s*$", config)
     # Bodies are bounded at the broker too, above what the services accept (MAX_MESSAGE_BYTES).
     size = re.search(r"(?m)^\s*max_message_size\s*=\s*(\d+)\s*$", config)
     assert size and 1024 * 1024 < int(size.group(1)) <= 128 * 1024 * 1024, "max_message_size"
@@ -677,11 +706,12 @@ def test_database_address_role_and_secret_match_the_postgres_objects(overlay):
         role = roles[database["owner"]]
         assert role["login"] is True and role.get("ensure", "present") == "present"
         assert role["passwordSecret"]["name"] == secret, f"{name}/{service}: the pods log in as another role"
-    assert cluster["spec"]["monitoring"]["enablePodMonitor"] is True
+    # Scraped by our own PodMonitor (k8s/base/monitoring), not CNPG's deprecated enablePodMonitor.
+    assert not cluster["spec"].get("monitoring", {}).get("enablePodMonitor")
 
 
 def test_connection_budget_fits_max_connections(overlay):
-    """At every HPA's maxReplicas plus the rollout surge, each pod holding its whole pool and
+    """At every autoscaler's maximum plus the rollout surge, each pod holding its whole pool and
     overflow (shared/db.py: max_overflow = pool_size), plus a migration (lock + alembic)."""
     name, documents = overlay
     cluster = by_name(documents, "Cluster")["grassroots-pg"]["spec"]
@@ -689,10 +719,10 @@ def test_connection_budget_fits_max_connections(overlay):
     reserved = 3 + 10  # superuser_reserved_connections, CNPG's instance manager and exporter
     demand = {}
     for service, deployment in service_deployments(documents).items():
-        hpa = by_name(documents, "HorizontalPodAutoscaler")[service]["spec"]
+        _, _, max_replicas = replica_bounds(documents, service)
         surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
         pool = int(setting(documents, service, f"{service.upper()}_DB_POOL_SIZE"))
-        demand[service] = (hpa["maxReplicas"] + surge) * 2 * pool + 2
+        demand[service] = (max_replicas + surge) * 2 * pool + 2
     assert sum(demand.values()) + reserved <= max_connections, f"{name}: {demand} > {max_connections}"
 
 

@@ -1,10 +1,13 @@
 """k8s/base/monitoring: PodMonitors, the PrometheusRule and Grafana dashboards.
 
 Offline: promtool checks and unit-tests the rules; the PrometheusRule carries exactly the rules
-file's groups; the dashboards parse and every panel queries something; every rabbitmq_* metric they
-use is in the vendored list of rabbitmq_prometheus metrics. Live (broker and PostgreSQL, like the
-rest of `make test`): the four services' /metrics pass `promtool check metrics` and export every
-grassroots_* metric (with the labels matched on it) that the rules and dashboards use.
+file's groups; the dashboards parse and every panel queries something; every rabbitmq_* and cnpg_*
+metric they use is in the vendored metric lists of the deployed versions (rabbitmq-metrics.txt,
+cnpg-metrics.txt), on an endpoint a PodMonitor that Prometheus selects scrapes: RabbitMQ's
+per-queue series from /metrics/detailed with only the families used, PostgreSQL's from the
+CloudNativePG instances' exporter. Live (broker and PostgreSQL, like the rest of `make test`): the
+four services' /metrics pass `promtool check metrics` and export every grassroots_* metric (with
+the labels matched on it) that the rules and dashboards use.
 """
 
 import contextlib
@@ -27,10 +30,14 @@ RULES = os.path.join(RULES_DIR, "grassroots.rules.yaml")
 RULE_TESTS = os.path.join(RULES_DIR, "tests.yaml")
 DASHBOARDS = os.path.join(MONITORING, "dashboards")
 RABBITMQ_METRICS = os.path.join(MONITORING, "rabbitmq-metrics.txt")
+CNPG_METRICS = os.path.join(MONITORING, "cnpg-metrics.txt")
+SCHEMA_SOURCES = os.path.join(K8S, "schemas", "SOURCES.md")
+# What kube-prometheus-stack's Prometheus selects PodMonitors and PrometheusRules by (generate.py).
+PROMETHEUS_SELECTOR = {"release": "kube-prometheus-stack"}
 # Labels the PodMonitors' targets add to every scraped series.
 TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance"}
-METRIC = re.compile(r"\b((?:grassroots|rabbitmq)_[a-z0-9_]+)")
-SELECTOR = re.compile(r"\b((?:grassroots|rabbitmq)_[a-z0-9_]+)\s*\{([^}]*)\}")
+METRIC = re.compile(r"\b((?:grassroots|rabbitmq|cnpg)_[a-z0-9_]+)")
+SELECTOR = re.compile(r"\b((?:grassroots|rabbitmq|cnpg)_[a-z0-9_]+)\s*\{([^}]*)\}")
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"')
 
 
@@ -163,12 +170,16 @@ def test_the_alerts_asked_for_are_there():
     wanted = {
         "GrassrootsRpcErrorRatioHigh": 'outcome="error"',
         "GrassrootsRpcLatencyP99High": "histogram_quantile(0.99",
-        "GrassrootsQueueBacklog": "rabbitmq_queue_messages_ready",
+        "GrassrootsQueueBacklog": "rabbitmq_detailed_queue_messages_ready",
         "GrassrootsDeadLetterQueueNotEmpty": r'queue=~".+\\.dead"',
         "GrassrootsEventsDeadLettered": "increase(grassroots_dead_letters_total",
-        "GrassrootsQueueWithoutConsumers": "rabbitmq_queue_consumers",
+        "GrassrootsQueueWithoutConsumers": "rabbitmq_detailed_queue_consumers",
         "GrassrootsOutboxBacklog": "grassroots_outbox_pending",
         "GrassrootsDistrictIncidentsPilingUp": 'handling_level="district"',
+        "GrassrootsQueueMetricsAbsent": "absent(rabbitmq_detailed_queue_messages",
+        "GrassrootsPostgresMetricsAbsent": "absent(cnpg_collector_up",
+        "GrassrootsPostgresDown": "cnpg_collector_up",
+        "GrassrootsPostgresWalArchivingFailing": "cnpg_pg_stat_archiver_last_failed_time",
     }
     for alert, fragment in wanted.items():
         assert fragment in exprs.get(alert, ""), alert
@@ -187,7 +198,12 @@ def _check_rendered(documents, where):
     assert rule["spec"]["groups"] == load_rules(), f"{where}: the PrometheusRule differs from {RULES}"
 
     monitors = {d["metadata"]["name"]: d for d in of_kind(documents, "PodMonitor")}
-    assert set(monitors) >= {"grassroots-services", "grassroots-rabbitmq"}, where
+    assert set(monitors) >= {
+        "grassroots-services",
+        "grassroots-rabbitmq",
+        "grassroots-rabbitmq-detailed",
+        "grassroots-postgres",
+    }, where
     for monitor in monitors.values():
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["grassroots"]}
@@ -230,8 +246,8 @@ def test_the_suite_carries_the_same_monitoring_and_what_it_scrapes(name):
     if not of_kind(documents, "PrometheusRule"):
         pytest.skip(f"{name} does not include k8s/base/monitoring")
     _check_rendered(documents, name)
-    # What the PodMonitors select must exist: service pods with a port named http,
-    # the RabbitmqCluster returning per-object metrics.
+    # What the PodMonitors select must exist: service pods with a port named http, the
+    # RabbitmqCluster (its per-queue series: test_queue_series_come_from_metrics_detailed...).
     scraped = set()
     for deployment in of_kind(documents, "Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -244,10 +260,6 @@ def test_the_suite_carries_the_same_monitoring_and_what_it_scrapes(name):
     clusters = of_kind(documents, "RabbitmqCluster")
     # The operator labels the pods app.kubernetes.io/name: <cluster name>, component: rabbitmq.
     assert [c["metadata"]["name"] for c in clusters] == ["grassroots-rabbitmq"], name
-    config = clusters[0]["spec"].get("rabbitmq", {}).get("additionalConfig", "")
-    assert re.search(r"prometheus\.return_per_object_metrics\s*=\s*true", config), (
-        "the queue alerts need per-queue series"
-    )
 
 
 # --- dashboards --------------------------------------------------------------------------------
@@ -305,26 +317,305 @@ def test_domain_dashboard_covers_the_domain_gauges():
         assert fragment in exprs, fragment
 
 
-# --- truth: rabbitmq_* names -------------------------------------------------------------------
+# --- truth: rabbitmq_* and cnpg_* names, scraped where they are served --------------------------
+
+# The labels the RabbitMQ Cluster Operator gives a RabbitmqCluster's pods (internal/metadata/label.go,
+# rabbitmq/cluster-operator v2.22.3) and the ones CloudNativePG gives a Cluster's instance pods
+# (pkg/specs/pods.go, cloudnative-pg/cloudnative-pg v1.30.0); <name> is the custom resource's name.
+RABBITMQ_POD_LABELS = {"app.kubernetes.io/name": "<name>", "app.kubernetes.io/component": "rabbitmq"}
+CNPG_POD_LABELS = {"cnpg.io/cluster": "<name>", "cnpg.io/podRole": "instance"}
+SOURCE_LINE = re.compile(r"^# Source: (\S+) (v\S+) \(commit ([0-9a-f]{40})\)")
+CNPG_PORT = re.compile(r"port `(\w+)` \((\d+)\)")
+RENDERED = ("base",) + tuple(OVERLAYS)
 
 
-def vendored_rabbitmq_metrics():
-    metrics = {}
-    with open(RABBITMQ_METRICS) as f:
+def vendored_metrics(path):
+    """(header, rows) of a vendored metric list; a row: (name, type, {labels}, path, family or source)."""
+    header, rows = [], []
+    with open(path, encoding="utf-8") as f:
         for line in f:
-            if line.strip() and not line.startswith("#"):
-                name, _kind, *labels = line.split()
-                metrics[name] = set(labels[0].split(",")) if labels else set()
-    return metrics
+            if line.startswith("#"):
+                header.append(line.rstrip("\n"))
+            elif line.strip():
+                name, kind, labels, where, what = line.split()
+                rows.append((name, kind, set() if labels == "-" else set(labels.split(",")), where, what))
+    return header, rows
 
 
-def test_every_rabbitmq_metric_used_is_one_the_plugin_exposes():
-    known = vendored_rabbitmq_metrics()
+def vendored_source(path):
+    """(repository, tag, commit) named by the list's header."""
+    with open(path, encoding="utf-8") as f:
+        header = [line for line in f if line.startswith("#")]
+    for line in header:
+        match = SOURCE_LINE.match(line)
+        if match:
+            return match.groups()
+    pytest.fail(f"{path}: no '# Source: <repository> <tag> (commit <sha>)' line in its header")
+
+
+def cnpg_exporter_port():
+    """(name, number) of the CloudNativePG instances' exporter port, as the list's header records it."""
+    for line in vendored_metrics(CNPG_METRICS)[0]:
+        match = CNPG_PORT.search(line)
+        if match:
+            return match.group(1), int(match.group(2))
+    pytest.fail(f"{CNPG_METRICS}: its header names no exporter port")
+
+
+def rendered(name):
+    if name == "base":
+        return _kustomize(os.path.join(K8S, "base"))
+    return render(name)
+
+
+def _labels_match(selector, labels):
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", ()):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", ())
+        if (
+            (operator == "In" and labels.get(key) not in values)
+            or (operator == "NotIn" and labels.get(key) in values)
+            or (operator == "Exists" and key not in labels)
+            or (operator == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
+def scraping(documents, pod_labels, namespace):
+    """The podMetricsEndpoints, of the PodMonitors kube-prometheus-stack's Prometheus selects
+    (PROMETHEUS_SELECTOR), whose selector and namespaceSelector take pods with these labels."""
+    endpoints = []
+    for monitor in of_kind(documents, "PodMonitor"):
+        labels = monitor["metadata"].get("labels", {})
+        if any(labels.get(k) != v for k, v in PROMETHEUS_SELECTOR.items()):
+            continue
+        namespaces = monitor["spec"].get("namespaceSelector", {})
+        if not namespaces.get("any") and namespace not in namespaces.get(
+            "matchNames", [monitor["metadata"].get("namespace")]
+        ):
+            continue
+        if _labels_match(monitor["spec"]["selector"], pod_labels):
+            endpoints += [(monitor["metadata"]["name"], e) for e in monitor["spec"]["podMetricsEndpoints"]]
+    return endpoints
+
+
+def _pods(resource, template):
+    return {k: v.replace("<name>", resource["metadata"]["name"]) for k, v in template.items()}
+
+
+def _served(rows, path, families):
+    """The rows a scrape of `path` (with these family= values, on /metrics/detailed) returns."""
+    for row in rows:
+        _name, _kind, _labels, where, family = row
+        if where != path:
+            continue
+        if path == "/metrics/detailed" and family != "-" and not set(family.split("|")) & set(families):
+            continue
+        yield row
+
+
+def _rabbitmq_scrapes(documents):
+    (cluster,) = of_kind(documents, "RabbitmqCluster")
+    namespace = cluster["metadata"].get("namespace", "grassroots")
+    return scraping(documents, _pods(cluster, RABBITMQ_POD_LABELS), namespace)
+
+
+def _rabbitmq_config(cluster):
+    return cluster["spec"].get("rabbitmq", {}).get("additionalConfig", "")
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_rabbitmq_metrics_stays_aggregated(name):
+    """Issue 15, item 10: /metrics returns aggregated series; per-object ones (every family for
+    every queue, channel and connection) are not what the queue alerts should scrape."""
+    for cluster in of_kind(rendered(name), "RabbitmqCluster"):
+        assert not re.search(r"(?m)^\s*prometheus\.return_per_object_metrics\s*=\s*true", _rabbitmq_config(cluster)), (
+            f"{name}: {cluster['metadata']['name']} sets prometheus.return_per_object_metrics = true; "
+            "per-queue series come from /metrics/detailed (PodMonitor grassroots-rabbitmq-detailed)"
+        )
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_queue_series_come_from_metrics_detailed_with_only_the_families_used(name):
+    """Issue 15, item 10: the rules and dashboards read rabbitmq_detailed_* series of
+    /metrics/detailed, scraped with the families they need and the suite's vhost, and every other
+    rabbitmq_* name from the aggregated /metrics; nothing from /metrics/per-object."""
+    documents = rendered(name)
+    _, rows = vendored_metrics(RABBITMQ_METRICS)
+    scrapes = _rabbitmq_scrapes(documents)
+    paths = {endpoint.get("path", "/metrics") for _, endpoint in scrapes}
+    assert "/metrics/per-object" not in paths, name
+    detailed = [endpoint for _, endpoint in scrapes if endpoint.get("path") == "/metrics/detailed"]
+    assert len(detailed) == 1, f"{name}: RabbitMQ's /metrics/detailed is scraped by {len(detailed)} endpoints"
+    params = detailed[0].get("params", {})
+    families = params.get("family", [])
+
+    served: dict[str, set[str]] = {}
+    for _, endpoint in scrapes:
+        for row_name, _kind, labels, *_ in _served(rows, endpoint.get("path", "/metrics"), families):
+            served.setdefault(row_name, set()).update(labels)
     used = used_metrics("rabbitmq_")
-    assert used, "no rabbitmq_* metric found in the rules and dashboards"
-    for name in used:
-        assert name in known, f"{name} is not in {RABBITMQ_METRICS}"
-    assert_labels_known("rabbitmq_", known)
+    unserved = sorted(set(used) - set(served))
+    assert not unserved, f"{name}: used in the rules or dashboards, but no scraped RabbitMQ endpoint serves {unserved}"
+    assert_labels_known("rabbitmq_", served)
+
+    # Only the families something uses: each asked-for family provides a metric used.
+    providers: dict[str, set[str]] = {}
+    for row in rows:
+        if row[3] == "/metrics/detailed":
+            providers.setdefault(row[0], set()).update(row[4].split("|"))
+    for family in families:
+        assert any(family in providers.get(metric, ()) for metric in used), (
+            f"{name}: family={family} is scraped from /metrics/detailed but nothing uses its metrics"
+        )
+    # Queue series only for the suite's vhost, which every rule and panel selects.
+    vhosts = sorted(v["spec"]["name"] for v in of_kind(documents, "Vhost"))
+    assert sorted(params.get("vhost", [])) == vhosts, f"{name}: vhost= {params.get('vhost')} != {vhosts}"
+    for where, text in queries(prose=False):
+        for metric, matchers in SELECTOR.findall(text):
+            if metric.startswith("rabbitmq_detailed_"):
+                for vhost in re.findall(r'\bvhost\s*=\s*"([^"]*)"', matchers):
+                    assert vhost in vhosts, f"{where}: vhost {vhost!r} is not scraped"
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_the_rabbitmq_metric_list_is_of_the_version_deployed(name):
+    """Issue 15, item 10: rabbitmq-metrics.txt is read from rabbitmq-server at the tag of the image
+    the RabbitmqCluster runs (it was captured from 3.10.8 while 4.1 was deployed)."""
+    repository, tag, _commit = vendored_source(RABBITMQ_METRICS)
+    assert repository == "rabbitmq/rabbitmq-server"
+    for cluster in of_kind(rendered(name), "RabbitmqCluster"):
+        version = re.fullmatch(r"(?:.*/)?rabbitmq:(\d+\.\d+\.\d+)(?:-[\w.-]+)?", cluster["spec"]["image"])
+        assert version, f"{name}: cannot read RabbitMQ's version from image {cluster['spec']['image']}"
+        assert tag == f"v{version.group(1)}", f"{RABBITMQ_METRICS} is of {tag}, the broker runs {version.group(1)}"
+
+
+# --- PostgreSQL (CloudNativePG) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_postgres_instances_are_scraped_by_a_podmonitor_prometheus_selects(name):
+    """Issue 15, item 6: the instances' exporter (port `metrics`, 9187) is scraped through a
+    PodMonitor carrying the label kube-prometheus-stack's Prometheus selects (CNPG's generated one
+    has none), and the NetworkPolicy of those pods lets Prometheus (namespace monitoring) in."""
+    documents = rendered(name)
+    port_name, port_number = cnpg_exporter_port()
+    clusters = [c for c in of_kind(documents, "Cluster") if c["apiVersion"].startswith("postgresql.cnpg.io/")]
+    assert clusters, f"{name}: no CloudNativePG Cluster"
+    for cluster in clusters:
+        pods = _pods(cluster, CNPG_POD_LABELS)
+        scrapes = scraping(documents, pods, cluster["metadata"].get("namespace", "grassroots"))
+        assert any(e.get("port") == port_name for _, e in scrapes), (
+            f"{name}: no PodMonitor with {PROMETHEUS_SELECTOR} scrapes port {port_name} "
+            f"of the Cluster {cluster['metadata']['name']}"
+        )
+        for monitor, endpoint in scrapes:
+            assert endpoint.get("path", "/metrics") == "/metrics", monitor
+            assert endpoint.get("scheme", "http") == ("https" if _metrics_tls(cluster) else "http"), monitor
+        admitted = False
+        for policy in of_kind(documents, "NetworkPolicy"):
+            if not _labels_match(policy["spec"]["podSelector"], pods):
+                continue
+            for rule in policy["spec"].get("ingress", ()):
+                from_monitoring = any(
+                    peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                    == "monitoring"
+                    for peer in rule.get("from", ())
+                )
+                ports = {p.get("port") for p in rule.get("ports", ())}
+                admitted |= from_monitoring and bool(ports & {port_number, port_name})
+        assert admitted, f"{name}: no NetworkPolicy admits port {port_number} of the PostgreSQL pods from monitoring"
+
+
+def _metrics_tls(cluster):
+    return bool(cluster["spec"].get("monitoring", {}).get("tls", {}).get("enabled"))
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_no_cluster_relies_on_the_deprecated_generated_podmonitor(name):
+    """Issue 15, item 6: `spec.monitoring.enablePodMonitor` is deprecated upstream (CloudNativePG
+    docs/src/monitoring.md): the PodMonitor grassroots-postgres replaces it."""
+    for cluster in of_kind(rendered(name), "Cluster"):
+        monitoring = cluster["spec"].get("monitoring", {})
+        assert not monitoring.get("enablePodMonitor"), (
+            f"{name}: Cluster {cluster['metadata']['name']} sets monitoring.enablePodMonitor"
+        )
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_every_cnpg_metric_used_is_one_the_exporter_serves(name):
+    """The cnpg_* names and labels the rules and dashboards use are in cnpg-metrics.txt (the
+    exporter's /metrics); those of the default queries need the Cluster to keep them; the
+    cluster they name is the Cluster deployed."""
+    _, rows = vendored_metrics(CNPG_METRICS)
+    known: dict[str, set[str]] = {}
+    for row_name, _kind, labels, _path, _source in rows:
+        known.setdefault(row_name, set()).update(labels)
+    used = used_metrics("cnpg_")
+    assert used, "no cnpg_* metric found in the rules and dashboards"
+    missing = sorted(set(used) - set(known))
+    assert not missing, f"not served by the CloudNativePG exporter ({CNPG_METRICS}): {missing}"
+    assert_labels_known("cnpg_", known)
+
+    (cluster,) = [c for c in of_kind(rendered(name), "Cluster") if c["apiVersion"].startswith("postgresql.cnpg.io/")]
+    cluster_name = cluster["metadata"]["name"]
+    if any(row[4] == "cnpg-default-monitoring" for row in rows if row[0] in used):
+        assert not cluster["spec"].get("monitoring", {}).get("disableDefaultQueries"), (
+            f"{name}: the rules use the default queries' metrics, which the Cluster disables"
+        )
+    assert cluster_name == generate.POSTGRES_CLUSTER
+    for where, text in queries(prose=False):
+        for metric, matchers in SELECTOR.findall(text):
+            if metric.startswith("cnpg_"):
+                for value in re.findall(r'\bcluster\s*=\s*"([^"]*)"', matchers):
+                    assert value == cluster_name, f"{where}: cluster={value!r}, the Cluster is {cluster_name}"
+                for value in re.findall(r'\bpod\s*=~\s*"([^"]*)"', matchers):
+                    assert re.fullmatch(value, f"{cluster_name}-1"), f"{where}: pod=~{value!r}"
+
+
+def test_the_cnpg_metric_list_is_of_the_release_vendored():
+    """cnpg-metrics.txt is read from cloudnative-pg at the release whose Cluster CRD is vendored
+    (k8s/schemas/SOURCES.md), i.e. the operator installed."""
+    repository, tag, _commit = vendored_source(CNPG_METRICS)
+    assert repository == "cloudnative-pg/cloudnative-pg"
+    with open(SCHEMA_SOURCES, encoding="utf-8") as f:
+        table = [line for line in f if line.startswith("|")]
+    columns = [c.strip() for c in table[0].strip().strip("|").split("|")]
+    release = None
+    for line in table:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "`postgresql.cnpg.io/cluster_v1.json`":
+            release = cells[columns.index("Release")]
+    assert release == tag, f"{CNPG_METRICS} is of {tag}, the Cluster CRD vendored is of {release}"
+
+
+# --- the lists are what the source says (where a copy of the repositories is at hand) ------------
+
+
+def _vendor_module():
+    path = os.path.join(MONITORING, "vendor_metrics.py")
+    spec = importlib.util.spec_from_file_location("monitoring_vendor_metrics", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kind", ("rabbitmq", "cnpg"))
+def test_vendored_metric_lists_match_their_source(kind):
+    """Regenerates the list from the repository at the tag its header names, when a clone is at
+    hand: $UPSTREAM_MIRRORS/<owner>+<name>/repo (default /work/.mirror, the fetch tool's)."""
+    vendor = _vendor_module()
+    path = vendor.OUTPUTS[kind]
+    repository, tag, commit = vendored_source(path)
+    git_dir = os.path.join(os.environ.get("UPSTREAM_MIRRORS", "/work/.mirror"), repository.replace("/", "+"), "repo")
+    if not os.path.isdir(git_dir):
+        pytest.skip(f"no clone of {repository} at {git_dir}")
+    with open(path, encoding="utf-8") as f:
+        assert f.read() == vendor.build(kind, git_dir, tag), f"{path} differs from {repository} {tag}"
+    assert vendor.Source(git_dir, tag).commit == commit
 
 
 # --- truth: grassroots_* names, live -----------------------------------------------------------
