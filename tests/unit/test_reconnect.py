@@ -87,8 +87,9 @@ def test_install_is_idempotent_and_patches_every_queue_consumer():
 
 
 def test_the_readiness_probe_of_a_broker_that_never_answers_is_bounded():
-    """/readyz logs in to the broker on each probe: a broker that takes the connection and then
-    says nothing (overloaded, paused) must not hold the probe past READY_TIMEOUT."""
+    """/readyz logs in to the broker when it has no live connection (a first probe, or after one broke): a
+    broker that takes the connection and then says nothing (overloaded, paused) must not hold the probe
+    past READY_TIMEOUT."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(5)  # the kernel accepts the connection; nobody speaks AMQP on it
