@@ -179,6 +179,9 @@ def test_7_each_replica_sends_its_share_of_the_channel_quota(overlay, monkeypatc
         total = float(data[f"NOTICES_{upper}_RATE_TOTAL"])
         assert rates[channel] == pytest.approx(total / ceiling), f"{name}/{channel}"
         assert rates[channel] * ceiling <= total + 1e-9  # all replicas together stay within the quota
+    # ... also during a rollout: no surge pod beyond the ceiling.
+    deployment = next(d for d in of_kind(documents, "Deployment") if d["metadata"]["name"] == "notices")
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0, f"{name}: a surge pod exceeds the quota"
 
 
 def test_7_the_prod_gateway_placeholders_cannot_send_and_are_documented(overlay):
