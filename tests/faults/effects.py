@@ -68,6 +68,18 @@ def gateway_deliveries(db):
     return {str(i): status for i, status in rows}
 
 
+def unposted_deliveries(db, gateway):
+    """The rows of gateway deliveries the gateway never saw: (id, channel, status, attempts, detail,
+    notice id, created, sent) — where a lost message stopped."""
+    posted = set(gateway.keys())
+    rows = db.rows(
+        "notices",
+        "SELECT id, channel, status, attempts, detail, notice_id, created_at, sent_at FROM deliveries "
+        "WHERE channel IN ('sms', 'voice_call', 'app_push') ORDER BY id",
+    )
+    return [tuple(row) for row in rows if str(row[0]) not in posted]
+
+
 def unfinished_deliveries(db):
     """Deliveries still to post: queued, or claimed (``sending``) by a dispatcher that may have died
     with the claim (another takes it over once its lease runs out)."""
@@ -183,7 +195,13 @@ def settle(measure, done, timeout, quiet=5.0, idle=None, interval=1.0):
     while True:
         now = time.monotonic()
         if now - changed >= quiet and (idle() == 0 if idle is not None else done(value)):
-            return value, changed, True
+            # ``value`` was measured before the idle check: work that finished in between (posts out
+            # at the last measure, recorded since) is only in a measure taken after it.
+            final = measure()
+            if final == value:
+                return value, changed, True
+            value, changed = final, time.monotonic()
+            continue
         if now - started > timeout:
             return value, changed, False
         time.sleep(interval)

@@ -173,14 +173,20 @@ def unsettled(db, vhost):
     return f"still in flight after {SETTLE_SECONDS:g} s: {dict(effects.pending_detail(db, vhost))}"
 
 
-def gateway_info(gateway):
+def gateway_info(gateway, db=None):
     """One line on repeated posts: how many keys, and how long after the first post the repeat came
-    (a claim's lease, 60 s by default, after a dispatcher died mid-post; seconds for a retry)."""
+    (a claim's lease, 60 s by default, after a dispatcher died mid-post; seconds for a retry). With
+    ``db``, a second line on deliveries the gateway never saw: their rows say where they stopped."""
     repeats = gateway.repeats()
     if not repeats:
-        return f"gateway: {gateway.count()} posts, no key posted twice"
-    gaps = sorted(repeats.values())
-    return (
-        f"gateway: {gateway.count()} posts, {len(repeats)} keys posted more than once, "
-        f"the repeat {gaps[0]:.1f}–{gaps[-1]:.1f} s after the first post"
-    )
+        line = f"gateway: {gateway.count()} posts, no key posted twice"
+    else:
+        gaps = sorted(repeats.values())
+        line = (
+            f"gateway: {gateway.count()} posts, {len(repeats)} keys posted more than once, "
+            f"the repeat {gaps[0]:.1f}–{gaps[-1]:.1f} s after the first post"
+        )
+    unposted = effects.unposted_deliveries(db, gateway) if db is not None else []
+    if unposted:
+        line += f"\n  never posted ({len(unposted)}), e.g. " + "; ".join(map(str, unposted[:5]))
+    return line

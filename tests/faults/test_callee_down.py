@@ -61,7 +61,7 @@ def test_callee_down_for_five_minutes(amqp_uri, vhost, templates, gateway, tmp_p
                 f"grid down {fault_ended - down_at:.0f} s; {sent} quarantine events waited for notices and volunteer",
                 f"dead letters at the end: {_dead(vhost) or 'none'}",
             ]
-            info += [scenario.gateway_info(gateway), f"service logs: {suite.log_dir}"]
+            info += [scenario.gateway_info(gateway, db), f"service logs: {suite.log_dir}"]
             report("callee_down", sent, tallies, max(0.0, last_change - fault_ended), problems, info)
         finally:
             db.close()

@@ -53,7 +53,7 @@ def test_consumers_killed_mid_batch(amqp_uri, vhost, templates, gateway, tmp_pat
             info = [f"{name} SIGKILLed {len(suite.replica(name).exits)}x" for name in CONSUMERS]
             info.append(f"help requests by status: {dict(effects.request_statuses(db))}")
             info.append(f"deliveries by status: {dict(effects.delivery_statuses(db))}")
-            info += [scenario.gateway_info(gateway), f"service logs: {suite.log_dir}"]
+            info += [scenario.gateway_info(gateway, db), f"service logs: {suite.log_dir}"]
             report("consumer_killed_mid_batch", sent, tallies, recovery, problems, info)
         finally:
             db.close()

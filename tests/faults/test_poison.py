@@ -208,7 +208,7 @@ def test_poison_messages_mixed_into_a_flow(amqp_uri, vhost, templates, gateway, 
                 f"{poison_sent} poison messages in {WAVES} waves: {len(poison_events())} kinds of event to "
                 f"{len(handler_queues)} handler queues and through grid.events; 5 RPC requests per service",
             ]
-            info += [scenario.gateway_info(gateway), f"service logs: {suite.log_dir}"]
+            info += [scenario.gateway_info(gateway, db), f"service logs: {suite.log_dir}"]
             report("poison_messages", sent + poison_sent, tallies, max(0.0, last_change - fault_ended), problems, info)
         finally:
             poisoner.close()

@@ -97,7 +97,7 @@ def test_producer_killed_between_commit_and_publish(amqp_uri, vhost, templates, 
                 f"grid events published {sum(published.values())} times for {len(published)} envelopes "
                 f"({sum(published.values()) - len(published)} extra copies from the relay)",
             ]
-            info += [scenario.gateway_info(gateway), f"service logs: {suite.log_dir}"]
+            info += [scenario.gateway_info(gateway, db), f"service logs: {suite.log_dir}"]
             report(
                 "producer_killed_after_commit",
                 CALLS + tags,

@@ -49,7 +49,7 @@ def test_replica_killed_mid_flow(amqp_uri, vhost, templates, gateway, tmp_path):
                 + ", ".join(f"{name}-1 at {at:.0%}" for name, at in KILLED),
                 f"help requests by status: {dict(effects.request_statuses(db))}",
             ]
-            info += [scenario.gateway_info(gateway), f"service logs: {suite.log_dir}"]
+            info += [scenario.gateway_info(gateway, db), f"service logs: {suite.log_dir}"]
             report("replica_killed", sent, tallies, max(0.0, last_change - fault_ended), problems, info)
         finally:
             db.close()
