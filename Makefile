@@ -8,7 +8,7 @@ AMQP_URI ?= amqp://guest:guest@localhost:5672/
 RABBIT_CTL_URI ?= http://guest:guest@localhost:15672
 export AMQP_URI
 
-.PHONY: install run demo test test-faults test-unit lint migrate asyncapi docs bench bench-notices bench-volunteer bench-legal clean
+.PHONY: install run demo test test-faults test-unit lint migrate asyncapi docs bench bench-all bench-notices bench-volunteer bench-legal clean
 
 # requirements-dev.txt: the runtime pins (requirements.txt, all the container image gets) plus tests and tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -70,6 +70,11 @@ BENCH_DB ?= postgresql://postgres@127.0.0.1:5432/grassroots_bench
 bench: install
 	$(PY) -m bench.seed_grid --database-url $(BENCH_DB)
 	$(PY) -m bench.grid_rpc --database-url $(BENCH_DB) --amqp-uri $(AMQP_URI)
+
+# Every bench (seeding the district first when needed), then one table of every goal; BENCH_ARGS=--readme
+# writes the table into bench/README.md.
+bench-all: install
+	$(PY) -m bench.all --database-url $(BENCH_DB) --amqp-uri $(AMQP_URI) $(BENCH_ARGS)
 
 bench-notices: install
 	$(PY) -m bench.notices_fanout --grid-database-url $(BENCH_DB) --amqp-uri $(AMQP_URI)

@@ -896,3 +896,29 @@ def print_profile(title, profile):
         print("  SQL per call (time at the service's cursor, summed):")
         for label, info in profile["sql"].items():
             print(f"    {label:<82} {info['ms']:7.3f} ms  ({info['calls_per_call']:g})")
+
+
+# ---- goals: one row per target, gathered by `make bench-all` (bench.all) ----------------------
+
+
+def goal(case, figure, target, floor=None, ratio_target=None, unit="ms", bound=None):
+    """One row of the goals table: ``figure`` (in ``unit``) measured for ``case``; with ``floor`` (the
+    same unit, measured in the same run) the ratio ``figure / floor`` is judged against ``ratio_target``,
+    and with ``bound`` the figure itself is judged against it (both must hold when both are given).
+    ``target``: the words printed for the target, e.g. "p50 <= 2.5x floor". Returns a dict for the
+    bench's results JSON under "goals"."""
+    ratio = figure / floor if floor else None
+    met = True
+    if ratio_target is not None:
+        met = met and ratio is not None and ratio <= ratio_target
+    if bound is not None:
+        met = met and figure <= bound
+    return {
+        "case": case,
+        "figure": round(float(figure), 3),
+        "unit": unit,
+        "floor": None if floor is None else round(float(floor), 3),
+        "ratio": None if ratio is None else round(ratio, 2),
+        "target": target,
+        "verdict": "pass" if met else "MISS",
+    }
