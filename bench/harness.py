@@ -901,16 +901,19 @@ def print_profile(title, profile):
 # ---- goals: one row per target, gathered by `make bench-all` (bench.all) ----------------------
 
 
-def goal(case, figure, target, floor=None, ratio_target=None, unit="ms", bound=None):
+def goal(case, figure, target, floor=None, ratio_target=None, unit="ms", bound=None, ratio_minimum=None):
     """One row of the goals table: ``figure`` (in ``unit``) measured for ``case``; with ``floor`` (the
     same unit, measured in the same run) the ratio ``figure / floor`` is judged against ``ratio_target``,
     and with ``bound`` the figure itself is judged against it (both must hold when both are given).
-    ``target``: the words printed for the target, e.g. "p50 <= 2.5x floor". Returns a dict for the
-    bench's results JSON under "goals"."""
+    ``ratio_minimum``: for a figure where more is better (a throughput against the floor's), the ratio
+    must be at least that. ``target``: the words printed for the target, e.g. "p50 <= 2.5x floor".
+    Returns a dict for the bench's results JSON under "goals"."""
     ratio = figure / floor if floor else None
     met = True
     if ratio_target is not None:
         met = met and ratio is not None and ratio <= ratio_target
+    if ratio_minimum is not None:
+        met = met and ratio is not None and ratio >= ratio_minimum
     if bound is not None:
         met = met and figure <= bound
     return {

@@ -42,12 +42,30 @@ class NoopServiceRpc:
         return "pong"
 
 
-def wait_until_answered(proxy, process, timeout=30.0):
+NOOP_CLASSES = (NoopNamekoRpc, NoopServiceRpc)
+
+
+def start_noop(amqp_uri, classes=NOOP_CLASSES):
+    """The no-op services of ``classes`` in a process of their own (``nameko run``, its default
+    max_workers and prefetch of 10, as the benches run the services); the caller stops it
+    (``harness.stop_process``)."""
+    env = {**os.environ, "PYTHONPATH": harness.ROOT, "AMQP_URI": amqp_uri, "PYTHONWARNINGS": "ignore"}
+    argv = ["run", "--broker", amqp_uri, *(f"bench.rpc_floor:{cls.__name__}" for cls in classes)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "nameko", *argv],
+        cwd=harness.ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_answered(proxy, process, classes=NOOP_CLASSES, timeout=30.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            proxy.bench_noop_service.ping()
-            proxy.bench_noop_nameko.ping()
+            for cls in classes:
+                getattr(proxy, cls.name).ping()
             return
         except Exception:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -60,16 +78,8 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
     args = harness.parse(parser, argv, positive=("requests",), not_negative=("warmup",))
-    existed = harness.claim_queues(args.amqp_uri, harness.rpc_queues(NoopNamekoRpc.name, NoopServiceRpc.name))
-    env = {**os.environ, "PYTHONPATH": harness.ROOT, "AMQP_URI": args.amqp_uri, "PYTHONWARNINGS": "ignore"}
-    argv = ["run", "--broker", args.amqp_uri, "bench.rpc_floor:NoopNamekoRpc", "bench.rpc_floor:NoopServiceRpc"]
-    service = subprocess.Popen(
-        [sys.executable, "-m", "nameko", *argv],
-        cwd=harness.ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    existed = harness.claim_queues(args.amqp_uri, harness.rpc_queues(*(cls.name for cls in NOOP_CLASSES)))
+    service = start_noop(args.amqp_uri)
     loads = [os.getloadavg()]
     try:
         with ClusterRpcProxy({"AMQP_URI": args.amqp_uri}, timeout=30) as proxy:

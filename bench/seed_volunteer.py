@@ -5,16 +5,23 @@
   (and that resident's household), ~20% party members, ~90% active, phone numbers encrypted as
   ``people.register_volunteer`` stores them;
 * task history, in proportion: matched requests (current load), completed ones in the last 30 days
-  (fairness) and older ones, each with its accepted offer.
+  (fairness) and older ones, each with its accepted offer;
+* the service's read model of grid facts (shared.grid_facts: ``grid_units``, ``grid_households``,
+  ``grid_residents`` with their quarantine tag) copied from the grid bench database, as a deployment whose
+  resync has run has it, and its ``grid_facts_sync`` rows marked passed.
 """
 
 import datetime as dt
+import io
 import time
 from collections import Counter, namedtuple
+
+import psycopg2.extensions
 
 from bench import harness
 from services.volunteer.people import PHONE_CONTEXT
 from services.volunteer.vocabulary import REQUEST_KINDS, SKILLS
+from shared.grid_facts import KINDS
 from shared.pii import PiiVault
 
 LINKED_SHARE, PARTY_SHARE, ACTIVE_SHARE = 0.70, 0.20, 0.90
@@ -122,8 +129,43 @@ def make_history(rng, volunteers, now):
     return requests, offers
 
 
-def seed(url, rng, count, small_grids, pool):
-    """The volunteer database at ``url``, recreated and loaded; returns (volunteers, seconds)."""
+# What the grid holds, in the read model's columns (COPY out of the grid database, into the volunteer's).
+GRID_FACTS = {
+    "grid_units (id, path, level, closed)": "SELECT id, path, level, closed FROM units",
+    "grid_households (id, unit_id, unit_path, address)": "SELECT id, unit_id, unit_path, json_build_object("
+    "'compound', compound, 'building', building, 'entrance', entrance, 'room', room) FROM households",
+    "grid_residents (id, household_id, tags)": "SELECT r.id, r.household_id, CASE WHEN t.resident_id IS NULL THEN "
+    "'[]' ELSE '[\"quarantined\"]' END FROM residents r LEFT JOIN resident_tags t ON t.resident_id = r.id AND "
+    "t.tag = 'quarantined'",
+}
+
+
+def copy_grid_facts(url, grid_url):
+    """The read model as the grid has it now (the bench grid database is only read)."""
+    with harness.cursor(grid_url) as source, harness.cursor(url) as target:
+        # eventlet made psycopg2 green, and COPY refuses a wait callback: plain for the load.
+        callback = psycopg2.extensions.get_wait_callback()
+        psycopg2.extensions.set_wait_callback(None)
+        try:
+            target.execute("BEGIN")
+            for table, query in GRID_FACTS.items():
+                data = io.StringIO()
+                source.copy_expert(f"COPY ({query}) TO STDOUT", data)
+                data.seek(0)
+                target.copy_expert(f"COPY {table} FROM STDIN", data)
+            target.execute(
+                "INSERT INTO grid_facts_sync (kind, next_id, started_at, passed_at, refreshed, changed) "
+                "SELECT kind, NULL, now(), now(), 0, 0 FROM unnest(%s) AS kind",
+                (list(KINDS),),
+            )
+            target.execute("COMMIT")
+        finally:
+            psycopg2.extensions.set_wait_callback(callback)
+
+
+def seed(url, rng, count, small_grids, pool, grid_url=None):
+    """The volunteer database at ``url``, recreated and loaded (with the read model copied from ``grid_url``
+    when given); returns (volunteers, seconds)."""
     started = time.perf_counter()
     harness.fresh_database(url, "volunteer")
     now = dt.datetime.now(dt.UTC)
@@ -136,5 +178,8 @@ def seed(url, rng, count, small_grids, pool):
         harness.copy_rows(cur, "offers", OFFER_COLUMNS, offers)
         harness.fix_sequences(cur, ("volunteers", "help_requests", "offers"))
         cur.execute("COMMIT")
+    if grid_url is not None:
+        copy_grid_facts(url, grid_url)
+    with harness.cursor(url) as cur:
         cur.execute("VACUUM ANALYZE")
     return volunteers, round(time.perf_counter() - started, 1)

@@ -68,7 +68,11 @@ def endpoint(*, roles, returns, schema=None, read_only=False, remember=True):
                     if reply is not MISSING:
                         self.db.commit()
                         return reply
-                result = dump_reply(returns, caller, method(self, caller, **params))
+                value = method(self, caller, **params)
+                # An object whose reply is the same for every caller may keep the dump it was given once
+                # (services/grid/unit_cache.CachedUnit: get_unit's every hit otherwise dumped it afresh).
+                kept = getattr(value, "kept_reply", None)
+                result = dump_reply(returns, caller, value) if kept is None else kept(returns, caller)
                 if remembered is not None:
                     remembered.remember(result)
                 self.db.commit()

@@ -15,7 +15,7 @@ copy an ancestor's move (handled first) rebased under the ancestor's new place i
 unit's own move is handled, so the order in which moves arrive does not matter.
 """
 
-from sqlalchemy import literal, select, update
+from sqlalchemy import literal, select, text, update
 
 from shared.db import serialize_on
 from shared.errors import NotFound
@@ -28,6 +28,16 @@ def hold(session):
     """Copy handlers of one service run one after another (all replicas): each reads the grid after the
     previous one committed, so an older read never overwrites a newer one."""
     serialize_on(session, LOCK, 0)
+
+
+def try_hold(session):
+    """``hold`` if the lock is free (or this transaction has it already): True; False at once, without
+    waiting, while another transaction holds it. SQLite units of work are serial: always True."""
+    if session.bind.dialect.name != "postgresql":
+        return True
+    # The same lock as serialize_on(LOCK, 0) takes.
+    query = text("SELECT pg_try_advisory_xact_lock(hashtext(:namespace), :key)")
+    return bool(session.scalar(query, {"namespace": LOCK, "key": 0}))
 
 
 # ---- pure path logic ----------------------------------------------------------

@@ -50,9 +50,8 @@ def call_id_stack_problem(value):
 
 
 def bind_call(service, call_id, call_id_stack):
-    _context.service = service
-    _context.call_id = call_id
-    _context.call_id_stack = call_id_stack
+    # One look-up of the greenthread's attributes (each attribute access of a corolocal costs one).
+    _context.__dict__.update(service=service, call_id=call_id, call_id_stack=call_id_stack)
 
 
 def current_call_id():
@@ -72,15 +71,32 @@ def bounded(message):
 
 
 class JsonFormatter(logging.Formatter):
+    # Every call logs a line: the second's text is made once a second, and the call's context read
+    # with one look-up (each attribute of an eventlet corolocal costs one).
+    _second = None
+    _second_text = ""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # These lines never show the thread, process or calling function: logging need not look them
+        # up for every record (~20 µs a line under eventlet; they are process-wide switches).
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+        logging._srcfile = None
+
     def format(self, record):
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+            self._second = second
         entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": f"{self._second_text}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": bounded(record.getMessage()),
         }
+        context = _context.__dict__
         for name in ("service", "call_id", "call_id_stack"):
-            value = getattr(_context, name, None)
+            value = context.get(name)
             if value is not None:
                 entry[name] = value
         for name in EXTRA_FIELDS:

@@ -42,14 +42,17 @@ import re
 import sys
 from functools import partial
 
+import amqp.exceptions
 import kombu.exceptions
 import kombu.serialization
-from kombu import Queue
+from kombu import Connection, Queue
+from kombu.pools import producers
 from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
     AMQP_URI_CONFIG_KEY,
     DEFAULT_SERIALIZER,
+    DEFAULT_TRANSPORT_OPTIONS,
     HEADER_PREFIX,
     LOGIN_METHOD_CONFIG_KEY,
     NON_PERSISTENT,
@@ -123,9 +126,32 @@ class ReplyPublisher(Publisher):
     delivery_mode = NON_PERSISTENT
 
 
+# One kombu Connection per broker address: the key of the producer pool replies are published from
+# (nameko parsed a new one for every reply). Same transport options as ReplyPublisher's, so both
+# paths share one pool.
+_reply_connections: dict = {}
+
+
+def reply_connection(amqp_uri, ssl, login_method):
+    key = (amqp_uri, repr(ssl), login_method)
+    found = _reply_connections.get(key)
+    if found is None:
+        options = {**DEFAULT_TRANSPORT_OPTIONS, "confirm_publish": False}
+        found = _reply_connections[key] = Connection(
+            amqp_uri, transport_options=options, ssl=ssl, login_method=login_method
+        )
+    return found
+
+
 class ReplyResponder(Responder):
     """nameko's Responder with cheap replies; ``reply_serializer`` overrides the request's own
-    encoding (for requests that could not be decoded, e.g. pickle: never answered in kind)."""
+    encoding (for requests that could not be decoded, e.g. pickle: never answered in kind).
+
+    A reply is encoded once (nameko encoded the result to check it, then the reply again) and
+    handed straight to a pooled channel (~0.2 ms less per call than nameko's Publisher and kombu's
+    Producer.publish on a 2-core machine: bench.grid_rpc). If that fails — a pooled connection the
+    broker dropped — it is published again through nameko's Publisher, whose retry reconnects; one
+    the broker refused (a channel error it cannot recover from) is not."""
 
     publisher_cls = ReplyPublisher
 
@@ -141,20 +167,41 @@ class ReplyResponder(Responder):
         )
         # nameko's own check: an unserialisable result becomes an error rather than a failed publish
         try:
-            kombu.serialization.dumps(result, serializer)
+            encoded = kombu.serialization.dumps({"result": result, "error": error}, serializer)
         except Exception:
             exc_info = sys.exc_info()
             error = serialize(UnserializableValueError(result))
             result = None
-        publisher = self.publisher_cls(self.amqp_uri, ssl=self.ssl, login_method=self.login_method)
-        publisher.publish(
-            {"result": result, "error": error},
-            serializer=serializer,
-            exchange=self.exchange,
-            routing_key=self.message.properties["reply_to"],
-            correlation_id=self.message.properties.get("correlation_id"),
-        )
+            encoded = kombu.serialization.dumps({"result": result, "error": error}, serializer)
+        routing_key = self.message.properties["reply_to"]
+        correlation_id = self.message.properties.get("correlation_id")
+        try:
+            self._publish(encoded, routing_key, correlation_id)
+        except amqp.exceptions.IrrecoverableChannelError:
+            raise  # the broker refused it (e.g. no permission): publishing again would not help
+        except Exception:
+            publisher = self.publisher_cls(self.amqp_uri, ssl=self.ssl, login_method=self.login_method)
+            publisher.publish(
+                {"result": result, "error": error},
+                serializer=serializer,
+                exchange=self.exchange,
+                routing_key=routing_key,
+                correlation_id=correlation_id,
+            )
         return result, exc_info
+
+    def _publish(self, encoded, routing_key, correlation_id):
+        content_type, content_encoding, body = encoded
+        with producers[reply_connection(self.amqp_uri, self.ssl, self.login_method)].acquire(block=True) as producer:
+            channel = producer.channel
+            message = channel.prepare_message(
+                body,
+                content_type=content_type,
+                content_encoding=content_encoding,
+                headers={},
+                properties={"correlation_id": correlation_id, "delivery_mode": NON_PERSISTENT},
+            )
+            channel.basic_publish(message, exchange=self.exchange.name, routing_key=routing_key)
 
 
 class RpcQueueConsumer(amqp_wire.GuardedQueueConsumer, QueueConsumer):
@@ -204,6 +251,20 @@ def decode_problem(exc):
 
 class ReplyingRpcConsumer(RpcConsumer):
     queue_consumer = RpcQueueConsumer()
+    _routes: dict | None = None
+    _routes_made_for = -1  # how many providers the routes were made from
+
+    def get_provider_for_method(self, routing_key):
+        # nameko formats the key of every method for every request; here a dict, made again when
+        # the providers change (they register at setup and leave at stop).
+        if self._routes_made_for != len(self._providers):
+            service = self.container.service_name
+            self._routes = {f"{service}.{provider.method_name}": provider for provider in self._providers}
+            self._routes_made_for = len(self._providers)
+        provider = self._routes.get(routing_key)  # type: ignore[union-attr]  # made just above
+        if provider is None:
+            raise MethodNotFound(routing_key.split(".")[-1])
+        return provider
 
     def setup(self):
         super().setup()

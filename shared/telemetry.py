@@ -53,6 +53,19 @@ class SqlGaugeCollector(Collector):
 
 def entrypoint_kind(entrypoint):
     """A short, stable label: rpc, event, timer, http (else the class name)."""
+    kind = _kinds.get(type(entrypoint))
+    if kind is None:
+        kind = _kinds[type(entrypoint)] = _kind_of(entrypoint)
+    return kind
+
+
+_kinds: dict = {}  # entrypoint class: its label (looked up on every call)
+
+
+def _kind_of(entrypoint):
+    declared = getattr(entrypoint, "telemetry_kind", None)  # an entrypoint of ours that is one of these
+    if declared is not None:
+        return declared
     from nameko.events import EventHandler
     from nameko.rpc import Rpc
     from nameko.timer import Timer
@@ -108,6 +121,7 @@ class Telemetry(DependencyProvider):
         )
         self.service = service
         self._started = {}
+        self._children: dict = {}  # (metric, labels): its labelled child, looked up once
         database = next((d for d in self.container.dependencies if d.attr_name == self.database_attr), None)
         if database is not None:
             gauges = list(self.gauges)
@@ -137,12 +151,19 @@ class Telemetry(DependencyProvider):
     def render(self):
         return generate_latest(self.registry)
 
+    def _child(self, metric, *labels):
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def count_dead_letter(self, handler):
         self.dead_letters.labels(self.service, handler).inc()
 
     def worker_setup(self, worker_ctx):
         self._started[worker_ctx] = time.perf_counter()
-        self.in_flight.labels(self.service).inc()
+        self._child(self.in_flight, self.service).inc()
         logs.bind_call(self.service, worker_ctx.call_id, worker_ctx.call_id_stack)
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
@@ -153,9 +174,9 @@ class Telemetry(DependencyProvider):
         entrypoint = entrypoint_kind(worker_ctx.entrypoint)
         method = worker_ctx.entrypoint.method_name
         outcome = outcome_of(exc_info)
-        self.in_flight.labels(self.service).dec()
-        self.requests.labels(self.service, entrypoint, method, outcome).inc()
-        self.duration.labels(self.service, entrypoint, method).observe(elapsed)
+        self._child(self.in_flight, self.service).dec()
+        self._child(self.requests, self.service, entrypoint, method, outcome).inc()
+        self._child(self.duration, self.service, entrypoint, method).observe(elapsed)
         # Timer ticks and health probes succeed every few seconds: keep them out of INFO logs.
         quiet = outcome == "success" and entrypoint in ("timer", "http")
         log.log(
@@ -172,5 +193,5 @@ class Telemetry(DependencyProvider):
 
     def worker_teardown(self, worker_ctx):
         if self._started.pop(worker_ctx, None) is not None:  # worker_result never ran
-            self.in_flight.labels(self.service).dec()
+            self._child(self.in_flight, self.service).dec()
         logs.unbind_call()

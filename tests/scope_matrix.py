@@ -454,6 +454,11 @@ def _find_residents(w):
     return Call({"under": w.a.community, "after": w.a.r1}, {"under": w.b.community, "after": w.b.r1})
 
 
+@example("grid.find_resident_columns", "under", "after", allowed={"after": CURSOR})
+def _find_resident_columns(w):
+    return Call({"under": w.a.community, "after": w.a.r1}, {"under": w.b.community, "after": w.b.r1})
+
+
 @example("grid.get_household", "household_id")
 def _get_household(w):
     return Call({"household_id": w.a.h1}, {"household_id": w.b.h1})

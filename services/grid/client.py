@@ -10,7 +10,7 @@ in time (``RPC_TIMEOUT``, 10 s): the caller's transaction rolls back, and an eve
     self.grid.unit(unit_id, "unit_id") # in a method: the unit, or ValidationError naming the field
 
 It also names the grid's vocabulary callers' arguments use (``LEVELS``, ``TAGS``) and the grid events
-they consume (``UnitMoved``, ``UnitClosed``, ``HouseholdMoved``).
+they consume (``UnitCreated``, ``UnitMoved``, ``UnitClosed``, ``HouseholdMoved``).
 """
 
 from services.grid.vocabulary import LEVELS as LEVELS, TAGS as TAGS  # re-exported: the words callers use
@@ -83,6 +83,10 @@ class Grid(GridReads):
         """``find_residents`` sent now, ``.result()`` later: audience pages are fetched ahead."""
         return self._service.find_residents.call_async(**filters)
 
+    def find_resident_columns_async(self, **filters):
+        """``find_resident_columns`` (a compact page of columns) sent now, ``.result()`` later."""
+        return self._service.find_resident_columns.call_async(**filters)
+
     def get_incident(self, *, incident_id):
         return self._service.get_incident(incident_id=str(incident_id))
 
@@ -123,6 +127,7 @@ class FakeGrid(GridReads):
         self.incidents: dict[str, dict] = {}
         self.unavailable = False
         self.calls: list[str] = []
+        self.vault = None  # set it to answer phones_enc for residents given a "phone"
 
     # ---- building the fake's world ---------------------------------------
 
@@ -164,6 +169,20 @@ class FakeGrid(GridReads):
             "tags": sorted(tags),
         }
         return self.residents_by_id[resident_id]
+
+    # ---- the grid's changes, as its evented operations make them (the test emits the event) ----
+
+    def move_household(self, household_id, unit_id):
+        """``move_household``: the household and its residents to small grid ``unit_id``."""
+        household, unit = self.households[str(household_id)], self.units[str(unit_id)]
+        household.update(unit_id=unit["id"], unit_path=list(unit["path"]))
+        for resident_id in household["resident_ids"]:
+            self.residents_by_id[resident_id].update(unit_id=unit["id"], unit_path=list(unit["path"]))
+
+    def set_tag(self, resident_id, tag, present=True):
+        """``tag_resident`` / ``untag_resident``."""
+        resident = self.residents_by_id[str(resident_id)]
+        resident["tags"] = sorted(set(resident["tags"]) | {tag} if present else set(resident["tags"]) - {tag})
 
     def add_incident(self, incident_id, unit_id, category="dispute", description=None, party_resident_ids=()):
         """An open incident at ``unit_id``, as ``get_incident`` answers it (no steps beyond its report)."""
@@ -248,6 +267,37 @@ class FakeGrid(GridReads):
         page = {"items": items, "page": 1, "page_size": page_size, "has_more": more}
         return _Ready({**page, "next_after": items[-1]["id"] if more else None})
 
+    def find_resident_columns_async(
+        self, *, under, tags_any=None, tags_all=None, page_size=5000, after=None, phones=False
+    ):
+        """The same rows as ``find_residents_async``, as the grid's column page (``ResidentColumnsOut``);
+        ``phones_enc`` (when ``phones``) encrypted with ``vault`` from the residents' ``phone``."""
+        found = self.find_residents_async(
+            under=under, tags_any=tags_any, tags_all=tags_all, page_size=page_size, after=after
+        )
+        self.calls[-1] = "find_resident_columns"
+        try:
+            page = found.result()
+        except Exception as exc:
+            return _Ready(error=exc)
+        rows = page["items"]
+        return _Ready(
+            {
+                "ids": [int(r["id"]) for r in rows],
+                "household_ids": [int(r["household_id"]) for r in rows],
+                "unit_ids": [int(r["unit_id"]) for r in rows],
+                "paths": {str(r["unit_id"]): list(r["unit_path"]) for r in rows},
+                "tags": [list(r["tags"]) for r in rows],
+                "phones_enc": [self._phone_enc(r) for r in rows] if phones else None,
+                "has_more": page["has_more"],
+                "next_after": int(page["next_after"]) if page["next_after"] is not None else None,
+            }
+        )
+
+    def _phone_enc(self, resident):
+        phone = resident.get("phone")
+        return self.vault.encrypt(phone, b"phone").hex() if phone and self.vault is not None else None
+
     def get_residents(self, *, resident_ids):
         self._call("get_residents")
         ids = [str(i) for i in resident_ids]
@@ -274,6 +324,13 @@ class UnitMoved(EventData):
     unit_id = Id(required=True)
     unit_path = _unit_path(required=True)
     old_path = _unit_path(required=True)
+
+
+class UnitCreated(EventData):
+    """grid.unit_created: a read model of grid facts (shared.grid_facts) takes the new unit in."""
+
+    unit_id = Id(required=True)
+    unit_path = _unit_path(required=True)
 
 
 class UnitClosed(EventData):

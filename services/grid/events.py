@@ -49,6 +49,11 @@ class UnitClosed(UnitEvent):
     """Emitted by ``close_unit`` when a unit is closed (it takes no new households or children)."""
 
 
+class UnitUpdated(UnitEvent):
+    """Emitted by ``set_party_org`` when a unit's Party organisation is set or changed (what a
+    ``get_unit`` reply shows changed; its path did not)."""
+
+
 class UnitMoved(UnitEvent):
     """Emitted by ``move_unit`` when a unit and its subtree move under a new parent; ``unit_path`` is the
     new path, ``old_path`` the one before the move."""
@@ -149,6 +154,7 @@ EVENTS = {
     "unit_created": UnitCreated(),
     "unit_closed": UnitClosed(),
     "unit_moved": UnitMoved(),
+    "unit_updated": UnitUpdated(),
     "household_moved": HouseholdMoved(),
     "resident_tagged": ResidentTagged(),
     "resident_untagged": ResidentUntagged(),

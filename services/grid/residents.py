@@ -269,6 +269,52 @@ def find_residents(session, caller, vault, under, tags_any, tags_all, page, page
     return {**found, "next_after": rows[-1].id if has_more else None}
 
 
+def resident_columns(session, caller, under, tags_any, tags_all, page_size, after=None, phones=False):
+    """One keyset page of the residents under ``under`` (tag filters as ``find_residents``) as columns,
+    for long walks (a notice's audience): no ORM objects, nothing decrypted. Phones only when asked for
+    and the caller has ``pii``: the stored ciphertext, in hex — the services share the PII key, so a
+    number stays encrypted on the wire and at rest, and only the channel that posts it decrypts it."""
+    root = reachable_unit(session, caller, under)
+    matching = _matching_ids(root.path, tags_any, tags_all)
+    with_phones = bool(phones and caller.pii)
+    columns: list = [Resident.id, Resident.household_id, Resident.unit_path]
+    if with_phones:  # the database writes the hex (SQLite's is upper case: fromhex reads both)
+        postgres = session.bind.dialect.name == "postgresql"
+        columns.append(func.encode(Resident.phone_enc, "hex") if postgres else func.hex(Resident.phone_enc))
+    query = select(*columns)
+    if matching is None:
+        query = query.where(tree.in_subtree(Resident.unit_path, root.path))
+    else:
+        query = query.where(Resident.id.in_(matching))
+    if after is not None:
+        query = query.where(Resident.id > after)
+    # Core rows on the session's connection: no ORM loading for thousands of plain tuples.
+    connection = session.connection()
+    rows = connection.execute(query.order_by(Resident.id).limit(page_size + 1)).all()
+    rows, has_more = rows[:page_size], len(rows) > page_size
+    ids = [row[0] for row in rows]
+    tags: dict[int, list[str]] = {}
+    if ids:
+        # The page's id range under the root: one range of the (resident_id, tag) key, no list of ids.
+        for resident_id, tag in connection.execute(
+            select(ResidentTag.resident_id, ResidentTag.tag)
+            .where(ResidentTag.resident_id.between(ids[0], ids[-1]), tree.in_subtree(ResidentTag.unit_path, root.path))
+            .order_by(ResidentTag.resident_id, ResidentTag.tag)
+        ):
+            tags.setdefault(resident_id, []).append(tag)
+    unit_of = {path: tree.path_ids(path)[-1] for path in {row[2] for row in rows}}  # a few hundred paths a page
+    return {
+        "ids": ids,
+        "household_ids": [row[1] for row in rows],
+        "unit_ids": [unit_of[row[2]] for row in rows],
+        "paths": {str(unit_id): [str(i) for i in tree.path_ids(path)] for path, unit_id in unit_of.items()},
+        "tags": [tags.get(i, []) for i in ids],
+        "phones_enc": [row[3] for row in rows] if with_phones else None,
+        "has_more": has_more,
+        "next_after": ids[-1] if has_more else None,
+    }
+
+
 def _summaries(session, caller, vault, rows):
     tags: dict[int, list[str]] = {}
     if rows:

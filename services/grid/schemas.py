@@ -124,6 +124,13 @@ class FindResidents(ResidentFilter, PageSchema):
     page_size = fields.Integer(load_default=100, strict=True, validate=validate.Range(min=1, max=1000))
 
 
+class FindResidentColumns(ResidentFilter):
+    # Keyset only: rows with id > after. Large pages: a walk over a street is ~10-20 calls.
+    after = Id(load_default=None, allow_none=True)
+    page_size = fields.Integer(load_default=5000, strict=True, validate=validate.Range(min=1, max=10_000))
+    phones = fields.Boolean(load_default=False, metadata={"description": "Add phones_enc (pii callers only)."})
+
+
 class GetResidents(StrictSchema):
     resident_ids = ListOf(Id(), required=True, min_items=1, max_items=1000)
 
@@ -338,6 +345,31 @@ class ResidentPage(StrictSchema):
     page_size = fields.Integer()
     has_more = fields.Boolean()
     next_after = Id(allow_none=True)
+
+
+class Column(fields.List):
+    """A column of a compact page: its values go out as the domain built them (ints, strings, lists
+    of strings), not dumped one at a time — a page holds thousands."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else list(value)
+
+
+class ResidentColumnsOut(StrictSchema):
+    """One keyset page of residents in id order, as parallel columns (row i is ``ids[i]``,
+    ``household_ids[i]``, …); ``paths`` maps each small grid in ``unit_ids`` to its path, district first.
+    ``phones_enc``: each phone as the grid stores it (AES-256-GCM under the suite's PII key, context
+    ``phone``), hex — only when asked for by a ``pii`` caller, else null. ``has_more``: fetch the next
+    page with ``after`` set to ``next_after`` (null on the last)."""
+
+    ids = Column(fields.Integer())
+    household_ids = Column(fields.Integer())
+    unit_ids = Column(fields.Integer())
+    paths = fields.Dict(keys=fields.String(), values=Column(fields.String()))
+    tags = Column(fields.List(fields.String()))
+    phones_enc = Column(fields.String(), allow_none=True)
+    has_more = fields.Boolean()
+    next_after = fields.Integer(allow_none=True)
 
 
 class ResidentsFound(StrictSchema):

@@ -4,6 +4,7 @@ incidents and escalation. Entrypoints are thin: authorise and validate
 
 from services.grid import incidents, residents, schemas, screening, units
 from services.grid.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
+from services.grid.unit_cache import UnitCacheProvider, unit_event_broadcast
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
 from shared import service as base
 from shared.db import Database, utcnow
@@ -58,6 +59,7 @@ class GridService(base.ServiceBase):
 
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
     telemetry = Telemetry(gauges=GAUGES)
+    unit_cache = UnitCacheProvider()
 
     @property
     def policy(self):
@@ -76,7 +78,12 @@ class GridService(base.ServiceBase):
     @rpc
     @endpoint(roles=UNIT_READERS, schema=schemas.UnitRef(), returns=schemas.UNIT, read_only=True)
     def get_unit(self, caller, unit_id):
-        return units.reachable_unit(self.db.session, caller, unit_id)
+        return units.cached_unit(self.db, self.unit_cache, caller, unit_id)
+
+    @unit_event_broadcast
+    def drop_cached_units(self, body):
+        """Every replica drops the cached units a unit event changed (services/grid/unit_cache.py)."""
+        return self.unit_cache.apply(body)
 
     @rpc
     @endpoint(roles=UNIT_READERS, schema=schemas.ListUnits(), returns=page(schemas.UNIT), read_only=True)
@@ -158,6 +165,17 @@ class GridService(base.ServiceBase):
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents(), returns=schemas.ResidentPage(), read_only=True)
     def find_residents(self, caller, **args):
         return residents.find_residents(self.db.session, caller, self.vault, **args)
+
+    @rpc
+    @endpoint(
+        roles=STAFF_AND_SERVICES,
+        schema=schemas.FindResidentColumns(),
+        returns=schemas.ResidentColumnsOut(),
+        read_only=True,
+    )
+    def find_resident_columns(self, caller, **args):
+        """Residents under a unit as a compact keyset page of columns (a notice's audience, page by page)."""
+        return residents.resident_columns(self.db.session, caller, **args)
 
     @rpc
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.GetResidents(), returns=schemas.ResidentsFound(), read_only=True)

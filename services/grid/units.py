@@ -4,10 +4,11 @@ from sqlalchemy import select, update
 
 from services.grid.events import path_out
 from services.grid.models import Household, Incident, Resident, ResidentTag, ScreeningCampaign, Staff, Unit
+from services.grid.unit_cache import CachedUnit
 from services.grid.vocabulary import DEPTH
 from shared import paths as tree
 from shared.db import fetch, paged, utcnow
-from shared.errors import Conflict, Forbidden, ValidationError
+from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 
 # Tables carrying a copy of their unit's path; a move rewrites them all.
 PATH_COPIES = (
@@ -35,6 +36,26 @@ class RowView:
 def reachable_unit(session, caller, unit_id, *, lock=False):
     unit = fetch(session, Unit, unit_id, "unit", lock=lock)
     caller.require_reach(tree.path_ids(unit.path))
+    return unit
+
+
+# get_unit's read on a cache miss: the columns of its reply, no ORM object.
+UNIT_COLUMNS = select(*(Unit.__table__.c[name] for name in CachedUnit.COLUMNS))
+
+
+def cached_unit(uow, cache, caller, unit_id):
+    """``reachable_unit`` for get_unit, answered from the replica's unit cache when it holds the unit
+    (services/grid/unit_cache.py); the caller's reach is checked on every call, hit or miss. A hit
+    opens no session."""
+    unit = cache.get(unit_id)
+    if unit is None:
+        generation = cache.generation  # before the query: a drop during it keeps its result out
+        row = uow.session.execute(UNIT_COLUMNS.where(Unit.id == unit_id)).first()
+        if row is None:
+            raise NotFound(f"unit {unit_id} not found")
+        unit = CachedUnit.of(row)
+        cache.put(unit, generation)
+    caller.require_reach(unit.path_ids)
     return unit
 
 
@@ -131,7 +152,9 @@ def close_unit(uow, caller, unit_id):
 
 def set_party_org(uow, caller, unit_id, name):
     unit = reachable_unit(uow.session, caller, unit_id)
-    unit.party_org_name = name
+    if unit.party_org_name != name:
+        unit.party_org_name = name
+        uow.emit("unit_updated", f"unit/{unit.id}", unit_event(unit))
     return unit
 
 

@@ -3,8 +3,12 @@ and ``unit_closed``; until these, the copies went stale).
 
 The copies: each station's unit (``stations.unit_path``), each consultation's station
 (``consultations.station_path``) and each mediation case's unit (``mediation_cases.unit_path``). Legal
-keeps no household's place (a case lists its parties' households by id only, and stays at the unit
-where the dispute was reported), so ``household_moved`` changes nothing here.
+keeps no household's place for its own records (a case lists its parties' households by id only, and
+stays at the unit where the dispute was reported).
+
+Its read model of grid facts (``models.FACTS``, shared.grid_facts: units, households' places, residents'
+households), which its lookups read instead of the grid, follows every change: a moved unit rebases its
+paths with the copies above, a created or closed unit and a moved household are re-read from the grid.
 
 - **A unit moved** — the same unit under a new parent. Every copy through it is rebased on the unit's
   current path (shared.grid_copies: replays and moves handled out of order end in the grid's present),
@@ -20,18 +24,28 @@ import logging
 
 from sqlalchemy import func, select
 
-from services.legal.models import Consultation, MediationCase, Station
-from shared import grid_copies
+from services.legal.models import FACTS, Consultation, MediationCase, Station
+from shared import grid_copies, grid_facts
 from shared.db import utcnow
 
 log = logging.getLogger(__name__)
 
-UNIT_PATHS = (Station.unit_path, Consultation.station_path, MediationCase.unit_path)
+UNIT_PATHS = (Station.unit_path, Consultation.station_path, MediationCase.unit_path, *FACTS.path_columns)
 
 
 def unit_moved(session, grid, unit_id):
     """Rebase every copy through the unit on its current path; {"table.column": rows changed}."""
     return grid_copies.unit_moved(session, grid, UNIT_PATHS, unit_id)
+
+
+def unit_changed(session, grid, unit_id):
+    """A unit created or closed: the read model's row as the grid has it now."""
+    return grid_facts.unit_changed(session, grid, FACTS, unit_id)
+
+
+def household_moved(session, grid, household_id):
+    """A household moved: the read model's row (its residents' place) as the grid has it now."""
+    return grid_facts.household_changed(session, grid, FACTS, household_id)
 
 
 def unit_closed(session, unit_id):

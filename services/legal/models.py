@@ -8,6 +8,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.grid_facts import fact_models
 from shared.idempotency import idempotency_model
 from shared.outbox import outbox_models
 from shared.paths import PathText
@@ -19,6 +20,9 @@ class Base(DeclarativeBase):
 
 OutboxEvent, ProcessedEvent = outbox_models(Base)
 IdempotentRequest = idempotency_model(Base)
+# The grid facts its lookups read locally (shared.grid_facts): units and their paths, residents' households
+# and places. No tag and no address: legal acts on neither.
+FACTS = fact_models(Base)
 
 
 class Station(Base):

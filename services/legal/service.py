@@ -3,11 +3,11 @@ booking, confidential consultations, and mediation cases."""
 
 import logging
 
-from services.grid.client import GridClient, UnitClosed, UnitMoved
+from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitCreated, UnitMoved
 from services.legal import bookings, directory, grid_changes, mediation, schemas
-from services.legal.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
+from services.legal.models import FACTS, Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from services.notices.client import NoticesClient
-from shared import service as base
+from shared import grid_facts, service as base
 from shared.auth import system_caller
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
@@ -48,7 +48,7 @@ GAUGES = [
 ]
 
 
-class LegalService(base.ServiceBase):
+class LegalService(grid_facts.KeepsGridFacts, base.ServiceBase):
     name = "legal"
 
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
@@ -62,22 +62,27 @@ class LegalService(base.ServiceBase):
     def policy(self):
         return bookings.Policy(self.config)
 
+    @property
+    def facts(self):
+        """The grid's facts as this service's read model has them (the grid asked only on a miss)."""
+        return grid_facts.LocalGrid(self.db.session, self.grid, FACTS)
+
     # ---- stations and lawyers ---------------------------------------------
 
     @rpc
     @endpoint(roles=ADMIN_OFFICER, schema=schemas.CreateStation(), returns=schemas.STATION)
     def create_station(self, caller, **args):
-        return directory.create_station(self.db, caller, self.grid, **args)
+        return directory.create_station(self.db, caller, self.facts, **args)
 
     @rpc
     @endpoint(roles=EVERYONE, schema=schemas.ListStations(), returns=schemas.STATIONS, read_only=True)
     def list_stations(self, caller, under):
-        return directory.list_stations(self.db.session, self.grid, under)
+        return directory.list_stations(self.db.session, self.facts, under)
 
     @rpc
     @endpoint(roles=ADMIN_OFFICER, schema=schemas.RegisterLawyer(), returns=schemas.LAWYER)
     def register_lawyer(self, caller, **args):
-        return directory.register_lawyer(self.db, caller, self.grid, **args)
+        return directory.register_lawyer(self.db, caller, self.facts, **args)
 
     @rpc
     @endpoint(roles=PLANNERS, schema=schemas.SetSchedule(), returns=schemas.SCHEDULE)
@@ -94,12 +99,12 @@ class LegalService(base.ServiceBase):
     @rpc
     @endpoint(roles=EVERYONE, schema=schemas.FindSlots(), returns=schemas.SLOTS, read_only=True)
     def find_slots(self, caller, **args):
-        return bookings.find_slots(self.db.session, self.grid, self.policy, **args)
+        return bookings.find_slots(self.db.session, self.facts, self.policy, **args)
 
     @rpc
     @endpoint(roles=BOOKERS, schema=schemas.Book(), returns=schemas.CONSULTATION)
     def book(self, caller, **args):
-        return bookings.book(self.db, caller, self.grid, self.policy, **args)
+        return bookings.book(self.db, caller, self.facts, self.policy, **args)
 
     @rpc
     @endpoint(roles=PARTICIPANTS, schema=schemas.Cancel(), returns=schemas.CONSULTATION)
@@ -138,12 +143,12 @@ class LegalService(base.ServiceBase):
     @rpc
     @endpoint(roles=CASE_OPENERS, schema=schemas.OpenMediation(), returns=schemas.CASE)
     def open_mediation(self, caller, **args):
-        return mediation.open_mediation(self.db, caller, self.grid, **args)
+        return mediation.open_mediation(self.db, caller, self.facts, **args)
 
     @rpc
     @endpoint(roles=("admin", "officer", "service"), schema=schemas.AssignMediator(), returns=schemas.CASE)
     def assign_mediator(self, caller, **args):
-        return mediation.assign_mediator(self.db, caller, self.grid, **args)
+        return mediation.assign_mediator(self.db, caller, self.facts, **args)
 
     @rpc
     @endpoint(roles=CASE_WORKERS, schema=schemas.RecordSession(), returns=schemas.RECORDED_SESSION)
@@ -163,7 +168,7 @@ class LegalService(base.ServiceBase):
     @rpc
     @endpoint(roles=CASE_WORKERS, schema=schemas.ListCases(), returns=schemas.CASE_PAGE, read_only=True)
     def list_cases(self, caller, page, page_size, **args):
-        rows, more = mediation.list_cases(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        rows, more = mediation.list_cases(self.db.session, caller, self.facts, page=page, page_size=page_size, **args)
         return page_of(rows, page, page_size, more)
 
     @on_event("grid", "incident_reported", schema=schemas.IncidentReported())
@@ -174,7 +179,7 @@ class LegalService(base.ServiceBase):
         case = mediation.open_from_incident(
             self.db,
             system_caller(self.name),
-            self.grid,
+            self.facts,
             data["incident_id"],
             data["unit_id"],
             data["party_resident_ids"],
@@ -201,7 +206,21 @@ class LegalService(base.ServiceBase):
                 log.warning("reminder not recorded; will retry", exc_info=True)
                 break
 
+    # ---- the read model of grid facts (shared.grid_facts.KeepsGridFacts: resync RPC and timer) ----
+
+    grid_fact_models = FACTS
+
     # ---- the grid's tree changes (services/legal/grid_changes.py) -----------
+
+    @on_event("grid", "unit_created", schema=UnitCreated())
+    def on_unit_created(self, envelope, data):
+        """A new unit: into the read model of grid facts."""
+        return grid_changes.unit_changed(self.db.session, self.grid, data["unit_id"])
+
+    @on_event("grid", "household_moved", schema=HouseholdMoved())
+    def on_household_moved(self, envelope, data):
+        """A household moved: the read model's place of it (and of its residents) follows."""
+        return grid_changes.household_moved(self.db.session, self.grid, data["household_id"])
 
     @on_event("grid", "unit_moved", schema=UnitMoved())
     def on_unit_moved(self, envelope, data):
@@ -211,4 +230,5 @@ class LegalService(base.ServiceBase):
     @on_event("grid", "unit_closed", schema=UnitClosed())
     def on_unit_closed(self, envelope, data):
         """A unit closed: its stations keep serving the people still there; what is open inside is logged."""
+        grid_changes.unit_changed(self.db.session, self.grid, data["unit_id"])
         return grid_changes.unit_closed(self.db.session, data["unit_id"])

@@ -17,12 +17,28 @@ there before it goes on.
 """
 
 import datetime as dt
+import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import NamedTuple, cast
 
-from sqlalchemy import BigInteger, Table, and_, any_, bindparam, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast as sql_cast,
+    exists,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from services.notices.audience import PHONE_CONTEXT
@@ -113,6 +129,7 @@ def dispatch_due(
     lease=LEASE_SECONDS,
     record_every=RECORD_EVERY,
     record_seconds=RECORD_SECONDS,
+    handoff=None,
 ):
     """Claim, post and record one batch of due deliveries per channel: a generator that yields where
     the caller must commit — a channel's claims, before any of them is posted (a crash after the
@@ -120,9 +137,23 @@ def dispatch_due(
     deliveries were claimed.
 
     ``now`` (default: the time of each step) is what claims, leases and outcomes are stamped with.
+    Claims a ``handoff`` holds (written already claimed) are posted first.
     """
     attempted = 0
+    while handoff is not None and (handed := handoff.take()) is not None:
+        adapter = adapters[handed.channel]
+        messages = [_message(handed.channel, row, handed.text, None, vault) for row in handed.claims.values()]
+        uow.close()  # no connection held while posting
+        start_by = handed.claimed_at + start_window(handed.lease, getattr(adapter, "deadline", 0.0))
+        recorder = Recorder(
+            uow, retry, handed.channel, handed.claims, now, record_every, record_seconds, lease_end=handed.lease_end
+        )
+        yield from _post_and_record(recorder, adapter, handed.channel, messages, start_by, record_seconds)
+        attempted += len(handed.claims)
+    due = due_channels(uow.session, list(adapters), now or utcnow())
     for channel, adapter in adapters.items():
+        if channel not in due:
+            continue
         granted = limiter.take(channel, batch)
         if not granted:
             continue
@@ -154,7 +185,7 @@ class Claim(NamedTuple):
     attempts: int
     address_enc: bytes | None
     resident_id: int | None
-    vulnerable_tags: list | None
+    vulnerable_tags: list | str | None  # a PostgreSQL claim's is JSON text (fall_back parses it)
 
 
 def claim(uow, channel, limit, now, lease, vault, lease_end=None):
@@ -187,18 +218,7 @@ def claim(uow, channel, limit, now, lease, vault, lease_end=None):
             continue
         claims[row.id] = row
         group = groups.get(path_ids(row.unit_path)[-1]) if channel == "chat_group" else None
-        messages.append(
-            Outbound(
-                delivery_id=row.id,
-                notice_id=row.notice_id,
-                channel=channel,
-                to=_address(channel, row, group, vault),
-                title=text_.title,
-                body=text_.body,
-                severity=text_.severity,
-                mention_all=text_.severity in URGENT_SEVERITIES,
-            )
-        )
+        messages.append(_message(channel, row, text_, group, vault))
     for delivery_id, status in stopped:  # as cancel_original and expire_notices fail queued ones
         session.execute(
             update(DELIVERIES)
@@ -206,6 +226,108 @@ def claim(uow, channel, limit, now, lease, vault, lease_end=None):
             .values(status="failed", detail=status, failed_at=now)
         )
     return claims, messages
+
+
+def _message(channel, row, text_, group, vault):
+    """The Outbound of a claimed delivery ``row`` of a notice whose ``title``, ``body`` and ``severity``
+    are ``text_``'s."""
+    return Outbound(
+        delivery_id=row.id,
+        notice_id=row.notice_id,
+        channel=channel,
+        to=_address(channel, row, group, vault),
+        title=text_.title,
+        body=text_.body,
+        severity=text_.severity,
+        mention_all=text_.severity in URGENT_SEVERITIES,
+    )
+
+
+class NoticeText(NamedTuple):
+    title: str
+    body: str
+    severity: str
+
+
+@dataclass
+class Handed:
+    """Deliveries of one channel written already claimed, for this process's dispatcher to post."""
+
+    channel: str
+    claims: dict[int, Claim]
+    text: NoticeText
+    claimed_at: float  # monotonic: when the claims' lease began
+    lease_end: dt.datetime
+    lease: float  # seconds
+
+
+class Handoff:
+    """Claims made where deliveries are written (``audience.write_recipients``), handed to this
+    process's dispatcher: a delivery due now is inserted already claimed — ``sending``, its first
+    attempt, ``next_attempt_at`` the end of the lease, as ``claim_rows`` would mark it — which saves
+    claiming it from the table (an UPDATE of every row). The claims go to the dispatcher only once
+    their transaction is committed (``committed``; ``discard`` drops what was not); from then on they
+    are posted and recorded as any other claim, and a process that dies before posting them leaves
+    them to run out their lease and be claimed again with the same ``Idempotency-Key``.
+
+    The channel's rate limiter grants each claim, and at most ``capacity`` deliveries wait here: past
+    that (a dispatcher behind), deliveries are written queued and claimed from the table as usual."""
+
+    def __init__(self, adapters, limiter, lease=LEASE_SECONDS, capacity=10_000, clock=time.monotonic):
+        self.adapters, self.limiter, self.lease = adapters, limiter, float(lease)
+        self.capacity, self.clock = int(capacity), clock
+        self.uncommitted: list[Handed] = []
+        self.ready: deque[Handed] = deque()
+        self.waiting = 0  # deliveries in ``uncommitted`` and ``ready``
+
+    def reserve(self, channel, wanted):
+        """How many of ``wanted`` deliveries of ``channel``, due now, to write claimed."""
+        room = min(wanted, self.capacity - self.waiting)
+        if channel not in self.adapters or room <= 0:
+            return 0
+        return self.limiter.take(channel, room)
+
+    def lease_from(self, now):
+        """(monotonic start, end) of a lease taken at ``now``."""
+        return self.clock(), now + dt.timedelta(seconds=self.lease)
+
+    def add(self, channel, rows, text_, claimed_at, lease_end):
+        """Claims written in the current transaction (handed on when it commits): ``rows`` {delivery id:
+        the Claim's fields}, of a notice whose (title, body, severity) are ``text_``."""
+        if rows:
+            claims = {delivery_id: Claim._make(row) for delivery_id, row in rows.items()}
+            self.uncommitted.append(Handed(channel, claims, NoticeText(*text_), claimed_at, lease_end, self.lease))
+            self.waiting += len(claims)
+
+    def committed(self):
+        self.ready.extend(self.uncommitted)
+        self.uncommitted = []
+
+    def discard(self):
+        """The transaction did not commit: its claims were never made."""
+        self.waiting -= sum(len(handed.claims) for handed in self.uncommitted)
+        self.uncommitted = []
+
+    def take(self):
+        """The oldest committed batch, or None."""
+        if not self.ready:
+            return None
+        handed = self.ready.popleft()
+        self.waiting -= len(handed.claims)
+        return handed
+
+
+def due_channels(session, channels, now):
+    """The channels with a claimable delivery due by ``now``: one statement, an index probe per channel
+    (the claim of a channel with nothing due — most of them, most ticks — is not made at all)."""
+    if not channels:
+        return set()
+    probes = [
+        exists().where(text(CLAIMABLE), DELIVERIES.c.channel == channel, DELIVERIES.c.next_attempt_at <= now)
+        for channel in channels
+    ]
+    found = session.execute(select(*probes)).one()
+    return {channel for channel, due in zip(channels, found, strict=True) if due}
 
 
 def claim_rows(session, channel, limit, now, lease_end):
@@ -236,7 +358,7 @@ def claim_rows(session, channel, limit, now, lease_end):
         # OF: lock only the deliveries (the outer-joined side cannot be locked). MATERIALIZED: the
         # pick runs once, whatever plan the UPDATE gets.
         picked = due.with_for_update(of=deliveries, skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-        returned = session.execute(
+        returned = session.connection().execute(
             update(deliveries)
             .where(deliveries.c.id == picked.c.id)
             .values(claimed)
@@ -245,10 +367,11 @@ def claim_rows(session, channel, limit, now, lease_end):
                 deliveries.c.attempts,  # as updated: counting this claim
                 picked.c.address_enc,
                 picked.c.resident_id,
-                picked.c.vulnerable_tags,
+                # As text: only a failure's fall-back reads it (``fall_back``), so no JSON is parsed per row.
+                sql_cast(picked.c.vulnerable_tags, Text),
             )
-        ).all()
-        return sorted((Claim(*row) for row in returned), key=lambda c: c.id)
+        )
+        return sorted(map(Claim._make, returned), key=attrgetter("id"))
     rows = session.execute(due).all()
     if rows:
         session.execute(update(deliveries).where(deliveries.c.id.in_([row.id for row in rows])).values(claimed))
@@ -389,7 +512,10 @@ class Recorder:
 
 
 def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id, vulnerable_tags, now):
-    """A failed SMS to a resident living alone becomes a voice call (once)."""
+    """A failed SMS to a resident living alone becomes a voice call (once). ``vulnerable_tags``: a list,
+    or its JSON text (as a PostgreSQL claim returns it)."""
+    if isinstance(vulnerable_tags, str):
+        vulnerable_tags = json.loads(vulnerable_tags)
     if channel != "sms" or recipient_id is None or "elderly_alone" not in (vulnerable_tags or []):
         return False
     if session.scalar(select(Delivery.id).where(Delivery.fallback_of == delivery_id)):

@@ -2,9 +2,12 @@
 ``household_moved`` and ``unit_closed``; until these, the copies went stale).
 
 The copies: each notice's audience units (``notice_targets``), each recipient's small grid and each
-delivery's (``recipients``, ``deliveries``: ``unit_path``), and chat groups (``chat_groups``). How each
-change is taken (shared.grid_copies reads where the unit or household is now, so replays and moves
-handled out of order end in the grid's present):
+delivery's (``recipients``, ``deliveries``: ``unit_path``), and chat groups (``chat_groups``); and the
+read model of the grid's units, households and residents that audience and scope checks read instead of
+the grid (``models.FACTS``, shared.grid_facts: a created or closed unit and a moved household are re-read
+from the grid into it, a moved unit rebases its paths with the copies). How each change is taken
+(shared.grid_copies reads where the unit or household is now, so replays and moves handled out of order
+end in the grid's present):
 
 - **A unit moved** — the same unit under a new parent. Every copy through it is rebased, sent notices
   included: lists by subtree, scope checks and delivery reports read these paths, so a notice left at
@@ -27,14 +30,21 @@ import logging
 
 from sqlalchemy import delete, select
 
-from services.notices.models import Acknowledgement, ChatGroup, Delivery, Notice, NoticeTarget, Recipient
+from services.notices.models import FACTS, Acknowledgement, ChatGroup, Delivery, Notice, NoticeTarget, Recipient
 from services.notices.vocabulary import DIRECT
-from shared import grid_copies
+from shared import grid_copies, grid_facts
 from shared.errors import NotFound
+from shared.paths import as_path
 
 log = logging.getLogger(__name__)
 
-UNIT_PATHS = (NoticeTarget.unit_path, Recipient.unit_path, Delivery.unit_path, ChatGroup.unit_path)
+UNIT_PATHS = (
+    NoticeTarget.unit_path,
+    Recipient.unit_path,
+    Delivery.unit_path,
+    ChatGroup.unit_path,
+    *FACTS.path_columns,  # the read model's units and households (shared.grid_facts)
+)
 # Deliveries still to be posted (services/notices/models.py CLAIMABLE).
 PENDING_DELIVERY = ("queued", "sending")
 
@@ -53,10 +63,12 @@ def _pending_delivery(recipient_id):
 def household_moved(session, grid, household_id, left_unit_id):
     """What is still to come for the household follows it to its small grid; {table: rows changed}."""
     grid_copies.hold(session)
-    now = grid_copies.household_now(grid, household_id)
-    if now is None:
+    try:
+        household = grid.get_household(household_id=str(household_id))
+    except NotFound:
         return {}
-    unit_id, path = now
+    grid_facts.store_household(session, FACTS, household)  # the read model's place of it, too
+    unit_id, path = int(household["unit_id"]), as_path(household["unit_path"])
     members = select(Recipient.id).where(Recipient.household_id == household_id)
     awaiting_ack = (
         Recipient.notice_id.in_(
@@ -110,9 +122,15 @@ def _household_messages(session, household_id, unit_id, path):
 
 
 def unit_closed(session, grid, unit_id):
-    """A closed small grid's chat group is retired if nobody lives there any more."""
-    grid_copies.hold(session)
+    """A closed small grid's chat group is retired if nobody lives there any more (and the read model
+    marks the unit closed)."""
+    grid_facts.unit_changed(session, grid, FACTS, unit_id)
     return {"chat_groups_retired": int(retire_chat_group(session, grid, unit_id))}
+
+
+def unit_created(session, grid, unit_id):
+    """A new unit: into the read model of grid facts."""
+    return grid_facts.unit_changed(session, grid, FACTS, unit_id)
 
 
 def retire_chat_group(session, grid, unit_id):

@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.grid_facts import fact_models
 from shared.idempotency import idempotency_model
 from shared.outbox import outbox_models
 from shared.paths import PathText
@@ -30,6 +31,9 @@ class Base(DeclarativeBase):
 
 OutboxEvent, ProcessedEvent = outbox_models(Base)
 IdempotentRequest = idempotency_model(Base)
+# The grid facts its audience and scope checks read locally (shared.grid_facts): units and their paths,
+# residents' households and places. No tag and no address (phones and tags for sending stay the grid's).
+FACTS = fact_models(Base)
 
 
 class Notice(Base):
@@ -80,7 +84,10 @@ class Recipient(Base):
     __table_args__ = (UniqueConstraint("notice_id", "resident_id", name="uq_recipient_notice_resident"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    notice_id: Mapped[int] = mapped_column(BigId, ForeignKey("notices.id"))
+    # No foreign keys on the two bulk tables (migration 0007): written only here, a page of thousands
+    # at a time, with their notice (and a delivery with its recipient); a key checked per row cost more
+    # than the row.
+    notice_id: Mapped[int] = mapped_column(BigId)
     resident_id: Mapped[int] = mapped_column(BigId)
     household_id: Mapped[int] = mapped_column(BigId)
     unit_path: Mapped[str] = mapped_column(PathText)
@@ -114,8 +121,8 @@ class Delivery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    notice_id: Mapped[int] = mapped_column(BigId, ForeignKey("notices.id"))
-    recipient_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("recipients.id"))
+    notice_id: Mapped[int] = mapped_column(BigId)  # notices.id (no foreign key: see Recipient)
+    recipient_id: Mapped[int | None] = mapped_column(BigId)  # recipients.id
     unit_path: Mapped[str] = mapped_column(PathText)  # chat_group: the small grid
     channel: Mapped[str] = mapped_column(String(12))
     status: Mapped[str] = mapped_column(String(10))

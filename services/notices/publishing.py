@@ -11,11 +11,12 @@ from shared.db import utcnow
 from shared.paths import as_path
 
 
-def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
+def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10, handoff=None):
     """Resolve (part of) due notices' audiences, a notice at a time, and publish those that are
     complete: a generator of steps — each page of an audience, each notice's round — that yields at
     every step boundary for the caller (the publishing timer) to commit there. Returns how many
-    notices were published."""
+    notices were published. With a ``handoff`` (``delivery.Handoff``), deliveries due now are written
+    already claimed for this process's dispatcher (``audience.write_recipients``)."""
     session = uow.session
     published = 0
     for _ in range(max_rounds):
@@ -29,7 +30,9 @@ def publish_due(uow, grid, vault, timezone, max_pages=20, max_rounds=10):
             audience.copy_reached_recipients(uow, notice, notice.references, timezone)
             complete = True
         else:
-            complete = yield from audience.resolve_pages(uow, grid, vault, notice, timezone, max_pages=max_pages)
+            complete = yield from audience.resolve_pages(
+                uow, grid, vault, notice, timezone, max_pages=max_pages, handoff=handoff
+            )
         if complete:
             audience.add_chat_groups(session, notice, now)
             notice.status, notice.published_at = "published", now

@@ -6,11 +6,11 @@ from contextlib import closing
 
 from nameko.extensions import DependencyProvider
 
-from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitMoved
+from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitCreated, UnitMoved
 from services.notices import acks, delivery, grid_changes, notices, outbound, preferences, publishing, schemas
 from services.notices.channels import RateLimiter, build_channels, check_settings, per_replica_rates
-from services.notices.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
-from shared import service as base
+from services.notices.models import FACTS, Base, IdempotentRequest, OutboxEvent, ProcessedEvent
+from shared import grid_facts, service as base
 from shared.commands import on_command
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
@@ -88,12 +88,21 @@ class Channels(DependencyProvider):
         self.retry = delivery.RetryPolicy(
             self.container.config.get("DELIVERY_MAX_ATTEMPTS", 4), self.container.config.get("DELIVERY_RETRY_BASE", 2.0)
         )
+        # Fresh deliveries due now are written already claimed and handed to this process's dispatcher
+        # (publish_due → dispatch): up to two dispatch batches wait there.
+        config = self.container.config
+        self.handoff = delivery.Handoff(
+            self.adapters,
+            self.limiter,
+            lease=float(config.get("CLAIM_LEASE_SECONDS", delivery.LEASE_SECONDS)),
+            capacity=2 * int(config.get("DISPATCH_BATCH", 2000)),
+        )
 
     def get_dependency(self, worker_ctx):
         return self
 
 
-class NoticesService(base.ServiceBase):
+class NoticesService(grid_facts.KeepsGridFacts, base.ServiceBase):
     name = "notices"
 
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
@@ -104,6 +113,11 @@ class NoticesService(base.ServiceBase):
     @property
     def timezone(self):
         return self.config.get("TIMEZONE") or "Asia/Shanghai"
+
+    @property
+    def facts(self):
+        """The grid's facts as this service's read model has them (the grid asked only on a miss)."""
+        return grid_facts.LocalGrid(self.db.session, self.grid, FACTS)
 
     @classmethod
     def check_config(cls, config):
@@ -118,7 +132,7 @@ class NoticesService(base.ServiceBase):
     @endpoint(roles=MANAGERS, schema=schemas.CreateNotice(), returns=schemas.NOTICE)
     def create_notice(self, caller, **args):
         """A draft notice to the residents under the audience units (every one within the caller's scope)."""
-        return notices.create_notice(self.db, caller, self.grid, **args)
+        return notices.create_notice(self.db, caller, self.facts, **args)
 
     @rpc
     @endpoint(roles=MANAGERS, schema=schemas.NoticeRef(), returns=schemas.NOTICE)
@@ -137,7 +151,7 @@ class NoticesService(base.ServiceBase):
     def list_notices(self, caller, page, page_size, **args):
         """Notices (or direct messages) to units under ``under``, newest first; without ``under``, those
         under the caller's unit (all of them for an admin or service token naming no unit)."""
-        rows, more = notices.list_notices(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        rows, more = notices.list_notices(self.db.session, caller, self.facts, page=page, page_size=page_size, **args)
         return page_of(rows, page, page_size, more)
 
     # ---- deliveries -------------------------------------------------------
@@ -152,13 +166,13 @@ class NoticesService(base.ServiceBase):
     @endpoint(roles=ACKERS, schema=schemas.SetPreferences(), returns=schemas.PREFERENCES)
     def set_preferences(self, caller, **args):
         """A resident's channels and quiet hours (by the resident, or staff for a resident in their scope)."""
-        return preferences.set_preferences(self.db, caller, self.grid, **args)
+        return preferences.set_preferences(self.db, caller, self.facts, **args)
 
     @rpc
     @endpoint(roles=MANAGERS, schema=schemas.RegisterChatGroup(), returns=schemas.CHAT_GROUP)
     def register_chat_group(self, caller, **args):
         """Register (or replace) a small grid's chat-group robot webhook."""
-        return preferences.register_chat_group(self.db, caller, self.grid, self.channels.policies.webhooks, **args)
+        return preferences.register_chat_group(self.db, caller, self.facts, self.channels.policies.webhooks, **args)
 
     # ---- acknowledgements and reports -------------------------------------
 
@@ -166,14 +180,14 @@ class NoticesService(base.ServiceBase):
     @endpoint(roles=ACKERS, schema=schemas.Acknowledge(), returns=schemas.ACKNOWLEDGEMENT)
     def acknowledge(self, caller, notice_id, resident_id):
         """A recipient acknowledges a notice (by the resident, or staff for a resident in their scope); once."""
-        return acks.acknowledge(self.db, caller, self.grid, notice_id, resident_id)
+        return acks.acknowledge(self.db, caller, self.facts, notice_id, resident_id)
 
     @rpc
     @endpoint(roles=READERS, schema=schemas.DeliveryReport(), returns=schemas.DELIVERY_REPORT, read_only=True)
     def delivery_report(self, caller, notice_id, level):
         """Who a notice reached, per unit, as far as the caller's scope goes."""
         notice = notices.reachable_notice(self.db.session, caller, notice_id)
-        return acks.delivery_report(self.db.session, caller, self.grid, notice, level)
+        return acks.delivery_report(self.db.session, caller, self.facts, notice, level)
 
     # ---- direct messages --------------------------------------------------
 
@@ -207,7 +221,10 @@ class NoticesService(base.ServiceBase):
     def publish_due(self):
         """Resolve audiences of approved notices whose publish_at has come, and publish them: each
         page of an audience committed (with its cursor) as it is stored, each notice's round too."""
-        commit_steps(self.db, publishing.publish_due(self.db, self.grid, self.vault, self.timezone))
+        commit_steps(
+            self.db,
+            publishing.publish_due(self.db, self.grid, self.vault, self.timezone, handoff=self.channels.handoff),
+        )
 
     @config_timer("DISPATCH_INTERVAL", 0.5)
     def dispatch(self):
@@ -223,6 +240,7 @@ class NoticesService(base.ServiceBase):
                 self.channels.retry,
                 batch=int(self.config.get("DISPATCH_BATCH", 2000)),
                 lease=float(self.config.get("CLAIM_LEASE_SECONDS", delivery.LEASE_SECONDS)),
+                handoff=self.channels.handoff,
             ),
         )
 
@@ -234,7 +252,16 @@ class NoticesService(base.ServiceBase):
         for notice in acks.due_ack_checks(self.db.session, now):
             acks.report_unacknowledged(self.db, notice)
 
+    # ---- the read model of grid facts (shared.grid_facts.KeepsGridFacts: resync RPC and timer) ----
+
+    grid_fact_models = FACTS
+
     # ---- the grid's tree changes (services/notices/grid_changes.py) ---------
+
+    @on_event("grid", "unit_created", schema=UnitCreated())
+    def on_unit_created(self, envelope, data):
+        """A new unit: into the read model of grid facts."""
+        return grid_changes.unit_created(self.db.session, self.grid, data["unit_id"])
 
     @on_event("grid", "unit_moved", schema=UnitMoved())
     def on_unit_moved(self, envelope, data):

@@ -2,8 +2,11 @@
 ``unit_moved``, ``household_moved`` and ``unit_closed``; until these, the copies went stale).
 
 The copies: a volunteer's home (``home_unit_id``, ``home_path``), pledges, duty posts and shifts, help
-requests and care plans (``unit_id``, ``unit_path``). How each change is taken (shared.grid_copies reads
-where the unit or household is now, so replays and moves handled out of order end in the grid's present):
+requests and care plans (``unit_id``, ``unit_path``); and the read model of the grid's units, households and
+residents that hot paths read instead of the grid (``models.FACTS``, shared.grid_facts: created and closed
+units, moved households and quarantine tags are re-read from the grid into it). How each change is taken
+(shared.grid_copies reads where the unit or household is now, so replays and moves handled out of order end
+in the grid's present):
 
 - **A unit moved** — the same unit under a new parent. Every copy through it is rebased, history
   included: scope checks and "under a unit" lists read the path, so a completed request left at the old
@@ -25,10 +28,12 @@ import logging
 
 from sqlalchemy import func, select
 
-from services.volunteer.models import CarePlan, HelpRequest, Pledge, Post, Shift, Volunteer
+from services.volunteer.models import FACTS, CarePlan, HelpRequest, Pledge, Post, Shift, Volunteer
 from services.volunteer.requests import OPEN_STATUSES
-from shared import grid_copies
+from shared import grid_copies, grid_facts
 from shared.db import serialize_on, utcnow
+from shared.errors import NotFound
+from shared.paths import as_path
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ UNIT_PATHS = (
     Shift.unit_path,
     HelpRequest.unit_path,
     CarePlan.unit_path,
+    *FACTS.path_columns,  # the read model's units and households (shared.grid_facts)
 )
 
 
@@ -52,10 +58,12 @@ def household_moved(session, grid, household_id):
     grid_copies.hold(session)
     # As care.start and care.stop: a plan being opened for the household waits, or is seen.
     serialize_on(session, "care", household_id)
-    now = grid_copies.household_now(grid, household_id)
-    if now is None:
+    try:
+        household = grid.get_household(household_id=str(household_id))
+    except NotFound:
         return {}
-    unit_id, path = now
+    grid_facts.store_household(session, FACTS, household)
+    unit_id, path = int(household["unit_id"]), as_path(household["unit_path"])
     # The plan first: the daily timer holds it while opening the day's requests, so once this UPDATE
     # has it, the requests below include any the timer just opened.
     return {
@@ -74,6 +82,16 @@ def household_moved(session, grid, household_id):
             session, Volunteer.home_path, Volunteer.household_id == household_id, path, Volunteer.home_unit_id, unit_id
         ),
     }
+
+
+def unit_changed(session, grid, unit_id):
+    """A unit created or closed: the read model's row as the grid has it now."""
+    return grid_facts.unit_changed(session, grid, FACTS, unit_id)
+
+
+def resident_changed(session, grid, resident_id):
+    """A resident tagged or untagged: the read model's row (household, kept tags) as the grid has it now."""
+    return grid_facts.resident_changed(session, grid, FACTS, resident_id)
 
 
 def unit_closed(session, unit_id):

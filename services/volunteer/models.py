@@ -7,6 +7,7 @@ from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
+from shared.grid_facts import fact_models
 from shared.idempotency import idempotency_model
 from shared.outbox import outbox_models
 from shared.paths import PathText
@@ -18,6 +19,9 @@ class Base(DeclarativeBase):
 
 OutboxEvent, ProcessedEvent = outbox_models(Base)
 IdempotentRequest = idempotency_model(Base)
+# The grid facts create_request and care act on, kept locally (shared.grid_facts): the quarantine tag
+# is the one that keeps a volunteer from being sent out; addresses, as requests and care plans keep them.
+FACTS = fact_models(Base, tags=("quarantined",), address=True)
 
 
 class Volunteer(Base):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from services.volunteer import matching
 from services.volunteer.models import CarePlan, HelpRequest, Offer, Volunteer
@@ -112,7 +112,7 @@ def _submit(uow, grid, notices, policy, request):
     uow.session.add(request)
     uow.session.flush()
     uow.emit("request_created", f"request/{request.id}", _event(request))
-    offer_next(uow, grid, notices, policy, request)
+    offer_next(uow, grid, notices, policy, request, new=True)
     return request
 
 
@@ -165,22 +165,20 @@ def _candidates(session, scope, now, policy, isolated=None):
     if not rows:
         return [], {}
     ids = [row.id for row in rows]
-    active = dict(
-        session.execute(
-            select(HelpRequest.volunteer_id, func.count())
-            .where(HelpRequest.volunteer_id.in_(ids), HelpRequest.status.in_(ACTIVE_TASK_STATUSES))
-            .group_by(HelpRequest.volunteer_id)
-        ).all()
-    )
-    recent = dict(
-        session.execute(
-            select(HelpRequest.volunteer_id, func.count())
-            .where(
-                HelpRequest.volunteer_id.in_(ids), HelpRequest.matched_at >= now - dt.timedelta(days=policy.recent_days)
-            )
-            .group_by(HelpRequest.volunteer_id)
-        ).all()
-    )
+    # Current load and recent tasks in one statement (a round trip saved on the hot path).
+    is_active = HelpRequest.status.in_(ACTIVE_TASK_STATUSES)
+    is_recent = HelpRequest.matched_at >= now - dt.timedelta(days=policy.recent_days)
+    active, recent = {}, {}
+    for volunteer_id, current, lately in session.execute(
+        select(
+            HelpRequest.volunteer_id,
+            func.count(case((is_active, 1))),
+            func.count(case((is_recent, 1))),
+        )
+        .where(HelpRequest.volunteer_id.in_(ids), is_active | is_recent)
+        .group_by(HelpRequest.volunteer_id)
+    ):
+        active[volunteer_id], recent[volunteer_id] = current, lately
     if isolated is None:
         isolated = isolated_households(session)
     candidates = [
@@ -217,9 +215,10 @@ def _drop_quarantined(grid, ranked, residents, wanted):
     return chosen
 
 
-def best_volunteers(session, grid, policy, request, now, wanted):
-    """The best ``wanted`` eligible volunteers, searching the request's own small grid first, then wider."""
-    offered = set(session.scalars(select(Offer.volunteer_id).where(Offer.request_id == request.id)))
+def best_volunteers(session, grid, policy, request, now, wanted, *, new=False):
+    """The best ``wanted`` eligible volunteers, searching the request's own small grid first, then wider.
+    ``new``: the request was just created, so nobody was offered it yet (no query for that)."""
+    offered = set() if new else set(session.scalars(select(Offer.volunteer_id).where(Offer.request_id == request.id)))
     isolated = isolated_households(session)  # once, not once per widening scope
     chosen: list[matching.Candidate] = []
     residents: dict[int, int | None] = {}  # volunteer id: resident id
@@ -236,11 +235,11 @@ def best_volunteers(session, grid, policy, request, now, wanted):
     return chosen, residents
 
 
-def offer_next(uow, grid, notices, policy, request):
+def offer_next(uow, grid, notices, policy, request, *, new=False):
     """Offer the request to the next best volunteer(s); unmatched when nobody is left."""
     session = uow.session
     now = utcnow()
-    chosen, residents = best_volunteers(session, grid, policy, request, now, policy.fanout)
+    chosen, residents = best_volunteers(session, grid, policy, request, now, policy.fanout, new=new)
     if not chosen:
         request.status = "unmatched"
         uow.emit("request_unmatched", f"request/{request.id}", _event(request))

@@ -4,11 +4,11 @@ matched to nearby volunteers."""
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitMoved
+from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitCreated, UnitMoved
 from services.notices.client import NoticesClient
 from services.volunteer import care, duty, grid_changes, people, requests, schemas
-from services.volunteer.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
-from shared import service as base
+from services.volunteer.models import FACTS, Base, IdempotentRequest, OutboxEvent, ProcessedEvent
+from shared import grid_facts, service as base
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
 from shared.telemetry import SqlGauge, Telemetry
@@ -41,7 +41,7 @@ GAUGES = [
 ]
 
 
-class VolunteerService(base.ServiceBase):
+class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
     name = "volunteer"
 
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
@@ -54,6 +54,11 @@ class VolunteerService(base.ServiceBase):
         return requests.Policy(self.config)
 
     @property
+    def facts(self):
+        """The grid's facts as this service's read model has them (the grid asked only on a miss)."""
+        return grid_facts.LocalGrid(self.db.session, self.grid, FACTS)
+
+    @property
     def zone(self):
         return ZoneInfo(self.config.get("TIMEZONE") or "Asia/Shanghai")
 
@@ -62,12 +67,12 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF, schema=schemas.RegisterVolunteer(), returns=schemas.VOLUNTEER)
     def register_volunteer(self, caller, **args):
-        return people.register_volunteer(self.db, caller, self.grid, self.vault, **args)
+        return people.register_volunteer(self.db, caller, self.facts, self.vault, **args)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.UpdateVolunteer(), returns=schemas.VOLUNTEER)
     def update_volunteer(self, caller, volunteer_id, **changes):
-        return people.update_volunteer(self.db, caller, self.grid, self.vault, volunteer_id, **changes)
+        return people.update_volunteer(self.db, caller, self.facts, self.vault, volunteer_id, **changes)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), returns=schemas.VOLUNTEER, read_only=True)
@@ -77,7 +82,7 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF_SERVICE, schema=schemas.ListVolunteers(), returns=schemas.VOLUNTEER_PAGE, read_only=True)
     def list_volunteers(self, caller, page, page_size, **args):
-        rows, more = people.list_volunteers(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        rows, more = people.list_volunteers(self.db.session, caller, self.facts, page=page, page_size=page_size, **args)
         return page_of(rows, page, page_size, more)
 
     @rpc
@@ -98,7 +103,7 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=EVERYONE, schema=schemas.ListPledges(), returns=schemas.PLEDGE_BOARD, read_only=True)
     def list_pledges(self, caller, under, status):
-        return people.list_pledges(self.db.session, self.grid, under, status)
+        return people.list_pledges(self.db.session, self.facts, under, status)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.Hours(), returns=schemas.HOURS, read_only=True)
@@ -110,7 +115,7 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=("admin", "officer"), schema=schemas.CreatePost(), returns=schemas.POST)
     def create_post(self, caller, **args):
-        return duty.create_post(self.db, caller, self.grid, **args)
+        return duty.create_post(self.db, caller, self.facts, **args)
 
     @rpc
     @endpoint(roles=("admin", "officer"), schema=schemas.AddShift(), returns=schemas.SHIFT)
@@ -140,19 +145,19 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF_SERVICE, schema=schemas.Coverage(), returns=schemas.SHIFT_GAPS, read_only=True)
     def coverage(self, caller, under, date):
-        return duty.coverage(self.db.session, caller, self.grid, self.zone, under, date)
+        return duty.coverage(self.db.session, caller, self.facts, self.zone, under, date)
 
     # ---- help requests ----------------------------------------------------
 
     @rpc
     @endpoint(roles=STAFF_SERVICE + ("resident",), schema=schemas.CreateRequest(), returns=schemas.REQUEST_VIEW)
     def create_request(self, caller, **args):
-        return requests.create_request(self.db, caller, self.grid, self.notices, self.policy, **args)
+        return requests.create_request(self.db, caller, self.facts, self.notices, self.policy, **args)
 
     @rpc
     @endpoint(roles=("volunteer", "admin"), schema=schemas.RespondOffer(), returns=schemas.OFFER_ANSWER)
     def respond_offer(self, caller, offer_id, accept):
-        return requests.respond_offer(self.db, caller, self.grid, self.notices, self.policy, offer_id, accept)
+        return requests.respond_offer(self.db, caller, self.facts, self.notices, self.policy, offer_id, accept)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.CompleteRequest(), returns=schemas.REQUEST_VIEW)
@@ -174,13 +179,17 @@ class VolunteerService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF_SERVICE, schema=schemas.ListRequests(), returns=schemas.REQUEST_PAGE, read_only=True)
     def list_requests(self, caller, page, page_size, **args):
-        rows, more = requests.list_requests(self.db.session, caller, self.grid, page=page, page_size=page_size, **args)
+        rows, more = requests.list_requests(self.db.session, caller, self.facts, page=page, page_size=page_size, **args)
         return page_of(rows, page, page_size, more)
 
     @rpc
     @endpoint(roles=SELF_OR_STAFF, schema=schemas.VolunteerRef(), returns=schemas.TASKS, read_only=True)
     def my_tasks(self, caller, volunteer_id):
         return requests.my_tasks(self.db.session, caller, volunteer_id)
+
+    # ---- the read model of grid facts (shared.grid_facts.KeepsGridFacts: resync RPC and timer) ----
+
+    grid_fact_models = FACTS
 
     # ---- reacting to the grid and notices -----------------------------------
 
@@ -189,9 +198,11 @@ class VolunteerService(base.ServiceBase):
         """A household member put under home quarantine: daily groceries and check-in for the household."""
         if data["tag"] != "quarantined":
             return "not quarantine"
+        # The read model first: it takes the copies lock before care's, as every grid-facts writer does.
+        grid_changes.resident_changed(self.db.session, self.grid, data["resident_id"])
         if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], True, _event_time(envelope)):
             return "stale"
-        _, opened = care.start(self.db, self.grid, self.notices, self.policy, data["household_id"], utcnow())
+        _, opened = care.start(self.db, self.facts, self.notices, self.policy, data["household_id"], utcnow())
         return [str(r.id) for r in opened]
 
     @on_event("grid", "resident_untagged", schema=schemas.QuarantineTag())
@@ -199,6 +210,7 @@ class VolunteerService(base.ServiceBase):
         """The last quarantined member released: the household's care stops and open requests close."""
         if data["tag"] != "quarantined":
             return "not quarantine"
+        grid_changes.resident_changed(self.db.session, self.grid, data["resident_id"])
         if not care.record_tag(
             self.db.session, data["resident_id"], data["household_id"], False, _event_time(envelope)
         ):
@@ -211,7 +223,7 @@ class VolunteerService(base.ServiceBase):
     def on_notice_unacknowledged(self, envelope, data):
         """Vulnerable residents who did not acknowledge a notice get a door-knock, one per household."""
         opened = care.door_knocks(
-            self.db, self.grid, self.notices, self.policy, data["notice_id"], data["residents"], utcnow()
+            self.db, self.facts, self.notices, self.policy, data["notice_id"], data["residents"], utcnow()
         )
         return [str(r.id) for r in opened]
 
@@ -222,7 +234,7 @@ class VolunteerService(base.ServiceBase):
         """Each local day, open the day's groceries and check-in for every household under quarantine."""
         policy, now = self.policy, utcnow()
         for household_id in care.due_households(self.db.session, policy, now):
-            care.open_due(self.db, self.grid, self.notices, policy, household_id, now)
+            care.open_due(self.db, self.facts, self.notices, policy, household_id, now)
             # Each household's requests commit on their own: one slow match holds no long transaction,
             # and a restart loses nothing (what was opened has its origin; the rest follows).
             self.db.commit()
@@ -230,7 +242,7 @@ class VolunteerService(base.ServiceBase):
     @config_timer("OFFER_SWEEP_INTERVAL", 5.0)
     def sweep_offers(self):
         """Expired offers move their requests on to the next candidate."""
-        requests.expire_offers(self.db, self.grid, self.notices, self.policy, utcnow())
+        requests.expire_offers(self.db, self.facts, self.notices, self.policy, utcnow())
 
     @config_timer("SHIFT_CHECK_INTERVAL", 60.0)
     def check_shifts(self):
@@ -239,6 +251,11 @@ class VolunteerService(base.ServiceBase):
         duty.report_understaffed(self.db, lead, utcnow())
 
     # ---- the grid's tree changes (services/volunteer/grid_changes.py) -------
+
+    @on_event("grid", "unit_created", schema=UnitCreated())
+    def on_unit_created(self, envelope, data):
+        """A new unit: into the read model of grid facts (so its first request reads it locally)."""
+        return grid_changes.unit_changed(self.db.session, self.grid, data["unit_id"])
 
     @on_event("grid", "unit_moved", schema=UnitMoved())
     def on_unit_moved(self, envelope, data):
@@ -253,6 +270,7 @@ class VolunteerService(base.ServiceBase):
     @on_event("grid", "unit_closed", schema=UnitClosed())
     def on_unit_closed(self, envelope, data):
         """A unit closed: nothing is stopped (its people are still there); what is open inside is logged."""
+        grid_changes.unit_changed(self.db.session, self.grid, data["unit_id"])
         return grid_changes.unit_closed(self.db.session, data["unit_id"])
 
 

@@ -56,6 +56,7 @@ def valid_calls(d):
         "tag_resident": ({"resident_id": d["resident"], "tag": "disabled"}, "note", "until"),
         "untag_resident": ({"resident_id": d["resident"], "tag": "elderly_alone"}, "tag", "resident_id"),
         "find_residents": ({"under": d["street"]}, "under", "tags_any"),
+        "find_resident_columns": ({"under": d["street"]}, "under", "phones"),
         "count_residents": ({"under": d["street"]}, "under", "tags_all"),
         "start_screening": (
             {"under": d["community_a"], "title": "T", "starts_on": TODAY, "ends_on": TODAY},
@@ -98,6 +99,7 @@ WRONG_TYPES = {
     "status": "pending",
     "resident_id": 1.5,
     "resident_ids": "12",
+    "phones": "maybe",
 }
 
 

@@ -524,6 +524,9 @@ def test_legal_stations_consultations_and_cases_follow_a_moved_community(grid):
         "stations.unit_path": 1,
         "consultations.station_path": 1,
         "mediation_cases.unit_path": 1,
+        # legal's read model of grid facts follows too (shared.grid_facts; empty here)
+        "grid_units.path": 0,
+        "grid_households.unit_path": 0,
     }
     session.commit()
     assert session.scalar(select(m.Station.unit_path)) == "/1/8/3/"

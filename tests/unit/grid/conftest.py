@@ -16,6 +16,7 @@ from nameko.testing.services import worker_factory
 from services.grid import incidents, residents, screening, service, units
 from services.grid.idnumbers import birth_date_of
 from services.grid.service import GridService
+from services.grid.unit_cache import UnitCache
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
 from shared.errors import Forbidden
 from tests.support import id_number
@@ -118,12 +119,14 @@ class StubAuth:
         return self.who.acting_as(roles)
 
 
-def worker(uow, who=ADMIN, **config):
-    """A GridService worker on ``uow`` for ``who`` (nameko's worker_factory; other dependencies mocked)."""
-    return worker_factory(GridService, db=uow, auth=StubAuth(who), vault=VAULT, config=config)
+def worker(uow, who=ADMIN, unit_cache=None, **config):
+    """A GridService worker on ``uow`` for ``who`` (nameko's worker_factory; other dependencies mocked);
+    a unit cache of its own unless given one."""
+    cache = UnitCache(serving=True) if unit_cache is None else unit_cache
+    return worker_factory(GridService, db=uow, auth=StubAuth(who), vault=VAULT, unit_cache=cache, config=config)
 
 
-def call(db, method, who=ADMIN, **kwargs):
+def call(db, method, who=ADMIN, unit_cache=None, **kwargs):
     """``method`` as one RPC runs it: a worker with its own unit of work, which the endpoint commits."""
     with unit_of_work(db) as uow:
-        return getattr(worker(uow, who), method)(**kwargs)
+        return getattr(worker(uow, who, unit_cache=unit_cache), method)(**kwargs)

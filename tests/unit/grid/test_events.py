@@ -25,6 +25,7 @@ def every_kind_of_change(db, add_household, add_resident):
         incidents.resolve_incident(uow, ADMIN, incident.id, "done")
         units.move_unit(uow, ADMIN, LARGE_A, COMMUNITY_B)
         units.close_unit(uow, ADMIN, SMALL_A)
+        units.set_party_org(uow, ADMIN, SMALL_A, "Branch A")
         uow.commit()
 
 

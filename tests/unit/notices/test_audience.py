@@ -167,7 +167,7 @@ def test_a_resolution_another_replica_took_over_stops_after_the_committed_page(d
         except StopIteration as finished:
             assert finished.value is False
         assert uow.session.scalars(select(Recipient.resident_id)).all() == [100]
-    assert grid.calls.count("find_residents") == 2  # the second page was asked ahead, never stored
+    assert grid.calls.count("find_resident_columns") == 2  # the second page was asked ahead, never stored
 
 
 def test_resolution_is_complete_once_every_audience_unit_is_done(db, grid):

@@ -77,7 +77,7 @@ def test_each_audience_page_is_a_step_the_timer_commits_with_its_cursor(db, grid
             uow.commit()
             committed.append(uow.session.get(Notice, notice_id).resolve_cursor)
     # Two pages (a step each), then the round: not yet complete, so not published.
-    assert committed == [{"unit": 0, "after": "100"}, {"unit": 1, "after": None}, {"unit": 1, "after": None}]
+    assert committed == [{"unit": 0, "after": 100}, {"unit": 1, "after": None}, {"unit": 1, "after": None}]
     assert [r for r, _ in recipients(db, notice_id)] == [100, 101]
     # The next tick resumes at the cursor: nobody twice, nobody left out.
     publish(db, grid)

@@ -10,7 +10,7 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select
 
 from services.notices.channels import RateLimiter, StubChannel
-from services.notices.delivery import RetryPolicy
+from services.notices.delivery import Handoff, RetryPolicy
 from services.notices.models import Delivery
 from services.notices.outbound import OutboundPolicy
 from services.notices.service import NoticesService, commit_steps
@@ -36,13 +36,16 @@ class Auth:
 
 @pytest.fixture
 def channels():
+    adapters = {name: StubChannel(name) for name in ("sms", "voice_call", "app_push", "chat_group")}
+    limiter = RateLimiter({})
     return SimpleNamespace(
         policies=SimpleNamespace(
             webhooks=OutboundPolicy.for_webhooks({}, resolver=lambda host, port: ["93.184.215.14"])
         ),
-        adapters={name: StubChannel(name) for name in ("sms", "voice_call", "app_push", "chat_group")},
-        limiter=RateLimiter({}),
+        adapters=adapters,
+        limiter=limiter,
         retry=RetryPolicy(),
+        handoff=Handoff(adapters, limiter),
     )
 
 
