@@ -141,13 +141,17 @@ def store_unit(session, facts, unit):
     return _upsert(session, facts.unit, int(unit["id"]), values)
 
 
-def store_household(session, facts, household):
-    """A household as ``get_household`` answers it (its place, and its address if the service keeps them)."""
-    values = {
-        "unit_id": int(household["unit_id"]),
-        "unit_path": as_path(household["unit_path"]),
-        "address": dict(household["address"]) if facts.address else None,
-    }
+def store_household(session, facts, household, *, first_address=False):
+    """A household as ``get_household`` answers it: its place, and — if the service keeps addresses — the
+    address it already kept. Only a read that needs the address (a miss, ``first_address``) adds one
+    where the model had none: events and the resync refresh what is kept and add no personal data, so
+    the model holds the addresses of the households the service served, of no others."""
+    values = {"unit_id": int(household["unit_id"]), "unit_path": as_path(household["unit_path"])}
+    row = session.get(facts.household, int(household["id"]))
+    if facts.address and (first_address or (row is not None and row.address is not None)):
+        values["address"] = dict(household["address"])
+    elif row is None:
+        values["address"] = None
     return _upsert(session, facts.household, int(household["id"]), values)
 
 
@@ -274,7 +278,7 @@ class LocalGrid:
             found = self.grid.get_household(household_id=str(household_id))
             if not keep:
                 return self._household_reply(found["id"], found["unit_id"], found["unit_path"], found.get("address"))
-            store_household(self.session, self.facts, found)
+            store_household(self.session, self.facts, found, first_address=True)
             row = self.session.get(self.facts.household, int(household_id))
         return self._household_reply(row.id, row.unit_id, path_ids(row.unit_path), row.address)
 

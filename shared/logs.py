@@ -70,18 +70,19 @@ def bounded(message):
     return f"{message[:MAX_MESSAGE]}… (cut: {len(message)} characters)"
 
 
+def skip_record_lookups():
+    """Our JSON lines never show the thread, process or calling function: logging need not look them up
+    for every record (~20 µs a line under eventlet). Process-wide switches, so the runner turns them off
+    only when these lines are the process's only format (no LOGGING config of the operator's)."""
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
+
+
 class JsonFormatter(logging.Formatter):
     # Every call logs a line: the second's text is made once a second, and the call's context read
     # with one look-up (each attribute of an eventlet corolocal costs one).
     _second = None
     _second_text = ""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # These lines never show the thread, process or calling function: logging need not look them
-        # up for every record (~20 µs a line under eventlet; they are process-wide switches).
-        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-        logging._srcfile = None
 
     def format(self, record):
         second = int(record.created)

@@ -28,6 +28,7 @@ Gaps in `nameko run` (2.14) this fills:
 
 import argparse
 import errno
+import gc
 import logging
 import logging.config
 import os
@@ -79,9 +80,10 @@ def configure_logging(config):
         logging.config.dictConfig(config["LOGGING"])
         log.disabled = False  # a config without disable_existing_loggers: false would mute the runner
     else:
-        from shared.logs import configure
+        from shared.logs import configure, skip_record_lookups
 
         configure()
+        skip_record_lookups()
 
 
 def missing_secrets(config):
@@ -206,6 +208,10 @@ def serve(service_classes, config, stop_timeout=None):
     signal.signal(signal.SIGTERM, runner.request_stop)
     signal.signal(signal.SIGINT, runner.request_stop)
     runner.start()
+    # What start-up made (modules, schemas, mappers, the containers) lives as long as the process: moved
+    # out of the collector's reach, full collections walk only what the work allocates. Measured in the
+    # notices fan-out bench: notices 2.5 -> 1.8 CPU-s, grid 0.6 -> 0.4 (bench/README.md).
+    gc.freeze()
     log.info("started", extra={"service": ",".join(runner.runner.service_names)})
     runner.wait()
     return runner.exit_status

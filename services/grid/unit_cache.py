@@ -97,7 +97,7 @@ class UnitCache:
     (``connected``) and this replica's commits are watched (``watch``) — and not while either is
     missing (tests of the logic alone make one ``serving`` from the start)."""
 
-    def __init__(self, max_entries=20_000, max_age=300.0, serving=False, clock=time.monotonic):
+    def __init__(self, max_entries=20_000, max_age=30.0, serving=False, clock=time.monotonic):
         self.max_entries = max_entries
         self.max_age = max_age
         self.serving = serving

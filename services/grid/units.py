@@ -46,8 +46,15 @@ UNIT_COLUMNS = select(*(Unit.__table__.c[name] for name in CachedUnit.COLUMNS))
 def cached_unit(uow, cache, caller, unit_id):
     """``reachable_unit`` for get_unit, answered from the replica's unit cache when it holds the unit
     (services/grid/unit_cache.py); the caller's reach is checked on every call, hit or miss. A hit
-    opens no session."""
-    unit = cache.get(unit_id)
+    opens no session.
+
+    Another service's call always reads the database: those are the correctness reads — its event
+    handlers re-read the unit an event names ("the event says what changed, the grid says what it is
+    now") and its read model's misses — and this replica may not yet have handled the event that the
+    calling service already has. People's reads (staff screens) take the cache; another replica's write
+    reaches them once this replica has handled its event.
+    """
+    unit = None if caller.has_role("service") else cache.get(unit_id)
     if unit is None:
         generation = cache.generation  # before the query: a drop during it keeps its result out
         row = uow.session.execute(UNIT_COLUMNS.where(Unit.id == unit_id)).first()

@@ -198,8 +198,6 @@ class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
         """A household member put under home quarantine: daily groceries and check-in for the household."""
         if data["tag"] != "quarantined":
             return "not quarantine"
-        # The read model first: it takes the copies lock before care's, as every grid-facts writer does.
-        grid_changes.resident_changed(self.db.session, self.grid, data["resident_id"])
         if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], True, _event_time(envelope)):
             return "stale"
         _, opened = care.start(self.db, self.facts, self.notices, self.policy, data["household_id"], utcnow())
@@ -210,7 +208,6 @@ class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
         """The last quarantined member released: the household's care stops and open requests close."""
         if data["tag"] != "quarantined":
             return "not quarantine"
-        grid_changes.resident_changed(self.db.session, self.grid, data["resident_id"])
         if not care.record_tag(
             self.db.session, data["resident_id"], data["household_id"], False, _event_time(envelope)
         ):
@@ -218,6 +215,24 @@ class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
         if care.household_quarantined(self.db.session, data["household_id"]):
             return "household still quarantined"
         return [str(r.id) for r in care.stop(self.db, data["household_id"], utcnow())]
+
+    # The read model's tags (matching skips quarantined volunteers) are kept by handlers of their own:
+    # each commits alone, so a failure of the household's care above (notices away) cannot undo them.
+
+    @on_event("grid", "resident_tagged", schema=schemas.QuarantineTag())
+    def keep_resident_tagged(self, envelope, data):
+        """A resident tagged: the read model's tags as the grid has them now."""
+        return self._keep_tags(data)
+
+    @on_event("grid", "resident_untagged", schema=schemas.QuarantineTag())
+    def keep_resident_untagged(self, envelope, data):
+        """A resident untagged: the read model's tags as the grid has them now."""
+        return self._keep_tags(data)
+
+    def _keep_tags(self, data):
+        if data["tag"] not in FACTS.tags:
+            return "tag not kept"
+        return grid_changes.resident_changed(self.db.session, self.grid, data["resident_id"])
 
     @on_event("notices", "notice_unacknowledged", schema=schemas.NoticeUnacknowledged())
     def on_notice_unacknowledged(self, envelope, data):

@@ -5,6 +5,7 @@ ever differs from the database once its write has committed."""
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from sqlalchemy import text
 
 from services.grid import schemas, units
 from services.grid.unit_cache import CachedUnit, UnitCache
@@ -22,7 +23,9 @@ from tests.unit.grid.conftest import (
     SMALL_B,
     call,
 )
-from tests.unit.local import unit_of_work
+from tests.unit.local import caller, unit_of_work
+
+SERVICE = caller("service", sub="volunteer")
 
 
 def unit(unit_id, *ids, closed=False):
@@ -223,3 +226,15 @@ def test_no_interleaving_of_reads_and_writes_leaves_a_stale_unit_cached(steps):
         for unit_id in TREE:
             served = cache.get(unit_id)
             assert served is None or served == stored(parents, closed, unit_id)
+
+
+def test_another_services_read_goes_to_the_database_past_a_stale_entry(district, cache):
+    # Another replica moved the unit; this one has not handled the event yet, but the calling service's
+    # handler has: its re-read ("the grid says what it is now") must see the move, not this cache.
+    stale = read(district, cache, ADMIN, SMALL_A)
+    with unit_of_work(district) as uow:
+        uow.session.execute(text("UPDATE units SET closed = true WHERE id = :id"), {"id": SMALL_A})
+        uow.commit()  # behind the cache's back, as another replica's write is to this one
+    assert cache.get(SMALL_A) is stale and stale.closed is False
+    assert read(district, cache, SERVICE, SMALL_A).closed is True
+    assert cache.get(SMALL_A).closed is True  # and what it read replaced the stale entry

@@ -15,7 +15,7 @@ from shared import grid_facts
 from shared.errors import ValidationError
 from tests.unit.local import VAULT, unit_of_work
 from tests.unit.volunteer.conftest import ADMIN, NOW, OFFICER_A, SMALL_A, SMALL_A2
-from tests.unit.volunteer.test_service import StubAuth
+from tests.unit.volunteer.test_service import StubAuth, envelope
 
 EVERY = dt.timedelta(hours=24)
 
@@ -102,6 +102,17 @@ def test_a_tag_event_fills_a_row_the_model_did_not_have(db, grid):
     assert model(db, "household", 103)["unit_path"] == "/1/2/8/9/10/11/"
 
 
+def test_events_keep_no_address_of_a_household_the_service_never_served(db, grid, local_ask):
+    grid.move_household(102, SMALL_A2)  # never asked about: its move keeps its place, not its address
+    handle(db, grid, grid_changes.household_moved, 102)
+    assert model(db, "household", 102)["unit_path"] == "/1/2/3/4/5/7/"
+    assert model(db, "household", 102)["address"] is None
+    local_ask()  # household 100 served: its address is kept, and its move keeps it
+    grid.move_household(100, SMALL_A2)
+    handle(db, grid, grid_changes.household_moved, 100)
+    assert model(db, "household", 100)["address"]["room"] == "100"
+
+
 def test_a_household_move_event_moves_the_model_and_the_next_request_sees_it(db, grid, local_ask):
     local_ask()
     grid.move_household(100, SMALL_A2)
@@ -163,13 +174,14 @@ def test_the_resync_repairs_what_missed_events_left_stale(db, grid, local_ask, a
     add_volunteer(1020, unit=SMALL_A2)
     local_ask()
     assert sync(db, grid, NOW) > 0  # a fresh database: a first pass at once
-    # Nothing was stale; household 101 was known by its place only (from resident 1010): its address is filled.
+    # Nothing was stale; household 101 is known by its place only (from resident 1010, a candidate): the
+    # resync adds no address the service never needed.
     assert {kind: changed for kind, (_, changed, _) in status(db).items()} == {
-        "households": 1,
+        "households": 0,
         "residents": 0,
         "units": 0,
     }
-    assert model(db, "household", 101)["address"]["room"] == "101"
+    assert model(db, "household", 101)["address"] is None
     assert sync(db, grid, NOW + dt.timedelta(hours=1)) == 0  # passed an hour ago: nothing to do
     # The grid changes and its events are lost.
     grid.set_tag(1010, "quarantined")
@@ -217,3 +229,19 @@ def test_the_service_resyncs_when_an_operator_asks_page_by_page_on_its_timer(db,
         ).sync_grid_facts()
     assert model(db, "resident", 1000)["tags"] == ["quarantined"]
     assert all(next_id is None for _, _, next_id in status(db).values())
+
+
+def test_the_models_tag_handler_commits_apart_from_the_households_care(db, grid, notices, local_ask):
+    local_ask()  # resident 1000 in the model, untagged
+    grid.set_tag(1000, "quarantined")
+    tagged = {"resident_id": "1000", "household_id": "100", "unit_id": str(SMALL_A), "tag": "quarantined"}
+    with unit_of_work(db) as uow:  # the model's own handler, in its own unit of work
+        service = worker_factory(VolunteerService, db=uow, grid=grid, notices=notices, vault=VAULT, config={})
+        service.keep_resident_tagged(envelope("e1", "resident_tagged", tagged))
+        uow.commit()
+    assert model(db, "resident", 1000)["tags"] == ["quarantined"]
+    with unit_of_work(db) as uow:
+        service = worker_factory(VolunteerService, db=uow, grid=grid, notices=notices, vault=VAULT, config={})
+        assert service.keep_resident_tagged(envelope("e2", "resident_tagged", {**tagged, "tag": "elderly_alone"})) == (
+            "tag not kept"
+        )
