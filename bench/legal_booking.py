@@ -279,6 +279,27 @@ def report(args, world, results, setup_s, loads):
     print("\n" + harness.load_line(loads))
 
 
+def grid_rpc_calls(grid):
+    """How many RPC calls the grid has answered so far (its request-duration histogram)."""
+    return sum(figures["count"] for key, figures in grid.request_durations().items() if key.startswith("rpc:"))
+
+
+def goals(results, legal_calls, grid_calls):
+    """The legal rows of the goals table (bench.all): its lookups read its own model of grid facts (issue
+    16: only a resident's first booking asks the grid), and every booking checked correct."""
+    checks = results["verification"]
+    wrong = (
+        checks["overlapping_pairs"]
+        + checks["booked_in_time_off"]
+        + abs(checks["booked_total"] - checks["expected_total"])
+    )
+    return [
+        harness.goal("legal: grid calls per find_slots/book call (timed)", grid_calls / max(1, legal_calls),
+                     "<= 0.1 (a resident's first booking only)", bound=0.1, unit="calls"),
+        harness.goal("legal: bookings wrong (overlap, time off, lost)", wrong, "0", bound=0, unit="bookings"),
+    ]  # fmt: skip
+
+
 def run(args):
     harness.warn_other_benches()
     grid_url, legal_url = (harness.libpq_url(args.postgres_url, name) for name in (GRID_DATABASE, LEGAL_DATABASE))
@@ -305,6 +326,7 @@ def run(args):
             setup_s = time.monotonic() - setup_started
             print(f"  seeded: {len(world.residents)} residents, {len(world.lawyers)} lawyers", flush=True)
             cases = slot_cases(world, date_from, date_to)
+            grid_calls_before = grid_rpc_calls(services["grid"])
             for case in cases:
                 time_find_slots(proxy.legal, case, args, services)
                 print(f"  find_slots {case.label}: {len(case.answer):,} slots", flush=True)
@@ -325,6 +347,7 @@ def run(args):
                     )
                 run_book_phase(args.amqp_uri, token, phase, services)
                 print(f"  book {phase.label}: {phase.booked}/{len(phase.jobs)} in {phase.wall_s:.1f} s", flush=True)
+            grid_calls = grid_rpc_calls(services["grid"]) - grid_calls_before
             eventlet.sleep(2.0)  # the outbox relay publishes the last events
             checks = verify(legal_url, proxy.legal, phases)
             if args.profile:
@@ -349,6 +372,9 @@ def run(args):
         "find_slots_profile": profile,
         "service_problems": services["grid"].problems() + services["legal"].problems(),
     }
+    legal_calls = sum(len(case.samples) for case in cases) + sum(len(phase.jobs) for phase in phases)
+    results["grid_calls"] = {"grid": grid_calls, "legal_calls": legal_calls}
+    results["goals"] = goals(results, legal_calls, grid_calls)
     report(args, world, results, setup_s, loads)
     print(f"Results written to {harness.save_json(RESULTS_FILE, results)}")
     return checks["ok"]

@@ -500,6 +500,9 @@ def test_run_execs_the_runner_which_stops_a_busy_grid_gracefully_and_answers_eve
             second, port = launched_grid(rabbit_config, grid_db)
             answers = [call.result() for call in calls]
         assert [answer["name"] for answer in answers] == ["Stop test"] * len(calls)
+        # The first may have answered every call before it stopped: the second is stopped once it has
+        # started (a SIGTERM before the runner installs its handler ends an interpreter still importing).
+        wait_until(lambda: ready(second, port), timeout=120, message="second grid ready")
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=120) == 0
     finally:
