@@ -192,7 +192,8 @@ class Suite:
         - a published event not yet handled by a handler subscribed to it: each records the event in its
           service's ``processed_events`` in the transaction of its changes, so once recorded its changes
           are committed; a failing handler's event stays unrecorded while it is retried;
-        - work for the notices timers: an approved notice not yet published, a delivery still queued.
+        - work for the notices timers: an approved notice not yet published, a delivery still queued or
+          being sent (a page's deliveries due at once are written already claimed: services/notices/delivery.py).
         """
         moving = []
         for source in SERVICES:
@@ -228,10 +229,10 @@ class Suite:
         (pending,) = self.sql(
             "notices",
             "SELECT (SELECT count(*) FROM notices WHERE status = 'approved'),"
-            " (SELECT count(*) FROM deliveries WHERE status = 'queued')",
+            " (SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending'))",
         )
         if any(pending):
-            moving.append(f"notices: {pending[0]} approved notices unpublished, {pending[1]} deliveries queued")
+            moving.append(f"notices: {pending[0]} approved notices unpublished, {pending[1]} deliveries to send")
         return moving
 
     def quiet(self, timeout=60.0):
