@@ -2,7 +2,7 @@
 
     python -m bench.notices_fanout [--grid-database-url postgresql://postgres@127.0.0.1:5432/grassroots_bench] \\
         [--notices-database-url URL] [--amqp-uri amqp://guest:guest@localhost:5672/] [--dispatch-batch 5000] \\
-        [--poll-interval 0.05] [--timeout 180] [--profile]
+        [--poll-interval 0.05] [--timeout 180] [--profile] [--cprofile]
 
 Needs the grid bench database seeded by ``python -m bench.seed_grid`` (and the same GRASSROOTS_PII_KEY): the
 audience is its first street (100,320 residents of the 1,000,000 seeded by default). Recreates a notices
@@ -23,7 +23,9 @@ floor, and at most 8 CPU-seconds for grid, notices and PostgreSQL together.
 
 With --profile, where the time went, from what the services record anyway: the stamps notices writes (one
 deliveries' ``created_at`` per resolved page, one ``sent_at`` per dispatch batch), the grid's call log, and
-both services' request-duration metrics (timer ticks are not logged at INFO).
+both services' request-duration metrics (timer ticks are not logged at INFO). With --cprofile, notices runs
+under ``bench.probe`` and its CPU by function and time per SQL statement are printed (slower: a run to read,
+not to take figures from).
 
 Written: var/bench_notices_results.json and the services' logs, var/bench_notices_<service>.log.
 """
@@ -31,6 +33,7 @@ Written: var/bench_notices_results.json and the services' logs, var/bench_notice
 import bench.green  # noqa: F401  (first: eventlet's monkey patching)
 
 # isort: split
+import contextlib
 import datetime as dt
 import io
 import itertools
@@ -386,7 +389,12 @@ def run_bench(args):
             "NOTICES_DISPATCH_BATCH": str(args.dispatch_batch),
         },
     }
-    services = {n: harness.ServiceProcess(n, args.amqp_uri, f"bench_notices_{n}.log", env) for n, env in envs.items()}
+    services = {
+        n: harness.ServiceProcess(
+            n, args.amqp_uri, f"bench_notices_{n}.log", env, probe=args.cprofile and n == "notices"
+        )
+        for n, env in envs.items()
+    }
     run = Run(expected=facts["expected"])
     loads = [os.getloadavg()]
     print("  the floor: COPY the audience out of grid's database, deliveries into a scratch table ...", flush=True)
@@ -395,7 +403,12 @@ def run_bench(args):
         harness.start_services(services, args.amqp_uri)
         eventlet.sleep(1.0)  # let start-up work (first timer ticks, pool connections) settle
         print(f"  fanning out to {facts['expected']:,} residents of street {facts['street']} ...", flush=True)
-        fan_out(run, services, args, facts["street"], args.profile)
+        # --cprofile: notices' own CPU by function (cProfile slows it: not a run to take figures from).
+        profiling: contextlib.AbstractContextManager[dict] = (
+            services["notices"].profiled(1) if args.cprofile else contextlib.nullcontext({})
+        )
+        with profiling as cprofile:
+            fan_out(run, services, args, facts["street"], args.profile)
     finally:
         harness.stop_services(services, args.amqp_uri, existed)
     loads.append(os.getloadavg())
@@ -403,6 +416,8 @@ def run_bench(args):
     rows_goals = goals(run, floor)
     rate = report(run, facts, args, problems, loads, floor, rows_goals)
     analysis = breakdown(run, args.notices_database_url, services["grid"], floor) if args.profile else None
+    if args.cprofile:
+        harness.print_profile("notices, the whole fan-out under cProfile", cprofile)
     passed = run.t_done is not None and all(row["verdict"] == "pass" for row in rows_goals)
     results = {
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -448,6 +463,11 @@ def main(argv=None):
     parser.add_argument("--dispatch-batch", type=int, default=5000, help="NOTICES_DISPATCH_BATCH: deliveries per tick")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between progress polls")
     parser.add_argument("--timeout", type=float, default=180.0, help="give up this many seconds after approval")
+    parser.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="profile notices (cProfile, SQL per statement): slower, for reading only",
+    )
     args = harness.parse(parser, argv, positive=("dispatch_batch", "poll_interval", "timeout"))
     args.notices_database_url = harness.own_database(parser, args, "notices", NOTICES_DATABASE)
     return 0 if run_bench(args) else 1

@@ -174,9 +174,13 @@ def write_recipients(uow, notice, plan, residents, now=None, handoff=None):
     now = now or utcnow()
     preferences = _preferences(session, [r[0] for r in residents])
     planned = []  # (resident's index, channel, due)
-    for index, resident in enumerate(residents):
-        channels, due = plan.for_resident(preferences.get(resident[0]), now)
-        planned += [(index, channel, due) for channel in channels]
+    if preferences:
+        for index, resident in enumerate(residents):
+            channels, due = plan.for_resident(preferences.get(resident[0]), now)
+            planned += [(index, channel, due) for channel in channels]
+    else:  # nobody on the page set a preference (most pages): the notice's channels, now, for everyone
+        channels, due = plan.for_resident(None, now)
+        planned = [(index, channel, due) for index in range(len(residents)) for channel in channels]
     granted = _reserve(handoff, planned, now)
     claimed_at, lease_end = handoff.lease_from(now) if any(granted.values()) else (None, None)
     postgres = session.bind.dialect.name == "postgresql"
@@ -277,26 +281,32 @@ def _insert_deliveries(session, notice, rows, now, lease_end):
 def _claims(notice, rows):
     """{channel: {delivery id: the Claim's fields}} of the ``rows`` written claimed."""
     claims: dict[str, dict[int, tuple]] = {}
+    notice_id, fromhex = notice.id, bytes.fromhex
     for delivery_id, recipient_id, resident, channel, _due, claimed in rows:
         if claimed:
             resident_id, _household, unit_path, tags, address = resident
-            vulnerable = [t for t in tags if t in _VULNERABLE] if tags else []
-            claims.setdefault(channel, {})[delivery_id] = (
+            if channel not in claims:
+                claims[channel] = {}
+            claims[channel][delivery_id] = (
                 delivery_id,
-                notice.id,
+                notice_id,
                 recipient_id,
                 unit_path,
                 1,  # this claim's attempt
-                bytes.fromhex(address) if address else None,
+                fromhex(address) if address else None,
                 resident_id,
-                vulnerable,
+                [t for t in tags if t in _VULNERABLE] if tags else None,  # None: no tags (most residents)
             )
     return claims
 
 
+# The sequences looked up once a statement: ``nextval(pg_get_serial_sequence(...))`` looked them up (by
+# name, from the catalog) for every id — 27 ms a page of 5,000 where this takes 3.5.
 _DRAW_IDS = (
-    "SELECT true, nextval(pg_get_serial_sequence('recipients', 'id')) FROM generate_series(1, %s) UNION ALL"
-    " SELECT false, nextval(pg_get_serial_sequence('deliveries', 'id')) FROM generate_series(1, %s)"
+    "WITH seq AS MATERIALIZED (SELECT CAST(pg_get_serial_sequence('recipients', 'id') AS regclass) AS r,"
+    " CAST(pg_get_serial_sequence('deliveries', 'id') AS regclass) AS d)"
+    " SELECT true, nextval(seq.r) FROM seq, generate_series(1, %s) UNION ALL"
+    " SELECT false, nextval(seq.d) FROM seq, generate_series(1, %s)"
 )
 # One statement a page: each column one array parameter (a literal PostgreSQL parses in C), the rows made
 # by unnest, the recipients in a data-modifying WITH. As fast as COPY here, and unlike psycopg2's COPY it

@@ -55,16 +55,33 @@ from services.notices.outbound import GATEWAY_SETTINGS, SENTINELS, OutboundPolic
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Outbound:
-    delivery_id: int
-    notice_id: int
-    channel: str
-    to: str | None  # phone (sms, voice_call), resident id (app_push), webhook URL (chat_group)
-    title: str
-    body: str
-    severity: str
-    mention_all: bool = False
+    """One message to post. ``to``: phone (sms, voice_call), resident id (app_push), webhook URL
+    (chat_group). With ``reveal``, ``to`` is held as it is stored (an encrypted phone) and ``reveal(to)``
+    gives it on first read: decrypted in the post that reads it, not for every message of a batch up
+    front (a stub never reads it; a gateway's post decrypts it in its own green thread). Slots: one is
+    made per delivery."""
+
+    __slots__ = ("_reveal", "_to", "body", "channel", "delivery_id", "mention_all", "notice_id", "severity", "title")
+
+    def __init__(self, delivery_id, notice_id, channel, to, title, body, severity, mention_all=False, reveal=None):
+        self.delivery_id, self.notice_id, self.channel = delivery_id, notice_id, channel
+        self._to, self._reveal = to, reveal
+        self.title, self.body, self.severity, self.mention_all = title, body, severity, mention_all
+
+    @property
+    def addressed(self):
+        """Whether it has an address at all (without revealing it)."""
+        return self._to is not None
+
+    @property
+    def to(self) -> str | None:
+        if self._reveal is not None:
+            self._to, self._reveal = self._reveal(self._to), None
+        return self._to
+
+    def __repr__(self):  # never the address: personal data stays out of logs
+        return f"Outbound(delivery_id={self.delivery_id}, channel={self.channel!r})"
 
 
 @dataclass
@@ -74,6 +91,8 @@ class Outcome:
     detail: str | None = None
     started: bool = True  # False: never handed to the gateway (its claim is released, no attempt used)
 
+
+SENT = Outcome(True)  # shared: outcomes are never changed once made
 
 # A message not started before ``start_by`` (its claim's lease would run out while it is in flight).
 NOT_STARTED = Outcome(False, retryable=True, detail="not started before its claim ran out", started=False)
@@ -319,21 +338,35 @@ class StubChannel:
         if key in self.keys:
             self.duplicates += 1
             log.warning("stub channel: delivery %s posted again", key, extra={"method": self.channel})
-            return Outcome(True)
+            return SENT
         self.keys.add(key)
         self.key_order.append(key)
         if len(self.key_order) > self.keep_keys:
             self.keys.discard(self.key_order.popleft())
         self.sent.append(message)
         self.count += 1
-        return Outcome(True)
+        return SENT
 
     def send_many(self, messages):
-        return [self.send(message) for message in messages]
+        """A batch at once: in bulk when none of its keys is a repeat (the usual case), else one by one
+        (and always one by one through a subclass's own ``send``)."""
+        if type(self).send is not StubChannel.send:
+            return [self.send(message) for message in messages]
+        keys = [str(message.delivery_id) for message in messages]  # idempotency_key, inlined: 1 per message
+        fresh = set(keys)
+        if len(fresh) != len(keys) or not self.keys.isdisjoint(fresh):
+            return [self.send(message) for message in messages]
+        self.keys |= fresh
+        self.key_order.extend(keys)
+        for _ in range(len(self.key_order) - self.keep_keys):
+            self.keys.discard(self.key_order.popleft())
+        self.sent.extend(messages)
+        self.count += len(keys)
+        return [SENT] * len(keys)
 
     def send_each(self, messages, tick=0.2, start_by=None):
         """Everything at once (nothing here waits on a network)."""
-        yield [(message, self.send(message)) for message in messages]
+        yield list(zip(messages, self.send_many(messages), strict=True))
 
 
 # The environment variables behind each channel's settings in services/notices/config.yml, for

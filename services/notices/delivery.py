@@ -17,6 +17,7 @@ there before it goes on.
 """
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -111,11 +112,21 @@ def due_to_record(pending, since, now, every=RECORD_EVERY, seconds=RECORD_SECOND
 
 
 def _address(channel, row, group, vault):
+    """(to, reveal) of an Outbound: a phone stays encrypted until a post reads it (``Outbound.to``)."""
     if channel == "chat_group":
-        return group.webhook_url if group else None
+        return (group.webhook_url if group else None), None
     if channel == "app_push":
-        return str(row.resident_id)
-    return vault.decrypt(row.address_enc, PHONE_CONTEXT) if row.address_enc else None
+        return str(row.resident_id), None
+    return (row.address_enc, _revealer(vault)) if row.address_enc else (None, None)
+
+
+def _revealer(vault):
+    """Decrypts a stored phone (one closure per batch, not per message)."""
+
+    def reveal(address_enc):
+        return vault.decrypt(address_enc, PHONE_CONTEXT)
+
+    return reveal
 
 
 def dispatch_due(
@@ -141,8 +152,11 @@ def dispatch_due(
     """
     attempted = 0
     while handoff is not None and (handed := handoff.take()) is not None:
+        if _fail_if_stopped(uow.session, handed, now or utcnow()):
+            yield  # committed: a notice cancelled or expired since its page was written sends nothing more
+            continue
         adapter = adapters[handed.channel]
-        messages = [_message(handed.channel, row, handed.text, None, vault) for row in handed.claims.values()]
+        messages = _messages(handed.channel, handed.claims.values(), handed.text, vault)
         uow.close()  # no connection held while posting
         start_by = handed.claimed_at + start_window(handed.lease, getattr(adapter, "deadline", 0.0))
         recorder = Recorder(
@@ -231,16 +245,32 @@ def claim(uow, channel, limit, now, lease, vault, lease_end=None):
 def _message(channel, row, text_, group, vault):
     """The Outbound of a claimed delivery ``row`` of a notice whose ``title``, ``body`` and ``severity``
     are ``text_``'s."""
+    to, reveal = _address(channel, row, group, vault)
+    severity = text_.severity
     return Outbound(
-        delivery_id=row.id,
-        notice_id=row.notice_id,
-        channel=channel,
-        to=_address(channel, row, group, vault),
-        title=text_.title,
-        body=text_.body,
-        severity=text_.severity,
-        mention_all=text_.severity in URGENT_SEVERITIES,
+        row.id, row.notice_id, channel, to, text_.title, text_.body, severity, severity in URGENT_SEVERITIES, reveal
     )
+
+
+def _messages(channel, claims, text_, vault):
+    """The Outbounds of ``claims`` (Claims of one notice, whose text is ``text_``, to residents), made
+    in one pass: a handoff's batch is thousands."""
+    if channel not in ("sms", "voice_call", "app_push"):
+        return [_message(channel, row, text_, None, vault) for row in claims]
+    title, body, severity = text_
+    urgent = severity in URGENT_SEVERITIES
+    if channel == "app_push":
+        return [
+            Outbound(row.id, row.notice_id, channel, str(row.resident_id), title, body, severity, urgent)
+            for row in claims
+        ]
+    reveal = _revealer(vault)
+    return [
+        Outbound(row.id, row.notice_id, channel, row.address_enc, title, body, severity, urgent, reveal)
+        if row.address_enc
+        else Outbound(row.id, row.notice_id, channel, None, title, body, severity, urgent)
+        for row in claims
+    ]
 
 
 class NoticeText(NamedTuple):
@@ -259,6 +289,26 @@ class Handed:
     claimed_at: float  # monotonic: when the claims' lease began
     lease_end: dt.datetime
     lease: float  # seconds
+
+
+def _fail_if_stopped(session, handed, now):
+    """As ``claim`` does for claims it takes from the table: a handed batch (one notice's) whose notice
+    was cancelled or expired after its page committed fails without a post — only the deliveries still
+    under this batch's claim (a gateway's report may have come first). True when it was stopped."""
+    notice_id = next(iter(handed.claims.values())).notice_id
+    status = session.scalar(select(Notice.status).where(Notice.id == notice_id))
+    if status not in ("cancelled", "expired"):
+        return False
+    session.execute(
+        update(DELIVERIES)
+        .where(
+            among(session, DELIVERIES.c.id, list(handed.claims)),
+            DELIVERIES.c.status == "sending",
+            DELIVERIES.c.next_attempt_at == handed.lease_end,
+        )
+        .values(status="failed", detail=status, failed_at=now)
+    )
+    return True
 
 
 class Handoff:
@@ -295,7 +345,8 @@ class Handoff:
         """Claims written in the current transaction (handed on when it commits): ``rows`` {delivery id:
         the Claim's fields}, of a notice whose (title, body, severity) are ``text_``."""
         if rows:
-            claims = {delivery_id: Claim._make(row) for delivery_id, row in rows.items()}
+            # tuple.__new__ makes each Claim in C (Claim._make is a Python call a row).
+            claims = dict(zip(rows, map(_new_claim, rows.values()), strict=True))
             self.uncommitted.append(Handed(channel, claims, NoticeText(*text_), claimed_at, lease_end, self.lease))
             self.waiting += len(claims)
 
@@ -315,6 +366,9 @@ class Handoff:
         handed = self.ready.popleft()
         self.waiting -= len(handed.claims)
         return handed
+
+
+_new_claim = functools.partial(tuple.__new__, Claim)
 
 
 def due_channels(session, channels, now):
@@ -390,7 +444,7 @@ def _post_and_record(recorder, adapter, channel, messages, start_by, seconds):
     for the caller to commit it."""
     addressed = []
     for message in messages:
-        if message.to is None:
+        if not message.addressed:
             recorder.add([(message, Outcome(False, retryable=False, detail="no address for this channel"))])
         else:
             addressed.append(message)
@@ -448,25 +502,32 @@ class Recorder:
         self.uow, self.retry, self.channel, self.claims = uow, retry, channel, claims
         self.now, self.every, self.seconds, self.clock = now, every, seconds, clock
         self.lease_end = lease_end
-        self.pending: list[tuple] = []
+        self.pending: list[tuple] = []  # (Claim, Outcome) of the failures and releases
+        self.sent: list[int] = []  # the sent ones' ids: all a sent outcome needs (most of them)
         self.answered: set[int] = set()
         self.since = clock()
 
     def add(self, results):
+        claims, sent, pending = self.claims, self.sent, self.pending
         for message, outcome in results:
-            self.answered.add(message.delivery_id)
-            self.pending.append((self.claims[message.delivery_id], outcome))
+            if outcome.ok:
+                sent.append(message.delivery_id)
+            else:
+                pending.append((claims[message.delivery_id], outcome))
+        self.answered.update([message.delivery_id for message, _outcome in results])
 
     def due(self):
-        return due_to_record(len(self.pending), self.since, self.clock(), self.every, self.seconds)
+        waiting = len(self.pending) + len(self.sent)
+        return due_to_record(waiting, self.since, self.clock(), self.every, self.seconds)
 
     def record(self):
         """Write the waiting outcomes into the unit of work (uncommitted); how many there were."""
         self.since = self.clock()
-        if not self.pending:
+        if not self.pending and not self.sent:
             return 0
         now = self.now or utcnow()
         plan = plan_outcomes(self.pending, self.retry, now)
+        plan.sent = self.sent + plan.sent
         session = self.uow.session
         sending = DELIVERIES.c.status == "sending"
         if self.lease_end is not None:
@@ -507,7 +568,7 @@ class Recorder:
                     row.vulnerable_tags,
                     now,
                 )
-        recorded, self.pending = len(self.pending), []
+        recorded, self.pending, self.sent = len(self.pending) + len(self.sent), [], []
         return recorded
 
 

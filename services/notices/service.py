@@ -7,7 +7,17 @@ from contextlib import closing
 from nameko.extensions import DependencyProvider
 
 from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitCreated, UnitMoved
-from services.notices import acks, delivery, grid_changes, notices, outbound, preferences, publishing, schemas
+from services.notices import (
+    acks,
+    audience,
+    delivery,
+    grid_changes,
+    notices,
+    outbound,
+    preferences,
+    publishing,
+    schemas,
+)
 from services.notices.channels import RateLimiter, build_channels, check_settings, per_replica_rates
 from services.notices.models import FACTS, Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from shared import grid_facts, service as base
@@ -89,13 +99,15 @@ class Channels(DependencyProvider):
             self.container.config.get("DELIVERY_MAX_ATTEMPTS", 4), self.container.config.get("DELIVERY_RETRY_BASE", 2.0)
         )
         # Fresh deliveries due now are written already claimed and handed to this process's dispatcher
-        # (publish_due → dispatch): up to two dispatch batches wait there.
+        # (publish_due → dispatch): up to two dispatch batches or audience pages wait there, whichever is
+        # more (with the default batch, 2,000, two batches would not hold one page of 5,000: most of each
+        # page would be written queued and claimed again from the table).
         config = self.container.config
         self.handoff = delivery.Handoff(
             self.adapters,
             self.limiter,
             lease=float(config.get("CLAIM_LEASE_SECONDS", delivery.LEASE_SECONDS)),
-            capacity=2 * int(config.get("DISPATCH_BATCH", 2000)),
+            capacity=2 * max(int(config.get("DISPATCH_BATCH", 2000)), audience.PAGE_SIZE),
         )
 
     def get_dependency(self, worker_ctx):

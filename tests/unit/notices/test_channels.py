@@ -55,6 +55,28 @@ def test_the_stub_remembers_a_bounded_number_of_keys():
     assert (stub.count, stub.duplicates) == (4, 1)
 
 
+def test_the_stub_takes_batches_of_new_keys_at_once_and_still_counts_a_repeat_across_batches():
+    stub = StubChannel("sms", keep_keys=3)
+    assert all(outcome.ok for outcome in stub.send_many([message(1), message(2)]))
+    assert all(outcome.ok for outcome in stub.send_many([message(3), message(4)]))  # 1 forgotten
+    assert (stub.count, stub.duplicates, sorted(stub.keys)) == (4, 0, ["2", "3", "4"])
+    stub.send_many([message(5), message(4)])  # a repeat in the batch: one by one
+    assert (stub.count, stub.duplicates, [m.delivery_id for m in stub.sent]) == (5, 1, [1, 2, 3, 4, 5])
+
+
+def test_a_phone_is_revealed_only_when_read_and_never_shown_in_a_repr():
+    revealed = []
+
+    def reveal(stored):
+        revealed.append(stored)
+        return "13800000001"
+
+    outbound = Outbound(1, 7, "sms", b"ciphertext", "Title", "Body", "moderate", reveal=reveal)
+    assert outbound.addressed and revealed == [] and "1380" not in repr(outbound)
+    assert (outbound.to, outbound.to, revealed) == ("13800000001", "13800000001", [b"ciphertext"])
+    assert not Outbound(2, 7, "sms", None, "Title", "Body", "moderate").addressed
+
+
 def test_the_stub_answers_a_whole_batch_as_one_chunk():
     chunks = list(StubChannel("sms").send_each([message(1), message(2)]))
     assert [[(m.delivery_id, o.ok) for m, o in chunk] for chunk in chunks] == [[(1, True), (2, True)]]

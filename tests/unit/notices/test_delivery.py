@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from sqlalchemy import select, update
 
 from services.notices import delivery
-from services.notices.channels import NOT_STARTED, Outcome, RateLimiter, StubChannel
+from services.notices.channels import NOT_STARTED, Outcome, RateLimiter, StubChannel, post_each
 from services.notices.delivery import Claim, Recorder, RetryPolicy, due_to_record, plan_outcomes, start_window
 from services.notices.models import Delivery
 from services.notices.service import commit_steps
@@ -218,7 +218,8 @@ def test_a_delivery_of_a_notice_cancelled_meanwhile_is_stopped_unposted(db):
 
 def test_stopped_deliveries_are_committed_at_their_claim_even_if_a_later_channel_fails(db):
     stopped = add_delivery(db, add_notice(db, status="cancelled"), channel="app_push", status="sending")
-    undecryptable = add_delivery(db, add_notice(db), channel="sms", address_enc=b"not a ciphertext")
+    # A delivery whose notice is gone makes its claim raise (phones are decrypted only when posted now).
+    orphan = add_delivery(db, 999_999, channel="sms", address_enc=VAULT.encrypt(PHONES["100"], b"phone"))
     with unit_of_work(db) as uow:
         steps = delivery.dispatch_due(
             uow, {"app_push": Scripted(), "sms": Scripted()}, RateLimiter({}), VAULT, RetryPolicy()
@@ -226,7 +227,24 @@ def test_stopped_deliveries_are_committed_at_their_claim_even_if_a_later_channel
         with pytest.raises(Exception):  # noqa: B017 - whatever the sms claim raises, app_push's step came first
             commit_steps(uow, steps)
     assert state(db, stopped) == ("failed", 1, "cancelled")
-    assert state(db, undecryptable)[0] == "queued"  # its failed claim was rolled back
+    assert state(db, orphan)[0] == "queued"  # its failed claim was rolled back
+
+
+class Reading(StubChannel):
+    """The stub twin, reading each message's number as a gateway's post does (``post_each``)."""
+
+    def send_each(self, messages, tick=0.2, start_by=None):
+        return post_each(lambda message: message.to and super(Reading, self).send(message), messages, 10, tick=tick)
+
+
+def test_a_phone_that_does_not_decrypt_fails_only_its_own_post(db):
+    notice_id = add_notice(db)
+    good = sms_to(db, notice_id)
+    bad = add_delivery(db, notice_id, resident_id=101, address_enc=b"not a ciphertext")
+    adapter = Reading("sms")
+    assert dispatch(db, {"sms": adapter}) == 2
+    assert [m.delivery_id for m in adapter.sent] == [good] and adapter.sent[0].to == PHONES["100"]
+    assert state(db, good)[0] == "sent" and state(db, bad) == ("queued", 1, "adapter error: InvalidTag")
 
 
 def test_a_dispatcher_overtaken_after_its_lease_records_nothing_over_the_new_claim(db):

@@ -166,3 +166,17 @@ def test_a_tick_claims_only_channels_with_something_due(db):
     assert dispatch(db, hand, now=later) == 2
     with unit_of_work(db) as uow:
         assert delivery.due_channels(uow.session, ["sms", "app_push"], later) == set()
+
+
+def test_a_batch_whose_notice_was_cancelled_after_its_page_committed_fails_without_a_post(db):
+    hand = handoff()
+    notice_id = add_notice(db, channels=["sms"], status="approved")
+    write(db, hand, notice_id, residents(100, 101, phone="13800000100"))
+    with unit_of_work(db) as uow:  # cancelled between the page's commit and the dispatcher's turn
+        uow.session.get(Notice, notice_id).status = "cancelled"
+        uow.commit()
+    dispatch(db, hand)
+    assert not hand.adapters["sms"].sent
+    with unit_of_work(db) as uow:
+        rows = uow.session.execute(select(Delivery.status, Delivery.detail)).all()
+    assert rows == [("failed", "cancelled")] * 2 and hand.waiting == 0
