@@ -16,18 +16,36 @@ unit's own move is handled, so the order in which moves arrive does not matter.
 """
 
 from sqlalchemy import literal, select, text, update
+from sqlalchemy.exc import OperationalError
 
-from shared.db import serialize_on
-from shared.errors import NotFound
+from shared.errors import NotFound, ServiceUnavailable
 from shared.paths import as_path, in_subtree, replace_prefix
 
 LOCK = "grid_copies"
 
 
-def hold(session):
+HOLD_WAIT_SECONDS = 2.0  # how long a handler waits for the lock before it gives up and is retried
+
+
+def hold(session, wait=HOLD_WAIT_SECONDS):
     """Copy handlers of one service run one after another (all replicas): each reads the grid after the
-    previous one committed, so an older read never overwrites a newer one."""
-    serialize_on(session, LOCK, 0)
+    previous one committed, so an older read never overwrites a newer one.
+
+    Waits at most ``wait`` seconds, then raises ServiceUnavailable (the handler is retried later, backing
+    off): the holder reads the grid under the lock, and with the grid away it holds it for a whole
+    call's timeout — handlers queued behind it would each hold a database connection meanwhile, and a
+    backlog of events would starve the service's own calls of the pool."""
+    if session.bind.dialect.name != "postgresql":
+        return  # SQLite units of work are serial already
+    before = session.scalar(text("SELECT current_setting('lock_timeout')"))
+    session.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(wait * 1000)}ms"})
+    try:
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:namespace), :key)"), {"namespace": LOCK, "key": 0})
+    except OperationalError as exc:
+        if getattr(exc.orig, "pgcode", None) != "55P03":  # lock_not_available: the wait ran out
+            raise
+        raise ServiceUnavailable(f"the grid copies lock stayed busy for {wait:g} s; retried later") from None
+    session.execute(text("SELECT set_config('lock_timeout', :before, true)"), {"before": before})
 
 
 def try_hold(session):

@@ -39,9 +39,14 @@ def cluster():
 
 
 def quorum_queues(cluster):
-    """{name: type} of the services' durable queues (reply queues aside), from the management API."""
-    rows = next(node for node in cluster.nodes if node.running).api("/api/queues/%2F?columns=name,type") or []
-    return {row["name"]: row.get("type") for row in rows if not row["name"].startswith("rpc.reply")}
+    """{name: type} of the services' durable queues, from the management API. Reply queues and the grid
+    replicas' own broadcast queues (services/grid/unit_cache.py: exclusive, auto-delete, gone with their
+    connection) are not durable: nothing waits in them for another consumer."""
+    node = next(node for node in cluster.nodes if node.running)
+    rows = node.api("/api/queues/%2F?columns=name,type,durable") or []
+    return {
+        row["name"]: row.get("type") for row in rows if row.get("durable") and not row["name"].startswith("rpc.reply")
+    }
 
 
 def test_cluster_node_stopped_under_load(cluster, templates, gateway):

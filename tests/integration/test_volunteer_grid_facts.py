@@ -13,7 +13,7 @@ from services.grid.client import FakeGrid
 from services.volunteer.models import FACTS
 from shared import grid_copies, grid_facts
 from shared.db import make_engine
-from shared.errors import ValidationError
+from shared.errors import ServiceUnavailable, ValidationError
 from tests.support import add_household, add_resident, token, wait_until
 
 ALWAYS = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
@@ -212,5 +212,24 @@ def test_a_miss_while_a_handler_holds_the_lock_uses_the_grids_answer_without_wai
             handler.rollback()
         assert resident_row({"db": volunteer_db}, 100) is None
         assert query(volunteer_db, "SELECT count(*) FROM grid_units")[0][0] == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_handler_gives_up_on_a_busy_copies_lock_after_its_bound_and_is_retried(volunteer_db):
+    """With the grid away the lock's holder waits a whole call's timeout; a handler behind it gives up
+    after ``HOLD_WAIT_SECONDS`` (ServiceUnavailable: retried, backing off) instead of holding a pooled
+    connection meanwhile. Once it has the lock, the transaction's lock_timeout is as it was."""
+    engine = make_engine(volunteer_db)
+    try:
+        with Session(engine) as holder, Session(engine) as waiter:
+            grid_copies.hold(holder)
+            with pytest.raises(ServiceUnavailable):
+                grid_copies.hold(waiter, wait=0.2)
+            waiter.rollback()
+            holder.commit()
+            grid_copies.hold(waiter, wait=0.2)
+            assert waiter.scalar(text("SELECT current_setting('lock_timeout')")) == "0"
+            waiter.rollback()
     finally:
         engine.dispose()
