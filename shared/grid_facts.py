@@ -200,8 +200,14 @@ def household_changed(session, grid, facts, household_id):
 
 
 def resident_changed(session, grid, facts, resident_id):
-    """``resident_tagged`` / ``resident_untagged``: the resident's tags (and household) as the grid has them now."""
+    """``resident_tagged`` / ``resident_untagged``: the resident's tags (and household) as the grid has them
+    now — of a resident the model holds. One it does not hold needs nothing, and no grid call (with the
+    grid away that call would hold a worker for its whole timeout): a later miss reads the grid under
+    the same lock, after this event's change; and a miss that read before it holds the lock until it
+    commits, so this check, made once the lock is ours, sees its row."""
     grid_copies.hold(session)
+    if session.get(facts.resident, int(resident_id)) is None:
+        return False
     found = grid.get_residents(resident_ids=[str(resident_id)])["items"]
     return bool(found) and store_resident(session, facts, found[0])
 

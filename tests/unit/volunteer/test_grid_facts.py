@@ -95,11 +95,15 @@ def test_a_quarantine_tag_event_keeps_the_volunteer_home_with_no_grid_call(db, g
     assert local_ask(resident_id=1001)[1:] == ([volunteer], [])
 
 
-def test_a_tag_event_fills_a_row_the_model_did_not_have(db, grid):
+def test_a_tag_event_for_a_resident_the_model_does_not_hold_asks_the_grid_nothing(db, grid, local_ask):
     grid.set_tag(1030, "quarantined")
-    assert handle(db, grid, grid_changes.resident_changed, 1030)
-    assert model(db, "resident", 1030)["tags"] == ["quarantined"]
-    assert model(db, "household", 103)["unit_path"] == "/1/2/8/9/10/11/"
+    grid.calls.clear()
+    assert handle(db, grid, grid_changes.resident_changed, 1030) is False
+    assert model(db, "resident", 1030) is None and grid.calls == []
+    local_ask(resident_id=1000)  # resident 1000 now in the model: its tag event refreshes it from the grid
+    grid.set_tag(1000, "quarantined")
+    assert handle(db, grid, grid_changes.resident_changed, 1000)
+    assert model(db, "resident", 1000)["tags"] == ["quarantined"]
 
 
 def test_events_keep_no_address_of_a_household_the_service_never_served(db, grid, local_ask):
