@@ -16,6 +16,8 @@ committed gets the stored reply; one whose arguments differ is refused (``Confli
 arrives while the first is still running waits for it (a transaction-scoped lock on the key), then
 gets its reply. A failed call remembers nothing: its retry runs afresh. Replies are stored encrypted
 (they can hold personal data) and purged after ``IDEMPOTENCY_TTL_HOURS`` (24) by the outbox relay.
+A resident's erasure does not wait for that: ``forget_replies`` blanks at once every remembered reply
+that names them, and a retry of such a request is refused rather than run again.
 """
 
 import datetime as dt
@@ -31,6 +33,12 @@ from shared.errors import Conflict
 KEY_ARGUMENT = "idempotency_key"
 REQUEST_ID_CONTEXT_KEY = "grassroots.request_id"  # set by shared.rpc from the request's correlation id
 REPLY_CONTEXT = b"idempotent-reply"
+# What a reply that held an erased resident's data is replaced by (``forget_replies``).
+ERASED_REPLY = {"erased": "the reply held personal data of a resident since erased"}
+# Reply fields that name a resident by id: a reply with the erased id in one of them is forgotten.
+RESIDENT_FIELDS = frozenset(
+    {"resident_id", "resident_ids", "party_resident_ids", "reporter_resident_id", "requester_resident_id"}
+)
 DEFAULT_TTL_HOURS = 24
 _MISSING = object()
 
@@ -93,7 +101,11 @@ class Remembered:
             return _MISSING
         if row.method != self.method or row.request_hash != self.request_hash:
             raise Conflict(f"this idempotency key was used for another {self.method} request; nothing was changed")
-        return json.loads(self.vault.decrypt(row.reply, REPLY_CONTEXT))
+        reply = json.loads(self.vault.decrypt(row.reply, REPLY_CONTEXT))
+        if reply == ERASED_REPLY:
+            # Running it again could re-create what the erasure removed (a register_resident retried).
+            raise Conflict("this request was answered before a resident's erasure, and its reply was erased with it")
+        return reply
 
     def remember(self, reply):
         from shared.db import utcnow
@@ -106,3 +118,49 @@ class Remembered:
 
 
 MISSING = _MISSING
+
+
+def _strings_and_ids(value, ids, in_id_field=False):
+    """The reply's string values (casefolded), and whether a resident-id field holds one of ``ids``."""
+    strings, named = [], False
+    stack = [(value, in_id_field)]
+    while stack:
+        item, id_field = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, k in RESIDENT_FIELDS) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, id_field) for v in item)
+        elif id_field and str(item) in ids:
+            named = True
+        elif isinstance(item, str):
+            strings.append(item.casefold())
+    return strings, named
+
+
+def forget_replies(session, model, vault, *, resident_ids=(), needles=(), batch=500):
+    """Blank every remembered reply that holds an erased resident's data; returns how many.
+
+    The gap: a write's reply is kept (encrypted) for ``IDEMPOTENCY_TTL_HOURS`` so a retry gets it
+    back, and a reply can hold the name, phone or address the erasure just removed from the tables.
+    A reply is forgotten when a resident-id field (``RESIDENT_FIELDS``) names one of
+    ``resident_ids``, or any of its text contains one of ``needles`` (the resident's own name, phone
+    or address parts, casefolded; needles shorter than two characters are ignored). It becomes
+    ``ERASED_REPLY``: its key stays, so a retry of that request is refused (``Remembered.replay``)
+    instead of run again. Reads every kept reply (a day's writes at most), ``batch`` rows at a time.
+    """
+    ids = {str(i) for i in resident_ids}
+    wanted = [n.casefold() for n in needles if n and len(n) >= 2]
+    erased = vault.encrypt(json.dumps(ERASED_REPLY), REPLY_CONTEXT)
+    forgotten, after = 0, ""
+    while True:
+        rows = session.scalars(select(model).where(model.key > after).order_by(model.key).limit(batch)).all()
+        if not rows:
+            return forgotten
+        for row in rows:
+            reply = json.loads(vault.decrypt(row.reply, REPLY_CONTEXT))
+            strings, named = _strings_and_ids(reply, ids)
+            if reply != ERASED_REPLY and (named or any(n in s for s in strings for n in wanted)):
+                row.reply = erased
+                forgotten += 1
+        after = rows[-1].key
+        session.flush()

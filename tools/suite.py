@@ -34,19 +34,37 @@ def present_services():
     return list(registry.NAMES)
 
 
+# The secrets of a local run, each generated once under var/ (a key added here later is appended to an
+# older var/dev.env, so `make run` and `make demo` always see the same values).
+DEV_SECRETS = (
+    "GRASSROOTS_JWT_SECRET",
+    "GRASSROOTS_PII_KEY",
+    # The gateways' inbound callback (docs/gateways.md): the demo signs its keypress with the voice one.
+    "NOTICES_SMS_INBOUND_SECRET",
+    "NOTICES_VOICE_INBOUND_SECRET",
+)
+
+
 def load_dev_secrets():
-    """Signing and PII keys for local runs: taken from the environment, else generated once under var/."""
+    """Secrets for local runs: taken from the environment, else generated once under var/dev.env."""
     os.makedirs(VAR, exist_ok=True)
-    if not os.path.exists(DEV_ENV):
-        with open(DEV_ENV, "w") as out:
-            out.write(f"GRASSROOTS_JWT_SECRET={secrets.token_urlsafe(48)}\n")
-            out.write(f"GRASSROOTS_PII_KEY={secrets.token_urlsafe(48)}\n")
+    kept = {}
+    if os.path.exists(DEV_ENV):
+        with open(DEV_ENV) as source:
+            for line in source:
+                key, _, value = line.strip().partition("=")
+                if key:
+                    kept[key] = value
+    missing = [key for key in DEV_SECRETS if key not in kept]
+    if missing:
+        with open(DEV_ENV, "a") as out:
+            for key in missing:
+                kept[key] = secrets.token_urlsafe(48)
+                out.write(f"{key}={kept[key]}\n")
         os.chmod(DEV_ENV, 0o600)
-    with open(DEV_ENV) as source:
-        for line in source:
-            key, _, value = line.strip().partition("=")
-            if key and not os.environ.get(key):
-                os.environ[key] = value
+    for key, value in kept.items():
+        if not os.environ.get(key):
+            os.environ[key] = value
 
 
 def masked(url):
