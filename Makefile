@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m tools.suite run
 
-# Two cross-service scenarios against the suite `make run` started (in another terminal).
+# Three cross-service scenarios against the suite `make run` started (in another terminal).
 demo: install
 	$(PY) -m tools.demo $(DEMO_ARGS)
 

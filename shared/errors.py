@@ -59,6 +59,12 @@ class Unauthenticated(GrassrootsError):
 
 
 @deserialize_to_instance
+class RateLimited(GrassrootsError):
+    """The caller made too many such requests in the period; nothing was changed. ``details``:
+    ``{"field": what was limited, "limit": n, "period_seconds": p, "retry_after_seconds": s}``."""
+
+
+@deserialize_to_instance
 class InternalError(GrassrootsError):
     """Something failed on our side; the message names the call id to look up in the logs."""
 
@@ -69,4 +75,4 @@ class ServiceUnavailable(GrassrootsError):
 
 
 # Raised for errors the caller caused: logged as warnings, counted as client errors.
-CLIENT_ERRORS = (ValidationError, NotFound, Conflict, Forbidden, Unauthenticated)
+CLIENT_ERRORS = (ValidationError, NotFound, Conflict, Forbidden, Unauthenticated, RateLimited)

@@ -26,6 +26,12 @@ what it is now*, and every write to the model happens under the service's copies
   refreshes them from the grid in batches, under the same lock: for a gap in the events (a queue lost,
   a replica restored from backup).
 
+- an erasure (the grid's ``resident_erased``: ``resident_erased`` here) deletes the resident's row (and,
+  the household emptied, its address) and keeps a tombstone (``erased_residents``): from then on the
+  resident is missing to every read (the grid is not asked), a resync or a late event stores nothing
+  about them, and an emptied household's address read from the grid is used, never kept. A purged tag
+  (``tag_purged``) re-reads a row still holding it.
+
 The lock is only taken on a miss, an event or a resync page: the common case reads and takes no lock.
 Lock order: the copies lock first, then a service's own (volunteer's ``care``): a handler that writes
 the model does so before it takes any other lock.
@@ -46,7 +52,7 @@ from shared.endpoints import endpoint, rpc
 from shared.errors import NotFound, ValidationError
 from shared.paths import PathText, as_path, path_ids
 from shared.timers import config_timer
-from shared.validation import StrictSchema, UtcDateTime
+from shared.validation import EventData, Id, ListOf, OneOf, Str, StrictSchema, UtcDateTime
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,7 @@ class FactModels:
     sync: Any
     tags: frozenset
     address: bool
+    erased: Any = None  # the ``erased_residents`` tombstones (see ``resident_erased``)
 
     @property
     def path_columns(self):
@@ -115,7 +122,21 @@ def fact_models(base: type[Any], tags=(), address=False):
         refreshed: Mapped[int] = mapped_column(BigId, default=0)
         changed: Mapped[int] = mapped_column(BigId, default=0)
 
-    return FactModels(GridUnit, GridHousehold, GridResident, GridFactsSync, frozenset(tags), address)
+    class ErasedResident(base):
+        """A resident the grid erased (``resident_erased``), kept for good: no later event, read-through or
+        resync stores anything about them again (their read-model row, their household's address once it
+        emptied), and the service refuses them as unknown."""
+
+        __tablename__ = "erased_residents"
+
+        id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+        household_id: Mapped[int | None] = mapped_column(BigId)
+        household_emptied: Mapped[bool] = mapped_column(Boolean)
+        erasure_id: Mapped[int | None] = mapped_column(BigId)
+        erased_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+        applied_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    return FactModels(GridUnit, GridHousehold, GridResident, GridFactsSync, frozenset(tags), address, ErasedResident)
 
 
 # ---- writing the model (the caller holds the copies lock) -----------------------------------
@@ -148,7 +169,9 @@ def store_household(session, facts, household, *, first_address=False):
     the model holds the addresses of the households the service served, of no others."""
     values = {"unit_id": int(household["unit_id"]), "unit_path": as_path(household["unit_path"])}
     row = session.get(facts.household, int(household["id"]))
-    if facts.address and (first_address or (row is not None and row.address is not None)):
+    if facts.address and household_erased(session, facts, int(household["id"])):
+        values["address"] = None  # emptied by an erasure: its address is kept no more
+    elif facts.address and (first_address or (row is not None and row.address is not None)):
         values["address"] = dict(household["address"])
     elif row is None:
         values["address"] = None
@@ -159,6 +182,8 @@ def store_resident(session, facts, resident):
     """A resident as ``get_residents`` answers it; its household's place too when the model has no row for
     the household yet (its address comes with the first read that needs it)."""
     household_id = int(resident["household_id"])
+    if erased_among(session, facts, [int(resident["id"])]):
+        return False  # erased: nothing about them is stored again
     changed = _upsert(
         session, facts.resident, int(resident["id"]), {"household_id": household_id, "tags": _kept(facts, resident)}
     )
@@ -210,6 +235,115 @@ def resident_changed(session, grid, facts, resident_id):
         return False
     found = grid.get_residents(resident_ids=[str(resident_id)])["items"]
     return bool(found) and store_resident(session, facts, found[0])
+
+
+# ---- erasure (PIPL): the grid's resident_erased and tag_purged -------------------------------------
+
+
+class ResidentErased(EventData):
+    """grid.resident_erased: a resident's personal data erased at the grid (``grid.erase_resident``, two
+    managers); every service anonymises what it holds about them. ids only."""
+
+    resident_id = Id(required=True)
+    household_id = Id(required=True)
+    unit_id = Id(required=True)
+    unit_path = ListOf(Id(), min_items=1, max_items=20, unique=False, required=True)
+    household_emptied = fields.Boolean(
+        required=True, metadata={"description": "No other resident lives in the household: its address goes too."}
+    )
+    erasure_id = Id(required=True)
+    erased_at = UtcDateTime(required=True)
+
+
+class TagPurged(EventData):
+    """grid.tag_purged: a health or vulnerability tag of a resident purged (its retention after release
+    ended, or an erasure removed it); the data a service derived from that tag goes."""
+
+    resident_id = Id(required=True)
+    household_id = Id(required=True)
+    unit_id = Id(required=True)
+    unit_path = ListOf(Id(), min_items=1, max_items=20, unique=False, required=True)
+    tag = Str(required=True, max_length=40)
+    released_at = UtcDateTime(required=True, allow_none=True)
+    reason = OneOf(("retention", "erased"), required=True)
+
+
+def erased_among(session, facts, resident_ids):
+    """The ids among ``resident_ids`` the grid erased (tombstoned here): a set."""
+    ids = [int(i) for i in resident_ids]
+    if facts.erased is None or not ids:
+        return set()
+    found: set[int] = set()
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        found.update(session.scalars(select(facts.erased.id).where(facts.erased.id.in_(chunk))))
+    return found
+
+
+def household_erased(session, facts, household_id):
+    """True when an erasure emptied the household: its address is not kept any more."""
+    if facts.erased is None:
+        return False
+    query = select(facts.erased.id).where(
+        facts.erased.household_id == int(household_id), facts.erased.household_emptied.is_(True)
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def resident_erased(session, facts, data, now=None):
+    """``resident_erased`` in the read model, under the copies lock: the tombstone stored (once; a replay
+    changes nothing), the resident's row deleted, and — the household emptied — its address dropped.
+    Returns {"tombstone": 1 when new, "grid_residents": rows deleted, "grid_households": addresses dropped}.
+    Safe in any order: an event about the resident handled later finds no row to refresh, a read-through
+    or resync finds the tombstone and stores nothing."""
+    grid_copies.hold(session)
+    resident_id, household_id = int(data["resident_id"]), int(data["household_id"])
+    emptied = bool(data["household_emptied"])
+    done = {"tombstone": 0, "grid_residents": 0, "grid_households": 0}
+    tombstone = session.get(facts.erased, resident_id)
+    if tombstone is None:
+        session.add(
+            facts.erased(
+                id=resident_id,
+                household_id=household_id,
+                household_emptied=emptied,
+                erasure_id=int(data["erasure_id"]),
+                erased_at=data.get("erased_at"),
+                applied_at=now or utcnow(),
+            )
+        )
+        done["tombstone"] = 1
+    elif emptied and not tombstone.household_emptied:
+        tombstone.household_emptied = True
+    row = session.get(facts.resident, resident_id)
+    if row is not None:
+        session.delete(row)
+        done["grid_residents"] = 1
+    if emptied:
+        home = session.get(facts.household, household_id)
+        if home is not None and home.address is not None:
+            home.address = None
+            done["grid_households"] = 1
+    session.flush()
+    return done
+
+
+def tag_purged(session, grid, facts, resident_id, tag):
+    """``tag_purged`` in the read model: a resident row still holding the tag is re-read from the grid
+    (the event says what changed, the grid what is now: a tag released and purged is gone there, one set
+    again since stays); True when the row changed. An erased resident has no row: nothing is asked."""
+    if tag not in facts.tags:
+        return False
+    grid_copies.hold(session)
+    row = session.get(facts.resident, int(resident_id))
+    if row is None or tag not in row.tags:
+        return False
+    found = grid.get_residents(resident_ids=[str(resident_id)])["items"]
+    if not found:  # the grid knows them no more: nothing of theirs is kept
+        session.delete(row)
+        session.flush()
+        return True
+    return store_resident(session, facts, found[0])
 
 
 # ---- reading: the grid client's reads, answered from the model -------------------------------------
@@ -286,11 +420,15 @@ class LocalGrid:
                 return self._household_reply(found["id"], found["unit_id"], found["unit_path"], found.get("address"))
             store_household(self.session, self.facts, found, first_address=True)
             row = self.session.get(self.facts.household, int(household_id))
+            if self.facts.address and row.address is None:  # an erased household's: used, not kept
+                return self._household_reply(found["id"], found["unit_id"], found["unit_path"], found.get("address"))
         return self._household_reply(row.id, row.unit_id, path_ids(row.unit_path), row.address)
 
     def _household_reply(self, household_id, unit_id, unit_path, address):
         found = {"id": str(household_id), "unit_id": str(unit_id), "unit_path": [str(i) for i in unit_path]}
-        return {**found, "address": dict(address)} if self.facts.address else found
+        if not self.facts.address:
+            return found
+        return {**found, "address": dict(address) if address is not None else None}
 
     def get_household_async(self, *, household_id):
         """Answered at once (a local read); ``.result()`` raises what the read raised."""
@@ -328,6 +466,9 @@ class LocalGrid:
         ids = [int(i) for i in resident_ids]
         found = self._resident_rows(ids) if ids else {}
         absent = [i for i in ids if i not in found]
+        if absent:
+            gone = erased_among(self.session, self.facts, absent)  # erased: unknown here, the grid not asked
+            absent = [i for i in absent if i not in gone]
         if absent:
             keep = self._keep()
             items = self.grid.get_residents(resident_ids=[str(i) for i in absent])["items"]

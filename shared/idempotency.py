@@ -120,14 +120,14 @@ class Remembered:
 MISSING = _MISSING
 
 
-def _strings_and_ids(value, ids, in_id_field=False):
-    """The reply's string values (casefolded), and whether a resident-id field holds one of ``ids``."""
+def _strings_and_ids(value, ids, fields=RESIDENT_FIELDS):
+    """The reply's string values (casefolded), and whether one of ``fields`` holds one of ``ids``."""
     strings, named = [], False
-    stack = [(value, in_id_field)]
+    stack = [(value, False)]
     while stack:
         item, id_field = stack.pop()
         if isinstance(item, dict):
-            stack.extend((v, k in RESIDENT_FIELDS) for k, v in item.items())
+            stack.extend((v, k in fields) for k, v in item.items())
         elif isinstance(item, list):
             stack.extend((v, id_field) for v in item)
         elif id_field and str(item) in ids:
@@ -137,18 +137,23 @@ def _strings_and_ids(value, ids, in_id_field=False):
     return strings, named
 
 
-def forget_replies(session, model, vault, *, resident_ids=(), needles=(), batch=500):
+def forget_replies(session, model, vault, *, resident_ids=(), fields=None, records=None, needles=(), batch=500):
     """Blank every remembered reply that holds an erased resident's data; returns how many.
 
     The gap: a write's reply is kept (encrypted) for ``IDEMPOTENCY_TTL_HOURS`` so a retry gets it
     back, and a reply can hold the name, phone or address the erasure just removed from the tables.
     A reply is forgotten when a resident-id field (``RESIDENT_FIELDS``) names one of
-    ``resident_ids``, or any of its text contains one of ``needles`` (the resident's own name, phone
-    or address parts, casefolded; needles shorter than two characters are ignored). It becomes
+    ``resident_ids``, a field named in ``fields`` (``{field: ids}``, e.g. ``{"case_id": {"4"}}``) one of
+    its ids, it is the reply of a method in
+    ``records`` (``{method: ids}``, e.g. ``{"register_resident": {"17"}}``) whose ``id`` is one of its
+    ids, or any of its text contains one of ``needles`` (the resident's own name, phone or ID number,
+    casefolded; needles shorter than two characters are ignored). It becomes
     ``ERASED_REPLY``: its key stays, so a retry of that request is refused (``Remembered.replay``)
     instead of run again. Reads every kept reply (a day's writes at most), ``batch`` rows at a time.
     """
     ids = {str(i) for i in resident_ids}
+    fields = {field: {str(i) for i in found} for field, found in (fields or {}).items() if found}
+    records = {method: {str(i) for i in found} for method, found in (records or {}).items()}
     wanted = [n.casefold() for n in needles if n and len(n) >= 2]
     erased = vault.encrypt(json.dumps(ERASED_REPLY), REPLY_CONTEXT)
     forgotten, after = 0, ""
@@ -159,6 +164,8 @@ def forget_replies(session, model, vault, *, resident_ids=(), needles=(), batch=
         for row in rows:
             reply = json.loads(vault.decrypt(row.reply, REPLY_CONTEXT))
             strings, named = _strings_and_ids(reply, ids)
+            named = named or any(_strings_and_ids(reply, found, fields={field})[1] for field, found in fields.items())
+            named = named or (isinstance(reply, dict) and str(reply.get("id")) in records.get(row.method, ()))
             if reply != ERASED_REPLY and (named or any(n in s for s in strings for n in wanted)):
                 row.reply = erased
                 forgotten += 1

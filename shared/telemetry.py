@@ -85,10 +85,22 @@ def outcome_of(exc_info):
     return "error"
 
 
+class CounterSpec:
+    """A domain counter a service declares (``Telemetry(counters=...)``), exported from 0 for each of
+    ``start_labels`` (tuples of label values) and increased with ``Telemetry.count``."""
+
+    def __init__(self, name, documentation, labels=(), start_labels=()):
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+        self.start_labels = tuple(tuple(v) for v in start_labels)
+
+
 class Telemetry(DependencyProvider):
-    def __init__(self, gauges=(), database_attr="db"):
+    def __init__(self, gauges=(), database_attr="db", counters=()):
         self.gauges = list(gauges)
         self.database_attr = database_attr
+        self.counter_specs = list(counters)
 
     def setup(self):
         service = self.container.service_name
@@ -119,6 +131,12 @@ class Telemetry(DependencyProvider):
             ["service", "handler"],
             registry=self.registry,
         )
+        self.counters = {}
+        for spec in self.counter_specs:
+            counter = Counter(spec.name, spec.documentation, list(spec.labels), registry=self.registry)
+            for values in spec.start_labels:
+                counter.labels(*values)
+            self.counters[spec.name] = counter
         self.service = service
         self._started = {}
         self._children: dict = {}  # (metric, labels): its labelled child, looked up once
@@ -157,6 +175,12 @@ class Telemetry(DependencyProvider):
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def count(self, name, *labels, amount=1):
+        """Increase the declared counter ``name`` (``CounterSpec``) by ``amount`` (nothing for 0)."""
+        if amount:
+            counter = self.counters[name]
+            (counter.labels(*labels) if labels else counter).inc(amount)
 
     def count_dead_letter(self, handler):
         self.dead_letters.labels(self.service, handler).inc()

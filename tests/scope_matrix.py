@@ -155,6 +155,10 @@ LIST_FILTER = (
     "narrows a list already limited to the caller's stations (or own records): an id from elsewhere matches nothing"
 )
 USER_ID = "a person's user id (a token's `sub`), not an object in the unit tree"
+PUBLIC_REPORTS = (
+    "the public list of residents' reports holds no personal data (categories, status, dates, public notes): "
+    "public_reports answers every caller about any unit, as the Open311 view does"
+)
 
 
 # ---- the world: two communities in one district, each with one of everything ------------------
@@ -577,6 +581,92 @@ def _untag_resident(w):
     return Call(args, {"resident_id": w.fresh_tagged_resident(w.b)})
 
 
+@example("grid.erase_resident", "resident_id")
+def _erase_resident(w):
+    # The control call files a pending request for a fresh resident of A (another manager would approve).
+    args = {"resident_id": w.fresh_resident(w.a), "reason": "Matrix erasure"}
+    return Call(args, {"resident_id": w.fresh_resident(w.b)})
+
+
+def fresh_erasure(w, side):
+    """A pending erasure request (by the world's admin) for a fresh resident of ``side``."""
+    return w.admin.grid.erase_resident(resident_id=w.fresh_resident(side), reason="Matrix erasure")["erasure_id"]
+
+
+@example("grid.cancel_erasure", "erasure_id")
+def _cancel_erasure(w):
+    return Call({"erasure_id": fresh_erasure(w, w.a)}, {"erasure_id": fresh_erasure(w, w.b)})
+
+
+@example("grid.list_erasures", "under")
+def _list_erasures(w):
+    return Call({"under": w.a.community}, {"under": w.b.community})
+
+
+@example("grid.access_log", "resident_id")
+def _access_log(w):
+    # Staff read a resident's access log on their behalf (the read is recorded): only one they reach.
+    return Call({"resident_id": w.a.r1}, {"resident_id": w.b.r1})
+
+
+# grid: residents' reports (a resident's token names no unit: its ``sub`` is the resident)
+
+
+def fresh_report(w, side, resolved=False):
+    """A fresh resident of ``side`` and a report of theirs (resolved by the admin if asked): (resident, report)."""
+    resident = w.fresh_resident(side)
+    mine = w.proxy(token("resident", sub=resident)).grid
+    report = mine.report_problem(service_code="infrastructure", description="Matrix: the gate is broken")
+    if resolved:
+        w.admin.grid.resolve_incident(incident_id=report["service_request_id"], resolution="Fixed")
+    return resident, report["service_request_id"]
+
+
+def _resident_call(w, extra=None):
+    resident, report = fresh_report(w, w.a, resolved=True)
+    _, other = fresh_report(w, w.b, resolved=True)
+    args = {"service_request_id": report, **(extra or {})}
+    return Call(args, {"service_request_id": other}, roles=("resident",), sub=resident, scoped=False)
+
+
+@example("grid.confirm_resolution", "service_request_id")
+def _confirm_resolution(w):
+    return _resident_call(w)
+
+
+@example("grid.reopen_report", "service_request_id")
+def _reopen_report(w):
+    return _resident_call(w, {"reason": "Still broken"})
+
+
+@example("grid.report_problem")
+def _report_problem(w):
+    # no id argument: the report goes to the resident's own small grid (the self-roles case: Forbidden)
+    args = {"service_code": "other", "description": "Matrix: a broken bench"}
+    return Call(args, {}, roles=("resident",), sub=w.fresh_resident(w.a), scoped=False)
+
+
+@example("grid.my_reports", self_roles=(OWN_RECORDS, "a resident's own reports, never the unit's"))
+def _my_reports(w):
+    return Call({}, {}, roles=("resident",), sub=w.a.r1, scoped=False)
+
+
+@example("grid.merge_reports", "primary_id", "duplicate_id")
+def _merge_reports(w):
+    args = {"primary_id": fresh_report(w, w.a)[1], "duplicate_id": fresh_report(w, w.a)[1]}
+    return Call(args, {"primary_id": fresh_report(w, w.b)[1], "duplicate_id": fresh_report(w, w.b)[1]})
+
+
+@example("grid.add_public_note", "incident_id")
+def _add_public_note(w):
+    return Call({"incident_id": w.fresh_incident(w.a), "note": "Works start Monday"}, {"incident_id": w.b.incident})
+
+
+@example("grid.public_reports", "unit_id", allowed={"unit_id": PUBLIC_REPORTS}, self_roles=(PUBLIC, PUBLIC_REPORTS))
+def _public_reports(w):
+    return Call({"unit_id": w.a.community}, {"unit_id": w.b.community})
+
+
 # notices
 
 
@@ -619,6 +709,18 @@ def _record_delivery_status(w):
     # admin and service only: an admin token naming community A is scoped to it
     args = {"delivery_id": w.a.delivery, "status": "sent"}
     return Call(args, {"delivery_id": w.b.delivery}, roles=("admin",), sub="admin-a")
+
+
+@example("notices.record_inbound", "gateway_event_id")
+def _record_inbound(w):
+    # An admin token naming community A records a reply to A's delivery; replaying an event the unscoped
+    # gateway bridge recorded for B's delivery is refused, as B's delivery named in in_reply_to would be.
+    n = w.next()
+    report = {"gateway": "sms", "kind": "sms_reply", "text": "ok"}
+    args = {**report, "gateway_event_id": f"matrix-a-{n}", "in_reply_to": w.a.delivery}
+    outside = {**report, "gateway_event_id": f"matrix-b-{n}", "in_reply_to": w.b.delivery}
+    w.admin.notices.record_inbound(**outside)
+    return Call(args, {"gateway_event_id": Replace(outside)}, roles=("admin",), sub="admin-a")
 
 
 @example("notices.register_chat_group", "unit_id")
@@ -789,6 +891,20 @@ def _reschedule(w):
     consultation = w.fresh_booking(w.a)
     args = {"consultation_id": consultation, "starts_at": w.free_slots(w.a)[0], "lawyer_id": w.a.lawyer}
     return Call(args, {"consultation_id": w.fresh_booking(w.b), "lawyer_id": w.b.lawyer})
+
+
+@example("legal.set_legal_hold", "record_id")
+def _set_legal_hold(w):
+    args = {"record": "case", "record_id": w.a.case, "reason": "Appeal pending at the court"}
+    return Call(args, {"record_id": w.b.case})
+
+
+@example("legal.release_legal_hold", "record_id")
+def _release_legal_hold(w):
+    inside, outside = (w.fresh_case(side) for side in (w.a, w.b))
+    for case in (inside, outside):
+        w.admin.legal.set_legal_hold(record="case", record_id=case, reason="Held for the matrix")
+    return Call({"record": "case", "record_id": inside, "reason": "Appeal decided"}, {"record_id": outside})
 
 
 @example("legal.set_schedule", "lawyer_id", "station_id")

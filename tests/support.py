@@ -194,7 +194,9 @@ def wait_until(predicate, timeout=45.0, interval=0.1, message="condition not met
 
 # Tables the grid's events feed (shared/grid_facts.py, the handlers' dedup keys): they change whenever an
 # event from earlier grid calls arrives, whatever the call under test does, so a snapshot leaves them out.
-EVENT_FED_TABLES = frozenset({"grid_units", "grid_households", "grid_residents", "grid_facts_sync", "processed_events"})
+EVENT_FED_TABLES = frozenset(
+    {"grid_units", "grid_households", "grid_residents", "grid_facts_sync", "erased_residents", "processed_events"}
+)
 
 
 def table_counts(url, metadata, extra_sql=None):

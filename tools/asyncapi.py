@@ -539,7 +539,8 @@ def _fixed_components():
                     "``Conflict`` (also an ``idempotency_key`` used before for other arguments), "
                     "``Forbidden``, ``Unauthenticated``, ``ServiceUnavailable`` (a service the call "
                     "depends on did not answer in time; nothing was changed: retry later, a write with "
-                    "the same ``idempotency_key``), ``InternalError``.",
+                    "the same ``idempotency_key``), ``RateLimited`` (the caller made too many such "
+                    "requests in a period, e.g. a resident's reports; nothing was changed), ``InternalError``.",
                 },
                 "exc_path": {"type": "string"},
                 "exc_args": {"type": "array"},

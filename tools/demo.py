@@ -1,7 +1,7 @@
-"""`make demo`: two cross-service scenarios played against the running suite (`make run` in another
+"""`make demo`: three cross-service scenarios played against the running suite (`make run` in another
 terminal), printed step by step.
 
-    python -m tools.demo [--timeout 30] [--only quarantine|dispute]
+    python -m tools.demo [--timeout 30] [--only quarantine|dispute|keypress] [--ack-seconds 15]
 
 1. Quarantine — a grid worker tags a resident ``quarantined``; notices sends the household its
    ``quarantine_instructions``; volunteer opens daily ``groceries`` and ``check_in`` requests for the
@@ -11,6 +11,10 @@ terminal), printed step by step.
    mediation case for it; a lawyer mediates and closes it with an agreement, and the incident is
    resolved with that outcome. A second dispute referred to court escalates its incident to the
    political-legal department.
+3. Keypress — a notice that must be acknowledged goes by voice call to the elderly residents living
+   alone in a small grid; one of them presses 1 in the call (the voice gateway reports the keypress
+   through the signed HTTP webhook, as a real gateway would); when the acknowledgement deadline passes,
+   volunteer raises a door-knock for each silent neighbour's household, and none for hers.
 
 Every effect another service produces is polled for until it appears; one that does not appear
 within ``--timeout`` seconds is reported as a failure, and the exit status is then 1.
@@ -18,10 +22,15 @@ within ``--timeout`` seconds is reported as a failure, and the exit status is th
 
 import argparse
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from zoneinfo import ZoneInfo
 
 from amqp.exceptions import AMQPError
@@ -31,6 +40,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from services import registry
 from services.grid.vocabulary import TAGS
 from shared.auth import jwt_secret, mint_token
 from shared.errors import Conflict
@@ -43,6 +53,9 @@ HEALTH_TAGS = tuple(tag for tag in TAGS if tag != "party_member")
 CARE_KINDS = ("groceries", "check_in")
 ZONE = ZoneInfo("Asia/Shanghai")
 LIVE_STATUSES = ("open", "offered", "matched")
+SCENARIOS = ("quarantine", "dispute", "keypress")
+# The voice gateway's webhook secret (docs/gateways.md); `make run` keeps it in var/dev.env.
+VOICE_SECRET_ENV = "NOTICES_VOICE_INBOUND_SECRET"
 
 console = Console(highlight=False)
 
@@ -57,20 +70,23 @@ class Failed(Exception):
 
 
 class Demo:
-    def __init__(self, amqp_uri, timeout):
+    def __init__(self, amqp_uri, timeout, notices_url=None, ack_seconds=15.0):
         self.amqp_uri = amqp_uri
         self.timeout = timeout
         self.started = time.monotonic()
         self.proxies = {}
         self.secret = jwt_secret()
+        # where the voice gateway posts its keypresses: notices' web port (`make run`: 8002)
+        self.notices_url = notices_url or f"http://127.0.0.1:{registry.get('notices').dev_port}"
+        self.ack_seconds = ack_seconds
 
     # ---- plumbing -----------------------------------------------------------
 
-    def as_(self, sub="demo", roles=("admin",), unit=None):
+    def as_(self, sub="demo", roles=("admin",), unit=None, pii=False):
         """A service proxy calling with a token for ``sub`` in ``roles`` (one connection per identity)."""
-        key = (sub, tuple(roles), unit)
+        key = (sub, tuple(roles), unit, pii)
         if key not in self.proxies:
-            token = mint_token(self.secret, sub, list(roles), unit=unit, ttl=3600)
+            token = mint_token(self.secret, sub, list(roles), unit=unit, pii=pii, ttl=3600)
             cluster = ClusterRpcProxy({"AMQP_URI": self.amqp_uri}, context_data={"auth_token": token}, timeout=30)
             self.proxies[key] = (cluster, cluster.start())
         return self.proxies[key][1]
@@ -430,6 +446,142 @@ class Demo:
             return incident, case, lawyer
         raise Failed(f"no lawyer could be assigned to case {case['id']}")
 
+    # ---- scenario 3: a keypress acknowledges ----------------------------------------------
+
+    def pick_elderly(self, district):
+        """(small grid, [residents tagged elderly_alone there, one per household]): the small grid with the
+        fewest such residents, at least two, so that the notice reaches few."""
+        smalls = self.all_pages(self.admin.grid.list_units, under=district["id"], level="grid_small")
+        counts = [
+            (unit, self.admin.grid.count_residents.call_async(under=unit["id"], tags_any=["elderly_alone"]))
+            for unit in smalls
+        ]
+        ranked = sorted(
+            ((reply.result()["count"], int(unit["id"]), unit) for unit, reply in counts), key=lambda c: c[:2]
+        )
+        for count, _, unit in ranked:
+            if count < 2:
+                continue
+            elderly = self.admin.grid.find_residents(under=unit["id"], tags_any=["elderly_alone"], page_size=100)
+            by_household: dict[str, dict] = {}
+            for resident in sorted(elderly["items"], key=lambda r: int(r["id"])):
+                by_household.setdefault(resident["household_id"], resident)
+            if len(by_household) >= 2:
+                # her first: a woman's ID number has an even 17th digit (visible in the masked form)
+                return unit, sorted(by_household.values(), key=lambda r: not _female(r))
+        raise Failed("no small grid with two elderly residents living alone (is the demo district seeded?)")
+
+    def keypress(self, district):
+        self.step("Scenario 3 — an elderly resident presses 1 (按键确认)")
+        unit, elderly = self.pick_elderly(district)
+        her, silent = elderly[0], elderly[1:]
+        self.log(
+            f"Small grid [bold]{self.unit_label(unit['id'])}[/] (unit {unit['id']}): {len(elderly)} elderly "
+            f"residents living alone — " + ", ".join(f"{r['name']} (household {r['household_id']})" for r in elderly)
+        )
+        officer = self.as_(f"demo-officer-{unit['id']}", ("officer",), unit=unit["id"])
+        deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.ack_seconds)).replace(microsecond=0)
+        notice = officer.notices.create_notice(
+            title="明日停水通知 (water off tomorrow)",
+            body="明日9:00-12:00停水，请提前储水。收到请按1。(Water is off 9-12 tomorrow; press 1 if you heard this.)",
+            category="community_activity",
+            severity="moderate",
+            urgency="expected",
+            audience={"under": [unit["id"]], "tags_any": ["elderly_alone"]},
+            channels=["voice_call"],
+            requires_ack=True,
+            ack_deadline=deadline.isoformat(),
+        )
+        officer.notices.approve_notice(notice_id=notice["id"])
+        self.log(
+            f"Officer sends notice {notice['id']} «{notice['title']}» by [bold]voice call[/] to the grid's "
+            f"elderly living alone; acknowledgement due by {deadline.astimezone(ZONE):%H:%M:%S} CST "
+            f"({self.ack_seconds:.0f} s)"
+        )
+
+        def called():
+            report = officer.notices.delivery_report(notice_id=notice["id"])
+            return report if report["targeted"] and report["sent"] + report["delivered"] >= report["targeted"] else None
+
+        report = self.wait_for("notices: the voice calls placed", called)
+        self.log(f"  {report['targeted']} residents called: {report['sent'] + report['delivered']} calls placed")
+        # The gateway knows the caller's number from the call; the demo reads it as the gateway would see it.
+        phone = self.as_("demo-voice-gateway", ("admin",), pii=True).grid.get_resident(resident_id=her["id"])["phone"]
+        answer = self._press_1(phone)
+        self.log(
+            f"{her['name']} presses [bold green]1[/] in the call: the voice gateway reports it ({answer['via']}); "
+            f"outcome [bold]{answer['outcome']}[/], matched by {answer['matched_by']} to delivery "
+            f"{answer['delivery_id']} of notice {answer['notice_id']}"
+        )
+        if answer["notice_id"] != notice["id"] or answer["resident_id"] != her["id"]:
+            raise Failed(f"the keypress was matched to notice {answer['notice_id']}, resident {answer['resident_id']}")
+        acknowledged = self.wait_for(
+            "notices: the acknowledgement counted in the delivery report",
+            lambda: officer.notices.delivery_report(notice_id=notice["id"])["acknowledged"] >= 1,
+        )
+        if acknowledged:
+            self.log(f"  delivery report: 1 of {report['targeted']} acknowledged")
+        households = {r["household_id"]: r for r in elderly}
+        origin = f"unack:notice/{notice['id']}:household/"
+
+        def knocks():
+            found = {
+                r["household_id"]: r
+                for r in self.admin.volunteer.list_requests(under=unit["id"], page_size=500)["items"]
+                if (r.get("origin") or "").startswith(origin)
+            }
+            return found if set(found) >= {r["household_id"] for r in silent} else None
+
+        remaining = max(0.0, (deadline - dt.datetime.now(dt.UTC)).total_seconds())
+        self.log(f"  [dim]waiting for the deadline ({remaining:.0f} s) and the door-knocks it raises…[/]")
+        found = self.wait_for(
+            "volunteer: a door-knock for each silent neighbour's household", knocks, timeout=self.timeout + remaining
+        )
+        for household_id, request in sorted(found.items(), key=lambda item: int(item[0])):
+            who = households.get(household_id)
+            self.log(
+                f"  request {request['id']}: [bold]{request['kind']}[/] ({request['urgency']}) at household "
+                f"{household_id}" + (f" — {who['name']} did not answer" if who else "")
+            )
+        if her["household_id"] in found:
+            raise Failed(
+                f"{her['name']} pressed 1, yet her household got door-knock {found[her['household_id']]['id']}"
+            )
+        self.log(f"  [green]no door-knock for {her['name']}[/]: she pressed 1")
+
+    def _press_1(self, phone):
+        """The voice gateway reports a keypress: the signed HTTP webhook when `make run`'s dev env has the
+        voice gateway's secret, else notices.record_inbound over RPC as the gateway's service."""
+        event = {
+            "kind": "keypress",
+            "gateway_event_id": f"demo-call-{uuid.uuid4().hex[:12]}",
+            "from_phone": phone,
+            "digits": "1",
+        }
+        secret = os.environ.get(VOICE_SECRET_ENV)
+        if not secret:
+            answer = self.as_("service:voice-gateway", ("service",)).notices.record_inbound(gateway="voice", **event)
+            return {**answer, "via": f"over RPC: no {VOICE_SECRET_ENV} in var/dev.env"}
+        body = json.dumps(event).encode()
+        stamp = str(int(time.time()))
+        signature = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(
+            f"{self.notices_url}/gateways/voice/inbound",
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-Grassroots-Timestamp": stamp,
+                "X-Grassroots-Signature": f"sha256={signature}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return {**json.loads(response.read()), "via": "signed webhook POST /gateways/voice/inbound"}
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:200]
+            raise Failed(f"the keypress webhook answered {exc.code}: {detail}") from None
+
     def _steps(self, incident):
         table = Table(
             "at (CST)",
@@ -453,16 +605,24 @@ class Demo:
         console.print(table)
 
 
+def _female(resident):
+    number = resident.get("id_number") or ""
+    return len(number) == 18 and number[16].isdigit() and int(number[16]) % 2 == 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each effect (30)")
-    parser.add_argument("--only", choices=("quarantine", "dispute"), help="play one scenario")
+    parser.add_argument("--only", choices=SCENARIOS, help="play one scenario")
+    parser.add_argument(
+        "--ack-seconds", type=float, default=15.0, help="the keypress scenario's acknowledgement deadline (15)"
+    )
     args = parser.parse_args(argv)
     from tools.suite import load_dev_secrets
 
     load_dev_secrets()
     amqp_uri = os.environ.get("AMQP_URI") or DEFAULT_AMQP_URI
-    demo = Demo(amqp_uri, args.timeout)
+    demo = Demo(amqp_uri, args.timeout, ack_seconds=args.ack_seconds)
     failures = []
     try:
         try:
@@ -480,7 +640,7 @@ def main(argv=None):
             )
             return 2
         demo.log(f"Demo district [bold]{district['name']}[/] (unit {district['id']}) at {amqp_uri}")
-        for name in ("quarantine", "dispute"):
+        for name in SCENARIOS:
             if args.only in (None, name):
                 try:
                     getattr(demo, name)(district)
@@ -496,7 +656,7 @@ def main(argv=None):
     if failures:
         console.print(Panel("\n".join(failures), title="[red]demo failed", border_style="red", expand=False))
         return 1
-    played = f"the {args.only} scenario" if args.only else "both scenarios"
+    played = f"the {args.only} scenario" if args.only else "all three scenarios"
     console.print(Panel(f"{played} played through", title="[green]demo passed", border_style="green", expand=False))
     return 0
 

@@ -167,7 +167,7 @@ def where_to_start(amqp_uri):
             f'{cli} call volunteer.list_volunteers \'{{"under": "{known["small_grid"]}"}}\''
             "    # the small grid with the most volunteers"
         )
-    lines.append(f"{cli} tail    # events as they happen;  make demo    # two scenarios across the services")
+    lines.append(f"{cli} tail    # events as they happen;  make demo    # three scenarios across the services")
     return lines
 
 

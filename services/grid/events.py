@@ -91,10 +91,37 @@ class ResidentTagged(ResidentTagEvent):
 
 
 class ResidentUntagged(ResidentTagEvent):
-    """Emitted by ``untag_resident`` (reason ``untagged``) and by housekeeping when a tag's ``until``
-    passes (reason ``expired``)."""
+    """Emitted by ``untag_resident`` (reason ``untagged``), by housekeeping when a tag's ``until``
+    passes or the lifecycle timer when a tag without ``until`` outlives its policy's ``max_age`` (reason
+    ``expired``), and by an approved ``erase_resident`` for each tag the resident carried (reason
+    ``erased``). The grid keeps the release until the tag's retention ends, then emits ``tag_purged``."""
 
-    reason = Str(required=True, max_length=100, metadata={"description": "``untagged`` or ``expired``."})
+    reason = Str(required=True, max_length=100, metadata={"description": "``untagged``, ``expired`` or ``erased``."})
+
+
+class TagPurged(ResidentTagEvent):
+    """Emitted when the grid purges a released tag — its policy's retention after the release ended
+    (reason ``retention``), or an approved ``erase_resident`` removed the resident's tags (reason
+    ``erased``, once per tag carried or still kept). Every service deletes what it derived from that tag
+    of that resident. Not emitted when the resident carries the tag again, or a later release of it is
+    still kept (that one's purge is announced in its turn)."""
+
+    released_at = UtcDateTime(required=True, metadata={"description": "When the tag was taken off."})
+    reason = OneOf(("retention", "erased"), required=True)
+
+
+class ResidentErased(EventPayload):
+    """Emitted by ``erase_resident`` when a second manager approved an erasure and the grid anonymised
+    the resident. Every service anonymises what it holds about the resident; with ``household_emptied``
+    (no other resident lives in the household any more) it also drops the household's address."""
+
+    resident_id = Id(required=True)
+    household_id = Id(required=True)
+    unit_id = Id(required=True, metadata={"description": "The resident's small grid."})
+    unit_path = _path(UNIT_PATH)
+    household_emptied = fields.Boolean(required=True)
+    erasure_id = Id(required=True, metadata={"description": "The erasure request (the audit trail in the grid)."})
+    erased_at = UtcDateTime(required=True)
 
 
 class ScreeningVisitRecorded(EventPayload):
@@ -136,6 +163,14 @@ class IncidentReported(IncidentEvent):
     party_resident_ids = fields.List(
         Id(), required=True, metadata={"description": "Residents party to the incident (may be empty)."}
     )
+    source = OneOf(
+        v.INCIDENT_SOURCES,
+        load_default="staff",
+        metadata={
+            "description": "Who reported it: ``staff`` (report_incident), ``service`` (raised by the grid for "
+            "another service) or ``resident`` (a resident's own report, ``report_problem``)."
+        },
+    )
 
 
 class IncidentEscalated(IncidentEvent):
@@ -150,6 +185,20 @@ class IncidentResolved(IncidentEvent):
     """Emitted when an incident is resolved (``resolve_incident``, or a mediation that settled it)."""
 
 
+class IncidentReopened(IncidentEvent):
+    """Emitted by ``reopen_report`` when a resident reopens the resolution of their report within the
+    confirmation window: it is open again at the unit it was reported at, with that level's deadline."""
+
+    reopened = fields.Integer(required=True, metadata={"description": "How often it has been reopened."})
+
+
+class IncidentMerged(IncidentEvent):
+    """Emitted by ``merge_reports`` when a report is closed as a duplicate of another; its reporters follow
+    the other one from then on. The state is the duplicate's (``status`` resolved)."""
+
+    merged_into_id = Id(required=True, metadata={"description": "The report it duplicated (the primary)."})
+
+
 EVENTS = {
     "unit_created": UnitCreated(),
     "unit_closed": UnitClosed(),
@@ -158,8 +207,12 @@ EVENTS = {
     "household_moved": HouseholdMoved(),
     "resident_tagged": ResidentTagged(),
     "resident_untagged": ResidentUntagged(),
+    "tag_purged": TagPurged(),
+    "resident_erased": ResidentErased(),
     "screening_visit_recorded": ScreeningVisitRecorded(),
     "incident_reported": IncidentReported(),
     "incident_escalated": IncidentEscalated(),
     "incident_resolved": IncidentResolved(),
+    "incident_reopened": IncidentReopened(),
+    "incident_merged": IncidentMerged(),
 }

@@ -44,6 +44,8 @@ def _event(incident, **extra):
 
 
 def _step(session, incident, action, actor, note=None, from_level=None, to_level=None, at=None):
+    at = at or utcnow()
+    incident.updated_at = at  # every change is a step: Open311's updated_datetime
     session.add(
         IncidentStep(
             incident_id=incident.id,
@@ -52,14 +54,16 @@ def _step(session, incident, action, actor, note=None, from_level=None, to_level
             to_level=to_level,
             note=note,
             actor=actor,
-            at=at or utcnow(),
+            at=at,
         )
     )
 
 
-def _open(uow, policy, unit, category, description, parties, reporter, origin=None):
+def _open(uow, policy, unit, category, description, parties, reporter, origin=None, source=None, **report):
+    """``report``: a resident's report's own columns (services/grid/reports.py)."""
     session = uow.session
     now = utcnow()
+    source = source or ("service" if origin is not None else "staff")
     incident = Incident(
         unit_id=unit.id,
         unit_path=unit.path,
@@ -75,12 +79,18 @@ def _open(uow, policy, unit, category, description, parties, reporter, origin=No
         reported_by=reporter,
         reported_at=now,
         origin=origin,
+        source=source,
+        updated_at=now,
+        reopened=0,
+        **report,
     )
     session.add(incident)
     session.flush()
     _step(session, incident, "reported", reporter, to_level=unit.level, at=now)
     uow.emit(
-        "incident_reported", f"incident/{incident.id}", _event(incident, party_resident_ids=[str(p) for p in parties])
+        "incident_reported",
+        f"incident/{incident.id}",
+        _event(incident, party_resident_ids=[str(p) for p in parties], source=source),
     )
     return incident
 
@@ -231,7 +241,9 @@ def settle_from_mediation(uow, policy, incident_id, case_id, outcome, actor):
     return _resolve(uow, incident, f"mediation case {case_id} closed: {outcome}", actor, utcnow())
 
 
-def resolve_incident(uow, caller, incident_id, resolution):
+def resolve_incident(uow, caller, incident_id, resolution, public_note=None):
+    """``public_note``: what residents following the report and the public list read (``status_notes``);
+    the ``resolution`` itself stays with staff."""
     session = uow.session
     incident = load_incident(session, caller, incident_id, lock=True)
     if incident.status == "resolved":
@@ -243,7 +255,16 @@ def resolve_incident(uow, caller, incident_id, resolution):
     else:
         handling_ids = origin_ids[: origin_ids.index(incident.handling_unit_id) + 1]
     caller.require_reach(handling_ids, f"incident handled at {incident.handling_level}")
-    return _resolve(uow, incident, resolution, caller.sub, utcnow())
+    now = utcnow()
+    if public_note is not None:
+        note_publicly(session, incident, public_note, caller.sub, now)
+    return _resolve(uow, incident, resolution, caller.sub, now)
+
+
+def note_publicly(session, incident, note, actor, now):
+    """The department's public note on an incident: its ``status_notes`` from now on, and a step."""
+    incident.status_notes = note
+    _step(session, incident, "public_note", actor, note=note, from_level=incident.handling_level, at=now)
 
 
 def incident_trail(session, caller, incident_id):
@@ -255,9 +276,11 @@ def incident_trail(session, caller, incident_id):
     return RowView(incident, steps=list(steps))
 
 
-def list_incidents(session, caller, under, status, page, page_size):
+def list_incidents(session, caller, under, status, page, page_size, source="any"):
     root = reachable_unit(session, caller, under)
     query = select(Incident).where(tree.in_subtree(Incident.unit_path, root.path))
     if status is not None:
         query = query.where(Incident.status == status)
+    if source != "any":
+        query = query.where(Incident.source == source)
     return paged(session, query.order_by(Incident.id.desc()), page, page_size)

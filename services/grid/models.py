@@ -15,6 +15,8 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,6 +87,8 @@ class Resident(Base):
     phone_enc: Mapped[bytes] = mapped_column(LargeBinary)
     birth_date: Mapped[dt.date] = mapped_column(Date)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # Set when the resident's record was erased (services/grid/erasure.py): the row stays, anonymised.
+    erased_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ResidentTag(Base):
@@ -127,6 +131,10 @@ class ScreeningVisit(Base):
 
 class Incident(Base):
     __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_reporter_resident_id", "reporter_resident_id", "reported_at"),
+        Index("ix_incidents_public_path", "public", "unit_path"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     unit_id: Mapped[int] = mapped_column(FK_BIGID, ForeignKey("units.id"), index=True)
@@ -148,6 +156,32 @@ class Incident(Base):
     # What raised it when a service did (e.g. "volunteer:request/12"): one incident per origin,
     # however often the event behind it is delivered.
     origin: Mapped[str | None] = mapped_column(String(120), unique=True)
+    # Residents' reports (services/grid/reports.py, grid migration 0004). ``source``: resident, staff
+    # or service; a resident's report names its reporter, its Open311 service code, where in the
+    # compound and a photo reference; ``public`` reports are listed (without free text) in the public
+    # list and the Open311 view; ``status_notes`` is the department's latest public note.
+    source: Mapped[str] = mapped_column(String(10), default="staff", server_default="staff")
+    reporter_resident_id: Mapped[int | None] = mapped_column(BigId)
+    service_code: Mapped[str | None] = mapped_column(String(30))
+    location_note: Mapped[str | None] = mapped_column(String(200))
+    photo_ref: Mapped[str | None] = mapped_column(String(500))
+    public: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    status_notes: Mapped[str | None] = mapped_column(String(2000))
+    merged_into_id: Mapped[int | None] = mapped_column(FK_BIGID, ForeignKey("incidents.id"), index=True)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    reopened: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ReportFollower(Base):
+    """A resident following a report: its reporter, and the reporters of duplicates merged into it."""
+
+    __tablename__ = "report_followers"
+    __table_args__ = (Index("ix_report_followers_resident_id", "resident_id", "incident_id"),)
+
+    incident_id: Mapped[int] = mapped_column(FK_BIGID, ForeignKey("incidents.id"), primary_key=True)
+    resident_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    since: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class IncidentStep(Base):
@@ -163,3 +197,75 @@ class IncidentStep(Base):
     note: Mapped[str | None] = mapped_column(String(4000))
     actor: Mapped[str] = mapped_column(String(100))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+# ---- the data lifecycle (PIPL): services/grid/retention.py, erasure.py, access_log.py ----
+
+
+class ReleasedTag(Base):
+    """A tag taken off a resident (untagged, expired), kept until its policy's retention ends; then
+    purged, and ``tag_purged`` tells the other services to drop what they derived from it."""
+
+    __tablename__ = "released_tags"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resident_id: Mapped[int] = mapped_column(FK_BIGID, ForeignKey("residents.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(30))
+    unit_path: Mapped[str] = mapped_column(PathText)
+    purpose: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(20))
+    released_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    purge_after: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ErasureRequest(Base):
+    """An erasure of a resident: requested by one manager, approved (and carried out) by another.
+    The audit trail of the erasure: who, when, why — no personal data."""
+
+    __tablename__ = "erasure_requests"
+    __table_args__ = (
+        Index(
+            "uq_erasure_requests_pending",
+            "resident_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resident_id: Mapped[int] = mapped_column(FK_BIGID, ForeignKey("residents.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20))  # pending, done, cancelled
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    approved_by: Mapped[str | None] = mapped_column(String(100))
+    approved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    approval_reason: Mapped[str | None] = mapped_column(String(500))
+    cancelled_by: Mapped[str | None] = mapped_column(String(100))
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    household_emptied: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class AccessLogEntry(Base):
+    """A read of a resident's personal data: unmasked reads in the grid, and the reads other services
+    report (legal's ``sensitive_data_read``). ``resident_id`` for a read of one resident; ``scope_path``
+    for a bulk read of every resident under a unit. Ids and codes only."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (
+        Index("ix_access_log_resident_id", "resident_id", "id"),
+        Index("ix_access_log_scope_path", "scope_path", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resident_id: Mapped[int | None] = mapped_column(BigId)
+    scope_path: Mapped[str | None] = mapped_column(PathText)
+    service: Mapped[str] = mapped_column(String(30))
+    method: Mapped[str] = mapped_column(String(60))
+    what: Mapped[str] = mapped_column(String(60))
+    reader: Mapped[str] = mapped_column(String(100))
+    reader_roles: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(200))
+    record: Mapped[str | None] = mapped_column(String(120))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
+from services.grid import retention
 from services.grid.events import path_out
 from services.grid.models import Household, Resident, ResidentTag
 from services.grid.units import RowView, reachable_unit
@@ -45,7 +46,9 @@ def household_view(session, caller, household_id):
     """The household with its members' ids, in id order (for services acting on a whole household)."""
     household = load_household(session, caller, household_id)
     members = session.scalars(
-        select(Resident.id).where(Resident.household_id == household.id).order_by(Resident.id)
+        select(Resident.id)
+        .where(Resident.household_id == household.id, Resident.erased_at.is_(None))
+        .order_by(Resident.id)
     ).all()
     return RowView(household, resident_ids=list(members))
 
@@ -175,6 +178,8 @@ def tag_resident(uow, caller, resident_id, tag, until, note):
     """Tag the resident, or update ``until``/``note`` of the tag they carry (announced only when new)."""
     session = uow.session
     resident = load_resident(session, caller, resident_id)
+    if resident.erased_at is not None:
+        raise Conflict(f"resident {resident.id} was erased and takes no tags")
     if until is not None and until <= utcnow():
         raise ValidationError({"until": ["Must be in the future."]})
     existing = session.get(ResidentTag, (resident.id, tag))
@@ -194,30 +199,58 @@ def tag_resident(uow, caller, resident_id, tag, until, note):
     return TagSet(resident.id, tag, until, note, created=True)
 
 
-def untag_resident(uow, caller, resident_id, tag, reason="untagged"):
-    """Take the tag off the resident; returns the removed tag's row."""
+def untag_resident(uow, caller, resident_id, tag, reason="untagged", lifecycle=None):
+    """Take the tag off the resident, keeping its release until the tag's retention ends
+    (services/grid/retention.py); returns the removed tag's row."""
     session = uow.session
     resident = load_resident(session, caller, resident_id)
     existing = session.get(ResidentTag, (resident.id, tag))
     if existing is None:
         raise NotFound(f"resident {resident.id} is not tagged {tag}")
     session.delete(existing)
+    retention.record_release(session, lifecycle, resident.id, tag, resident.unit_path, reason, utcnow())
     session.flush()
     uow.emit("resident_untagged", f"resident/{resident.id}", {**tag_event(resident, tag), "reason": reason})
     return existing
 
 
-def expire_tags(uow, now, limit=500):
-    """Remove tags whose ``until`` has passed, announcing each; returns how many."""
+def expire_tags(uow, now, limit=500, lifecycle=None):
+    """Remove tags whose ``until`` has passed, announcing each and keeping its release until the tag's
+    retention ends; returns how many."""
     session = uow.session
     query = select(ResidentTag).where(ResidentTag.until <= now).limit(limit)
     expired = session.scalars(locking(query, session, skip_locked=True)).all()
-    for row in expired:
+    _release_expired(uow, expired, now, lifecycle)
+    return len(expired)
+
+
+def expire_aged_tags(uow, now, lifecycle, limit=500):
+    """Remove tags set without ``until`` that are older than their policy's ``max_age`` (reason
+    ``expired``, as ``expire_tags``); returns how many."""
+    session = uow.session
+    aged: list = []
+    for policy in retention.policies_view(lifecycle):
+        if policy.max_age is None or len(aged) >= limit:
+            continue
+        cutoff = now - dt.timedelta(seconds=policy.max_age)
+        query = (
+            select(ResidentTag)
+            .where(ResidentTag.tag == policy.tag, ResidentTag.until.is_(None), ResidentTag.tagged_at <= cutoff)
+            .limit(limit - len(aged))
+        )
+        aged.extend(session.scalars(locking(query, session, skip_locked=True)).all())
+    _release_expired(uow, aged, now, lifecycle)
+    return len(aged)
+
+
+def _release_expired(uow, rows, now, lifecycle):
+    session = uow.session
+    for row in rows:
         resident = session.get(Resident, row.resident_id)
         session.delete(row)
+        retention.record_release(session, lifecycle, resident.id, row.tag, resident.unit_path, "expired", now)
         uow.emit("resident_untagged", f"resident/{resident.id}", {**tag_event(resident, row.tag), "reason": "expired"})
     session.flush()
-    return len(expired)
 
 
 def _matching_ids(path, tags_any, tags_all):
@@ -259,7 +292,8 @@ def find_residents(session, caller, vault, under, tags_any, tags_all, page, page
     matching = _matching_ids(root.path, tags_any, tags_all)
     query = select(Resident)
     if matching is None:
-        query = query.where(tree.in_subtree(Resident.unit_path, root.path))
+        # An erased resident has no tags, so a tag filter leaves them out by itself.
+        query = query.where(tree.in_subtree(Resident.unit_path, root.path), Resident.erased_at.is_(None))
     else:
         query = query.where(Resident.id.in_(matching))
     query = query.where(Resident.id > after) if after is not None else query.offset((page - 1) * page_size)
@@ -283,7 +317,8 @@ def resident_columns(session, caller, under, tags_any, tags_all, page_size, afte
         columns.append(func.encode(Resident.phone_enc, "hex") if postgres else func.hex(Resident.phone_enc))
     query = select(*columns)
     if matching is None:
-        query = query.where(tree.in_subtree(Resident.unit_path, root.path))
+        # An erased resident is no one's audience (a tag filter leaves them out by itself: no tags).
+        query = query.where(tree.in_subtree(Resident.unit_path, root.path), Resident.erased_at.is_(None))
     else:
         query = query.where(Resident.id.in_(matching))
     if after is not None:
@@ -312,6 +347,7 @@ def resident_columns(session, caller, under, tags_any, tags_all, page_size, afte
         "phones_enc": [row[3] for row in rows] if with_phones else None,
         "has_more": has_more,
         "next_after": ids[-1] if has_more else None,
+        "scope_path": root.path,  # not in the reply: what the access log records of a read with phones
     }
 
 

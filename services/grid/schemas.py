@@ -1,5 +1,7 @@
 """Input and output schemas of the grid RPC contract."""
 
+import re
+
 from marshmallow import ValidationError as FieldError, fields, missing, pre_dump, validate, validates_schema
 
 from services.grid import vocabulary as v
@@ -28,6 +30,10 @@ class CreateUnit(StrictSchema):
     level = OneOf(v.LEVELS, required=True)
     name = Str(required=True, max_length=200)
     code = Str(load_default=None, allow_none=True, max_length=50)
+
+
+class NoArguments(StrictSchema):
+    """A method that takes no arguments (any argument given is refused, naming it)."""
 
 
 class UnitRef(StrictSchema):
@@ -174,6 +180,12 @@ class EscalateIncident(StrictSchema):
 class ResolveIncident(StrictSchema):
     incident_id = Id(required=True)
     resolution = Str(required=True, max_length=4000)
+    public_note = Str(
+        load_default=None,
+        allow_none=True,
+        max_length=2000,
+        metadata={"description": "A note for residents following it and the public list (``status_notes``)."},
+    )
 
 
 class HouseholdRef(StrictSchema):
@@ -187,6 +199,72 @@ class IncidentRef(StrictSchema):
 class ListIncidents(PageSchema):
     under = Id(required=True)
     status = OneOf(v.INCIDENT_STATUSES, load_default=None, allow_none=True)
+    source = OneOf(
+        (*v.INCIDENT_SOURCES, "any"),
+        load_default="any",
+        metadata={"description": "Only residents' reports, staff's, or those raised for a service; ``any``: all."},
+    )
+
+
+# ---- residents' reports (services/grid/reports.py) ------------------------
+
+# An opaque photo reference: an https URL, or a URL-safe token (a key in a photo store); no whitespace.
+_URL_CHARACTERS = re.compile(r"^https://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._~-]*$")
+
+
+def _photo_ref(value):
+    if not (_URL_CHARACTERS.match(value) or _TOKEN.match(value)):
+        raise FieldError("Must be an https URL or a URL-safe token (letters, digits, . _ ~ -), without spaces.")
+
+
+class ReportProblem(StrictSchema):
+    service_code = OneOf(
+        v.INCIDENT_CATEGORIES, required=True, metadata={"description": "The problem's category (Open311 service)."}
+    )
+    description = Str(required=True, max_length=2000)
+    location_note = Str(
+        load_default=None,
+        allow_none=True,
+        max_length=200,
+        metadata={"description": "Where in the compound (e.g. 'by the east gate'); not an address."},
+    )
+    photo_ref = Str(
+        load_default=None,
+        allow_none=True,
+        max_length=500,
+        validate=_photo_ref,
+        metadata={"description": "A reference to a photo already uploaded elsewhere: https URL or token."},
+    )
+
+
+class MyReports(PageSchema):
+    status = OneOf(("open", "closed"), load_default=None, allow_none=True)
+    page_size = fields.Integer(load_default=20, strict=True, validate=validate.Range(min=1, max=100))
+
+
+class ReportRef(StrictSchema):
+    service_request_id = Id(required=True)
+
+
+class ReopenReport(ReportRef):
+    reason = Str(load_default=None, allow_none=True, max_length=1000)
+
+
+class MergeReports(StrictSchema):
+    primary_id = Id(required=True, metadata={"description": "The report that stays open."})
+    duplicate_id = Id(required=True, metadata={"description": "The report closed as its duplicate."})
+
+
+class AddPublicNote(StrictSchema):
+    incident_id = Id(required=True)
+    note = Str(required=True, max_length=2000)
+
+
+class PublicReports(PageSchema):
+    unit_id = Id(required=True, metadata={"description": "Any unit: the public reports under it."})
+    status = OneOf(("open", "closed"), load_default=None, allow_none=True)
+    service_code = OneOf(v.INCIDENT_CATEGORIES, load_default=None, allow_none=True)
 
 
 # ---- events consumed from other services ---------------------------------
@@ -471,12 +549,83 @@ class IncidentOut(StrictSchema):
     reported_at = UtcDateTime()
     resolved_at = UtcDateTime(allow_none=True)
     origin = fields.String(allow_none=True)
+    source = fields.String(metadata={"description": "resident, staff or service."})
+    reporter_resident_id = Id(allow_none=True, metadata={"description": "The resident who reported it."})
+    service_code = fields.String(allow_none=True)
+    location_note = fields.String(allow_none=True)
+    photo_ref = fields.String(allow_none=True)
+    public = fields.Boolean()
+    status_notes = fields.String(allow_none=True, metadata={"description": "The latest public note."})
+    merged_into_id = Id(allow_none=True)
+    updated_at = UtcDateTime(allow_none=True)
+    confirmed_at = UtcDateTime(allow_none=True)
+    reopened = fields.Integer()
 
 
 class IncidentDetailOut(IncidentOut):
     """An incident with its trail: reported, each escalation, resolved (oldest first)."""
 
     steps = fields.List(fields.Nested(IncidentStepOut))
+
+
+class ReportStepOut(StrictSchema):
+    """A step of a report as residents see it: staff by role only, notes only where public."""
+
+    action = fields.String()
+    actor = fields.String(metadata={"description": "resident, staff or system."})
+    by_you = fields.Boolean()
+    from_level = fields.String(allow_none=True)
+    to_level = fields.String(allow_none=True)
+    note = fields.String(allow_none=True)
+    at = UtcDateTime()
+
+
+class ReportOut(StrictSchema):
+    """A report a resident follows, in Open311's names: ``status`` open or closed, ``detailed_status``
+    open, escalated, resolved or merged; ``relation`` reporter (your report: its description, location
+    and photo shown) or follower (a report yours was merged into); ``awaiting_confirmation``: resolved,
+    and you may confirm or reopen it until ``confirm_until``."""
+
+    service_request_id = Id()
+    service_code = fields.String()
+    service_name = fields.String()
+    status = fields.String()
+    detailed_status = fields.String()
+    status_notes = fields.String(allow_none=True)
+    agency_responsible = fields.String()
+    handling_level = fields.String()
+    requested_datetime = UtcDateTime()
+    updated_datetime = UtcDateTime()
+    expected_datetime = UtcDateTime(allow_none=True)
+    relation = fields.String()
+    description = fields.String(allow_none=True)
+    location_note = fields.String(allow_none=True)
+    photo_ref = fields.String(allow_none=True)
+    merged_into = Id(allow_none=True)
+    awaiting_confirmation = fields.Boolean()
+    confirm_until = UtcDateTime(allow_none=True)
+    confirmed_datetime = UtcDateTime(allow_none=True)
+    reopened = fields.Integer()
+    steps = fields.List(fields.Nested(ReportStepOut))
+
+
+class PublicReportOut(StrictSchema):
+    """A public report: category, status, dates, department, public notes; ``address`` is its small
+    grid's name. No resident's text and nobody's identity."""
+
+    service_request_id = Id()
+    service_code = fields.String()
+    service_name = fields.String()
+    status = fields.String()
+    detailed_status = fields.String()
+    status_notes = fields.String(allow_none=True)
+    agency_responsible = fields.String()
+    requested_datetime = UtcDateTime()
+    updated_datetime = UtcDateTime()
+    expected_datetime = UtcDateTime(allow_none=True)
+    unit_id = Id()
+    address = fields.String()
+    age_days = fields.Integer()
 
 
 UNIT = UnitOut()
@@ -489,3 +638,88 @@ RESIDENT = ResidentOut()
 CAMPAIGN = CampaignOut()
 VISIT = VisitOut()
 INCIDENT = IncidentOut()
+REPORT = ReportOut()
+
+
+# ---- the data lifecycle (PIPL): tag policies, erasure, access log ----------
+
+
+class EraseResident(StrictSchema):
+    resident_id = Id(required=True)
+    reason = Str(required=True, max_length=500, metadata={"description": "Why (kept in the audit trail)."})
+
+
+class ErasureRef(StrictSchema):
+    erasure_id = Id(required=True)
+
+
+class ListErasures(PageSchema):
+    under = Id(required=True)
+    status = OneOf(("pending", "done", "cancelled"), load_default=None, allow_none=True)
+
+
+class AccessLogArgs(PageSchema):
+    resident_id = Id(required=True)
+
+
+class SensitiveDataRead(EventData):
+    """legal's ``sensitive_data_read``: a read of a resident's data in legal (ids and codes only)."""
+
+    resident_id = Id(required=True)
+    reader = Str(required=True, max_length=100)
+    reader_roles = ListOf(Str(max_length=30), required=True, max_items=10, unique=False)
+    what = Str(required=True, max_length=60)
+    record = Str(required=True, max_length=120)
+    purpose = Str(required=True, max_length=200)
+    at = UtcDateTime(required=True)
+
+
+class TagPolicyOut(StrictSchema):
+    """Why the grid keeps a tag and how long: ``retention_seconds`` a released tag is kept before it is
+    purged in every service; ``max_age_seconds`` a tag set without ``until`` may stand (null: no limit)."""
+
+    tag = fields.String()
+    purpose = fields.String()
+    retention_seconds = fields.Float(attribute="retention")
+    max_age_seconds = fields.Float(attribute="max_age", allow_none=True)
+
+
+class ErasureOut(StrictSchema):
+    """An erasure request: ``status`` pending_approval (another manager must approve it), erased, or
+    cancelled; ``household_emptied``: the erasure left the household without residents (its address
+    erased too), null until erased."""
+
+    erasure_id = Id()
+    resident_id = Id()
+    status = fields.String()
+    reason = fields.String()
+    requested_by = fields.String()
+    requested_at = UtcDateTime()
+    approved_by = fields.String(allow_none=True)
+    approved_at = UtcDateTime(allow_none=True)
+    approval_reason = fields.String(allow_none=True)
+    cancelled_by = fields.String(allow_none=True)
+    cancelled_at = UtcDateTime(allow_none=True)
+    household_emptied = fields.Boolean(allow_none=True)
+
+
+class AccessLogEntryOut(StrictSchema):
+    """A read of the resident's data: when, by whom (their id and roles), through which service and
+    method, what (resident_record, resident_contact, phones, access_log, consultation_summary,
+    case_party_phone, …), why, and the record read; ``scope``: the unit path of a bulk read of every
+    resident under a unit (null for a read of this resident)."""
+
+    id = Id()
+    at = UtcDateTime()
+    service = fields.String()
+    method = fields.String()
+    what = fields.String()
+    reader = fields.String()
+    reader_roles = fields.List(fields.String())
+    purpose = fields.String()
+    record = fields.String(allow_none=True)
+    scope = UnitPath(allow_none=True)
+
+
+TAG_POLICIES = TagPolicyOut(many=True)
+ERASURE = ErasureOut()

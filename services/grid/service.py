@@ -2,13 +2,27 @@
 incidents and escalation. Entrypoints are thin: authorise and validate
 (``endpoint``), call the domain, dump."""
 
-from services.grid import incidents, residents, schemas, screening, units
+from nameko.web.handlers import http
+
+from services.grid import (
+    access_log,
+    erasure,
+    incidents,
+    open311,
+    reports,
+    residents,
+    retention,
+    schemas,
+    screening,
+    units,
+)
 from services.grid.models import Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from services.grid.unit_cache import UnitCacheProvider, unit_event_broadcast
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
 from shared import service as base
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
+from shared.errors import RateLimited
 from shared.replies import page
 from shared.telemetry import SqlGauge, Telemetry
 from shared.timers import config_timer
@@ -18,6 +32,9 @@ ADMIN = ("admin",)
 MANAGERS = ("admin", "officer")
 STAFF = ("admin", "officer", "grid_worker")
 STAFF_AND_SERVICES = ("admin", "officer", "grid_worker", "service")
+RESIDENT = ("resident",)
+# The public list of reports answers every authenticated caller.
+EVERYONE = ("admin", "officer", "grid_worker", "service", "resident", "volunteer", "lawyer", "mediator")
 # Reading the unit tree takes a unit scope, which only staff and services have: a resident, volunteer,
 # lawyer or mediator reaches no unit, whatever unit their token names (shared.auth.Caller.reaches).
 UNIT_READERS = STAFF_AND_SERVICES
@@ -58,8 +75,16 @@ class GridService(base.ServiceBase):
     name = "grid"
 
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
-    telemetry = Telemetry(gauges=GAUGES)
+    telemetry = Telemetry(gauges=GAUGES + reports.GAUGES, counters=reports.COUNTERS)
+    open311_bound = open311.Open311Bound()
     unit_cache = UnitCacheProvider()
+    lifecycle = retention.LifecycleProvider()
+
+    @classmethod
+    def check_config(cls, config):
+        """Before anything starts (shared.runner): a bad lifecycle setting (TAG_POLICIES,
+        ACCESS_LOG_RETENTION, LIFECYCLE_INTERVAL) is a ValueError whose one line names it."""
+        retention.check_config(config)
 
     @property
     def policy(self):
@@ -144,12 +169,21 @@ class GridService(base.ServiceBase):
     def register_resident(self, caller, **args):
         return residents.register_resident(self.db, caller, self.vault, **args)
 
+    # The four reads below show names and, to a ``pii`` caller, ID and phone numbers unmasked: such a read
+    # is recorded in the residents' access log (services/grid/access_log.py) in the read's transaction;
+    # any other read stays in autocommit mode (``Reading``), as a ``read_only`` endpoint's.
+
     @rpc
     @endpoint(
-        roles=STAFF_AND_SERVICES + ("resident",), schema=schemas.ResidentRef(), returns=schemas.RESIDENT, read_only=True
+        roles=STAFF_AND_SERVICES + ("resident",), schema=schemas.ResidentRef(), returns=schemas.RESIDENT, remember=False
     )
     def get_resident(self, caller, resident_id):
-        return residents.get_resident(self.db.session, caller, self.vault, resident_id)
+        """A resident with their tags; ID and phone numbers masked unless the caller has ``pii`` (such a
+        read is recorded in the resident's access log, with the context data's ``purpose``)."""
+        reading = access_log.Reading(self.db, self.lifecycle, caller, "get_resident")
+        resident = residents.get_resident(self.db.session, caller, self.vault, resident_id)
+        reading.residents([resident.id], "resident_record")
+        return resident
 
     @rpc
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.TagResident(), returns=schemas.TagSetOut())
@@ -159,28 +193,43 @@ class GridService(base.ServiceBase):
     @rpc
     @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.UntagResident(), returns=schemas.TagRemovedOut())
     def untag_resident(self, caller, resident_id, tag):
-        return residents.untag_resident(self.db, caller, resident_id, tag)
+        return residents.untag_resident(self.db, caller, resident_id, tag, lifecycle=self.lifecycle.lifecycle)
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents(), returns=schemas.ResidentPage(), read_only=True)
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.FindResidents(), returns=schemas.ResidentPage(), remember=False)
     def find_residents(self, caller, **args):
-        return residents.find_residents(self.db.session, caller, self.vault, **args)
+        """A page of residents (phones masked unless ``pii``: each resident shown is then recorded in
+        their access log)."""
+        reading = access_log.Reading(self.db, self.lifecycle, caller, "find_residents")
+        found = residents.find_residents(self.db.session, caller, self.vault, **args)
+        reading.residents([item.id for item in found["items"]], "resident_contact")
+        return found
 
     @rpc
     @endpoint(
         roles=STAFF_AND_SERVICES,
         schema=schemas.FindResidentColumns(),
         returns=schemas.ResidentColumnsOut(),
-        read_only=True,
+        remember=False,
     )
     def find_resident_columns(self, caller, **args):
-        """Residents under a unit as a compact keyset page of columns (a notice's audience, page by page)."""
-        return residents.resident_columns(self.db.session, caller, **args)
+        """Residents under a unit as a compact keyset page of columns (a notice's audience, page by page).
+        A page with phones is recorded once in the access log of every resident under the unit."""
+        with_phones = bool(args["phones"] and caller.pii)
+        reading = access_log.Reading(self.db, self.lifecycle, caller, "find_resident_columns", audited=with_phones)
+        columns = residents.resident_columns(self.db.session, caller, **args)
+        reading.scope(columns["scope_path"], "phones")
+        return columns
 
     @rpc
-    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.GetResidents(), returns=schemas.ResidentsFound(), read_only=True)
+    @endpoint(roles=STAFF_AND_SERVICES, schema=schemas.GetResidents(), returns=schemas.ResidentsFound(), remember=False)
     def get_residents(self, caller, resident_ids):
-        return residents.get_residents(self.db.session, caller, self.vault, resident_ids)
+        """Several residents by id (phones masked unless ``pii``: each one found is then recorded in their
+        access log)."""
+        reading = access_log.Reading(self.db, self.lifecycle, caller, "get_residents")
+        found = residents.get_residents(self.db.session, caller, self.vault, resident_ids)
+        reading.residents([item.id for item in found["items"]], "resident_contact")
+        return found
 
     @rpc
     @endpoint(
@@ -188,6 +237,67 @@ class GridService(base.ServiceBase):
     )
     def count_residents(self, caller, **args):
         return residents.count_residents(self.db.session, caller, **args)
+
+    # ---- the data lifecycle (PIPL): retention.py, erasure.py, access_log.py ----
+
+    @rpc
+    @endpoint(
+        roles=STAFF_AND_SERVICES + ("resident",),
+        schema=schemas.NoArguments(),
+        returns=schemas.TAG_POLICIES,
+        read_only=True,
+    )
+    def tag_policies(self, caller):
+        """Every tag's purpose, how long a released tag is kept before it is purged in every service,
+        and how long a tag set without ``until`` may stand."""
+        return retention.policies_view(self.lifecycle.lifecycle)
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.EraseResident(), returns=schemas.ERASURE)
+    def erase_resident(self, caller, resident_id, reason):
+        """Erase a resident's personal data: a first manager's call files the request (``pending_approval``);
+        another manager's call approves and carries it out (``erased``; ``resident_erased`` tells every
+        service). The requester calling again is a Conflict; an erased resident answers ``erased``."""
+        step = erasure.erase_resident(self.db, caller, self.vault, resident_id, reason)
+        self.lifecycle.count_erasure(self.db.session, step)
+        return step
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.ErasureRef(), returns=schemas.ERASURE)
+    def cancel_erasure(self, caller, erasure_id):
+        """Withdraw a pending erasure request (its requester, or another manager who reaches the resident)."""
+        step = erasure.cancel_erasure(self.db, caller, erasure_id)
+        self.lifecycle.count_erasure(self.db.session, step)
+        return step
+
+    @rpc
+    @endpoint(roles=MANAGERS, schema=schemas.ListErasures(), returns=page(schemas.ErasureOut), read_only=True)
+    def list_erasures(self, caller, under, status, page, page_size):
+        """Erasure requests of residents under ``under``, newest first (``status``: pending, done, cancelled)."""
+        rows, more = erasure.list_erasures(self.db.session, caller, under, status, page, page_size)
+        return page_of(rows, page, page_size, more)
+
+    @rpc
+    @endpoint(
+        roles=STAFF + ("resident",),
+        schema=schemas.AccessLogArgs(),
+        returns=page(schemas.AccessLogEntryOut),
+        remember=False,
+    )
+    def access_log(self, caller, resident_id, page, page_size):
+        """Who read the resident's personal data, when, where and why, newest first: ``pii`` reads in the
+        grid (of the resident, or of every resident under a unit above them) and reads other services
+        reported (legal). A resident reads their own; staff who reach the resident read it on their
+        behalf, and that read is recorded too."""
+        rows, more = access_log.access_log(self.db, self.lifecycle, caller, resident_id, page, page_size)
+        return page_of(rows, page, page_size, more)
+
+    @on_event("legal", "sensitive_data_read", schema=schemas.SensitiveDataRead())
+    def on_sensitive_data_read(self, envelope, data):
+        """legal read a resident's sensitive data (a consultation summary, an unmasked party phone): the
+        resident's access log records it."""
+        access_log.record_reported(self.db, self.lifecycle, "legal", data)
+        return "recorded"
 
     # ---- screening --------------------------------------------------------
 
@@ -241,6 +351,78 @@ class GridService(base.ServiceBase):
         rows, more = incidents.list_incidents(self.db.session, caller, page=page, page_size=page_size, **args)
         return page_of(rows, page, page_size, more)
 
+    # ---- residents' reports and the Open311 view (services/grid/reports.py, open311.py) ----
+
+    @property
+    def report_rules(self):
+        return reports.ReportRules.from_config(self.config)
+
+    @rpc
+    @endpoint(roles=RESIDENT, schema=schemas.ReportProblem(), returns=schemas.REPORT)
+    def report_problem(self, caller, **args):
+        """A resident reports a problem at their own household's small grid: an incident (source
+        ``resident``), at most ``REPORT_LIMIT`` per ``REPORT_LIMIT_PERIOD`` seconds (``RateLimited``)."""
+        try:
+            return reports.report_problem(self.db, caller, self.policy, self.report_rules, **args)
+        except RateLimited:
+            reports.count_refusal(self.telemetry, "rate_limit")
+            raise
+
+    @rpc
+    @endpoint(roles=RESIDENT, schema=schemas.MyReports(), returns=page(schemas.REPORT), read_only=True)
+    def my_reports(self, caller, page, page_size, status):
+        """The reports the resident follows (their own, and those theirs were merged into), newest first."""
+        rows, more = reports.my_reports(self.db.session, caller, self.report_rules, status, page, page_size)
+        return page_of(rows, page, page_size, more)
+
+    @rpc
+    @endpoint(roles=RESIDENT, schema=schemas.ReportRef(), returns=schemas.REPORT)
+    def confirm_resolution(self, caller, service_request_id):
+        """The resident confirms a resolution of a report they follow, within ``REPORT_CONFIRM_WINDOW``."""
+        return reports.confirm_resolution(self.db, caller, self.report_rules, service_request_id)
+
+    @rpc
+    @endpoint(roles=RESIDENT, schema=schemas.ReopenReport(), returns=schemas.REPORT)
+    def reopen_report(self, caller, service_request_id, reason):
+        """The resident reopens a resolved report they follow, within ``REPORT_CONFIRM_WINDOW``: it is
+        open again at the unit it was reported at (``incident_reopened``)."""
+        return reports.reopen_report(self.db, caller, self.policy, self.report_rules, service_request_id, reason)
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.AddPublicNote(), returns=schemas.INCIDENT)
+    def add_public_note(self, caller, incident_id, note):
+        """A note residents following the incident and the public list read (its ``status_notes``)."""
+        return reports.add_public_note(self.db, caller, incident_id, note)
+
+    @rpc
+    @endpoint(roles=STAFF, schema=schemas.MergeReports(), returns=schemas.INCIDENT)
+    def merge_reports(self, caller, primary_id, duplicate_id):
+        """Close a report as a duplicate of another (both in the caller's reach); its reporters follow the
+        other (``incident_merged``). Merging again changes nothing. Returns the duplicate."""
+        return reports.merge_reports(self.db, caller, primary_id, duplicate_id)
+
+    @rpc
+    @endpoint(roles=EVERYONE, schema=schemas.PublicReports(), returns=page(schemas.PublicReportOut()), read_only=True)
+    def public_reports(self, caller, unit_id, status, service_code, page, page_size):
+        """The public reports under any unit, for any caller: category, status, dates, department and
+        public notes; no resident's text, nobody's identity."""
+        rows, more = reports.public_reports(self.db.session, unit_id, status, service_code, page, page_size)
+        return page_of(rows, page, page_size, more)
+
+    @http("GET", "/open311/v2/services.json")
+    def open311_services(self, request):
+        """Open311's service list: one service per incident category."""
+        return open311.services_response(request, self.open311_bound, self.policy)
+
+    @http("GET", "/open311/v2/requests.json")
+    def open311_requests(self, request):
+        """The public reports under a unit in GeoReport v2's names (services/grid/open311.py)."""
+        max_rows = self.config.get("OPEN311_MAX_ROWS", open311.DEFAULT_MAX_ROWS)
+        try:
+            return open311.requests_response(request, self.open311_bound, self.db, max_rows)
+        finally:
+            self.db.commit()  # a read: hands the connection back
+
     # ---- escalation from other services (bottom-up) ------------------------
 
     @on_event("volunteer", "request_unmatched", schema=schemas.HelpRequestUnmatched())
@@ -272,4 +454,18 @@ class GridService(base.ServiceBase):
         """Escalate incidents past their deadline and drop expired tags."""
         now = utcnow()
         incidents.escalate_overdue(self.db, self.policy, now)
-        residents.expire_tags(self.db, now)
+        residents.expire_tags(self.db, now, lifecycle=self.lifecycle.lifecycle)
+
+    @config_timer("LIFECYCLE_INTERVAL", 60.0)
+    def purge_expired_data(self):
+        """The data lifecycle (services/grid/retention.py): lapse tags older than their policy's
+        ``max_age``, purge released tags past their retention (``tag_purged``), drop access log rows past
+        ``ACCESS_LOG_RETENTION``; a bounded batch of each per tick."""
+        now = utcnow()
+        lifecycle = self.lifecycle.lifecycle
+        residents.expire_aged_tags(self.db, now, lifecycle)
+        self.db.commit()
+        purged = retention.purge_released(self.db, now)
+        self.lifecycle.count_purged(self.db.session, purged)
+        self.db.commit()
+        retention.purge_access_log(self.db, now, lifecycle.access_log_retention)

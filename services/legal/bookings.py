@@ -199,6 +199,9 @@ def _event(consultation, **extra):
     }
 
 
+event_of = _event  # the consultation_* events' data, for services.legal.erasure
+
+
 def reachable_consultation(session, caller, consultation_id, *, lock=False):
     consultation = fetch(session, Consultation, consultation_id, "consultation", lock=lock)
     if is_lawyer(caller, consultation.lawyer_id) or caller.unrestricted:
@@ -289,12 +292,34 @@ def read_summary(uow, caller, vault, consultation):
     """The summary for those allowed (audited), else None."""
     if consultation.summary_enc is None or not may_read_summary(caller, consultation):
         return None
+    now = utcnow()
     uow.session.add(
-        SummaryRead(
-            consultation_id=consultation.id, reader=caller.sub, reader_roles=sorted(caller.roles), read_at=utcnow()
-        )
+        SummaryRead(consultation_id=consultation.id, reader=caller.sub, reader_roles=sorted(caller.roles), read_at=now)
+    )
+    # For the resident's access log at the grid (grid.access_log): ids and codes only.
+    record = f"consultation/{consultation.id}"
+    uow.emit(
+        "sensitive_data_read",
+        record,
+        sensitive_data_read(consultation.resident_id, caller, "consultation_summary", record, SUMMARY_PURPOSE, now),
     )
     return vault.decrypt(consultation.summary_enc, SUMMARY_CONTEXT)
+
+
+SUMMARY_PURPOSE = "legal consultation: the summary read by a participant"
+
+
+def sensitive_data_read(resident_id, caller, what, record, purpose, at):
+    """The ``sensitive_data_read`` event's data (services/legal/events.py)."""
+    return {
+        "resident_id": str(resident_id),
+        "reader": caller.sub,
+        "reader_roles": sorted(caller.roles),
+        "what": what,
+        "record": record,
+        "purpose": purpose,
+        "at": at.isoformat(),
+    }
 
 
 def _own_id(caller):

@@ -9,7 +9,7 @@ ISO-8601 strings. Topics, summaries and agreements never travel in an event.
 from marshmallow import EXCLUDE, Schema, fields
 
 from services.legal import vocabulary as v
-from shared.validation import Id, OneOf, UtcDateTime
+from shared.validation import Id, OneOf, Str, UtcDateTime
 
 
 class EventPayload(Schema):
@@ -75,6 +75,21 @@ class MediationClosed(MediationEvent):
     outcome = OneOf(v.CASE_OUTCOMES, required=True)
 
 
+class SensitiveDataRead(EventPayload):
+    """Emitted each time a resident's sensitive data is shown: a consultation summary read by its lawyer,
+    its resident or an admin (``get_consultation``), and a mediation case party's phone shown unmasked
+    (``get_case`` to an assigned mediator or a ``pii`` caller: one event per party shown). The grid keeps
+    them in the resident's access log (``grid.access_log``). Ids and codes only: no name, no text."""
+
+    resident_id = Id(required=True, metadata={"description": "Whose data was read."})
+    reader = Str(required=True, max_length=100, metadata={"description": "The reader's token subject."})
+    reader_roles = fields.List(Str(max_length=40), required=True)
+    what = OneOf(("consultation_summary", "case_party_phone"), required=True)
+    record = Str(required=True, max_length=40, metadata={"description": "consultation/<id> or case/<id>."})
+    purpose = Str(required=True, max_length=200, metadata={"description": "Why it was shown (a fixed phrase)."})
+    at = UtcDateTime(required=True)
+
+
 EVENTS = {
     "consultation_booked": ConsultationBooked(),
     "consultation_cancelled": ConsultationCancelled(),
@@ -82,4 +97,5 @@ EVENTS = {
     "consultation_completed": ConsultationCompleted(),
     "mediation_opened": MediationOpened(),
     "mediation_closed": MediationClosed(),
+    "sensitive_data_read": SensitiveDataRead(),
 }

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from services.legal.bookings import sensitive_data_read
 from services.legal.directory import staff_reaches
-from services.legal.models import CaseMediator, Lawyer, MediationCase, MediationSession
+from services.legal.erasure import ERASED
+from services.legal.models import FACTS, CaseMediator, Lawyer, MediationCase, MediationSession
 from services.legal.views import RowView
+from shared import grid_facts
 from shared.db import fetch, paged, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, ValidationError
 from shared.paths import in_subtree, path_ids
@@ -115,16 +118,30 @@ class CaseDetail(RowView):
     sessions: list[MediationSession]
 
 
-def case_detail(session, caller, grid_contacts, case_id):
+def case_detail(uow, caller, grid_contacts, case_id):
     """The case with its parties' names and phones from the grid (``grid_contacts`` reads them unmasked:
-    masked here unless the caller may contact the parties)."""
+    masked here unless the caller may contact the parties). Each party whose phone is shown unmasked is
+    told to the grid's access log (``sensitive_data_read``, one per party); an erased party is shown as
+    erased, from the tombstone, without asking the grid."""
+    session = uow.session
     case = reachable_case(session, caller, case_id)
     mediators = sorted(_mediators(session, case), key=lambda m: (m.kind, m.mediator_id))
     sessions = session.scalars(
         select(MediationSession).where(MediationSession.case_id == case.id).order_by(MediationSession.held_at)
     ).all()
-    parties = parties_of(grid_contacts, case, may_contact_parties(session, caller, case))
+    reveal = may_contact_parties(session, caller, case)
+    erased = grid_facts.erased_among(session, FACTS, case.party_resident_ids)
+    parties = parties_of(grid_contacts, case, reveal, erased)
+    if reveal:
+        now, record = utcnow(), f"case/{case.id}"
+        for party in parties:
+            if party["phone"]:
+                data = sensitive_data_read(party["resident_id"], caller, "case_party_phone", record, PHONE_PURPOSE, now)
+                uow.emit("sensitive_data_read", record, data)
     return CaseDetail(case, parties, mediators, list(sessions))
+
+
+PHONE_PURPOSE = "mediation: contacting the parties"
 
 
 def may_contact_parties(session, caller, case):
@@ -132,18 +149,20 @@ def may_contact_parties(session, caller, case):
     return caller.pii or _is_assigned(session, caller, case)
 
 
-def parties_of(grid, case, reveal):
-    """The parties' names and phones (phones masked unless ``reveal``); never ID numbers or tags."""
-    found = grid.get_residents(resident_ids=[str(i) for i in case.party_resident_ids])["items"]
+def parties_of(grid, case, reveal, erased=frozenset()):
+    """The parties' names and phones (phones masked unless ``reveal``); never ID numbers or tags. A party
+    in ``erased`` (ids the grid erased) is not asked about and shows nothing but ``[erased]``."""
+    asked = [str(i) for i in case.party_resident_ids if int(i) not in erased]
+    found = grid.get_residents(resident_ids=asked)["items"] if asked else []
     return [
         {
             "resident_id": p["id"],
             "household_id": p["household_id"],
             "name": p["name"],
-            "phone": p["phone"] if reveal else mask_phone(p["phone"]),
+            "phone": (p["phone"] if reveal else mask_phone(p["phone"])) if p.get("phone") else "",
         }
         for p in found
-    ]
+    ] + [{"resident_id": str(i), "household_id": None, "name": ERASED, "phone": ""} for i in sorted(erased)]
 
 
 def _event(case, **extra):

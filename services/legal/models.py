@@ -4,7 +4,7 @@ same start (a partial unique index)."""
 
 import datetime as dt
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import BigId
@@ -110,6 +110,12 @@ class Consultation(Base):
     booked_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # A legal hold (services/legal/erasure.py): while ``legal_hold_reason`` is set an erasure of a resident
+    # in the record is deferred (``erasure_deferred``; the erasures waiting in ``deferred_erasures``).
+    legal_hold_reason: Mapped[str | None] = mapped_column(String(500))
+    legal_hold_by: Mapped[str | None] = mapped_column(String(100))
+    legal_hold_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    erasure_deferred: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SummaryRead(Base):
@@ -142,6 +148,12 @@ class MediationCase(Base):
     opened_by: Mapped[str] = mapped_column(String(100))
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # A legal hold (services/legal/erasure.py): while ``legal_hold_reason`` is set an erasure of a resident
+    # in the record is deferred (``erasure_deferred``; the erasures waiting in ``deferred_erasures``).
+    legal_hold_reason: Mapped[str | None] = mapped_column(String(500))
+    legal_hold_by: Mapped[str | None] = mapped_column(String(100))
+    legal_hold_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    erasure_deferred: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class CaseMediator(Base):
@@ -162,3 +174,29 @@ class MediationSession(Base):
     attendees: Mapped[list] = mapped_column(JSON)
     notes: Mapped[str] = mapped_column(String(8000))
     recorded_by: Mapped[str] = mapped_column(String(100))
+
+
+class DeferredErasure(Base):
+    """An erasure of a resident that reached a record under a legal hold: applied when the hold is released.
+    ``record``: ``consultation/<id>`` or ``case/<id>``."""
+
+    __tablename__ = "deferred_erasures"
+
+    record: Mapped[str] = mapped_column(String(40), primary_key=True)
+    resident_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    erasure_id: Mapped[int | None] = mapped_column(BigId)
+    deferred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LegalHoldLog(Base):
+    """Audit trail of legal holds: each set, release and automatic hold (ids, roles and the reason only)."""
+
+    __tablename__ = "legal_hold_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    record: Mapped[str] = mapped_column(String(40), index=True)
+    action: Mapped[str] = mapped_column(String(10))  # set | release | auto
+    reason: Mapped[str | None] = mapped_column(String(500))
+    actor: Mapped[str] = mapped_column(String(100))
+    actor_roles: Mapped[list] = mapped_column(JSON)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

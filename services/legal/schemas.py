@@ -160,6 +160,24 @@ class CaseRef(StrictSchema):
     case_id = Id(required=True)
 
 
+class LegalHold(StrictSchema):
+    """A record to put under a legal hold: while held, an erasure of a resident in it is deferred."""
+
+    record = OneOf(v.HOLD_RECORDS, required=True, metadata={"description": "consultation or case (mediation)."})
+    record_id = Id(required=True)
+    reason = Str(
+        required=True, min_length=3, max_length=500, metadata={"description": "Why the law requires keeping it."}
+    )
+
+
+class ReleaseLegalHold(StrictSchema):
+    """A held record to release: every erasure deferred on it is applied at once."""
+
+    record = OneOf(v.HOLD_RECORDS, required=True, metadata={"description": "consultation or case (mediation)."})
+    record_id = Id(required=True)
+    reason = Str(required=True, min_length=3, max_length=500, metadata={"description": "Why it may go now."})
+
+
 class ListCases(PageSchema):
     under = Id(load_default=None, allow_none=True)
     status = OneOf(v.CASE_STATUSES, load_default=None, allow_none=True)
@@ -309,6 +327,19 @@ class RecordedSessionOut(StrictSchema):
     attendees = fields.List(fields.String())
 
 
+class LegalHoldOut(StrictSchema):
+    """A record's legal hold as it stands."""
+
+    record = fields.String(metadata={"description": "consultation or case."})
+    record_id = Id()
+    held = fields.Boolean()
+    reason = fields.String(allow_none=True)
+    held_by = fields.String(allow_none=True, metadata={"description": "Who set the hold (system:legal: automatic)."})
+    held_at = UtcDateTime(allow_none=True)
+    erasure_deferred = fields.Boolean(metadata={"description": "An erasure waits for the hold's release."})
+    deferred_erasure_ids = fields.List(Id(), metadata={"description": "The grid's erasures waiting."})
+
+
 STATION = StationOut()
 STATIONS = StationOut(many=True)
 LAWYER = LawyerOut()
@@ -328,3 +359,4 @@ CASE = CaseOut()
 CASE_DETAIL = CaseDetailOut()
 CASE_PAGE = replies.page(CASE)
 RECORDED_SESSION = RecordedSessionOut()
+LEGAL_HOLD = LegalHoldOut()

@@ -4,14 +4,14 @@ booking, confidential consultations, and mediation cases."""
 import logging
 
 from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitCreated, UnitMoved
-from services.legal import bookings, directory, grid_changes, mediation, schemas
+from services.legal import bookings, directory, erasure, grid_changes, mediation, schemas
 from services.legal.models import FACTS, Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from services.notices.client import NoticesClient
 from shared import grid_facts, service as base
 from shared.auth import system_caller
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
-from shared.telemetry import SqlGauge, Telemetry
+from shared.telemetry import CounterSpec, SqlGauge, Telemetry
 from shared.timers import config_timer
 from shared.validation import page_of
 
@@ -45,6 +45,32 @@ GAUGES = [
         labels=["status"],
     ),
     SqlGauge("grassroots_legal_lawyers", "Registered lawyers.", "SELECT count(*) FROM lawyers"),
+    SqlGauge(
+        "grassroots_legal_erasure_deferred_records",
+        "Records under a legal hold that an erasure waits on, by kind.",
+        "SELECT 'consultation', count(*) FROM consultations WHERE erasure_deferred "
+        "UNION ALL SELECT 'case', count(*) FROM mediation_cases WHERE erasure_deferred",
+        labels=["record"],
+    ),
+]
+PURGED_KINDS = (
+    "grid_residents",
+    "grid_households",
+    "consultations",
+    "cancelled",
+    "mediation_cases",
+    "mediation_sessions",
+    "lawyers",
+    "deferred",
+)
+COUNTERS = [
+    CounterSpec("grassroots_legal_erasures_total", "Residents' erasures (grid.resident_erased) applied here."),
+    CounterSpec(
+        "grassroots_legal_erased_rows_total",
+        "Rows anonymised because a resident was erased (deferred: records kept under a legal hold), by kind.",
+        labels=["kind"],
+        start_labels=[(k,) for k in PURGED_KINDS],
+    ),
 ]
 
 
@@ -56,7 +82,7 @@ class LegalService(grid_facts.KeepsGridFacts, base.ServiceBase):
     # Reads the parties' phones unmasked; legal masks them itself for callers who may not see them.
     grid_contacts = GridClient(pii=True)
     notices = NoticesClient()
-    telemetry = Telemetry(gauges=GAUGES)
+    telemetry = Telemetry(gauges=GAUGES, counters=COUNTERS)
 
     @property
     def policy(self):
@@ -161,9 +187,10 @@ class LegalService(grid_facts.KeepsGridFacts, base.ServiceBase):
         return mediation.close_mediation(self.db, caller, **args)
 
     @rpc
-    @endpoint(roles=CASE_WORKERS, schema=schemas.CaseRef(), returns=schemas.CASE_DETAIL, read_only=True)
+    # Writes only the access-log events of the phones it shows: each call is checked and told afresh.
+    @endpoint(roles=CASE_WORKERS, schema=schemas.CaseRef(), returns=schemas.CASE_DETAIL, remember=False)
     def get_case(self, caller, case_id):
-        return mediation.case_detail(self.db.session, caller, self.grid_contacts, case_id)
+        return mediation.case_detail(self.db, caller, self.grid_contacts, case_id)
 
     @rpc
     @endpoint(roles=CASE_WORKERS, schema=schemas.ListCases(), returns=schemas.CASE_PAGE, read_only=True)
@@ -185,6 +212,34 @@ class LegalService(grid_facts.KeepsGridFacts, base.ServiceBase):
             data["party_resident_ids"],
         )
         return str(case.id) if case is not None else "too few parties"
+
+    # ---- erasure (PIPL) and legal holds (services/legal/erasure.py) --------
+
+    @rpc
+    @endpoint(roles=ADMIN_OFFICER, schema=schemas.LegalHold(), returns=schemas.LEGAL_HOLD)
+    def set_legal_hold(self, caller, record, record_id, reason):
+        """Keep a consultation or mediation case as it is while the law requires it: an erasure of a resident
+        in it is deferred (flagged) until the hold is released. Audited."""
+        return erasure.set_legal_hold(self.db, caller, record, record_id, reason)
+
+    @rpc
+    @endpoint(roles=ADMIN_OFFICER, schema=schemas.ReleaseLegalHold(), returns=schemas.LEGAL_HOLD)
+    def release_legal_hold(self, caller, record, record_id, reason):
+        """Release a record's legal hold: the erasures deferred on it are applied now. Audited."""
+        return erasure.release_legal_hold(self.db, caller, record, record_id, reason)
+
+    @on_event("grid", "resident_erased", schema=grid_facts.ResidentErased())
+    def on_resident_erased(self, envelope, data):
+        """A resident erased at the grid: their consultations, cases and lawyer record anonymised — records
+        under a legal hold kept and flagged — their read-model row gone and a tombstone keeping them out."""
+        now = utcnow()
+        model = grid_facts.resident_erased(self.db.session, FACTS, data, now)
+        done = {**model, **erasure.resident_erased(self.db, data["resident_id"], data["erasure_id"], now)}
+        done["remembered_replies"] = erasure.forget_replies_of(self.db, self.vault, data["resident_id"])
+        self.telemetry.count("grassroots_legal_erasures_total", amount=done.pop("tombstone"))
+        for kind, rows in done.items():
+            self.telemetry.count("grassroots_legal_erased_rows_total", kind, amount=rows)
+        return done
 
     # ---- reminders --------------------------------------------------------
 

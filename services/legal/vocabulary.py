@@ -18,3 +18,4 @@ MEDIATOR_KINDS = ("judicial", "social")
 CASE_CATEGORIES = ("neighbour", "family", "property", "labour", "consumer", "other")
 CASE_STATUSES = ("open", "in_progress", "closed")
 CASE_OUTCOMES = ("agreement", "no_agreement", "referred_to_court", "withdrawn")
+HOLD_RECORDS = ("consultation", "case")  # what a legal hold may be set on

@@ -5,7 +5,7 @@ from collections import defaultdict
 from sqlalchemy import case, func, select
 
 from services.notices import access
-from services.notices.models import Acknowledgement, Delivery, Notice, NoticeTarget, Recipient
+from services.notices.models import Acknowledgement, Delivery, InboundMessage, Notice, NoticeTarget, Recipient
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.grid_copies import contains
@@ -128,7 +128,34 @@ def delivery_report(session, caller, grid, notice, level):
         **totals,
         "units": [{"unit_id": g, **rows[g]} for g in sorted(groups)],
         "chat_groups": {status: chat.get(status, 0) for status in ("queued", "sent", "delivered", "failed")},
+        **_inbound_counts(session, caller, notice),
     }
+
+
+def _inbound_counts(session, caller, notice):
+    """The gateways' inbound reports on the notice within the caller's reach: residents who
+    acknowledged by SMS reply and by keypress, and replies and keypresses recorded (any outcome)."""
+    counts = {"acknowledged_by_sms": 0, "acknowledged_by_keypress": 0, "inbound_replies": 0}
+    acked = InboundMessage.outcome == "acknowledged"
+    found = session.execute(
+        select(
+            Recipient.unit_path,
+            InboundMessage.kind,
+            func.count(),
+            func.count(func.distinct(case((acked, InboundMessage.resident_id)))),
+        )
+        .join(
+            Recipient,
+            (Recipient.notice_id == InboundMessage.notice_id) & (Recipient.resident_id == InboundMessage.resident_id),
+        )
+        .where(InboundMessage.notice_id == notice.id)
+        .group_by(Recipient.unit_path, InboundMessage.kind)
+    )
+    for path, kind, recorded, acknowledged in found:
+        if caller.reaches(path_ids(path)):
+            counts["inbound_replies"] += recorded
+            counts["acknowledged_by_sms" if kind == "sms_reply" else "acknowledged_by_keypress"] += acknowledged
+    return counts
 
 
 def _groups(session, grid, notice, level):

@@ -90,6 +90,7 @@ class Outcome:
     retryable: bool = False
     detail: str | None = None
     started: bool = True  # False: never handed to the gateway (its claim is released, no attempt used)
+    message_id: str | None = None  # the gateway's id for an accepted post (its answer's ``message_id``)
 
 
 SENT = Outcome(True)  # shared: outcomes are never changed once made
@@ -171,6 +172,25 @@ def read_capped(raw, cap=RESPONSE_CAP):
         size += len(chunk)
         if size > cap:
             return None
+
+
+MESSAGE_ID_MAX = 100  # characters of a gateway's message id kept (deliveries.gateway_message_id)
+
+
+def gateway_message_id(body):
+    """The ``message_id`` a gateway's answer names (docs/gateways.md): a JSON object's string field of 1
+    to MESSAGE_ID_MAX printable characters, else None (whatever else the body is, it names none)."""
+    if not body or len(body) > RESPONSE_CAP:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    value = data.get("message_id") if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if 0 < len(value) <= MESSAGE_ID_MAX and value.isprintable() else None
 
 
 def robot_errcode(body):
@@ -282,7 +302,8 @@ class HttpGateway:
 
     def judge(self, reply):
         if 200 <= reply.status < 300:
-            return Outcome(True)
+            message_id = gateway_message_id(reply.body)
+            return Outcome(True, message_id=message_id) if message_id else SENT
         # 409: a gateway still working on an earlier post with this Idempotency-Key (docs/gateways.md).
         retryable = reply.status in (408, 409, 425, 429) or reply.status >= 500
         return Outcome(False, retryable=retryable, detail=f"http {reply.status}")
@@ -319,13 +340,26 @@ class ChatRobot(HttpGateway):
         return outcome
 
 
+# The stub twins that answer a message id, as the SMS and voice gateways do (docs/gateways.md): those
+# whose messages a resident can answer (services.notices.inbound).
+STUB_MESSAGE_IDS = frozenset({"sms", "voice_call"})
+
+
+def stub_message_id(channel, delivery_id):
+    """The message id the stub twin of ``channel`` answers for a delivery: ``stub-<channel>-<id>``."""
+    return f"stub-{channel}-{delivery_id}"
+
+
 class StubChannel:
     """Accepts every message and keeps the latest ``keep`` of them; behaves as a gateway must with
     a repeated idempotency key (the latest ``keep_keys`` are remembered): accepts it again and
-    counts it in ``duplicates`` instead of ``count``. The dispatcher aims for ``duplicates == 0``."""
+    counts it in ``duplicates`` instead of ``count``. The dispatcher aims for ``duplicates == 0``.
+    The SMS and voice twins answer each message with a message id (``stub_message_id``), the same
+    for a repeat."""
 
     def __init__(self, channel, keep=10_000, keep_keys=200_000):
         self.channel = channel
+        self.prefix = stub_message_id(channel, "") if channel in STUB_MESSAGE_IDS else None
         self.sent: deque[Outbound] = deque(maxlen=keep)
         self.count = 0
         self.duplicates = 0
@@ -335,17 +369,18 @@ class StubChannel:
 
     def send(self, message):
         key = idempotency_key(message)
+        outcome = SENT if self.prefix is None else Outcome(True, message_id=self.prefix + key)
         if key in self.keys:
             self.duplicates += 1
             log.warning("stub channel: delivery %s posted again", key, extra={"method": self.channel})
-            return SENT
+            return outcome
         self.keys.add(key)
         self.key_order.append(key)
         if len(self.key_order) > self.keep_keys:
             self.keys.discard(self.key_order.popleft())
         self.sent.append(message)
         self.count += 1
-        return SENT
+        return outcome
 
     def send_many(self, messages):
         """A batch at once: in bulk when none of its keys is a repeat (the usual case), else one by one
@@ -362,7 +397,10 @@ class StubChannel:
             self.keys.discard(self.key_order.popleft())
         self.sent.extend(messages)
         self.count += len(keys)
-        return [SENT] * len(keys)
+        if self.prefix is None:
+            return [SENT] * len(keys)
+        prefix = self.prefix
+        return [Outcome(True, message_id=prefix + key) for key in keys]
 
     def send_each(self, messages, tick=0.2, start_by=None):
         """Everything at once (nothing here waits on a network)."""

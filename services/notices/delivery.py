@@ -35,6 +35,7 @@ from sqlalchemy import (
     bindparam,
     cast as sql_cast,
     exists,
+    func,
     insert,
     select,
     text,
@@ -504,14 +505,17 @@ class Recorder:
         self.lease_end = lease_end
         self.pending: list[tuple] = []  # (Claim, Outcome) of the failures and releases
         self.sent: list[int] = []  # the sent ones' ids: all a sent outcome needs (most of them)
+        self.message_ids: dict[int, str] = {}  # sent ones the gateway named: delivery id -> its message id
         self.answered: set[int] = set()
         self.since = clock()
 
     def add(self, results):
-        claims, sent, pending = self.claims, self.sent, self.pending
+        claims, sent, pending, named = self.claims, self.sent, self.pending, self.message_ids
         for message, outcome in results:
             if outcome.ok:
                 sent.append(message.delivery_id)
+                if outcome.message_id is not None:
+                    named[message.delivery_id] = outcome.message_id
             else:
                 pending.append((claims[message.delivery_id], outcome))
         self.answered.update([message.delivery_id for message, _outcome in results])
@@ -532,12 +536,16 @@ class Recorder:
         sending = DELIVERIES.c.status == "sending"
         if self.lease_end is not None:
             sending = and_(sending, DELIVERIES.c.next_attempt_at == self.lease_end)
-        if plan.sent:
+        named, self.message_ids = self.message_ids, {}
+        unnamed = [delivery_id for delivery_id in plan.sent if delivery_id not in named] if named else plan.sent
+        if unnamed:
             session.execute(
                 update(DELIVERIES)
-                .where(among(session, DELIVERIES.c.id, plan.sent), sending)
+                .where(among(session, DELIVERIES.c.id, unnamed), sending)
                 .values(status="sent", sent_at=now, detail=None)
             )
+        if named:
+            record_message_ids(session, named, sending, now)
         if plan.released:
             session.execute(
                 update(DELIVERIES)
@@ -570,6 +578,34 @@ class Recorder:
                 )
         recorded, self.pending, self.sent = len(self.pending) + len(self.sent), [], []
         return recorded
+
+
+def record_message_ids(session, named, sending, now):
+    """Mark sent the deliveries in ``named`` ({delivery id: the gateway's message id}) that ``sending``
+    still holds, each with its message id: on PostgreSQL one UPDATE joined to the two arrays (as cheap
+    as the sent ones without an id), elsewhere a statement a delivery. A gateway's report that came
+    first stands, and the id is then not kept (a reply names the delivery id or the phone instead)."""
+    if session.bind.dialect.name == "postgresql":
+        given = (
+            func.unnest(
+                bindparam("m_ids", list(named), type_=ARRAY(BigInteger)),
+                bindparam("m_names", list(named.values()), type_=ARRAY(Text)),
+            )
+            .table_valued("id", "name")
+            .render_derived(name="given")
+        )
+        session.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == given.c.id, sending)
+            .values(status="sent", sent_at=now, detail=None, gateway_message_id=given.c.name)
+        )
+        return
+    session.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == bindparam("m_id"), sending)
+        .values(status="sent", sent_at=now, detail=None, gateway_message_id=bindparam("m_name")),
+        [{"m_id": delivery_id, "m_name": name} for delivery_id, name in named.items()],
+    )
 
 
 def fall_back(session, delivery_id, channel, notice_id, unit_path, recipient_id, vulnerable_tags, now):

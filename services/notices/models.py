@@ -88,13 +88,18 @@ class Recipient(Base):
     # at a time, with their notice (and a delivery with its recipient); a key checked per row cost more
     # than the row.
     notice_id: Mapped[int] = mapped_column(BigId)
-    resident_id: Mapped[int] = mapped_column(BigId)
+    # Indexed (migration 0009): an erasure or a purged tag rewrites one resident's rows in every notice.
+    resident_id: Mapped[int] = mapped_column(BigId, index=True)
     household_id: Mapped[int] = mapped_column(BigId)
     unit_path: Mapped[str] = mapped_column(PathText)
     vulnerable_tags: Mapped[list] = mapped_column(JSON)
     vulnerable: Mapped[bool] = mapped_column(Boolean)
     # Phone number for sms/voice, encrypted like the grid stores it.
     address_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Its keyed blind index (services.notices.inbound.phone_hash), so that an SMS reply or keypress
+    # naming only its sender's phone finds the recipient: written for notices that require an
+    # acknowledgement (migration 0008; older rows keep NULL).
+    address_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 # Deliveries the dispatcher may claim: queued ones, and claims whose lease ran out (their process
@@ -134,6 +139,8 @@ class Delivery(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The id the gateway gave this post (its answer's ``message_id``): a reply naming it finds the delivery.
+    gateway_message_id: Mapped[str | None] = mapped_column(String(100), index=True)
 
 
 class Acknowledgement(Base):
@@ -142,6 +149,26 @@ class Acknowledgement(Base):
     notice_id: Mapped[int] = mapped_column(BigId, ForeignKey("notices.id"), primary_key=True)
     resident_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     acknowledged_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class InboundMessage(Base):
+    """An SMS reply or keypress a gateway reported (services.notices.inbound), once per gateway event
+    id, matched to the delivery it answers. No phone and no message text: ids and an outcome only."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("gateway", "gateway_event_id", name="uq_inbound_gateway_event"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    gateway: Mapped[str] = mapped_column(String(12))  # sms | voice
+    kind: Mapped[str] = mapped_column(String(12))  # sms_reply | keypress
+    gateway_event_id: Mapped[str] = mapped_column(String(100))
+    matched_by: Mapped[str] = mapped_column(String(20))  # gateway_message_id | delivery_id | phone
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
+    notice_id: Mapped[int] = mapped_column(BigId, index=True)
+    resident_id: Mapped[int] = mapped_column(BigId)
+    outcome: Mapped[str] = mapped_column(String(14))  # acknowledged | not_an_ack
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Preference(Base):

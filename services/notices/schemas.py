@@ -5,6 +5,7 @@ import datetime as dt
 from marshmallow import Schema, ValidationError as FieldError, fields, pre_dump, validate, validates_schema
 
 from services.notices import vocabulary as v
+from services.notices.phones import canonical_phone
 from services.notices.templates import TEMPLATES
 from shared.validation import EventData, Id, ListOf, OneOf, PageSchema, Str, StrictSchema, Url, UtcDateTime
 
@@ -87,6 +88,64 @@ class SetPreferences(StrictSchema):
 class Acknowledge(StrictSchema):
     notice_id = Id(required=True)
     resident_id = Id(required=True)
+
+
+class InboundPhone(Str):
+    """A reported sender's number (``phones.canonical_phone``: +86 and separators accepted), loaded
+    as its 11 digits. Its error never repeats it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=30, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        phone = canonical_phone(super()._deserialize(value, attr, data, **kwargs))
+        if phone is None:
+            raise FieldError("Must be an 11-digit mainland mobile number (a +86 prefix, spaces and dashes allowed).")
+        return phone
+
+
+INBOUND_MAX_SKEW = dt.timedelta(minutes=5)  # how far ahead of our clock a report's received_at may be
+
+
+class RecordInbound(StrictSchema):
+    """A gateway's report of an SMS reply or a keypress (services/notices/inbound.py)."""
+
+    gateway = OneOf(v.INBOUND_GATEWAYS, required=True)
+    kind = OneOf(v.INBOUND_KINDS, required=True)
+    gateway_event_id = Str(required=True, max_length=100)
+    in_reply_to = Str(load_default=None, allow_none=True, max_length=100)
+    from_phone = InboundPhone(load_default=None, allow_none=True)
+    text = Str(load_default=None, allow_none=True, max_length=1000)
+    digits = Str(
+        load_default=None,
+        allow_none=True,
+        max_length=20,
+        validate=validate.Regexp(r"^[0-9*#]+$", error="Must be keypad keys: 0-9, * and #."),
+    )
+    received_at = UtcDateTime(load_default=None, allow_none=True)
+
+    @validates_schema
+    def consistent(self, data, **kwargs):
+        errors = {}
+        if v.INBOUND_KINDS[data["kind"]] != data["gateway"]:
+            errors["kind"] = [f"A {data['kind']} comes from the {v.INBOUND_KINDS[data['kind']]} gateway."]
+        elif data["kind"] == "sms_reply":
+            if data["text"] is None:
+                errors["text"] = ["Required for an sms_reply."]
+            if data["digits"] is not None:
+                errors["digits"] = ["Only for a keypress."]
+        else:
+            if data["digits"] is None:
+                errors["digits"] = ["Required for a keypress."]
+            if data["text"] is not None:
+                errors["text"] = ["Only for an sms_reply."]
+        if data["in_reply_to"] is None and data["from_phone"] is None:
+            errors["from_phone"] = ["Required when in_reply_to is absent."]
+        received_at = data["received_at"]
+        if received_at is not None and received_at > dt.datetime.now(dt.UTC) + INBOUND_MAX_SKEW:
+            errors["received_at"] = ["Must not be in the future."]
+        if errors:
+            raise FieldError(errors)
 
 
 class DeliveryReport(StrictSchema):
@@ -251,6 +310,28 @@ class DeliveryReportOut(Schema):
     acknowledged = fields.Integer()
     units = fields.List(fields.Nested(UnitReport))
     chat_groups = fields.Nested(ChatGroupReport)
+    # Gateways' inbound reports (notices.record_inbound): residents whose SMS reply or keypress
+    # acknowledged, and every reply or keypress recorded (acknowledging or not).
+    acknowledged_by_sms = fields.Integer()
+    acknowledged_by_keypress = fields.Integer()
+    inbound_replies = fields.Integer()
+
+
+class InboundOut(Schema):
+    """An inbound report as recorded (the first one's, for a replayed ``gateway_event_id``): what it
+    was matched to and how, and whether it acknowledged. Never the phone nor the text."""
+
+    id = Id()
+    gateway = fields.String()
+    kind = fields.String()
+    gateway_event_id = fields.String()
+    outcome = fields.String(metadata={"description": "acknowledged | not_an_ack"})
+    matched_by = fields.String(metadata={"description": "gateway_message_id | delivery_id | phone"})
+    notice_id = Id()
+    delivery_id = Id(allow_none=True)
+    resident_id = Id()
+    received_at = UtcDateTime()
+    recorded_at = UtcDateTime()
 
 
 NOTICE = NoticeOut()
@@ -260,3 +341,4 @@ CHAT_GROUP = ChatGroupOut()
 ACKNOWLEDGEMENT = AcknowledgementOut()
 DIRECT_MESSAGE = DirectMessageOut()
 DELIVERY_REPORT = DeliveryReportOut()
+INBOUND = InboundOut()

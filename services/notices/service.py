@@ -5,18 +5,21 @@ import logging
 from contextlib import closing
 
 from nameko.extensions import DependencyProvider
+from nameko.web.handlers import http
 
 from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitCreated, UnitMoved
 from services.notices import (
     acks,
     audience,
     delivery,
+    erasure,
     grid_changes,
     notices,
     outbound,
     preferences,
     publishing,
     schemas,
+    webhook,
 )
 from services.notices.channels import RateLimiter, build_channels, check_settings, per_replica_rates
 from services.notices.models import FACTS, Base, IdempotentRequest, OutboxEvent, ProcessedEvent
@@ -120,7 +123,8 @@ class NoticesService(grid_facts.KeepsGridFacts, base.ServiceBase):
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
     grid = GridClient(pii=True)
     channels = Channels()
-    telemetry = Telemetry(gauges=GAUGES)
+    telemetry = Telemetry(gauges=GAUGES, counters=[*erasure.COUNTERS, *webhook.COUNTERS])
+    inbound = webhook.InboundGateways()
 
     @property
     def timezone(self):
@@ -137,6 +141,7 @@ class NoticesService(grid_facts.KeepsGridFacts, base.ServiceBase):
         header, rate or replica ceiling is a ValueError whose one-line message names the setting."""
         outbound.startup_policies(config)
         check_settings(config)
+        webhook.inbound_secrets(config)
 
     # ---- notices ----------------------------------------------------------
 
@@ -201,6 +206,33 @@ class NoticesService(grid_facts.KeepsGridFacts, base.ServiceBase):
         notice = notices.reachable_notice(self.db.session, caller, notice_id)
         return acks.delivery_report(self.db.session, caller, self.facts, notice, level)
 
+    # ---- gateways' inbound reports: SMS replies and keypresses (services/notices/inbound.py) ----
+
+    @rpc
+    @endpoint(roles=SERVICES, schema=schemas.RecordInbound(), returns=schemas.INBOUND)
+    def record_inbound(self, caller, **args):
+        """A gateway's report of a resident's SMS reply or keypress, matched to the delivery it answers (by
+        the gateway's message id or our delivery id, else by phone: the latest open notice requiring an
+        acknowledgement); recorded once per gateway_event_id. A reply ``1``, ``收到`` or ``确认`` (any
+        width or case) or a keypress 1 acknowledges the notice. Unmatched: NotFound, nothing recorded."""
+        return self.inbound.record(self.db, caller, self.vault, **args)
+
+    @http("POST", "/gateways/<gateway>/inbound")
+    def gateway_inbound(self, request, gateway):
+        """``record_inbound`` over HTTP, signed with the gateway's secret (services/notices/webhook.py)."""
+        caller = webhook.gateway_caller(gateway)
+
+        def record(fields):
+            reply = self.inbound.record_fields(self.db, caller, self.vault, fields)
+            self.db.commit()  # before the answer, as @endpoint does
+            return reply
+
+        try:
+            return webhook.handle(request, gateway, self.inbound.secrets, record, self.inbound.count)
+        except Exception as error:  # handle answers every refusal: this is a lost race, or our bug
+            self.db.rollback()
+            return webhook.failure(error)
+
     # ---- direct messages --------------------------------------------------
 
     @rpc
@@ -222,10 +254,36 @@ class NoticesService(grid_facts.KeepsGridFacts, base.ServiceBase):
         """A resident put under home quarantine: their household gets the instructions."""
         if data["tag"] != "quarantined":
             return "not quarantine"
+        if grid_facts.erased_among(self.db.session, FACTS, [data["resident_id"]]):
+            return "erased"  # arrived after the erasure: nothing is sent about them
         message, not_sent = publishing.quarantine_instructions(
             self.db, f"system:{self.name}", self.grid, self.vault, self.timezone, data["household_id"], data["until"]
         )
         return not_sent or str(message.id)
+
+    # ---- erasure (PIPL): the grid's resident_erased and tag_purged (services/notices/erasure.py) ----
+
+    @on_event("grid", "resident_erased", schema=grid_facts.ResidentErased())
+    def on_resident_erased(self, envelope, data):
+        """A resident erased at the grid: their recipients' phones and tag snapshots cleared, deliveries not
+        yet sent failed (no post after the erasure), preferences deleted; a tombstone keeps them out."""
+        now = utcnow()
+        done = {**grid_facts.resident_erased(self.db.session, FACTS, data, now)}
+        done.update(erasure.resident_erased(self.db.session, data["resident_id"], now))
+        done["remembered_replies"] = erasure.forget_replies_of(self.db, self.vault, data["resident_id"])
+        self.telemetry.count("grassroots_notices_erasures_total", amount=done.pop("tombstone"))
+        for kind, rows in done.items():
+            self.telemetry.count("grassroots_notices_derived_data_purged_total", kind, amount=rows)
+        return done
+
+    @on_event("grid", "tag_purged", schema=grid_facts.TagPurged())
+    def on_tag_purged(self, envelope, data):
+        """A resident's health tag purged at the grid: it leaves their recipients' tag snapshots."""
+        rows = erasure.tag_purged(
+            self.db.session, data["resident_id"], data["tag"], data["released_at"], data["reason"]
+        )
+        self.telemetry.count("grassroots_notices_derived_data_purged_total", "recipients", amount=rows)
+        return {"recipients": rows}
 
     # ---- timers -----------------------------------------------------------
 

@@ -16,3 +16,7 @@ VULNERABLE_TAGS = ("elderly_alone", "disabled", "chronic_illness", "quarantined"
 TAGS = GRID_TAGS
 LEVELS = GRID_LEVELS
 DIRECT = "direct"  # a notice row's kind for send_direct messages
+# Gateways that report residents' SMS replies and keypresses (services/notices/inbound.py): each one's
+# name and the channel of our posts it carries; each kind of report and the gateway that makes it.
+INBOUND_GATEWAYS = {"sms": "sms", "voice": "voice_call"}
+INBOUND_KINDS = {"sms_reply": "sms", "keypress": "voice"}

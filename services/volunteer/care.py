@@ -82,6 +82,8 @@ def start(uow, grid, notices, policy, household_id, now):
         session.add(plan)
     elif not plan.active:
         plan.active, plan.started_at, plan.stopped_at = True, now, None
+        if plan.address is None:  # dropped while stopped (services.volunteer.erasure): read it again
+            plan.address = grid.get_household(household_id=str(household_id))["address"]
     session.flush()
     return plan, open_today(uow, grid, notices, policy, plan, now)
 

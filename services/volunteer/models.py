@@ -154,7 +154,8 @@ class CarePlan(Base):
     household_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     unit_id: Mapped[int] = mapped_column(BigId)
     unit_path: Mapped[str] = mapped_column(PathText)
-    address: Mapped[dict] = mapped_column(JSON)
+    # NULL once an erasure or a purged health tag left nobody to care for (services/volunteer/erasure.py).
+    address: Mapped[dict | None] = mapped_column(JSON)
     kinds: Mapped[list] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, index=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

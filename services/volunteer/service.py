@@ -6,12 +6,12 @@ from zoneinfo import ZoneInfo
 
 from services.grid.client import GridClient, HouseholdMoved, UnitClosed, UnitCreated, UnitMoved
 from services.notices.client import NoticesClient
-from services.volunteer import care, duty, grid_changes, people, requests, schemas
+from services.volunteer import care, duty, erasure, grid_changes, people, requests, schemas
 from services.volunteer.models import FACTS, Base, IdempotentRequest, OutboxEvent, ProcessedEvent
 from shared import grid_facts, service as base
 from shared.db import Database, utcnow
 from shared.endpoints import endpoint, on_event, rpc
-from shared.telemetry import SqlGauge, Telemetry
+from shared.telemetry import CounterSpec, SqlGauge, Telemetry
 from shared.timers import config_timer
 from shared.validation import page_of
 
@@ -41,13 +41,34 @@ GAUGES = [
 ]
 
 
+PURGED_KINDS = (
+    "grid_residents",
+    "grid_households",
+    "help_requests",
+    "volunteers",
+    "pledges",
+    "care_subjects",
+    "care_plans",
+    "care_requests_cancelled",
+)
+COUNTERS = [
+    CounterSpec("grassroots_volunteer_erasures_total", "Residents' erasures (grid.resident_erased) applied here."),
+    CounterSpec(
+        "grassroots_volunteer_derived_data_purged_total",
+        "Rows anonymised or deleted because a resident was erased or a health tag purged, by kind (table).",
+        labels=["kind"],
+        start_labels=[(k,) for k in PURGED_KINDS],
+    ),
+]
+
+
 class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
     name = "volunteer"
 
     db = Database(Base, outbox_model=OutboxEvent, processed_model=ProcessedEvent, idempotency_model=IdempotentRequest)
     grid = GridClient()
     notices = NoticesClient()
-    telemetry = Telemetry(gauges=GAUGES)
+    telemetry = Telemetry(gauges=GAUGES, counters=COUNTERS)
 
     @property
     def policy(self):
@@ -198,6 +219,8 @@ class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
         """A household member put under home quarantine: daily groceries and check-in for the household."""
         if data["tag"] != "quarantined":
             return "not quarantine"
+        if grid_facts.erased_among(self.db.session, FACTS, [data["resident_id"]]):
+            return "erased"  # arrived after the erasure: nothing about them is stored again
         if not care.record_tag(self.db.session, data["resident_id"], data["household_id"], True, _event_time(envelope)):
             return "stale"
         _, opened = care.start(self.db, self.facts, self.notices, self.policy, data["household_id"], utcnow())
@@ -208,6 +231,8 @@ class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
         """The last quarantined member released: the household's care stops and open requests close."""
         if data["tag"] != "quarantined":
             return "not quarantine"
+        if grid_facts.erased_among(self.db.session, FACTS, [data["resident_id"]]):
+            return "erased"
         if not care.record_tag(
             self.db.session, data["resident_id"], data["household_id"], False, _event_time(envelope)
         ):
@@ -237,10 +262,51 @@ class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
     @on_event("notices", "notice_unacknowledged", schema=schemas.NoticeUnacknowledged())
     def on_notice_unacknowledged(self, envelope, data):
         """Vulnerable residents who did not acknowledge a notice get a door-knock, one per household."""
+        gone = grid_facts.erased_among(self.db.session, FACTS, [r["resident_id"] for r in data["residents"]])
+        residents = [r for r in data["residents"] if int(r["resident_id"]) not in gone]
         opened = care.door_knocks(
-            self.db, self.facts, self.notices, self.policy, data["notice_id"], data["residents"], utcnow()
+            self.db, self.facts, self.notices, self.policy, data["notice_id"], residents, utcnow()
         )
         return [str(r.id) for r in opened]
+
+    # ---- erasure (PIPL): the grid's resident_erased and tag_purged (services/volunteer/erasure.py) ----
+
+    @on_event("grid", "resident_erased", schema=grid_facts.ResidentErased())
+    def on_resident_erased(self, envelope, data):
+        """A resident erased at the grid: their help requests, care state and volunteer record anonymised
+        (ids and statuses kept), their read-model row gone and a tombstone keeping them out for good."""
+        now = utcnow()
+        model = grid_facts.resident_erased(self.db.session, FACTS, data, now)
+        done = erasure.resident_erased(
+            self.db, data["resident_id"], data["household_id"], data["household_emptied"], now
+        )
+        done["remembered_replies"] = erasure.forget_replies_of(
+            self.db, self.vault, data["resident_id"], data["household_id"], data["household_emptied"]
+        )
+        self.telemetry.count("grassroots_volunteer_erasures_total", amount=model.pop("tombstone"))
+        return self._count_purged({**model, **done})
+
+    @on_event("grid", "tag_purged", schema=grid_facts.TagPurged())
+    def on_tag_purged(self, envelope, data):
+        """A resident's quarantine tag purged at the grid: their care subject and, with nobody left under
+        care, the stopped care plan's address go; the read model's tags as the grid has them now."""
+        kept = grid_facts.tag_purged(self.db.session, self.grid, FACTS, data["resident_id"], data["tag"])
+        done = erasure.tag_purged(
+            self.db,
+            data["resident_id"],
+            data["household_id"],
+            data["tag"],
+            data["released_at"],
+            data["reason"],
+            utcnow(),
+        )
+        done["grid_residents"] = int(kept)
+        return self._count_purged(done)
+
+    def _count_purged(self, done):
+        for kind, rows in done.items():
+            self.telemetry.count("grassroots_volunteer_derived_data_purged_total", kind, amount=rows)
+        return done
 
     # ---- timers -----------------------------------------------------------
 

@@ -14,6 +14,7 @@ import uuid
 import pytest
 import yaml
 
+from services import registry
 from tests.deploy.conftest import K8S, ROOT, SERVICES, of_kind
 
 NAMESPACE = "grassroots"
@@ -81,11 +82,13 @@ def config_reads(service):
 def code_reads(service):
     """Variables a service's code reads from the environment itself, not through config.yml: the
     notices gateways' Authorization headers (services/notices/channels.py reads them as they are,
-    since config.yml would parse a credential as YAML)."""
+    since config.yml would parse a credential as YAML) and their inbound callback's secrets
+    (services/notices/webhook.py, likewise)."""
     if service == "notices":
         from services.notices.channels import AUTH_HEADER_SETTINGS
+        from services.notices.webhook import SECRET_SETTINGS
 
-        return dict.fromkeys(AUTH_HEADER_SETTINGS.values())
+        return dict.fromkeys([*AUTH_HEADER_SETTINGS.values(), *SECRET_SETTINGS.values()])
     return {}
 
 
@@ -782,3 +785,77 @@ def test_the_runners_stop_bound_fits_the_grace_period(overlay):
         assert command[0] == "sleep", f"{service}: preStop is a pause"
         grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
         assert float(command[1]) + stop_timeout + KILL_TIMEOUT < grace, service
+
+
+def served_routes(service):
+    """(method, url) of every nameko ``@http`` entrypoint on the service's class."""
+    from nameko.web.handlers import HttpRequestHandler
+
+    cls = registry.get(service).service_class()
+    return {
+        (entrypoint.method, entrypoint.url)
+        for attribute in vars(cls).values()
+        for entrypoint in getattr(attribute, "nameko_entrypoints", ())
+        if isinstance(entrypoint, HttpRequestHandler)
+    }
+
+
+# What the public may reach over the Ingress: path prefix → the service that serves it.
+PUBLIC_PREFIXES = {"/open311/v2/": "grid", "/gateways/": "notices"}
+
+
+def public_ingress_problems(documents):
+    """Why the overlay's Ingresses expose more (or other) than PUBLIC_PREFIXES, as a list."""
+    problems = []
+    for ingress in of_kind(documents, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                prefix, backend = path["path"], path["backend"]["service"]["name"]
+                if PUBLIC_PREFIXES.get(prefix) != backend:
+                    problems.append(f"{prefix} → {backend} is not a public route")
+                    continue
+                if path["pathType"] != "Prefix" or not prefix.endswith("/"):
+                    problems.append(f"{prefix}: a Prefix ending in / (no neighbour path may match)")
+                if not any(url.startswith(prefix) for _, url in served_routes(backend)):
+                    problems.append(f"{prefix}: {backend} serves no route under it")
+    return problems
+
+
+def test_the_public_ingress_routes_only_the_public_paths(overlay):
+    name, documents = overlay
+    ingresses = of_kind(documents, "Ingress")
+    if name != "prod":
+        assert ingresses == [], f"{name}: only prod publishes anything"
+        return
+    assert public_ingress_problems(documents) == []
+    routed = {path["path"] for i in ingresses for rule in i["spec"]["rules"] for path in rule["http"]["paths"]}
+    assert routed == set(PUBLIC_PREFIXES)
+    assert all(i["spec"]["tls"] for i in ingresses), "HTTPS only"
+    policies = by_name(documents, "NetworkPolicy")
+    for service in set(PUBLIC_PREFIXES.values()):
+        admitted = [
+            rule
+            for policy in policies.values()
+            if policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == service
+            for rule in policy["spec"].get("ingress", [])
+            if any(
+                peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                == "ingress-nginx"
+                for peer in rule["from"]
+            )
+        ]
+        assert admitted and all(p["port"] == APP_PORT for rule in admitted for p in rule["ports"]), service
+
+
+def test_the_public_route_check_can_fail(overlay):
+    name, documents = overlay
+    if name != "prod":
+        pytest.skip("only prod has an Ingress")
+    leaky = copy.deepcopy(documents)
+    paths = of_kind(leaky, "Ingress")[0]["spec"]["rules"][0]["http"]["paths"]
+    paths.append(
+        {"path": "/metrics", "pathType": "Prefix", "backend": {"service": {"name": "grid", "port": {"name": "http"}}}}
+    )
+    paths[0]["path"] = "/open311"
+    problems = public_ingress_problems(leaky)
+    assert any("/metrics" in p for p in problems) and any(p.startswith("/open311 ") for p in problems), problems

@@ -78,6 +78,13 @@ def valid_calls(d):
         "resolve_incident": ({"incident_id": d["incident"], "resolution": "R"}, "resolution", "incident_id"),
         "get_incident": ({"incident_id": d["incident"]}, "incident_id", "incident_id"),
         "list_incidents": ({"under": d["street"]}, "under", "status"),
+        "add_public_note": ({"incident_id": d["incident"], "note": "N"}, "note", "incident_id"),
+        "merge_reports": ({"primary_id": d["incident"], "duplicate_id": d["incident2"]}, "primary_id", "duplicate_id"),
+        "public_reports": ({"unit_id": d["street"]}, "unit_id", "status"),
+        "erase_resident": ({"resident_id": d["resident"], "reason": "R"}, "reason", "resident_id"),
+        "cancel_erasure": ({"erasure_id": d["erasure"]}, "erasure_id", "erasure_id"),
+        "list_erasures": ({"under": d["street"]}, "under", "page"),
+        "access_log": ({"resident_id": d["resident"]}, "resident_id", "page"),
     }
 
 
@@ -100,6 +107,8 @@ WRONG_TYPES = {
     "resident_id": 1.5,
     "resident_ids": "12",
     "phones": "maybe",
+    "duplicate_id": {"id": 1},
+    "erasure_id": "first",
 }
 
 
@@ -115,6 +124,8 @@ def ids(admin):
     admin.tag_resident(resident_id=d["resident"], tag="elderly_alone")
     d["campaign"] = admin.start_screening(under=d["community_a"], title="Spring", starts_on=TODAY, ends_on=TODAY)["id"]
     d["incident"] = admin.report_incident(unit_id=d["small_a"], category="other", description="x")["id"]
+    d["incident2"] = admin.report_incident(unit_id=d["small_a"], category="other", description="y")["id"]
+    d["erasure"] = admin.erase_resident(resident_id=d["resident"], reason="asked")["erasure_id"]  # pending
     return d
 
 
@@ -145,6 +156,8 @@ METHODS = sorted(
                 "resident",
                 "campaign",
                 "incident",
+                "incident2",
+                "erasure",
             )
         }
     )

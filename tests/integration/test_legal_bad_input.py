@@ -54,6 +54,8 @@ def valid_calls(d):
         "close_mediation": ({"case_id": "1", "outcome": "withdrawn"}, "agreement", "outcome"),
         "get_case": ({"case_id": "1"}, "case_id", "case_id"),
         "list_cases": ({"status": "open"}, "status", "under"),
+        "set_legal_hold": ({"record": "case", "record_id": "1", "reason": "Appeal"}, "reason", "record"),
+        "release_legal_hold": ({"record": "case", "record_id": "1", "reason": "Done"}, "reason", "record_id"),
     }
 
 
@@ -72,6 +74,8 @@ WRONG_TYPES = {
     "case_id": -1,
     "attendees": "everyone",
     "under": "all",
+    "record": "station",
+    "record_id": "case/1",
 }
 
 

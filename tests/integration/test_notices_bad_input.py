@@ -57,6 +57,17 @@ def valid_calls(d):
             "template",
             "params",
         ),
+        "record_inbound": (
+            {
+                "gateway": "sms",
+                "kind": "sms_reply",
+                "gateway_event_id": "e-1",
+                "from_phone": "13800000001",
+                "text": "1",
+            },
+            "text",
+            "kind",
+        ),
     }
 
 
@@ -68,6 +79,7 @@ WRONG_TYPES = {
     "webhook_url": "not a url",
     "level": "floor",
     "params": ["when"],
+    "kind": "telegram",
 }
 
 
@@ -78,7 +90,7 @@ def snapshot(url):
 @pytest.mark.parametrize("name", sorted(valid_calls({k: "1" for k in ("small_a", "street", "notice", "resident")})))
 def test_bad_input_is_refused_and_changes_nothing(name, call_as, ids, notices_db):
     # service-only methods are called with a service token, the rest as the officer
-    roles = ("service",) if name in ("record_delivery_status", "send_direct") else ("officer",)
+    roles = ("service",) if name in ("record_delivery_status", "send_direct", "record_inbound") else ("officer",)
     caller = call_as(token(*roles, sub="o1", unit=None if roles == ("service",) else ids["street"])).notices
     kwargs, string_field, typed_field = valid_calls(ids)[name]
     assert_bad_input_refused(

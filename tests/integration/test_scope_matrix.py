@@ -75,8 +75,8 @@ def _configs(amqp_uri, urls):
         "RPC_TIMEOUT": 10,
     }
     stub = {"url": "stub", "rate_per_second": 1000}
-    extra = {
-        "grid": {},
+    extra: dict[str, dict] = {
+        "grid": {"LIFECYCLE_INTERVAL": QUIET},
         "notices": {
             "PUBLISH_INTERVAL": 0.2,
             "DISPATCH_INTERVAL": 0.2,

@@ -74,3 +74,27 @@ def test_a_retry_of_a_forgotten_request_is_refused_not_run_again(db):
         uow.commit()
     with unit_of_work(db) as uow, pytest.raises(Conflict, match="erasure"):
         Remembered(uow, VAULT, "officer-1", "register_resident", "k1", {"name": "x"}).replay()
+
+
+def test_a_household_and_a_method_s_own_record_are_found_by_id(db):
+    with unit_of_work(db) as uow:
+        remember(uow, "register_household", "k1", {}, {"id": "5", "address": {"room": "1201"}})
+        remember(uow, "register_household", "k2", {}, {"id": "6", "address": {"room": "1202"}})
+        remember(uow, "move_household", "k3", {}, {"household_id": 5, "unit_id": "9"})
+        remember(uow, "register_resident", "k4", {}, {"id": "17", "household_id": "6"})
+        uow.commit()
+    with unit_of_work(db) as uow:
+        count = forget_replies(
+            uow.session,
+            uow.idempotency_model,
+            VAULT,
+            fields={"household_id": ["5"]},
+            records={"register_household": {"5"}, "register_resident": {"17"}},
+        )
+        uow.commit()
+    assert count == 3
+    with unit_of_work(db) as uow:
+        rows = uow.session.query(uow.idempotency_model).all()
+        replies = sorted(json.dumps(json.loads(VAULT.decrypt(r.reply, REPLY_CONTEXT)), sort_keys=True) for r in rows)
+    kept = json.dumps({"address": {"room": "1202"}, "id": "6"}, sort_keys=True)  # another household
+    assert replies == sorted([kept] + [json.dumps(ERASED_REPLY, sort_keys=True)] * 3)

@@ -13,8 +13,9 @@ import datetime as dt
 import pytest
 from nameko.testing.services import worker_factory
 
-from services.grid import incidents, residents, screening, service, units
+from services.grid import access_log, erasure, incidents, residents, retention, screening, service, units
 from services.grid.idnumbers import birth_date_of
+from services.grid.retention import LifecycleProvider
 from services.grid.service import GridService
 from services.grid.unit_cache import UnitCache
 from services.grid.vocabulary import DEFAULT_DEADLINES, DEFAULT_DEPARTMENTS
@@ -33,11 +34,12 @@ OFFICER_B = caller("officer", unit=COMMUNITY_B, sub="officer-b")
 WORKER_A = caller("grid_worker", unit=SMALL_A, sub="worker-a")
 POLICY = incidents.Policy(DEFAULT_DEPARTMENTS, DEFAULT_DEADLINES)
 ADDRESS = {"compound": "Sunny Garden", "building": "3", "entrance": "2", "room": "501"}
+LIFECYCLE_MODULES = (retention, erasure, access_log)  # the data lifecycle's modules read the clock too
 
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch):
-    return Clock.install(monkeypatch, NOW, units, residents, screening, incidents, service)
+    return Clock.install(monkeypatch, NOW, units, residents, screening, incidents, service, *LIFECYCLE_MODULES)
 
 
 @pytest.fixture
@@ -123,7 +125,10 @@ def worker(uow, who=ADMIN, unit_cache=None, **config):
     """A GridService worker on ``uow`` for ``who`` (nameko's worker_factory; other dependencies mocked);
     a unit cache of its own unless given one."""
     cache = UnitCache(serving=True) if unit_cache is None else unit_cache
-    return worker_factory(GridService, db=uow, auth=StubAuth(who), vault=VAULT, unit_cache=cache, config=config)
+    lifecycle = LifecycleProvider.local(config).access()  # lifecycle settings from ``config``
+    return worker_factory(
+        GridService, db=uow, auth=StubAuth(who), vault=VAULT, unit_cache=cache, lifecycle=lifecycle, config=config
+    )
 
 
 def call(db, method, who=ADMIN, unit_cache=None, **kwargs):

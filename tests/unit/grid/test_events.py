@@ -5,10 +5,10 @@ import datetime as dt
 
 from hypothesis import given, strategies as st
 
-from services.grid import events as grid_events, incidents, residents, screening, units
+from services.grid import erasure, events as grid_events, incidents, reports, residents, retention, screening, units
 from shared.paths import as_path
 from tests.unit.grid.conftest import ADMIN, COMMUNITY_B, LARGE_A, NOW, POLICY, SMALL_A, SMALL_B, STREET
-from tests.unit.local import events, unit_of_work
+from tests.unit.local import VAULT, caller, events, unit_of_work
 
 
 def every_kind_of_change(db, add_household, add_resident):
@@ -26,6 +26,19 @@ def every_kind_of_change(db, add_household, add_resident):
         units.move_unit(uow, ADMIN, LARGE_A, COMMUNITY_B)
         units.close_unit(uow, ADMIN, SMALL_A)
         units.set_party_org(uow, ADMIN, SMALL_A, "Branch A")
+        uow.commit()
+    with unit_of_work(db) as uow:  # residents' reports: reported, merged as a duplicate, resolved, reopened
+        me, rules = caller("resident", sub=str(resident)), reports.ReportRules()
+        first = reports.report_problem(uow, me, POLICY, rules, "other", "a").service_request_id
+        second = reports.report_problem(uow, me, POLICY, rules, "other", "b").service_request_id
+        reports.merge_reports(uow, ADMIN, first, second)
+        incidents.resolve_incident(uow, ADMIN, first, "done", public_note="Done")
+        reports.reopen_report(uow, me, POLICY, rules, first, None)
+        uow.commit()
+    with unit_of_work(db) as uow:  # the data lifecycle: a released tag's retention ends; an erasure
+        retention.purge_released(uow, NOW + dt.timedelta(days=400))
+        erasure.erase_resident(uow, ADMIN, VAULT, resident, "asked to")
+        erasure.erase_resident(uow, caller("admin", sub="second"), VAULT, resident, "approved")
         uow.commit()
 
 

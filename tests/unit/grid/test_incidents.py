@@ -70,6 +70,7 @@ def test_a_report_opens_at_its_unit_with_its_departments_deadline(district):
         "handling_level": "grid_small",
         "handling_unit_id": str(SMALL_A),
         "party_resident_ids": [],
+        "source": "staff",
     }
 
 

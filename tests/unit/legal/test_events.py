@@ -14,6 +14,7 @@ def test_every_event_a_change_records_is_one_the_contract_documents(committed, d
         bookings.complete(uow, lawyer(practice["lawyer"]), VAULT, kept.id, "CONFIDENTIAL summary", "referred")
         case = mediation.open_mediation(uow, OFFICER_A, grid, GRID_A, "family", [1000, 1010], "CONFIDENTIAL", None)
         mediation.close_mediation(uow, OFFICER_A, case.id, "agreement", "CONFIDENTIAL agreement")
+        bookings.read_consultation(uow, lawyer(practice["lawyer"]), VAULT, kept.id)  # sensitive_data_read
     recorded = events(db)
     assert {event for event, _, _ in recorded} == set(published.EVENTS)
     for event, _, data in recorded:

@@ -47,7 +47,7 @@ def incident(grid):
 
 def detail(db, who, grid, case_id):
     with unit_of_work(db) as uow:
-        found = mediation.case_detail(uow.session, who, grid, case_id)
+        found = mediation.case_detail(uow, who, grid, case_id)
         return {
             "parties": found.parties,
             "mediators": [(m.kind, m.mediator_id) for m in found.mediators],

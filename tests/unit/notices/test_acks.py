@@ -114,6 +114,10 @@ def test_a_report_counts_residents_per_audience_unit_and_chat_groups(db, grid, r
             {"unit_id": SMALL_B, **counts(1)},
         ],
         "chat_groups": {"queued": 0, "sent": 1, "delivered": 0, "failed": 0},
+        # No gateway reported a reply (services.notices.inbound; tests/unit/notices/test_inbound.py).
+        "acknowledged_by_sms": 0,
+        "acknowledged_by_keypress": 0,
+        "inbound_replies": 0,
     }
 
 
