@@ -65,9 +65,9 @@ class _Pending:
 
 
 class _Service:
-    def __init__(self, client, worker_ctx):
+    def __init__(self, client, worker_ctx, pii=None):
         self._client = client
-        self._ctx = _AsService(worker_ctx, client.token())
+        self._ctx = _AsService(worker_ctx, client.token(pii))
 
     def __getattr__(self, method_name):
         return _Method(self._client, self._ctx, method_name)
@@ -85,15 +85,18 @@ class ServiceClient(DependencyProvider):
         self.secret = jwt_secret(self.container.config)
         self.timeout = float(self.container.config.get("RPC_TIMEOUT", self.timeout))
         self.reply_listener = self.rpc_reply_listener
-        self._token, self._token_expires = None, 0.0
+        self._tokens: dict[bool, tuple[str, float]] = {}  # by pii claim: (token, expires)
 
-    def token(self):
-        if time.time() > self._token_expires - 300:
-            self._token = mint_token(
-                self.secret, f"service:{self.container.service_name}", ["service"], pii=self.pii, ttl=TOKEN_TTL
+    def token(self, pii=None):
+        """The service's token; ``pii`` (default: the client's) whether it carries the ``pii`` claim."""
+        pii = self.pii if pii is None else bool(pii)
+        token, expires = self._tokens.get(pii, ("", 0.0))
+        if time.time() > expires - 300:
+            token = mint_token(
+                self.secret, f"service:{self.container.service_name}", ["service"], pii=pii, ttl=TOKEN_TTL
             )
-            self._token_expires = time.time() + TOKEN_TTL
-        return self._token
+            self._tokens[pii] = (token, time.time() + TOKEN_TTL)
+        return token
 
     def forget(self, reply):
         """Drop a timed-out call's pending reply event so it does not linger."""
@@ -103,4 +106,9 @@ class ServiceClient(DependencyProvider):
                 events.pop(correlation_id, None)
 
     def get_dependency(self, worker_ctx):
-        return _Service(self, worker_ctx)
+        return self.calling(worker_ctx)
+
+    def calling(self, worker_ctx, pii=None):
+        """The target for this worker, called with the service's token (``pii``: with or without the
+        claim; default: the client's)."""
+        return _Service(self, worker_ctx, pii)

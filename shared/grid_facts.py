@@ -30,7 +30,13 @@ what it is now*, and every write to the model happens under the service's copies
   the household emptied, its address) and keeps a tombstone (``erased_residents``): from then on the
   resident is missing to every read (the grid is not asked), a resync or a late event stores nothing
   about them, and an emptied household's address read from the grid is used, never kept. A purged tag
-  (``tag_purged``) re-reads a row still holding it.
+  (``tag_purged``) leaves the row still holding it, with no grid call (the grid emits it only for a tag
+  no longer held), so the purge never waits for the grid.
+
+Every grid read here needs ids, paths and tags, never a phone: it goes without the ``pii`` claim (the
+client's ``without_pii()``), so a read-through or a daily resync is not recorded as a read of residents'
+personal data in their access logs (services/grid/access_log.py), even for a service whose grid client
+holds the claim (notices).
 
 The lock is only taken on a miss, an event or a resync page: the common case reads and takes no lock.
 Lock order: the copies lock first, then a service's own (volunteer's ``care``): a handler that writes
@@ -139,6 +145,12 @@ def fact_models(base: type[Any], tags=(), address=False):
     return FactModels(GridUnit, GridHousehold, GridResident, GridFactsSync, frozenset(tags), address, ErasedResident)
 
 
+def _plain(grid):
+    """``grid`` called without the ``pii`` claim (services.grid.client.GridReads.without_pii)."""
+    without = getattr(grid, "without_pii", None)
+    return without() if without is not None else grid
+
+
 # ---- writing the model (the caller holds the copies lock) -----------------------------------
 
 
@@ -210,7 +222,7 @@ def unit_changed(session, grid, facts, unit_id):
     shared.grid_copies.unit_moved with ``facts.path_columns`` among the columns.)"""
     grid_copies.hold(session)
     try:
-        return store_unit(session, facts, grid.get_unit(unit_id=str(unit_id)))
+        return store_unit(session, facts, _plain(grid).get_unit(unit_id=str(unit_id)))
     except NotFound:
         return False
 
@@ -219,7 +231,7 @@ def household_changed(session, grid, facts, household_id):
     """``household_moved``: the household as the grid has it now."""
     grid_copies.hold(session)
     try:
-        return store_household(session, facts, grid.get_household(household_id=str(household_id)))
+        return store_household(session, facts, _plain(grid).get_household(household_id=str(household_id)))
     except NotFound:
         return False
 
@@ -233,7 +245,7 @@ def resident_changed(session, grid, facts, resident_id):
     grid_copies.hold(session)
     if session.get(facts.resident, int(resident_id)) is None:
         return False
-    found = grid.get_residents(resident_ids=[str(resident_id)])["items"]
+    found = _plain(grid).get_residents(resident_ids=[str(resident_id)])["items"]
     return bool(found) and store_resident(session, facts, found[0])
 
 
@@ -328,22 +340,22 @@ def resident_erased(session, facts, data, now=None):
     return done
 
 
-def tag_purged(session, grid, facts, resident_id, tag):
-    """``tag_purged`` in the read model: a resident row still holding the tag is re-read from the grid
-    (the event says what changed, the grid what is now: a tag released and purged is gone there, one set
-    again since stays); True when the row changed. An erased resident has no row: nothing is asked."""
+def tag_purged(session, facts, resident_id, tag):
+    """``tag_purged`` in the read model: the tag leaves the resident's row, with no grid call — the grid
+    emits the event only when the tag is no longer held (services/grid/retention.py: a release whose
+    retention ended and that was not set again; an erasure), so the purge of the data derived from it
+    never waits for, nor fails with, the grid. True when the row changed. A tag set again after the
+    purge has its own ``resident_tagged``, which re-reads the grid; were it handled before this one,
+    the next resync restores it."""
     if tag not in facts.tags:
         return False
     grid_copies.hold(session)
     row = session.get(facts.resident, int(resident_id))
     if row is None or tag not in row.tags:
         return False
-    found = grid.get_residents(resident_ids=[str(resident_id)])["items"]
-    if not found:  # the grid knows them no more: nothing of theirs is kept
-        session.delete(row)
-        session.flush()
-        return True
-    return store_resident(session, facts, found[0])
+    row.tags = [kept for kept in row.tags if kept != tag]
+    session.flush()
+    return True
 
 
 # ---- reading: the grid client's reads, answered from the model -------------------------------------
@@ -363,7 +375,7 @@ class LocalGrid:
     ``misses`` counts the grid calls made (tests and benches read it)."""
 
     def __init__(self, session, grid, facts):
-        self.session, self.grid, self.facts = session, grid, facts
+        self.session, self.grid, self.facts = session, _plain(grid), facts
         self.misses = 0
         # Rows read in bulk, held so the session's (weak) identity map keeps them for the reads after.
         self._held: list = []
@@ -563,7 +575,7 @@ def sync_step(session, grid, facts, now, every, batch=100):
         model = getattr(facts, kind[:-1])
         ids = session.scalars(select(model.id).where(model.id > row.next_id).order_by(model.id).limit(batch)).all()
         if ids:
-            row.changed += _REFRESH[kind](session, grid, facts, ids)
+            row.changed += _REFRESH[kind](session, _plain(grid), facts, ids)
             row.refreshed += len(ids)
             row.next_id = ids[-1]
         if len(ids) < batch:

@@ -150,6 +150,13 @@ def forget_replies(session, model, vault, *, resident_ids=(), fields=None, recor
     casefolded; needles shorter than two characters are ignored). It becomes
     ``ERASED_REPLY``: its key stays, so a retry of that request is refused (``Remembered.replay``)
     instead of run again. Reads every kept reply (a day's writes at most), ``batch`` rows at a time.
+
+    Needles match as substrings, so they over-match on purpose: a short, common name (two Chinese
+    characters, e.g. 王伟) is in replies about other people of that name, or in any text holding it,
+    and those replies are blanked too; their retries are then refused (``Conflict``) although the
+    write was not the erased resident's. Privacy first: a caller whose retry is refused reads its
+    record back instead. ``fields`` match whatever reply holds them (a reply about a report to
+    another follower of it included): the stored reply does not say whose it is.
     """
     ids = {str(i) for i in resident_ids}
     fields = {field: {str(i) for i in found} for field, found in (fields or {}).items() if found}

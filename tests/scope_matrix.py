@@ -714,11 +714,11 @@ def _record_delivery_status(w):
 @example("notices.record_inbound", "gateway_event_id")
 def _record_inbound(w):
     # An admin token naming community A records a reply to A's delivery; replaying an event the unscoped
-    # gateway bridge recorded for B's delivery is refused, as B's delivery named in in_reply_to would be.
+    # gateway bridge recorded for B's delivery is refused, as B's delivery named in delivery_id would be.
     n = w.next()
     report = {"gateway": "sms", "kind": "sms_reply", "text": "ok"}
-    args = {**report, "gateway_event_id": f"matrix-a-{n}", "in_reply_to": w.a.delivery}
-    outside = {**report, "gateway_event_id": f"matrix-b-{n}", "in_reply_to": w.b.delivery}
+    args = {**report, "gateway_event_id": f"matrix-a-{n}", "delivery_id": w.a.delivery}
+    outside = {**report, "gateway_event_id": f"matrix-b-{n}", "delivery_id": w.b.delivery}
     w.admin.notices.record_inbound(**outside)
     return Call(args, {"gateway_event_id": Replace(outside)}, roles=("admin",), sub="admin-a")
 

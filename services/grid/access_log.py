@@ -5,8 +5,9 @@ What is recorded:
 
 - every read in the grid by a ``pii`` caller (name, ID number and phone unmasked): ``get_resident``
   (what ``resident_record``), ``find_residents`` and ``get_residents`` (``resident_contact``, one row
-  per resident returned), ``find_resident_columns`` with phones (``phones``: one row per call, with
-  the unit path as its scope, shown to every resident under that unit);
+  per resident returned), ``find_resident_columns`` with phones (``phones``: one row per walk over a
+  unit — its first page, called without ``after``; the pages after it continue the same read and
+  record nothing more — with the unit path as its scope, shown to every resident under that unit);
 - staff reading a resident's access log on their behalf (``access_log``);
 - reads other services report: legal's ``sensitive_data_read`` (consultation summaries, unmasked party
   phones), recorded once per event however often it is delivered.

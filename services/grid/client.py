@@ -44,6 +44,12 @@ class GridReads:
     def resident(self, resident_id, field="resident_id"):
         return self.residents([resident_id], field)[0]
 
+    def without_pii(self):
+        """The same reads without the ``pii`` claim (phones masked, nothing recorded in residents' access
+        logs): for reads that need no phone, such as a read model's upkeep (shared.grid_facts). A client
+        without the claim is itself."""
+        return self
+
     # The RPC reads, by keyword as the grid names its arguments (services/grid/service.py).
     def get_unit(self, *, unit_id):
         raise NotImplementedError
@@ -55,8 +61,12 @@ class GridReads:
 class Grid(GridReads):
     """One worker's view of the grid service."""
 
-    def __init__(self, service):
+    def __init__(self, service, plain=None):
         self._service = service
+        self._plain = plain  # a GridClient(pii=True)'s: makes this worker's grid without the claim
+
+    def without_pii(self):
+        return self if self._plain is None else Grid(self._plain())
 
     def get_unit(self, *, unit_id):
         return self._service.get_unit(unit_id=str(unit_id))
@@ -93,13 +103,16 @@ class Grid(GridReads):
 
 class GridClient(ServiceClient):
     """A dependency: ``self.grid`` is a ``Grid`` for this worker. ``pii=True`` asks for a token with
-    the ``pii`` claim (phone numbers: notices' addresses, legal's contacts)."""
+    the ``pii`` claim (phone numbers: notices' addresses, legal's contacts); ``self.grid.without_pii()``
+    then calls with a token without it (reads that need no phone: they are not recorded as ``pii`` reads
+    in residents' access logs)."""
 
     def __init__(self, timeout=10.0, pii=False):
         super().__init__("grid", timeout=timeout, pii=pii)
 
     def get_dependency(self, worker_ctx):
-        return Grid(super().get_dependency(worker_ctx))
+        plain = (lambda: self.calling(worker_ctx, pii=False)) if self.pii else None
+        return Grid(super().get_dependency(worker_ctx), plain)
 
 
 class _Ready:
@@ -118,7 +131,9 @@ class FakeGrid(GridReads):
     """The in-memory twin: units, households and residents a unit test puts in, answered as the grid
     answers them (shapes of services/grid/schemas.py), ``NotFound`` for unknown ids.
 
-    ``unavailable`` makes every call raise ServiceUnavailable (a grid that is down)."""
+    ``unavailable`` makes every call raise ServiceUnavailable (a grid that is down). ``pii`` makes it a
+    client holding the ``pii`` claim: each call made with the claim (not through ``without_pii()``) is
+    listed in ``pii_calls``, as the grid would record it in residents' access logs."""
 
     def __init__(self):
         self.units: dict[str, dict] = {}
@@ -127,6 +142,9 @@ class FakeGrid(GridReads):
         self.incidents: dict[str, dict] = {}
         self.unavailable = False
         self.calls: list[str] = []
+        self.pii = False
+        self.pii_calls: list[str] = []
+        self._without_pii = 0  # > 0 while a call through ``without_pii()`` runs
         self.vault = None  # set it to answer phones_enc for residents given a "phone"
 
     # ---- building the fake's world ---------------------------------------
@@ -207,8 +225,13 @@ class FakeGrid(GridReads):
         from shared.errors import ServiceUnavailable
 
         self.calls.append(name)
+        if self.pii and not self._without_pii:
+            self.pii_calls.append(name)
         if self.unavailable:
             raise ServiceUnavailable(f"grid.{name} did not answer (fake grid is down)")
+
+    def without_pii(self):
+        return _WithoutPii(self) if self.pii else self
 
     @staticmethod
     def _found(table, key, what):
@@ -309,6 +332,30 @@ class FakeGrid(GridReads):
     def get_incident(self, *, incident_id):
         self._call("get_incident")
         return self._found(self.incidents, incident_id, "incident")
+
+
+class _WithoutPii:
+    """A FakeGrid's reads made without the ``pii`` claim (not listed in its ``pii_calls``)."""
+
+    def __init__(self, grid):
+        self._grid = grid
+
+    def without_pii(self):
+        return self
+
+    def __getattr__(self, name):
+        found = getattr(self._grid, name)
+        if not callable(found):
+            return found
+
+        def plain(*args, **kwargs):
+            self._grid._without_pii += 1
+            try:
+                return found(*args, **kwargs)
+            finally:
+                self._grid._without_pii -= 1
+
+        return plain
 
 
 # ---- the grid's tree changes, as the services that keep copies read them -----------------

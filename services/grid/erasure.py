@@ -2,7 +2,9 @@
 anonymises what it holds about the resident and emits ``resident_erased`` so every service does.
 
 The ``erasure_requests`` row is the audit trail: who requested and why, who approved (or cancelled)
-and when. It holds ids and the managers' reasons, no personal data of the resident.
+and when. It holds ids and the managers' reasons, no personal data of the resident: the approval
+replaces the resident's name, phone and ID number in the reasons of their requests by ``[erased]``
+(a manager may well have typed "Zhang Wei asked at the counter").
 
 What the approval does, in the approver's transaction:
 
@@ -12,7 +14,9 @@ What the approval does, in the approver's transaction:
 - its tags are removed (``resident_untagged``, reason ``erased``), its released tags' records too,
   and ``tag_purged`` (reason ``erased``) is emitted once per tag either held;
 - if no other resident (not erased) lives in its household, the household's address becomes
-  ``[erased]`` and its screening visits' notes are cleared (``household_emptied``);
+  ``[erased]`` and its screening visits' notes are cleared (``household_emptied``). The household
+  row is locked (FOR UPDATE) before the resident's, as ``move_household`` and ``register_resident``
+  lock it: the last two residents erased at once take turns, and the second sees the first erased;
 - its own reports (incidents it reported): description ``[erased]``, location note and photo
   reference cleared, the reporter link cut, ``resident:<id>`` actors rewritten; it follows no report;
 - its name, phone and ID number are replaced by ``[erased]`` wherever staff wrote them in free text
@@ -22,8 +26,13 @@ What the approval does, in the approver's transaction:
   names is anonymised.
 
 - the remembered replies of idempotent writes (kept 24 h, encrypted) that name the resident, hold
-  their name, phone or ID number, or (household emptied) their household, are blanked at once
-  (``shared.idempotency.forget_replies``): a retry of such a write is refused, not run again.
+  their name, phone or ID number, tell of a report they reported or followed (``report_problem``,
+  ``confirm_resolution``, ``reopen_report`` replies by ``service_request_id``: their own description,
+  location note, photo and reasons), or (household emptied) tell of their household
+  (``register_household``, ``move_household``, any reply with its ``household_id``) are blanked at
+  once (``shared.idempotency.forget_replies``): a retry of such a write is refused, not run again. A
+  reply about one of those reports to another follower is blanked too (the reply does not say whose
+  it is).
 
 The access log keeps its rows about the resident (ids only): who read their data stays
 accountable until the log's own retention ends.
@@ -82,19 +91,28 @@ class ErasureStep:
         return STATUS_OUT[self.request.status]
 
 
-def _reachable_resident(session, caller, resident_id):
+def _reachable_resident(session, caller, resident_id, with_household=False):
     """The resident, locked: erasures of one resident take turns. Forbidden for a caller out of reach
-    before anything about the resident's state is said."""
-    resident = fetch(session, Resident, resident_id, "resident", lock=True)
-    caller.require_reach(tree.path_ids(resident.unit_path), "resident")
-    return resident
+    before anything about the resident's state is said. ``with_household``: its household is locked
+    first (the order ``move_household`` and ``register_resident`` take), so erasures in one household
+    take turns too and each counts the others' erasures (``_empty_household``)."""
+    if not with_household:
+        resident = fetch(session, Resident, resident_id, "resident", lock=True)
+        caller.require_reach(tree.path_ids(resident.unit_path), "resident")
+        return resident
+    found = fetch(session, Resident, resident_id, "resident")
+    caller.require_reach(tree.path_ids(found.unit_path), "resident")
+    session.execute(locking(select(Household.id).where(Household.id == found.household_id), session))
+    # Read again under the lock: what the read above saw may have changed while this call waited.
+    query = select(Resident).where(Resident.id == found.id).execution_options(populate_existing=True)
+    return session.scalar(locking(query, session))
 
 
 def erase_resident(uow, caller, vault, resident_id, reason, lifecycle=None):
     """The first manager's call files a pending request; another manager's call approves and carries
     it out. The requester calling again is a Conflict. An erased resident answers ``erased``."""
     session = uow.session
-    resident = _reachable_resident(session, caller, resident_id)
+    resident = _reachable_resident(session, caller, resident_id, with_household=True)
     if resident.erased_at is not None:
         done = session.scalar(
             select(ErasureRequest)
@@ -185,16 +203,22 @@ def anonymise(uow, vault, resident, now):
     resident.birth_date = ERASED_BIRTH_DATE
     resident.erased_at = now
     emptied = _empty_household(session, resident)
+    reports = _reports_of(session, resident.id)  # before _forget_reports cuts the links
     _forget_reports(session, resident.id)
     _scrub_free_text(session, resident, emptied, secrets)
     session.flush()
+    household = {resident.household_id} if emptied else set()
     forget_replies(
         session,
         uow.idempotency_model,
         vault,
         resident_ids=[resident.id],
-        fields={"household_id": [resident.household_id] if emptied else []},
-        records={"register_resident": {resident.id}, "register_household": {resident.household_id} if emptied else ()},
+        fields={"household_id": household, "service_request_id": reports},
+        records={
+            "register_resident": {resident.id},
+            "register_household": household,
+            "move_household": household,
+        },
         needles=[value for value in secrets.values() if value and value != ERASED],
     )
     return emptied, purged
@@ -226,7 +250,10 @@ def _purge_tags(uow, resident, now):
 
 
 def _empty_household(session, resident):
-    """Blank the household's address when nobody (not erased) lives there any more."""
+    """Blank the household's address when nobody (not erased) lives there any more. The household row
+    is locked (by ``erase_resident`` already; again here, for any other caller) before the count: a
+    concurrent erasure or registration in the household has committed, or waits for this one."""
+    session.execute(locking(select(Household.id).where(Household.id == resident.household_id), session))
     others = session.scalar(
         select(func.count())
         .select_from(Resident)
@@ -247,6 +274,13 @@ def _empty_household(session, resident):
         .execution_options(synchronize_session=False)
     )
     return True
+
+
+def _reports_of(session, resident_id):
+    """Ids of the incidents the resident reported or follows (their replies tell of them)."""
+    reported = select(Incident.id).where(Incident.reporter_resident_id == resident_id)
+    followed = select(ReportFollower.incident_id).where(ReportFollower.resident_id == resident_id)
+    return set(session.scalars(reported)) | set(session.scalars(followed))
 
 
 def _forget_reports(session, resident_id):
@@ -283,6 +317,15 @@ def _scrub_free_text(session, resident, emptied, secrets):
     ]
     if not values:
         return
+    # The managers' reasons on the resident's erasure requests, this approval's included (in memory:
+    # the reply shows them too).
+    for request in session.scalars(select(ErasureRequest).where(ErasureRequest.resident_id == resident.id)):
+        for attribute in ("reason", "approval_reason"):
+            text = original = getattr(request, attribute)
+            for value in values:
+                text = text.replace(value, ERASED) if text else text
+            if text != original:
+                setattr(request, attribute, text)
     ids = tree.path_ids(resident.unit_path)
     community = tree.as_path(ids[:3])
     above = [tree.as_path(ids[:depth]) for depth in range(1, min(3, len(ids)))]

@@ -18,8 +18,8 @@ from shared.validation import page_of
 ID_INDEX = b"id_number"
 
 
-def load_household(session, caller, household_id):
-    household = fetch(session, Household, household_id, "household")
+def load_household(session, caller, household_id, lock=False):
+    household = fetch(session, Household, household_id, "household", lock=lock)
     caller.require_reach(tree.path_ids(household.unit_path), "household")
     return household
 
@@ -82,9 +82,13 @@ def move_household(uow, caller, household_id, unit_id):
 
 
 def register_resident(uow, caller, vault, household_id, name, id_number, phone, birth_date):
-    """The new resident as ``caller`` may see it (a ResidentView)."""
+    """The new resident as ``caller`` may see it (a ResidentView).
+
+    The household row is locked as an erasure locks it (services/grid/erasure.py): a registration
+    racing the erasure of the household's last resident lands either before it (the household is then
+    not emptied) or after it (a newcomer in the emptied household, as if registered later)."""
     session = uow.session
-    household = load_household(session, caller, household_id)
+    household = load_household(session, caller, household_id, lock=True)
     id_hash = vault.blind_index(id_number, ID_INDEX)
     if session.scalar(select(Resident.id).where(Resident.id_number_hash == id_hash)) is not None:
         raise Conflict("a resident with this id_number is already registered")
@@ -279,7 +283,12 @@ def count_residents(session, caller, under, tags_any, tags_all):
     root = reachable_unit(session, caller, under)
     matching = _matching_ids(root.path, tags_any, tags_all)
     if matching is None:
-        query = select(func.count()).select_from(Resident).where(tree.in_subtree(Resident.unit_path, root.path))
+        # As find_residents counts them: an erased resident is left out (a tag filter does by itself).
+        query = (
+            select(func.count())
+            .select_from(Resident)
+            .where(tree.in_subtree(Resident.unit_path, root.path), Resident.erased_at.is_(None))
+        )
     else:
         query = select(func.count()).select_from(matching.subquery())
     return session.scalar(query)

@@ -46,7 +46,11 @@ GAUGES = [
         "SELECT level, count(*) FROM units WHERE closed = false GROUP BY level",
         labels=["level"],
     ),
-    SqlGauge("grassroots_grid_residents", "Registered residents.", "SELECT count(*) FROM residents"),
+    SqlGauge(
+        "grassroots_grid_residents",
+        "Registered residents (erased ones left out).",
+        "SELECT count(*) FROM residents WHERE erased_at IS NULL",
+    ),
     SqlGauge(
         "grassroots_grid_tagged_residents",
         "Residents carrying each tag.",
@@ -214,9 +218,13 @@ class GridService(base.ServiceBase):
     )
     def find_resident_columns(self, caller, **args):
         """Residents under a unit as a compact keyset page of columns (a notice's audience, page by page).
-        A page with phones is recorded once in the access log of every resident under the unit."""
+        A walk with phones is recorded once in the access log of every resident under the unit: at its
+        first page (no ``after``); the pages after it continue the same read."""
         with_phones = bool(args["phones"] and caller.pii)
-        reading = access_log.Reading(self.db, self.lifecycle, caller, "find_resident_columns", audited=with_phones)
+        first_page = args.get("after") is None
+        reading = access_log.Reading(
+            self.db, self.lifecycle, caller, "find_resident_columns", audited=with_phones and first_page
+        )
         columns = residents.resident_columns(self.db.session, caller, **args)
         reading.scope(columns["scope_path"], "phones")
         return columns

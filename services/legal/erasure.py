@@ -7,7 +7,11 @@ transaction, with the tombstone that makes the resident unknown here from then o
 - mediation cases naming the resident as a party: ``description`` and ``agreement`` → ``[erased]``, and
   their sessions' ``notes`` and ``attendees`` (free-text names: which one was theirs is not known, so
   every one) → ``[erased]``;
-- a lawyer registered as the resident: name → ``[erased]``;
+- a lawyer registered as the resident: name → ``[erased]``, and that name, where it stands in other
+  people's free text (consultations' ``topic`` and ``cancel_reason``, cases' ``description`` and
+  ``agreement``, sessions' ``notes`` and ``attendees``, time off ``reason``) of records not under a legal
+  hold, → ``[erased]``. Legal stores no party's name (it reads them from the grid): the event carries
+  ids only, so another resident's name it does not hold cannot be scrubbed here (docs/personal-data.md);
 - a consultation still booked is cancelled (its slot is given back; ``consultation_cancelled`` tells
   the lawyer), held or not.
 
@@ -23,17 +27,19 @@ Every step is idempotent: a replay finds the record anonymised or already deferr
 Nothing here commits or logs personal data.
 """
 
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, cast, func, select, true, update
 
 from services.legal import bookings
 from services.legal.directory import staff_reaches
 from services.legal.models import (
+    CaseMediator,
     Consultation,
     DeferredErasure,
     Lawyer,
     LegalHoldLog,
     MediationCase,
     MediationSession,
+    TimeOff,
 )
 from shared.db import fetch, locking, utcnow
 from shared.errors import Conflict, Forbidden
@@ -47,6 +53,7 @@ AUTO_HOLDS = {
     "case": ("referred_to_court", "automatic: the case was referred to court"),
 }
 KINDS = {"consultation": (Consultation, "consultation"), "case": (MediationCase, "mediation case")}
+MIN_NAME_LENGTH = 2  # as the grid's scrub: a shorter value would rewrite unrelated text
 
 
 def record_key(kind, row_id):
@@ -143,10 +150,46 @@ def resident_erased(uow, resident_id, erasure_id, now=None):
             for kind, rows in anonymise_case(session, case).items():
                 done[kind] += rows
     for lawyer in session.scalars(select(Lawyer).where(Lawyer.resident_id == resident_id, Lawyer.name != ERASED)):
+        _scrub_name(session, lawyer)
         lawyer.name = ERASED
         done["lawyers"] += 1
     session.flush()
     return done
+
+
+def _scrub_name(session, lawyer):
+    """The name of a lawyer who was the erased resident, replaced where staff typed it in free text of
+    records not under a legal hold (a held record is kept as it is)."""
+    name = (lawyer.name or "").strip()
+    if len(name) < MIN_NAME_LENGTH:
+        return
+    free = Consultation.legal_hold_reason.is_(None)
+    open_case = MediationCase.legal_hold_reason.is_(None)
+    cases = select(MediationCase.id).where(open_case)
+    targets = [
+        (Consultation, Consultation.topic, free),
+        (Consultation, Consultation.cancel_reason, free),
+        (MediationCase, MediationCase.description, open_case),
+        (MediationCase, MediationCase.agreement, open_case),
+        (MediationSession, MediationSession.notes, MediationSession.case_id.in_(cases)),
+        (TimeOff, TimeOff.reason, true()),
+    ]
+    for model, column, where in targets:
+        session.execute(
+            update(model)
+            .where(where, column.contains(name, autoescape=True))
+            .values({column.key: func.replace(column, name, ERASED)})
+            .execution_options(synchronize_session=False)
+        )
+    # Attendees (a list of names): in the sessions of the cases the lawyer mediated.
+    mediated = select(CaseMediator.case_id).where(
+        CaseMediator.kind == "judicial", CaseMediator.mediator_id == str(lawyer.id)
+    )
+    query = select(MediationSession).where(MediationSession.case_id.in_(mediated), MediationSession.case_id.in_(cases))
+    for held in session.scalars(query):
+        attendees = [a.replace(name, ERASED) if isinstance(a, str) else a for a in held.attendees]
+        if attendees != held.attendees:
+            held.attendees = attendees
 
 
 # The write methods whose reply's ``id`` is a consultation's, or a mediation case's.

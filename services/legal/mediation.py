@@ -119,10 +119,11 @@ class CaseDetail(RowView):
 
 
 def case_detail(uow, caller, grid_contacts, case_id):
-    """The case with its parties' names and phones from the grid (``grid_contacts`` reads them unmasked:
-    masked here unless the caller may contact the parties). Each party whose phone is shown unmasked is
-    told to the grid's access log (``sensitive_data_read``, one per party); an erased party is shown as
-    erased, from the tombstone, without asking the grid."""
+    """The case with its parties' names and phones from the grid: read unmasked (``grid_contacts``, with
+    the ``pii`` claim) only when the caller may contact the parties, else without the claim (the grid
+    masks the phones and records no read in the parties' access logs). Each party whose phone is shown
+    unmasked is told to the grid's access log (``sensitive_data_read``, one per party); an erased party
+    is shown as erased, from the tombstone, without asking the grid."""
     session = uow.session
     case = reachable_case(session, caller, case_id)
     mediators = sorted(_mediators(session, case), key=lambda m: (m.kind, m.mediator_id))
@@ -131,7 +132,7 @@ def case_detail(uow, caller, grid_contacts, case_id):
     ).all()
     reveal = may_contact_parties(session, caller, case)
     erased = grid_facts.erased_among(session, FACTS, case.party_resident_ids)
-    parties = parties_of(grid_contacts, case, reveal, erased)
+    parties = parties_of(grid_contacts if reveal else grid_contacts.without_pii(), case, reveal, erased)
     if reveal:
         now, record = utcnow(), f"case/{case.id}"
         for party in parties:

@@ -20,7 +20,7 @@ from sqlalchemy import BigInteger, any_, bindparam, insert, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from services.notices.inbound import phone_hash
-from services.notices.models import ChatGroup, Delivery, Notice, Preference, Recipient
+from services.notices.models import FACTS, ChatGroup, Delivery, Notice, Preference, Recipient
 from services.notices.notices import target_paths
 from services.notices.vocabulary import PERSONAL_CHANNELS, URGENT_SEVERITIES, VULNERABLE_TAGS
 from shared.db import bulk_insert, locking, utcnow
@@ -179,14 +179,16 @@ def phone_hashes(vault, phones_hex):
 def write_recipients(uow, notice, plan, residents, now=None, handoff=None, hashes=None):
     """Recipients and their deliveries for ``residents``: (resident id, household id, unit path, tags,
     encrypted phone in hex or None) tuples; ``hashes``, when given, each one's phone blind index (or
-    None), in the same order. On PostgreSQL in three statements whatever their number:
-    their preferences, ids drawn from both sequences, and one INSERT of both tables (each column one
-    array). With a ``handoff`` (``delivery.Handoff``) the deliveries due now that it grants are written
-    already claimed and given to it (handed on to the dispatcher once the transaction commits); the
-    others are queued."""
+    None), in the same order. Residents the grid erased since the page was read are left out. On
+    PostgreSQL in four statements whatever their number: their tombstones, their preferences, ids
+    drawn from both sequences, and one INSERT of both tables (each column one array). With a
+    ``handoff`` (``delivery.Handoff``) the deliveries due now that it grants are written already
+    claimed and given to it (handed on to the dispatcher once the transaction commits); the others
+    are queued."""
+    session = uow.session
+    residents, hashes = _without_erased(session, residents, hashes)
     if not residents:
         return 0
-    session = uow.session
     now = now or utcnow()
     preferences = _preferences(session, [r[0] for r in residents])
     planned = []  # (resident's index, channel, due)
@@ -233,12 +235,28 @@ def _reserve(handoff, planned, now):
 def _preferences(session, resident_ids):
     """{resident id: Preference} for those of ``resident_ids`` who set one (one array parameter on
     PostgreSQL: thousands of ids, no expanding IN)."""
-    column = Preference.resident_id
-    if session.bind.dialect.name == "postgresql":
-        where = column == any_(bindparam(None, resident_ids, type_=ARRAY(BigInteger)))
-    else:
-        where = column.in_(resident_ids)
+    where = _among(session, Preference.resident_id, resident_ids)
     return {p.resident_id: p for p in session.scalars(select(Preference).where(where))}
+
+
+def _without_erased(session, residents, hashes):
+    """``residents`` (and their ``hashes``) but those the grid erased: a page read from the grid before
+    an erasure and written after ``resident_erased`` was applied here would store the phone again (one
+    lookup of the tombstones' primary key a page). A page written while the erasure is applied — neither
+    sees the other's uncommitted rows — is caught by the housekeeping sweep (``erasure.sweep_recent``)."""
+    erased = FACTS.erased
+    gone = set(session.scalars(select(erased.id).where(_among(session, erased.id, [r[0] for r in residents]))))
+    if not gone:
+        return residents, hashes
+    keep = [i for i, resident in enumerate(residents) if resident[0] not in gone]
+    return [residents[i] for i in keep], None if hashes is None else [hashes[i] for i in keep]
+
+
+def _among(session, column, ids):
+    """``column IN ids``: on PostgreSQL one array parameter (thousands of ids, no expanding IN)."""
+    if session.bind.dialect.name == "postgresql":
+        return column == any_(bindparam(None, ids, type_=ARRAY(BigInteger)))
+    return column.in_(ids)
 
 
 def _draw_ids(session, recipients, deliveries):

@@ -21,20 +21,32 @@ snapshots taken since), of every notice when an erasure removed it.
 
 Replays change nothing: each step rewrites only what still holds the data. Recipients are found by their
 ``resident_id`` index (migration 0009). Nothing here commits or logs personal data.
+
+A fan-out page read from the grid before the erasure and written after it was applied here would store
+the phone again: the page's write leaves out tombstoned residents (services.notices.audience), and a page
+written while the erasure is applied (neither transaction sees the other's rows) is caught by
+``sweep_recent``, which the housekeeping timer runs: the erasure applied again to residents erased here
+in the last day who hold something again.
 """
 
 import datetime as dt
+import logging
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, tuple_, update
+from sqlalchemy.orm import aliased
 
-from services.notices.models import Delivery, Notice, Preference, Recipient
+from services.notices.models import FACTS, Delivery, Notice, Preference, Recipient
 from shared.db import utcnow
 from shared.idempotency import forget_replies
 from shared.telemetry import CounterSpec
 
+log = logging.getLogger(__name__)
+
 ERASED = "[erased]"
 ERASED_DETAIL = "recipient erased"
 UNSENT = ("queued", "sending")
+SWEEP_WINDOW = dt.timedelta(days=1)  # how long after an erasure the sweep looks at the resident again
+SWEEP_BATCH = 100  # residents a sweep applies the erasure to again, at most
 
 
 def resident_erased(session, resident_id, now=None):
@@ -53,10 +65,10 @@ def resident_erased(session, resident_id, now=None):
         .values(address_enc=None, address_hash=None, vulnerable_tags=[], vulnerable=False)
         .execution_options(synchronize_session=False)
     ).rowcount
-    recipient_ids = select(Recipient.id).where(mine).scalar_subquery()
+    theirs = select(Recipient.notice_id, Recipient.id).where(mine)  # by ix_deliveries_notice
     done["deliveries"] = session.execute(
         update(Delivery)
-        .where(Delivery.recipient_id.in_(recipient_ids), Delivery.status.in_(UNSENT))
+        .where(tuple_(Delivery.notice_id, Delivery.recipient_id).in_(theirs), Delivery.status.in_(UNSENT))
         .values(status="failed", detail=ERASED_DETAIL, failed_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -66,6 +78,61 @@ def resident_erased(session, resident_id, now=None):
     done["direct_messages"] = _erase_direct_messages(session, resident_id)
     session.flush()
     return done
+
+
+def sweep_recent(session, now=None, window=SWEEP_WINDOW, batch=SWEEP_BATCH):
+    """``resident_erased`` applied again to residents tombstoned here within ``window`` (up to ``batch``)
+    who hold something again — a recipient with a phone, its index or tags, a delivery not yet sent, a
+    preference, a direct message to them alone with its text — as a fan-out page or a direct message
+    written while their erasure was applied leaves. {kind: rows changed} (empty: nothing found)."""
+    now = now or utcnow()
+    erased = FACTS.erased
+    ids = session.scalars(
+        select(erased.id)
+        .where(erased.applied_at >= now - window, _holds_data(erased.id))
+        .order_by(erased.applied_at)
+        .limit(batch)
+    ).all()
+    done: dict[str, int] = {}
+    for resident_id in ids:
+        for kind, rows in resident_erased(session, resident_id, now).items():
+            done[kind] = done.get(kind, 0) + rows
+    if ids:
+        log.warning(
+            "erasure applied again to %d residents: data written while their erasure was applied",
+            len(ids),
+            extra={"method": "housekeeping", "reason": "erasure_sweep"},
+        )
+    return done
+
+
+def _holds_data(resident_id):
+    """Whether notices holds something about the resident (a correlated condition on ``resident_id``)."""
+    recipient = Recipient.resident_id == resident_id
+    other = aliased(Recipient)
+    others = (
+        select(other.id).where(other.notice_id == Notice.id, other.resident_id != resident_id).correlate_except(other)
+    )
+    return (
+        exists().where(
+            recipient,
+            Recipient.address_enc.is_not(None) | Recipient.address_hash.is_not(None) | Recipient.vulnerable.is_(True),
+        )
+        | exists().where(
+            recipient,
+            Delivery.notice_id == Recipient.notice_id,
+            Delivery.recipient_id == Recipient.id,
+            Delivery.status.in_(UNSENT),
+        )
+        | exists().where(Preference.resident_id == resident_id)
+        | exists().where(
+            recipient,
+            Notice.id == Recipient.notice_id,
+            Notice.kind == "direct",
+            (Notice.title != ERASED) | (Notice.body != ERASED),
+            ~exists(others),
+        )
+    )
 
 
 def forget_replies_of(uow, vault, resident_id):

@@ -5,12 +5,17 @@ Each report names the gateway (``sms`` or ``voice``) and the gateway's own id fo
 (``gateway_event_id``: a second report with the same id records nothing and answers the first one's
 reply). It is matched to the delivery it answers:
 
-1. ``in_reply_to``: the gateway's message id of our post (``deliveries.gateway_message_id``, from the
-   gateway's answer to it), else — digits only — our delivery id (sent in every post); either of a
+1. ``delivery_id``: our delivery id (the ``delivery_id`` and Idempotency-Key of every post), of a
    delivery on that gateway's channel;
-2. else ``from_phone``: its keyed blind index (``phone_hash``) finds the recipients with that phone,
+2. else ``in_reply_to``: the gateway's message id of our post (``deliveries.gateway_message_id``, from
+   the gateway's answer to it), of a delivery on that gateway's channel. Only that: the two id spaces
+   are never mixed — an unknown message id is not tried as a delivery id, since a gateway numbering
+   its messages ``1, 2, 3…`` would name another resident's delivery (acknowledging them, and sparing
+   them their door-knock);
+3. else ``from_phone``: its keyed blind index (``phone_hash``) finds the recipients with that phone,
    and the latest published notice requiring an acknowledgement that one of them was sent on that
-   gateway's channel is the one answered. Cancelled and expired notices are not candidates; one whose
+   gateway's channel and has not acknowledged yet is the one answered (all acknowledged: the latest
+   of them, recorded again as a reply). Cancelled and expired notices are not candidates; one whose
    ack deadline passed still is (a late acknowledgement is recorded and counted in the report, though
    its door-knock was already asked for). Two recipients of that notice with the same phone (a
    household's one phone) is ambiguous: refused, nothing recorded — guessing could keep the wrong
@@ -101,6 +106,7 @@ def record_inbound(
     kind,
     gateway_event_id,
     in_reply_to=None,
+    delivery_id=None,
     from_phone=None,
     text=None,
     digits=None,
@@ -123,8 +129,10 @@ def record_inbound(
             caller.require_reach(path_ids(_delivery_path(session, existing.delivery_id)), "the event's delivery")
         return existing, True
     channel = GATEWAYS[gateway]
-    if in_reply_to is not None:
-        match = _by_reply(session, caller, channel, in_reply_to)
+    if delivery_id is not None:
+        match = _by_delivery(session, caller, channel, Delivery.id == int(delivery_id), "delivery_id")
+    elif in_reply_to is not None:
+        match = _by_delivery(session, caller, channel, Delivery.gateway_message_id == in_reply_to, "gateway_message_id")
     else:
         match = _by_phone(session, caller, channel, phone_hash(vault, from_phone))
     if match is None:
@@ -159,18 +167,11 @@ def record_inbound(
     return message, False
 
 
-def _by_reply(session, caller, channel, in_reply_to):
-    """The delivery on ``channel`` whose gateway message id is ``in_reply_to``, else (digits) whose id it is."""
+def _by_delivery(session, caller, channel, names, matched_by):
+    """The (latest) delivery on ``channel`` that ``names`` (a condition on Delivery) selects."""
     delivery = session.scalar(
-        select(Delivery)
-        .where(Delivery.gateway_message_id == in_reply_to, Delivery.channel == channel)
-        .order_by(Delivery.id.desc())
-        .limit(1)
+        select(Delivery).where(names, Delivery.channel == channel).order_by(Delivery.id.desc()).limit(1)
     )
-    matched_by = "gateway_message_id"
-    if delivery is None and in_reply_to.isascii() and in_reply_to.isdigit() and len(in_reply_to) <= 18:
-        delivery = session.scalar(select(Delivery).where(Delivery.id == int(in_reply_to), Delivery.channel == channel))
-        matched_by = "delivery_id"
     if delivery is None or delivery.recipient_id is None:
         return None
     caller.require_reach(path_ids(delivery.unit_path), "delivery")  # as record_delivery_status does
@@ -191,7 +192,8 @@ CANDIDATES = 200  # deliveries to one phone looked at, newest notices first
 
 def _by_phone(session, caller, channel, address_hash):
     """The latest open notice requiring an acknowledgement sent on ``channel`` to a recipient whose
-    phone has this blind index; Conflict when two of its recipients share the phone."""
+    phone has this blind index and who has not acknowledged it yet (all have: the latest of them);
+    Conflict when two of its recipients share the phone."""
     rows = session.execute(
         select(Delivery.id, Delivery.unit_path, Recipient.resident_id, Notice.id)
         .join(Recipient, (Recipient.id == Delivery.recipient_id) & (Recipient.notice_id == Delivery.notice_id))
@@ -208,19 +210,35 @@ def _by_phone(session, caller, channel, address_hash):
     rows = [row for row in rows if caller.reaches(path_ids(row[1]))]
     if not rows:
         return None
-    latest = rows[0][3]
-    residents = {resident_id for _d, _p, resident_id, notice_id in rows if notice_id == latest}
+    chosen = _first_unacknowledged(session, rows)
+    residents = {resident_id for _d, _p, resident_id, notice_id in rows if notice_id == chosen}
     if len(residents) > 1:
         log.warning(
             "inbound report: a phone shared by %d recipients of notice %s",
             len(residents),
-            latest,
+            chosen,
             extra={"method": "record_inbound", "reason": "ambiguous"},
         )
         ambiguous = Conflict(
-            f"the phone belongs to {len(residents)} recipients of notice {latest}: "
-            "name the message answered (in_reply_to); nothing recorded"
+            f"the phone belongs to {len(residents)} recipients of notice {chosen}: "
+            "name the message answered (in_reply_to or delivery_id); nothing recorded"
         )
         ambiguous.reason = "ambiguous"  # the metric's outcome (the error crosses the wire as a Conflict)
         raise ambiguous
-    return Match(rows[0][0], session.get(Notice, latest), rows[0][2], "phone")
+    delivery_id, _path, resident_id, _notice = next(row for row in rows if row[3] == chosen)
+    return Match(delivery_id, session.get(Notice, chosen), resident_id, "phone")
+
+
+def _first_unacknowledged(session, rows):
+    """Of the candidate (delivery, path, resident, notice) rows, newest notice first: the first notice
+    one of whose recipients there has not acknowledged it, else the newest (one query)."""
+    notice_ids = list(dict.fromkeys(row[3] for row in rows))
+    acknowledged = set(
+        session.execute(
+            select(Acknowledgement.notice_id, Acknowledgement.resident_id).where(
+                Acknowledgement.notice_id.in_(notice_ids),
+                Acknowledgement.resident_id.in_({row[2] for row in rows}),
+            )
+        ).all()
+    )
+    return next((row[3] for row in rows if (row[3], row[2]) not in acknowledged), notice_ids[0])

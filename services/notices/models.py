@@ -79,9 +79,24 @@ class NoticeTarget(Base):
     unit_path: Mapped[str] = mapped_column(PathText, index=True)
 
 
+# Mostly NULL columns a lookup always names a value of: their indexes leave the NULLs out (partial; a
+# lookup ``column = value`` implies the condition, so both databases use them). Built CONCURRENTLY
+# on PostgreSQL (migrations 0008, 0009): the fan-out and the dispatcher keep writing meanwhile.
+HAS_ADDRESS_HASH = "address_hash IS NOT NULL"
+HAS_GATEWAY_MESSAGE_ID = "gateway_message_id IS NOT NULL"
+
+
 class Recipient(Base):
     __tablename__ = "recipients"
-    __table_args__ = (UniqueConstraint("notice_id", "resident_id", name="uq_recipient_notice_resident"),)
+    __table_args__ = (
+        UniqueConstraint("notice_id", "resident_id", name="uq_recipient_notice_resident"),
+        Index(
+            "ix_recipients_address_hash",
+            "address_hash",
+            postgresql_where=text(HAS_ADDRESS_HASH),
+            sqlite_where=text(HAS_ADDRESS_HASH),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     # No foreign keys on the two bulk tables (migration 0007): written only here, a page of thousands
@@ -98,8 +113,8 @@ class Recipient(Base):
     address_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     # Its keyed blind index (services.notices.inbound.phone_hash), so that an SMS reply or keypress
     # naming only its sender's phone finds the recipient: written for notices that require an
-    # acknowledgement (migration 0008; older rows keep NULL).
-    address_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    # acknowledgement (migration 0008; older rows keep NULL). Indexed where set (``__table_args__``).
+    address_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 # Deliveries the dispatcher may claim: queued ones, and claims whose lease ran out (their process
@@ -123,6 +138,12 @@ class Delivery(Base):
             sqlite_where=text(CLAIMABLE),
         ),
         Index("ix_deliveries_notice", "notice_id", "recipient_id"),
+        Index(
+            "ix_deliveries_gateway_message_id",
+            "gateway_message_id",
+            postgresql_where=text(HAS_GATEWAY_MESSAGE_ID),
+            sqlite_where=text(HAS_GATEWAY_MESSAGE_ID),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -140,7 +161,8 @@ class Delivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # The id the gateway gave this post (its answer's ``message_id``): a reply naming it finds the delivery.
-    gateway_message_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    # Indexed where set (``__table_args__``).
+    gateway_message_id: Mapped[str | None] = mapped_column(String(100))
 
 
 class Acknowledgement(Base):

@@ -113,7 +113,11 @@ class RecordInbound(StrictSchema):
     gateway = OneOf(v.INBOUND_GATEWAYS, required=True)
     kind = OneOf(v.INBOUND_KINDS, required=True)
     gateway_event_id = Str(required=True, max_length=100)
+    # Two id spaces, never mixed: the gateway's message id of our post, and our delivery id (the
+    # ``delivery_id`` and Idempotency-Key of every post). A gateway numbering its messages would
+    # otherwise name another resident's delivery.
     in_reply_to = Str(load_default=None, allow_none=True, max_length=100)
+    delivery_id = Id(load_default=None, allow_none=True)
     from_phone = InboundPhone(load_default=None, allow_none=True)
     text = Str(load_default=None, allow_none=True, max_length=1000)
     digits = Str(
@@ -139,8 +143,8 @@ class RecordInbound(StrictSchema):
                 errors["digits"] = ["Required for a keypress."]
             if data["text"] is not None:
                 errors["text"] = ["Only for an sms_reply."]
-        if data["in_reply_to"] is None and data["from_phone"] is None:
-            errors["from_phone"] = ["Required when in_reply_to is absent."]
+        if data["in_reply_to"] is None and data["delivery_id"] is None and data["from_phone"] is None:
+            errors["from_phone"] = ["Required when neither in_reply_to nor delivery_id is given."]
         received_at = data["received_at"]
         if received_at is not None and received_at > dt.datetime.now(dt.UTC) + INBOUND_MAX_SKEW:
             errors["received_at"] = ["Must not be in the future."]

@@ -316,11 +316,14 @@ class NoticesService(grid_facts.KeepsGridFacts, base.ServiceBase):
 
     @config_timer("HOUSEKEEPING_INTERVAL", 5.0)
     def housekeeping(self):
-        """Stop expired notices; report who has not acknowledged by the deadline (one transaction)."""
+        """Stop expired notices; report who has not acknowledged by the deadline; apply again the erasure of
+        residents erased in the last day who hold something again (erasure.sweep_recent) (one transaction)."""
         now = utcnow()
         notices.expire_notices(self.db, now)
         for notice in acks.due_ack_checks(self.db.session, now):
             acks.report_unacknowledged(self.db, notice)
+        for kind, rows in erasure.sweep_recent(self.db.session, now).items():
+            self.telemetry.count("grassroots_notices_derived_data_purged_total", kind, amount=rows)
 
     # ---- the read model of grid facts (shared.grid_facts.KeepsGridFacts: resync RPC and timer) ----
 

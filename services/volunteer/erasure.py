@@ -12,7 +12,10 @@ transaction, which also stores the tombstone every later event and read-through 
   active: nobody is left to care for; a plan resumed later reads the address again);
 - a volunteer registered as the resident: name → ``[erased]``, phone → empty, inactive (no offer goes to
   a person the grid no longer knows); their pledges' text → ``[erased]`` (the pledge board is public),
-  notes dropped.
+  notes dropped; and that name, where staff typed it in other people's free text (``details`` and
+  ``note`` of the help requests in their home community or served by them, pledges of volunteers in
+  that community), is replaced by ``[erased]``. The event carries ids only: a name volunteer does not
+  hold (a resident who never volunteered) cannot be scrubbed here (docs/personal-data.md).
 
 On ``tag_purged`` of ``quarantined`` (a released quarantine whose retention ended, or an erasure): the
 resident's ``care_subjects`` row goes (unless a newer quarantine is recorded after ``released_at``), and a
@@ -27,10 +30,11 @@ commits, logs no personal data, and returns counts by kind (``grassroots_volunte
 
 import datetime as dt
 
-from sqlalchemy import null, or_, select, update
+from sqlalchemy import func, null, or_, select, update
 
 from services.volunteer import care
 from services.volunteer.models import CarePlan, CareSubject, HelpRequest, Pledge, Volunteer
+from shared import paths as tree
 from shared.db import locking, serialize_on
 from shared.idempotency import forget_replies
 
@@ -40,6 +44,7 @@ REQUEST_METHODS = ("create_request", "complete_request", "confirm_request")
 VOLUNTEER_METHODS = ("register_volunteer", "update_volunteer", "set_active")
 # The reason a plan stopped by an erasure gives (neutral: it reaches volunteers and the event stream).
 ERASED_STOP_REASON = care.STOP_REASON
+MIN_NAME_LENGTH = 2  # as the grid's scrub: a shorter value would rewrite unrelated text
 
 
 def resident_erased(uow, resident_id, household_id, household_emptied, now):
@@ -70,6 +75,7 @@ def resident_erased(uow, resident_id, household_id, household_emptied, now):
                 request.note = ERASED
         changed += before != (None, request.details, request.note)
     done["help_requests"] = changed
+    _scrub_names(session, resident_id)
     done["volunteers"] = session.execute(
         update(Volunteer)
         .where(Volunteer.resident_id == resident_id, or_(Volunteer.name != ERASED, Volunteer.active.is_(True)))
@@ -84,6 +90,34 @@ def resident_erased(uow, resident_id, household_id, household_emptied, now):
     done.update(_forget_subject(uow, resident_id, household_id, household_emptied, now, None))
     session.flush()
     return done
+
+
+def _scrub_names(session, resident_id):
+    """Replace the name of a volunteer who was the resident where it stands in other people's free text:
+    help requests in their home community or served by them, pledges of volunteers in that community.
+    Before the volunteer row is anonymised (a replay finds ``[erased]`` there and scrubs nothing)."""
+    for volunteer in session.scalars(
+        select(Volunteer).where(Volunteer.resident_id == resident_id, Volunteer.name != ERASED)
+    ).all():
+        name = (volunteer.name or "").strip()
+        if len(name) < MIN_NAME_LENGTH:
+            continue
+        community = tree.as_path(tree.path_ids(volunteer.home_path)[:3])
+        near = or_(tree.in_subtree(HelpRequest.unit_path, community), HelpRequest.volunteer_id == volunteer.id)
+        neighbours = select(Volunteer.id).where(tree.in_subtree(Volunteer.home_path, community))
+        targets = [
+            (HelpRequest, HelpRequest.details, near),
+            (HelpRequest, HelpRequest.note, near),
+            (Pledge, Pledge.text, Pledge.volunteer_id.in_(neighbours)),
+            (Pledge, Pledge.note, Pledge.volunteer_id.in_(neighbours)),
+        ]
+        for model, column, where in targets:
+            session.execute(
+                update(model)
+                .where(where, column.contains(name, autoescape=True))
+                .values({column.key: func.replace(column, name, ERASED)})
+                .execution_options(synchronize_session=False)
+            )
 
 
 def forget_replies_of(uow, vault, resident_id, household_id, household_emptied):

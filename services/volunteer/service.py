@@ -289,8 +289,9 @@ class VolunteerService(grid_facts.KeepsGridFacts, base.ServiceBase):
     @on_event("grid", "tag_purged", schema=grid_facts.TagPurged())
     def on_tag_purged(self, envelope, data):
         """A resident's quarantine tag purged at the grid: their care subject and, with nobody left under
-        care, the stopped care plan's address go; the read model's tags as the grid has them now."""
-        kept = grid_facts.tag_purged(self.db.session, self.grid, FACTS, data["resident_id"], data["tag"])
+        care, the stopped care plan's address go; the tag leaves the read model's row. All local, no grid
+        call: the purge never waits for the grid (the model first: the copies lock before care's)."""
+        kept = grid_facts.tag_purged(self.db.session, FACTS, data["resident_id"], data["tag"])
         done = erasure.tag_purged(
             self.db,
             data["resident_id"],

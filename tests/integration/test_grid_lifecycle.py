@@ -263,3 +263,45 @@ def test_the_access_log_shows_staff_and_legal_reads_to_the_resident(admin, distr
     staff = call_as(token("grid_worker", sub="worker-a", unit=district["small_a"])).grid
     staff.access_log(resident_id=resident)
     assert my_log()[0]["reader"] == "worker-a" and my_log()[0]["what"] == "access_log"
+
+
+# Backends of the grid's database waiting for a row lock held on a household or on a tag.
+WAITING_ON_THE_HOUSEHOLD = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    " AND (query ILIKE '%resident_tags%' OR query ILIKE '%households%')"
+)
+
+
+def test_the_last_two_residents_erased_at_once_empty_the_household(admin, district, managers, grid_db):
+    """Two approvals in one household at the same time: each counts the other's resident as living
+    there unless they take turns on the household row — then the second sees the first erased."""
+    household = add_household(admin, district["small_a"], room="504")
+    pair = [add_resident(admin, household, seq)["id"] for seq in (8, 9)]
+    neighbour = add_resident(admin, add_household(admin, district["small_a"], room="505"), 10)["id"]
+    # A tag note naming both: each erasure rewrites it after counting, so holding it keeps both
+    # erasures inside their transactions (past the count, or waiting for the household) until released.
+    admin.tag_resident(resident_id=neighbour, tag="elderly_alone", note="Resident 8 and Resident 9 visit her")
+    for resident in pair:
+        managers["a"].erase_resident(resident_id=resident, reason="asked")
+    engine = create_engine(grid_db.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.connect() as holder:
+            holder.execute(text("SELECT 1 FROM resident_tags WHERE resident_id = :r FOR UPDATE"), {"r": int(neighbour)})
+            approvals = [
+                managers["a2"].erase_resident.call_async(resident_id=resident, reason="approved") for resident in pair
+            ]
+
+            def both_waiting():
+                [(waiting,)] = sql(grid_db, WAITING_ON_THE_HOUSEHOLD)
+                return waiting >= 2
+
+            wait_until(both_waiting, message="the two approvals never reached the household")
+            holder.rollback()
+        done = [approval.result() for approval in approvals]
+    finally:
+        engine.dispose()
+    assert sorted(step["household_emptied"] for step in done) == [False, True]
+    [address] = sql(
+        grid_db, "SELECT compound, building, entrance, room FROM households WHERE id = :h", h=int(household)
+    )
+    assert tuple(address) == ("[erased]",) * 4

@@ -164,15 +164,22 @@ def test_replies_and_keypresses_acknowledge_and_only_the_silent_one_is_followed_
         "gateway_message_id",
         replies["id"],
     )
-    # the silent one answers something else: recorded and counted, not an acknowledgement
+    # the silent one answers something else: recorded and counted, not an acknowledgement (the gateway
+    # names our delivery id, the one it was posted with)
+    silent_sms = named[(silent["id"], "sms")].removeprefix("stub-sms-")
     thanks = bridge.record_inbound(
         gateway="sms",
         kind="sms_reply",
         gateway_event_id=f"sms-{uuid.uuid4().hex}",
-        from_phone=silent["phone"],
+        delivery_id=silent_sms,
         text="谢谢",
     )
-    assert (thanks["outcome"], thanks["resident_id"]) == ("not_an_ack", silent["id"])
+    assert (thanks["outcome"], thanks["matched_by"], thanks["delivery_id"], thanks["resident_id"]) == (
+        "not_an_ack",
+        "delivery_id",
+        silent_sms,
+        silent["id"],
+    )
 
     # replays — the webhook's and the RPC's — record nothing more and answer the same (the RPC's request
     # is remembered under its own id, as every write's is: shared.idempotency)
@@ -217,6 +224,10 @@ def test_unmatched_unsigned_and_malformed_reports_change_nothing(
         bridge.record_inbound(gateway="sms", **event, from_phone="13912345678")
     with pytest.raises(NotFound):
         bridge.record_inbound(gateway="sms", **event, in_reply_to="stub-sms-999999")
+    # a message id that is one of our delivery ids (a gateway numbering its messages) is no delivery id
+    delivery_id = message_ids(notices_db, notice["id"])[(people["replies"]["id"], "sms")].removeprefix("stub-sms-")
+    with pytest.raises(NotFound):
+        bridge.record_inbound(gateway="sms", **event, in_reply_to=delivery_id)
     status, answer = post(notices_config, "sms", {**event, "from_phone": "13912345678"})
     assert (status, answer["error"]) == (404, "notfound") and "13912345678" not in json.dumps(answer)
     # unsigned, badly signed, stale, unknown gateway, too large, not JSON, a bad field
@@ -232,7 +243,7 @@ def test_unmatched_unsigned_and_malformed_reports_change_nothing(
     status, answer = post(notices_config, "sms", {**good, "from_phone": "+1 415 555 0100"})
     assert (status, list(answer["fields"])) == (400, ["from_phone"]) and "415" not in json.dumps(answer)
     assert snapshot(notices_db) == before
-    assert metric(notices_config, "unmatched", gateway="sms", kind="sms_reply") == 3.0
+    assert metric(notices_config, "unmatched", gateway="sms", kind="sms_reply") == 4.0
     assert metric(notices_config, "unsigned", gateway="sms", kind="unknown") == 2.0
 
 
@@ -249,6 +260,7 @@ def test_record_inbound_checks_its_fields_together(people, bridge, notices_db):
     expect_invalid(bridge.record_inbound, "text", **{**report, "text": None})
     expect_invalid(bridge.record_inbound, "from_phone", **{**report, "from_phone": None})
     expect_invalid(bridge.record_inbound, "from_phone", **{**report, "from_phone": "12345"})
+    expect_invalid(bridge.record_inbound, "delivery_id", **{**report, "delivery_id": "stub-sms-1"})
     expect_invalid(
         bridge.record_inbound,
         "digits",

@@ -563,3 +563,85 @@ def test_the_erasure_blanks_remembered_replies_that_hold_the_resident(district, 
     assert sum(reply == json.dumps(ERASED_REPLY) for reply in replies) == 2
     assert not any(name in reply for reply in replies)
     assert any(str(neighbour) in reply for reply in replies)  # another resident's reply is kept
+
+
+def test_the_erasure_forgets_the_move_of_a_household_it_empties(district, family):
+    """A move_household reply holds the address (as ``id``, with no household_id field)."""
+    from shared.idempotency import ERASED_REPLY, REPLY_CONTEXT
+
+    with unit_of_work(district) as uow:
+        next_door = uow.session.get(Resident, family["neighbour"]).household_id
+    for household, key in ((next_door, "emptied"), (family["household"], "kept")):
+        call(district, "move_household", household_id=household, unit_id=SMALL_A, idempotency_key=key)
+    erase(district, OFFICER_A, family["neighbour"])
+    assert erase(district, OFFICER_A2, family["neighbour"]).household_emptied is True
+    with unit_of_work(district) as uow:
+        model = uow.idempotency_model
+        rows = uow.session.scalars(select(model).where(model.method == "move_household"))
+        replies = [json.loads(VAULT.decrypt(row.reply, REPLY_CONTEXT)) for row in rows]
+    assert ERASED_REPLY in replies
+    assert {str(reply.get("id")) for reply in replies} == {"None", str(family["household"])}  # the other kept
+
+
+def test_the_erasure_takes_the_residents_data_out_of_the_managers_reasons(district, family):
+    first = family["first"]
+    with unit_of_work(district) as uow:
+        name = uow.session.get(Resident, first).name
+    phone, number = "13800000011", id_number(11)
+    withdrawn = erase(district, OFFICER_A, first, f"{name} phoned from {phone}")
+    call(district, "cancel_erasure", who=OFFICER_A2, erasure_id=withdrawn.erasure_id)
+    erase(district, OFFICER_A, first, f"{name} ({number}) asked at the counter")
+    done = erase(district, OFFICER_A2, first, f"approved: {name} is who she says")
+    assert (done.reason, done.approval_reason) == (
+        f"{ERASED} ({ERASED}) asked at the counter",
+        f"approved: {ERASED} is who she says",
+    )
+    listed = call(district, "list_erasures", who=OFFICER_A, under=COMMUNITY_A)["items"]
+    assert [(row["reason"], row["approval_reason"]) for row in listed] == [
+        (f"{ERASED} ({ERASED}) asked at the counter", f"approved: {ERASED} is who she says"),
+        (f"{ERASED} phoned from {ERASED}", None),
+    ]
+    with unit_of_work(district) as uow:
+        stored = [(row.reason, row.approval_reason) for row in uow.session.scalars(select(ErasureRequest))]
+    assert not any(secret in repr(stored) for secret in (name, phone, number))
+
+
+def test_an_erased_resident_is_not_counted(district, family):
+    from sqlalchemy import text
+
+    from services.grid.service import GAUGES
+    from shared.telemetry import SqlGauge
+
+    [gauge] = [g for g in GAUGES if isinstance(g, SqlGauge) and g.name == "grassroots_grid_residents"]
+
+    def counted():
+        with unit_of_work(district) as uow:
+            return (
+                call(district, "count_residents", under=SMALL_A)["count"],
+                uow.session.execute(text(gauge.sql)).scalar(),
+            )
+
+    assert counted() == (3, 3)
+    erase(district, OFFICER_A, family["first"])
+    erase(district, OFFICER_A2, family["first"])
+    assert counted() == (2, 2)
+    assert call(district, "count_residents", under=SMALL_A, tags_any=["elderly_alone"])["count"] == 0
+
+
+def test_a_walk_over_a_unit_with_phones_is_logged_once(district, family):
+    """Its first page (no ``after``) is recorded; the pages after it are the same read."""
+    walk = call(district, "find_resident_columns", who=PII_OFFICER, under=SMALL_A, phones=True, page_size=1)
+    while walk["has_more"]:
+        walk = call(
+            district,
+            "find_resident_columns",
+            who=PII_OFFICER,
+            under=SMALL_A,
+            phones=True,
+            page_size=1,
+            after=walk["next_after"],
+        )
+        assert walk["phones_enc"]
+    assert log_rows(district) == [(None, PATH_A, "find_resident_columns", "phones", "officer-pii", "notice delivery")]
+    call(district, "find_resident_columns", who=PII_OFFICER, under=SMALL_A, phones=True)  # another walk
+    assert len(log_rows(district)) == 2

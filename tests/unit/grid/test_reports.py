@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from services.grid import incidents, open311, reports, schemas
+from services.grid import erasure, incidents, open311, reports, schemas
 from services.grid.models import Incident, ReportFollower
 from shared.errors import Conflict, Forbidden, NotFound, RateLimited, ValidationError
 from shared.validation import load
@@ -24,7 +24,7 @@ from tests.unit.grid.conftest import (
     call,
     worker,
 )
-from tests.unit.local import caller, events, unit_of_work
+from tests.unit.local import VAULT, caller, events, unit_of_work
 
 RULES = reports.ReportRules(limit=3, period=3600, confirm_window=7 * 24 * 3600, private_codes=frozenset({"dispute"}))
 
@@ -504,3 +504,55 @@ def test_the_view_answers_429_beyond_its_bound_and_never_a_bare_500():
     assert b"database" not in failed.get_data()  # no internals
     bad = open311.serve(bound, lambda: open311.parse_query(b"a=1&a=2"))
     assert bad.status_code == 400 and bad.mimetype == "application/json"
+
+
+# ---- erasure -------------------------------------------------------------------------------------
+
+
+def remembered(db):
+    """(method, reply) of every reply kept for retried writes, decrypted."""
+    from shared.idempotency import REPLY_CONTEXT
+
+    with unit_of_work(db) as uow:
+        model = uow.idempotency_model
+        rows = uow.session.scalars(select(model).order_by(model.created_at, model.key)).all()
+        return [(row.method, json.loads(VAULT.decrypt(row.reply, REPLY_CONTEXT))) for row in rows]
+
+
+def test_the_erasure_forgets_the_replies_about_their_reports(district, people):
+    """report_problem, confirm_resolution and reopen_report replies name no resident, but hold the
+    resident's own words: the erasure blanks those of reports they reported or followed."""
+    from shared.idempotency import ERASED_REPLY
+
+    r1, r2, r3 = people
+    own = call(
+        district,
+        "report_problem",
+        who=resident(r1),
+        service_code="infrastructure",
+        description="Lift broken, the one by my door",
+        location_note="3-2-101, left of the lift",
+        idempotency_key="own",
+    )["service_request_id"]
+    own = int(own)
+    followed = report(district, r2).service_request_id
+    run(district, reports.merge_reports, OFFICER_A, followed, own)  # r1 now follows r2's report
+    resolve(district, followed)
+    call(
+        district,
+        "reopen_report",
+        who=resident(r1),
+        service_request_id=followed,
+        reason="the light at my door is still dark",
+        idempotency_key="reopen",
+    )
+    bench = {"service_code": "other", "description": "Bench loose", "idempotency_key": "x"}
+    call(district, "report_problem", who=resident(r3), **bench)
+    assert not any(reply == ERASED_REPLY for _, reply in remembered(district))
+    for who in (OFFICER_A, caller("officer", unit=COMMUNITY_A, sub="officer-a2")):
+        run(district, erasure.erase_resident, who, VAULT, r1, "asked")
+    kept = remembered(district)
+    assert [method for method, reply in kept if reply == ERASED_REPLY] == ["report_problem", "reopen_report"]
+    text = json.dumps(kept)
+    assert "Lift broken" not in text and "3-2-101" not in text and "still dark" not in text
+    assert "Bench loose" in text  # another resident's report: kept

@@ -226,3 +226,27 @@ def test_an_erased_party_is_shown_erased_and_not_told(db, call, records):
     detail = call(caller("officer", unit=3, pii=True), "get_case", case_id=str(records["case"]))
     assert {p["resident_id"]: (p["name"], p["phone"]) for p in detail["parties"]}["1000"] == ("[erased]", "")
     assert [data["resident_id"] for _, _, data in events(db, "sensitive_data_read")] == ["1010"]
+
+
+def test_an_erased_lawyers_name_leaves_free_text_of_records_not_held(db, call, committed, grid, practice, book):
+    """Legal holds the name of a lawyer who was the erased resident (1030): it is scrubbed where it stands in
+    other people's records; a record under a legal hold is kept as it is."""
+    theirs = book(1010, "11:00", topic="Ask Lawyer One about the lease")
+    with committed() as uow:
+        case = mediation.open_mediation(uow, OFFICER_A, grid, GRID_A, "family", [1000, 1010], "Lawyer One knows", None)
+        mediation.assign_mediator(uow, ADMIN, grid, case.id, practice["lawyer"], "judicial")
+        mediation.record_session(
+            uow, OFFICER_A, case.id, NOW - dt.timedelta(hours=1), ["Lawyer One", "Li Si"], "Lawyer One proposed"
+        )
+        held = mediation.open_mediation(
+            uow, OFFICER_A, grid, GRID_A, "family", [1000, 1010], "Lawyer One: appeal", None
+        )
+    call(OFFICER_A, "set_legal_hold", record="case", record_id=str(held.id), reason="Appeal pending")
+    done = call(ADMIN, "on_resident_erased", erased(1030, household_id=103))
+    assert done["lawyers"] == 1
+    assert rows(db, Consultation, Consultation.id == theirs.id)[0]["topic"] == "Ask [erased] about the lease"
+    assert rows(db, MediationCase, MediationCase.id == case.id)[0]["description"] == "[erased] knows"
+    (session,) = rows(db, MediationSession, MediationSession.case_id == case.id)
+    assert (session["attendees"], session["notes"]) == (["[erased]", "Li Si"], "[erased] proposed")
+    assert rows(db, MediationCase, MediationCase.id == held.id)[0]["description"] == "Lawyer One: appeal"
+    assert rows(db, Lawyer)[0]["name"] == "[erased]"

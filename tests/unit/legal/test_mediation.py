@@ -239,6 +239,23 @@ class TestReading:
                 phone_of(1010),
             ]
 
+    def test_the_grid_is_asked_with_pii_only_for_a_reader_of_unmasked_phones(self, committed, db, grid, open_case):
+        """A masked view asks the grid without the ``pii`` claim: no read is recorded in the parties'
+        access logs as made by legal's account."""
+        case = open_case()
+        with committed() as uow:
+            mediation.assign_mediator(uow, ADMIN, grid, case.id, 1020, "social")
+        grid.pii = True  # legal's grid_contacts holds the claim
+        grid.calls.clear()
+        phones = [p["phone"] for p in detail(db, OFFICER_A, grid, case.id)["parties"]]
+        assert phones == ["138****1000", "138****1010"]
+        assert grid.calls == ["get_residents"] and grid.pii_calls == []
+        assert [p["phone"] for p in detail(db, caller("mediator", sub="1020"), grid, case.id)["parties"]] == [
+            phone_of(1000),
+            phone_of(1010),
+        ]
+        assert grid.pii_calls == ["get_residents"]
+
     @pytest.mark.parametrize(
         "who",
         [OFFICER_B, caller("mediator", sub="1020"), lawyer(1)],

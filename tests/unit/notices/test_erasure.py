@@ -7,13 +7,13 @@ import datetime as dt
 from nameko.testing.services import worker_factory
 from sqlalchemy import select, update
 
-from services.notices import erasure
+from services.notices import erasure, publishing
 from services.notices.models import FACTS, Delivery, Notice, Preference, Recipient
-from services.notices.service import NoticesService
+from services.notices.service import NoticesService, commit_steps
 from shared import grid_facts
 from shared.db import utcnow
 from tests.unit.local import VAULT, unit_of_work
-from tests.unit.notices.conftest import PATH_B, SMALL_B, add_delivery, add_notice
+from tests.unit.notices.conftest import PATH_B, SMALL_A, SMALL_B, add_delivery, add_notice
 
 PHONE = VAULT.encrypt("13800000102", b"phone")
 
@@ -135,3 +135,63 @@ def test_a_purged_tag_leaves_the_snapshots_taken_before_its_release(db, grid):
     erased_tag = purged("disabled", released, reason="erased")
     assert handler(db, grid, "tag_purged", erased_tag, event_id="e3") == {"recipients": 1}
     assert rows(db, Recipient, Recipient.notice_id == before, Recipient.resident_id == 102)[0]["vulnerable"] is False
+
+
+def test_a_fan_out_page_read_before_the_erasure_does_not_store_the_erased_residents_phone(db, grid):
+    handler(db, grid, "resident_erased", erased(emptied=False))
+    # The grid's page (the fake grid still has them: read before the erasure) is written after it.
+    deadline = utcnow() + dt.timedelta(hours=1)
+    notice = add_notice(
+        db,
+        status="approved",
+        published_at=None,
+        requires_ack=True,
+        ack_deadline=deadline,
+        channels=["sms"],
+        audience={"under": [SMALL_A, SMALL_B]},
+    )
+    with unit_of_work(db) as uow:
+        commit_steps(uow, publishing.publish_due(uow, grid, VAULT, "Asia/Shanghai"))
+    assert sorted(r["resident_id"] for r in rows(db, Recipient, Recipient.notice_id == notice)) == [100, 101]
+    assert rows(db, Notice, Notice.id == notice)[0]["recipient_count"] == 2
+    with unit_of_work(db) as uow:
+        assert erasure.recipients_holding(uow.session, 102) == 0
+
+
+def housekeeping(db, grid):
+    with unit_of_work(db) as uow:
+        service = worker_factory(NoticesService, db=uow, grid=grid, vault=VAULT, config={})
+        service.housekeeping()
+        uow.commit()
+        return {
+            call.args[1]: call.kwargs["amount"]
+            for call in service.telemetry.count.call_args_list
+            if call.args[0] == "grassroots_notices_derived_data_purged_total"
+        }
+
+
+def test_housekeeping_erases_again_what_a_page_written_during_the_erasure_stored(db, grid):
+    handler(db, grid, "resident_erased", erased())
+    # A page committed while the erasure was applied: its rows escaped the handler's UPDATE.
+    notice = add_notice(db, audience={"under": [SMALL_B]})
+    late = add_delivery(db, notice, resident_id=102, path=PATH_B, tags=["quarantined"], address_enc=PHONE)
+    neighbour = add_delivery(db, notice, resident_id=101, path=PATH_B, address_enc=PHONE)
+    assert housekeeping(db, grid) == {"recipients": 1, "deliveries": 1, "preferences": 0, "direct_messages": 0}
+    with unit_of_work(db) as uow:
+        assert erasure.recipients_holding(uow.session, 102) == 0
+    by_id = {d["id"]: d for d in rows(db, Delivery)}
+    assert (by_id[late]["status"], by_id[late]["detail"]) == ("failed", "recipient erased")
+    assert by_id[neighbour]["status"] == "queued"
+    assert rows(db, Recipient, Recipient.resident_id == 101)[0]["address_enc"] == PHONE
+    assert housekeeping(db, grid) == {}  # nothing holds anything again: nothing done
+
+
+def test_the_sweep_looks_only_at_erasures_of_the_last_day(db, grid):
+    handler(db, grid, "resident_erased", erased())
+    with unit_of_work(db) as uow:
+        uow.session.execute(update(FACTS.erased).values(applied_at=utcnow() - dt.timedelta(days=2)))
+        uow.commit()
+    add_delivery(db, add_notice(db, audience={"under": [SMALL_B]}), resident_id=102, path=PATH_B, address_enc=PHONE)
+    with unit_of_work(db) as uow:
+        assert erasure.sweep_recent(uow.session) == {}
+        assert erasure.sweep_recent(uow.session, window=dt.timedelta(days=3)) != {}

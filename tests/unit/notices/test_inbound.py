@@ -137,6 +137,8 @@ def test_a_report_names_its_kind_from_its_gateway_and_text_or_digits_to_match():
     assert set(refused(digits="1")) == {"digits"}
     assert set(refused(gateway="voice", kind="keypress", text="1")) == {"digits", "text"}
     assert set(refused(from_phone=...)) == {"from_phone"}
+    assert set(refused(delivery_id="abc")) == {"delivery_id"}
+    assert load(RecordInbound(), fields_of(from_phone=None, delivery_id="48213"))["delivery_id"] == 48213
     assert set(refused(gateway="email")) == {"gateway"}
     assert set(refused(gateway="voice", kind="keypress", text=..., digits="1a")) == {"digits"}
     assert set(refused(gateway_event_id="x" * 101)) == {"gateway_event_id"}
@@ -214,6 +216,36 @@ def test_a_reply_by_phone_acknowledges_the_latest_open_notice_requiring_one(db):
     assert stored(db) == (1, [(latest, 100)])
 
 
+def test_a_reply_by_phone_answers_the_latest_notice_the_resident_has_not_acknowledged(db):
+    older = ack_notice(db, published_at=utcnow() - dt.timedelta(hours=2))
+    latest = ack_notice(db)
+    for notice_id in (older, latest):
+        sent_to(db, notice_id, 100)
+    with unit_of_work(db) as uow:  # acknowledged in the app already
+        uow.session.add(Acknowledgement(notice_id=latest, resident_id=100, acknowledged_at=utcnow()))
+        uow.commit()
+    reply, _ = report(db, gateway_event_id="a")
+    assert (reply["notice_id"], reply["outcome"]) == (older, "acknowledged")
+    # Both acknowledged: the latest, recorded as a reply (nothing more to acknowledge).
+    again, _ = report(db, gateway_event_id="b")
+    assert (again["notice_id"], again["resident_id"]) == (latest, 100)
+    assert stored(db) == (2, [(older, 100), (latest, 100)])
+
+
+def test_a_shared_phone_stays_ambiguous_on_the_notice_it_would_answer(db):
+    older = ack_notice(db, published_at=utcnow() - dt.timedelta(hours=2))
+    latest = ack_notice(db)
+    sent_to(db, older, 100)
+    for resident_id in (100, 101):
+        sent_to(db, latest, resident_id, phone=PHONES["100"])  # one household phone
+    with unit_of_work(db) as uow:  # one of the two acknowledged: the other one may be who replies
+        uow.session.add(Acknowledgement(notice_id=latest, resident_id=100, acknowledged_at=utcnow()))
+        uow.commit()
+    with pytest.raises(Conflict, match="2 recipients"):
+        report(db)
+    assert stored(db) == (0, [(latest, 100)])
+
+
 def test_a_phone_matches_only_deliveries_on_its_gateways_channel(db):
     notice_id = ack_notice(db)
     sent_to(db, notice_id, 100, channel="sms")
@@ -225,10 +257,10 @@ def test_a_phone_matches_only_deliveries_on_its_gateways_channel(db):
     assert reply["delivery_id"] == voice
 
 
-def test_the_gateways_message_id_comes_first_then_our_delivery_id(db):
+def test_a_message_id_and_a_delivery_id_are_two_id_spaces_never_mixed(db):
     notice_id = ack_notice(db)
     plain = sent_to(db, notice_id, 101)
-    # A delivery whose gateway message id happens to be the other one's delivery id: the message id wins.
+    # A delivery whose gateway message id happens to be the other one's delivery id: in_reply_to names it.
     named = sent_to(db, notice_id, 100, message_id=str(plain))
     by_message, _ = report(db, gateway_event_id="e-1", in_reply_to=str(plain), from_phone=None)
     assert (by_message["delivery_id"], by_message["matched_by"], by_message["resident_id"]) == (
@@ -237,18 +269,37 @@ def test_the_gateways_message_id_comes_first_then_our_delivery_id(db):
         100,
     )
     other = sent_to(db, notice_id, 102, path=PATH_B)
-    by_id, _ = report(db, gateway_event_id="e-2", in_reply_to=str(other), from_phone=None, text="ok")
+    by_id, _ = report(db, gateway_event_id="e-2", delivery_id=str(other), from_phone=None, text="ok")
     assert (by_id["delivery_id"], by_id["matched_by"], by_id["outcome"]) == (other, "delivery_id", "not_an_ack")
     # The reply names the message even when a phone comes with it (and the phone would name another).
     third, _ = report(db, gateway_event_id="e-3", in_reply_to=str(plain), from_phone=PHONES["101"])
     assert third["delivery_id"] == named
-    assert stored(db)[1] == [(notice_id, 100)]
+    # Both named: our delivery id is the one matched.
+    both, _ = report(db, gateway_event_id="e-4", delivery_id=plain, in_reply_to=str(plain), from_phone=None)
+    assert (both["delivery_id"], both["matched_by"], both["resident_id"]) == (plain, "delivery_id", 101)
+    assert stored(db)[1] == [(notice_id, 100), (notice_id, 101)]
+
+
+def test_a_numeric_message_id_is_never_taken_for_our_delivery_id(db):
+    """A gateway numbering its messages: resident 100's SMS (its id not kept here: the gateway's status
+    report came first) has the number of resident 101's delivery. Nothing is matched — acknowledging 101
+    would spare them their door-knock."""
+    notice_id = ack_notice(db)
+    sent_to(db, notice_id, 100)  # gateway_message_id None
+    theirs = sent_to(db, notice_id, 101)
+    with pytest.raises(NotFound):
+        report(db, in_reply_to=str(theirs), from_phone=None)
+    with pytest.raises(NotFound):  # in_reply_to names only message ids, even with a phone that would match
+        report(db, in_reply_to=str(theirs))
+    assert stored(db) == (0, [])
 
 
 def test_a_delivery_id_of_another_channel_matches_nothing(db):
     voice = sent_to(db, ack_notice(db), 100, channel="voice_call")
     with pytest.raises(NotFound):
-        report(db, in_reply_to=str(voice), from_phone=None)
+        report(db, delivery_id=str(voice), from_phone=None)
+    with pytest.raises(NotFound):
+        report(db, delivery_id="999999", from_phone=None)
     with pytest.raises(NotFound):
         report(db, in_reply_to="stub-sms-999", from_phone=None)
     assert stored(db) == (0, [])

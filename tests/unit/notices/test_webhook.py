@@ -78,6 +78,13 @@ def test_a_signed_report_is_recorded_with_the_urls_gateway():
     assert recorder.recorded[0]["gateway"] == "sms" and recorder.recorded[0]["from_phone"] == PHONE
 
 
+def test_a_report_may_name_our_delivery_id_as_posted():
+    body = json.dumps({"kind": "sms_reply", "gateway_event_id": "e-2", "delivery_id": "48213", "text": "1"}).encode()
+    status, _body, recorder = answer(body)
+    assert status == 200
+    assert (recorder.recorded[0]["delivery_id"], recorder.recorded[0]["in_reply_to"]) == (48213, None)
+
+
 @pytest.mark.parametrize(
     ("headers", "reason"),
     [
@@ -142,6 +149,12 @@ def test_a_body_over_16_kib_is_refused_before_its_signature_is_checked():
             400,
             "in_reply_to",
         ),
+        (
+            json.dumps({"kind": "sms_reply", "gateway_event_id": "e", "delivery_id": "sms-1", "text": "1"}).encode(),
+            {},
+            400,
+            "delivery_id",
+        ),
         (json.dumps({"kind": "sms_reply", "surprise": 1}).encode(), {}, 400, "surprise"),
         (
             b'{"kind": "sms_reply", "gateway_event_id": "e", "from_phone": "' + b"9" * 5000 + b'", "text": "1"}',
@@ -177,7 +190,18 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 FIELD_NAMES = st.sampled_from(
-    ["gateway", "kind", "gateway_event_id", "in_reply_to", "from_phone", "text", "digits", "received_at", "other"]
+    [
+        "gateway",
+        "kind",
+        "gateway_event_id",
+        "in_reply_to",
+        "delivery_id",
+        "from_phone",
+        "text",
+        "digits",
+        "received_at",
+        "other",
+    ]
 )
 
 

@@ -188,16 +188,39 @@ def test_a_purge_of_an_old_quarantine_keeps_a_newer_one(db, worker):
     assert rows(db, CarePlan)[0]["active"] is True
 
 
-def test_the_read_model_drops_a_purged_tag_as_the_grid_has_it_now(db, grid):
+def test_the_read_model_drops_a_purged_tag_without_asking_the_grid(db, grid):
     with unit_of_work(db) as uow:
         grid_facts.store_resident(uow.session, FACTS, {**grid.residents_by_id["1040"]})
         uow.commit()
-    grid.residents_by_id["1040"]["tags"] = []  # released at the grid, the untag event missed
+    assert rows(db, FACTS.resident, FACTS.resident.id == 1040)[0]["tags"] == ["quarantined"]
+    grid.calls.clear()
+    grid.unavailable = True  # the event alone says the tag is no longer held
     with unit_of_work(db) as uow:
-        assert grid_facts.tag_purged(uow.session, grid, FACTS, 1040, "quarantined") is True
-        assert grid_facts.tag_purged(uow.session, grid, FACTS, 1040, "disabled") is False  # not a kept tag
+        assert grid_facts.tag_purged(uow.session, FACTS, 1040, "quarantined") is True
+        assert grid_facts.tag_purged(uow.session, FACTS, 1040, "quarantined") is False  # a replay: nothing more
+        assert grid_facts.tag_purged(uow.session, FACTS, 1040, "disabled") is False  # not a kept tag
         uow.commit()
     assert rows(db, FACTS.resident, FACTS.resident.id == 1040)[0]["tags"] == []
+    assert grid.calls == []
+
+
+def test_a_purged_tag_is_purged_here_with_the_grid_down(db, worker, grid):
+    with worker() as service:
+        service.on_resident_tagged(envelope("t1", "resident_tagged", tagged(1040, 104)))
+        service.on_resident_untagged(envelope("t2", "resident_untagged", tagged(1040, 104)))
+    with unit_of_work(db) as uow:  # the model read them while quarantined; the untag event missed
+        grid_facts.store_resident(uow.session, FACTS, {**grid.residents_by_id["1040"]})
+        uow.commit()
+    assert rows(db, FACTS.resident, FACTS.resident.id == 1040)[0]["tags"] == ["quarantined"]  # event missed
+    assert len(rows(db, CareSubject)) == 1
+    grid.unavailable = True
+    grid.calls.clear()
+    with worker() as service:
+        done = service.on_tag_purged(envelope("p1", "tag_purged", purged(1040, 104)))
+    assert (done["care_subjects"], done["care_plans"], done["grid_residents"]) == (1, 1, 1)
+    assert rows(db, CareSubject) == [] and rows(db, CarePlan)[0]["address"] is None
+    assert rows(db, FACTS.resident, FACTS.resident.id == 1040)[0]["tags"] == []
+    assert grid.calls == []
 
 
 def test_the_anonymisation_is_a_function_of_what_is_left(db, worker):
@@ -210,3 +233,22 @@ def test_the_anonymisation_is_a_function_of_what_is_left(db, worker):
     assert first["help_requests"] == 1 and set(second.values()) == {0}
     (request,) = rows(db, HelpRequest, HelpRequest.id == request_id)
     assert (request["details"], request["address"]) == ("[erased]", None)
+
+
+def test_an_erased_volunteers_name_leaves_other_peoples_free_text(db, worker, grid, add_volunteer):
+    """Volunteer holds the name of a resident who volunteered: it is scrubbed where staff typed it in other
+    residents' requests and other volunteers' pledges (a name it does not hold it cannot know)."""
+    erased_volunteer = add_volunteer(resident_id=1010, name="Zhao Liu")
+    other_volunteer = add_volunteer(resident_id=1000, name="Qian Wu")
+    with worker() as service:
+        service.make_pledge(volunteer_id=str(other_volunteer), text="With Zhao Liu: dog walks", due_on="2030-02-01")
+    request_id = ask(worker, resident_id=1000, details="Rice; Zhao Liu has the key (Zhao Liu's flat)")
+    with worker() as service:
+        done = service.on_resident_erased(envelope("x1", "resident_erased", erased(1010, 101)))
+    assert done["volunteers"] == 1
+    (request,) = rows(db, HelpRequest, HelpRequest.id == request_id)
+    assert request["details"] == "Rice; [erased] has the key ([erased]'s flat)"
+    (pledge,) = rows(db, Pledge, Pledge.volunteer_id == other_volunteer)
+    assert pledge["text"] == "With [erased]: dog walks"
+    assert rows(db, Volunteer, Volunteer.id == erased_volunteer)[0]["name"] == "[erased]"
+    assert rows(db, Volunteer, Volunteer.id == other_volunteer)[0]["name"] == "Qian Wu"

@@ -9,6 +9,15 @@
 - ``inbound_messages``: each recorded reply or keypress, once per gateway event id; ids and an
   outcome only (no phone, no message text).
 
+The two new columns are mostly NULL (no message id given; notices asking for no acknowledgement), and
+every lookup names a value: their indexes are partial (``WHERE ... IS NOT NULL``). On PostgreSQL they
+are built CONCURRENTLY, outside the migration's transaction (``autocommit_block``): a plain CREATE
+INDEX would lock deliveries and recipients against writes — the fan-out and the dispatcher — for the
+whole build over millions of rows. So this revision is not atomic there; each step may be run again:
+a run that died mid-way (its pod killed during a build) is finished by the next one (IF NOT EXISTS on
+the columns and the table; an index left INVALID by the dead build is dropped and built again).
+SQLite (development, tests): plain statements.
+
 Revision ID: 0008
 Revises: 0007
 """
@@ -24,13 +33,16 @@ depends_on = None
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+HAS_MESSAGE_ID = sa.text("gateway_message_id IS NOT NULL")
+HAS_ADDRESS_HASH = sa.text("address_hash IS NOT NULL")
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("gateway_message_id", sa.String(length=100), nullable=True))
-        batch_op.create_index("ix_deliveries_gateway_message_id", ["gateway_message_id"], unique=False)
-    with op.batch_alter_table("recipients", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("address_hash", sa.String(length=64), nullable=True))
-        batch_op.create_index("ix_recipients_address_hash", ["address_hash"], unique=False)
+    again = True if _postgres() else None  # SQLite has no ADD COLUMN IF NOT EXISTS
+    op.add_column(
+        "deliveries", sa.Column("gateway_message_id", sa.String(length=100), nullable=True), if_not_exists=again
+    )
+    op.add_column("recipients", sa.Column("address_hash", sa.String(length=64), nullable=True), if_not_exists=again)
     op.create_table(
         "inbound_messages",
         sa.Column("id", ID, autoincrement=True, nullable=False),
@@ -46,16 +58,36 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("gateway", "gateway_event_id", name="uq_inbound_gateway_event"),
+        if_not_exists=True,
     )
-    op.create_index("ix_inbound_messages_notice_id", "inbound_messages", ["notice_id"], unique=False)
+    op.create_index(
+        "ix_inbound_messages_notice_id", "inbound_messages", ["notice_id"], unique=False, if_not_exists=True
+    )
+    create_index_concurrently("ix_deliveries_gateway_message_id", "deliveries", "gateway_message_id", HAS_MESSAGE_ID)
+    create_index_concurrently("ix_recipients_address_hash", "recipients", "address_hash", HAS_ADDRESS_HASH)
 
 
 def downgrade() -> None:
     op.drop_index("ix_inbound_messages_notice_id", table_name="inbound_messages")
     op.drop_table("inbound_messages")
+    op.drop_index("ix_recipients_address_hash", table_name="recipients")
+    op.drop_index("ix_deliveries_gateway_message_id", table_name="deliveries")
     with op.batch_alter_table("recipients", schema=None) as batch_op:
-        batch_op.drop_index("ix_recipients_address_hash")
         batch_op.drop_column("address_hash")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_index("ix_deliveries_gateway_message_id")
         batch_op.drop_column("gateway_message_id")
+
+
+def _postgres():
+    return op.get_context().dialect.name == "postgresql"
+
+
+def create_index_concurrently(name, table, column, where=None):
+    """An index on a busy table: on PostgreSQL built CONCURRENTLY (writes go on meanwhile), outside the
+    transaction, after dropping one a dead earlier run left INVALID; elsewhere a plain CREATE INDEX."""
+    if not _postgres():
+        op.create_index(name, table, [column], unique=False, sqlite_where=where)
+        return
+    with op.get_context().autocommit_block():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+        op.create_index(name, table, [column], unique=False, postgresql_where=where, postgresql_concurrently=True)

@@ -33,6 +33,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plans an erasure or a purge left without an address hold '{}' (no address) before the column is
+    # NOT NULL again: the data is not brought back.
+    op.execute(sa.text("UPDATE care_plans SET address = '{}' WHERE address IS NULL"))
     with op.batch_alter_table("care_plans", schema=None) as batch_op:
         batch_op.alter_column("address", existing_type=sa.JSON(), nullable=False)
     op.drop_table("erased_residents")
