@@ -711,7 +711,7 @@ def _record_delivery_status(w):
     return Call(args, {"delivery_id": w.b.delivery}, roles=("admin",), sub="admin-a")
 
 
-@example("notices.record_inbound", "gateway_event_id")
+@example("notices.record_inbound", "gateway_event_id", "delivery_id")
 def _record_inbound(w):
     # An admin token naming community A records a reply to A's delivery; replaying an event the unscoped
     # gateway bridge recorded for B's delivery is refused, as B's delivery named in delivery_id would be.
@@ -720,7 +720,9 @@ def _record_inbound(w):
     args = {**report, "gateway_event_id": f"matrix-a-{n}", "delivery_id": w.a.delivery}
     outside = {**report, "gateway_event_id": f"matrix-b-{n}", "delivery_id": w.b.delivery}
     w.admin.notices.record_inbound(**outside)
-    return Call(args, {"gateway_event_id": Replace(outside)}, roles=("admin",), sub="admin-a")
+    return Call(
+        args, {"gateway_event_id": Replace(outside), "delivery_id": w.b.delivery}, roles=("admin",), sub="admin-a"
+    )
 
 
 @example("notices.register_chat_group", "unit_id")

@@ -63,10 +63,11 @@ def send_direct(uow, caller, grid, vault, timezone, resident_ids, template, para
         sent = uow.session.scalar(select(Notice).where(Notice.origin == origin))
         if sent is not None:
             return sent
-    found = grid.residents(resident_ids, "resident_ids")
     if not caller.unrestricted:  # a service or admin token scoped to a unit messages only residents under it
-        for resident in found:
+        # Checked on a read without phones: a refused call reads no one's personal data (no access-log row).
+        for resident in grid.without_pii().residents(resident_ids, "resident_ids"):
             caller.require_reach(resident["unit_path"], "resident")
+    found = grid.residents(resident_ids, "resident_ids")
     return _direct(uow, caller.sub, vault, timezone, found, template, params, channels, origin=origin)
 
 
