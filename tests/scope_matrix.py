@@ -328,7 +328,9 @@ class World:
     def free_slots(self, side, wanted=1):
         slots = self.admin.legal.find_slots(
             specialty="family",
-            date_from=(_today() + dt.timedelta(days=1)).isoformat(),
+            # From the day after tomorrow: beyond the reminder lead (24 h), so no reminder's event lands
+            # inside a probe's snapshots.
+            date_from=(_today() + dt.timedelta(days=2)).isoformat(),
             date_to=(_today() + dt.timedelta(days=12)).isoformat(),
             station_id=side.station,
             limit=5000,

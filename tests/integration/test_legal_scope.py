@@ -19,8 +19,10 @@ AFTERNOONS = [{"weekday": d, "start": "14:00", "end": "17:00"} for d in range(7)
 
 
 def at(clock):
-    """Tomorrow at ``clock``, local time, as the ISO string a caller sends."""
-    day = dt.datetime.now(ZONE).date() + dt.timedelta(days=1)
+    """The day after tomorrow at ``clock``, local time, as the ISO string a caller sends: always more than
+    the reminder lead (24 h) ahead, so no reminder's event lands in an ``unchanged()`` block (with
+    tomorrow, every run after 14:00 local had the reminder timer racing the snapshots)."""
+    day = dt.datetime.now(ZONE).date() + dt.timedelta(days=2)
     hours, minutes = map(int, clock.split(":"))
     return dt.datetime.combine(day, dt.time(hours, minutes), tzinfo=ZONE).astimezone(dt.UTC).isoformat()
 
