@@ -316,3 +316,20 @@ def test_a_scoped_reporter_reports_only_under_its_unit_before_anything_is_reveal
     with pytest.raises(NotFound):
         report(db, 999, "sent")
     assert state(db, delivery_id) == ("failed", 0, None)
+
+
+def test_the_gateways_message_id_is_kept_only_for_notices_that_ask_for_an_acknowledgement(db):
+    """A reply is matched by message id only to a notice asking for an acknowledgement
+    (services/notices/inbound.py): the ids of the others are not written (a column per delivery of
+    every notice cost a large fan-out about 15%)."""
+    asking = add_notice(db, requires_ack=True, ack_deadline=utcnow() + dt.timedelta(hours=1))
+    telling = add_notice(db)
+    ids = {notice: sms_to(db, notice, resident_id=100) for notice in (asking, telling)}
+    dispatch(db, {"sms": StubChannel("sms")})
+    with unit_of_work(db) as uow:
+        kept = {notice: uow.session.get(Delivery, i).gateway_message_id for notice, i in ids.items()}
+        assert {notice: uow.session.get(Delivery, i).status for notice, i in ids.items()} == {
+            asking: "sent",
+            telling: "sent",
+        }
+    assert kept[asking] == f"stub-sms-{ids[asking]}" and kept[telling] is None
