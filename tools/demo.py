@@ -22,8 +22,6 @@ within ``--timeout`` seconds is reported as a failure, and the exit status is th
 
 import argparse
 import datetime as dt
-import hashlib
-import hmac
 import json
 import os
 import sys
@@ -42,6 +40,7 @@ from rich.table import Table
 
 from services import registry
 from services.grid.vocabulary import TAGS
+from services.notices.webhook import signed_request
 from shared.auth import jwt_secret, mint_token
 from shared.errors import Conflict
 from tools.demo_data import DISTRICT_CODE
@@ -563,18 +562,7 @@ class Demo:
             answer = self.as_("service:voice-gateway", ("service",)).notices.record_inbound(gateway="voice", **event)
             return {**answer, "via": f"over RPC: no {VOICE_SECRET_ENV} in var/dev.env"}
         body = json.dumps(event).encode()
-        stamp = str(int(time.time()))
-        signature = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        request = urllib.request.Request(
-            f"{self.notices_url}/gateways/voice/inbound",
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "X-Grassroots-Timestamp": stamp,
-                "X-Grassroots-Signature": f"sha256={signature}",
-            },
-        )
+        request = signed_request(f"{self.notices_url}/gateways/voice/inbound", secret, body)
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
                 return {**json.loads(response.read()), "via": "signed webhook POST /gateways/voice/inbound"}

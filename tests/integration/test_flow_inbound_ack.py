@@ -6,10 +6,7 @@ none for hers. ``make demo``'s third scenario plays the same story against ``mak
 the last test here plays it against this suite."""
 
 import datetime as dt
-import hashlib
-import hmac
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -17,6 +14,7 @@ import uuid
 import pytest
 from nameko.testing.services import entrypoint_waiter
 
+from services.notices.webhook import signed_request
 from tests.support import add_household, add_resident, token, wait_until
 
 SECRETS = {"sms": "test-sms-inbound-secret-0123456789", "voice": "test-voice-inbound-secret-0123456789"}
@@ -60,19 +58,8 @@ def elderly(running, admin, district, call_as):
 def post_inbound(config, gateway, event, secret=None, stamp=None):
     """POST a gateway's report to the notices webhook, signed as docs/gateways.md says; (status, body)."""
     body = json.dumps(event).encode()
-    stamp = str(int(time.time())) if stamp is None else stamp
     secret = SECRETS[gateway] if secret is None else secret
-    signature = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    request = urllib.request.Request(
-        f"http://{config['WEB_SERVER_ADDRESS']}/gateways/{gateway}/inbound",
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "X-Grassroots-Timestamp": stamp,
-            "X-Grassroots-Signature": f"sha256={signature}",
-        },
-    )
+    request = signed_request(f"http://{config['WEB_SERVER_ADDRESS']}/gateways/{gateway}/inbound", secret, body, stamp)
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             return response.status, json.loads(response.read())

@@ -5,8 +5,6 @@ by SMS reply (``notices.record_inbound``); the report counts them, and once the 
 malformed reports are refused and change nothing."""
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import time
 import urllib.error
@@ -17,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from services.notices.models import Base
+from services.notices.webhook import signed_request
 from shared.errors import NotFound
 from tests.support import add_household, add_resident, expect_invalid, table_counts, token, wait_until
 
@@ -57,19 +56,9 @@ def bridge(call_as):
 def post(config, gateway, fields, secret=None, stamp=None, raw=None):
     """POST a report to the webhook, signed as docs/gateways.md says; (status, JSON answer)."""
     body = json.dumps(fields).encode() if raw is None else raw
-    stamp = str(int(time.time())) if stamp is None else stamp
-    key = (SECRETS.get(gateway, "x" * 16) if secret is None else secret).encode()
-    mac = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    request = urllib.request.Request(
-        f"http://{config['WEB_SERVER_ADDRESS']}/gateways/{gateway}/inbound",
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "X-Grassroots-Timestamp": stamp,
-            "X-Grassroots-Signature": f"sha256={mac}",
-        },
-    )
+    secret = SECRETS.get(gateway, "x" * 16) if secret is None else secret
+    url = f"http://{config['WEB_SERVER_ADDRESS']}/gateways/{gateway}/inbound"
+    request = signed_request(url, secret, body, stamp)
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             return response.status, json.loads(response.read())

@@ -227,3 +227,19 @@ def test_a_weak_secret_stops_the_service_naming_the_setting_not_the_value(value)
     with pytest.raises(webhook.InboundSecretError) as error:
         webhook.inbound_secrets({}, environ={"NOTICES_VOICE_INBOUND_SECRET": value})
     assert "NOTICES_VOICE_INBOUND_SECRET" in str(error.value) and value not in str(error.value)
+
+
+def test_a_signed_request_passes_the_check_and_a_changed_body_does_not():
+    body = b'{"kind": "keypress", "digits": "1"}'
+    request = webhook.signed_request(
+        "http://notices/gateways/voice/inbound", "voice-secret-0123456789", body, "1700000000"
+    )
+    headers = {name.title(): value for name, value in request.header_items()}
+    headers = {
+        webhook.TIMESTAMP_HEADER: headers["X-Grassroots-Timestamp"],
+        webhook.SIGNATURE_HEADER: headers["X-Grassroots-Signature"],
+    }
+    secret = b"voice-secret-0123456789"
+    assert (request.get_method(), request.data) == ("POST", body)
+    assert webhook.signature_problem(secret, headers, body, now=1700000000) is None
+    assert webhook.signature_problem(secret, headers, body + b" ", now=1700000000) == "bad signature"
